@@ -1,0 +1,7 @@
+"""`python -m llm_energy_widget` is the `llm-energy` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

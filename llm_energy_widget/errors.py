@@ -1,0 +1,50 @@
+"""One exception root, so callers can catch everything this package raises with one clause."""
+
+from __future__ import annotations
+
+
+class EnergyWidgetError(Exception):
+    """Root of every error raised on purpose by llm-energy-widget."""
+
+
+class InvalidInputError(EnergyWidgetError, ValueError):
+    """Bad arguments from the user: a specific message says which and why."""
+
+
+class SourceUnavailableError(EnergyWidgetError):
+    """A power source cannot be used here; the message says why and how to fix it."""
+
+
+class SourceError(EnergyWidgetError):
+    """A power source failed while sampling (the sampler stops and reports it)."""
+
+
+class MalformedSampleError(SourceError):
+    """One sample in a stream could not be parsed; streams skip it with a warning."""
+
+
+class ModelLoadError(EnergyWidgetError):
+    """A model or tokenizer could not be found or loaded."""
+
+
+class RunError(EnergyWidgetError):
+    """A profiling run could not start or failed."""
+
+
+class ConcurrentRunError(RunError):
+    """A second run was started on a model that is already being profiled."""
+
+
+class RunCancelled(RunError):
+    """Raised inside the generation thread to stop `generate` when the user cancels."""
+
+
+class StoreError(EnergyWidgetError):
+    """The run store is unusable: not a database, corrupted, read-only, or from newer code."""
+
+
+class UnknownRunError(StoreError, KeyError):
+    """No run with that id in the store."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "unknown run"

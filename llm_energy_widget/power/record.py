@@ -1,0 +1,68 @@
+"""The one record every power reading is stored and exported as.
+
+Sources hand the sampler `SourceSample`s (raw, in their own clock); the sampler turns them into
+`PowerReading`s: time relative to the sampler's start, watts per rail, cumulative energy since start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+RAILS: tuple[str, ...] = ("cpu", "gpu", "ane", "dram")
+"""Rails a reading may carry; a source without a rail leaves it `None`."""
+
+Kind = Literal["measured", "estimated", "modeled"]
+KINDS: tuple[str, ...] = ("measured", "estimated", "modeled")
+
+READING_FIELDS: tuple[str, ...] = (
+    "t_ms",
+    "cpu_w",
+    "gpu_w",
+    "ane_w",
+    "dram_w",
+    "total_w",
+    "energy_j",
+    "source",
+    "kind",
+)
+
+
+@dataclass(frozen=True)
+class SourceSample:
+    """What a source read, before the sampler puts it on the run's clock.
+
+    t_s: `time.monotonic()` seconds the sample stands for (its end); None means "now".
+    power_w: watts per rail (keys from RAILS) and/or "total"; missing rails are absent.
+    energy_j: the source's own cumulative energy counter in joules since it was opened, or None
+        when the source has no counter (the sampler then integrates power).
+    """
+
+    t_s: float | None
+    power_w: dict[str, float] = field(default_factory=dict)
+    energy_j: float | None = None
+
+    @property
+    def total_w(self) -> float | None:
+        if "total" in self.power_w:
+            return self.power_w["total"]
+        rails = [self.power_w[r] for r in RAILS if r in self.power_w]
+        return float(sum(rails)) if rails else None
+
+
+@dataclass(frozen=True)
+class PowerReading:
+    """One reading on the run's clock (the record of `llm-energy power --json`)."""
+
+    t_ms: float
+    cpu_w: float | None
+    gpu_w: float | None
+    ane_w: float | None
+    dram_w: float | None
+    total_w: float
+    energy_j: float
+    source: str
+    kind: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

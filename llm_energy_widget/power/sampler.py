@@ -1,0 +1,289 @@
+"""Background power sampler: polls one source on its own thread and keeps readings in columns."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from ..errors import EnergyWidgetError, InvalidInputError, SourceError
+from .base import PowerSource
+from .energy import EnergyCurve, FloatArray
+from .record import RAILS, PowerReading, SourceSample
+
+log = logging.getLogger(__name__)
+
+ReadingListener = Callable[[PowerReading, "str | None"], None]
+ErrorListener = Callable[[BaseException], None]
+
+_COLUMNS = ("t_ms", "cpu_w", "gpu_w", "ane_w", "dram_w", "total_w", "energy_j")
+
+
+class _Columns:
+    """Growable float64 columns (amortized O(1) append, no per-reading Python objects kept)."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._data = np.full((len(_COLUMNS), capacity), np.nan)
+        self.n = 0
+        self.phases: list[str | None] = []
+
+    def append(self, row: tuple[float, ...], phase: str | None) -> None:
+        if self.n == self._data.shape[1]:
+            grown = np.full((len(_COLUMNS), self.n * 2), np.nan)
+            grown[:, : self.n] = self._data
+            self._data = grown
+        self._data[:, self.n] = row
+        self.n += 1
+        self.phases.append(phase)
+
+    def column(self, name: str) -> FloatArray:
+        return self._data[_COLUMNS.index(name), : self.n].copy()
+
+
+class PowerSampler:
+    """Samples `source` every `interval_ms` on a daemon thread.
+
+    Time is `time.monotonic()` relative to `start()`. Energy comes from the source's counter when it
+    has one, otherwise from the trapezoid over total power. Listeners run on the sampler thread and
+    must be quick. A source error stops sampling; it is kept in `error` and sent to error listeners.
+    """
+
+    def __init__(self, source: PowerSource, interval_ms: float = 100.0) -> None:
+        if not isinstance(interval_ms, (int, float)) or not interval_ms > 0:
+            raise InvalidInputError(f"interval_ms must be a positive number, got {interval_ms!r}")
+        self.source = source
+        self.interval_ms = float(interval_ms)
+        self.phase: str | None = None
+        self.error: BaseException | None = None
+        self.t0_s: float | None = None
+        self._cols = _Columns()
+        self._lock = threading.Lock()
+        self._listeners: list[ReadingListener] = []
+        self._error_listeners: list[ErrorListener] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._opened = False
+        self._last_counter_j: float | None = None
+        self._counter_offset_j: float | None = None
+        self._energy_j = 0.0
+        self._last_t_ms: float | None = None
+        self._last_total_w: float | None = None
+
+    # -- life cycle -------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> PowerSampler:
+        """Open the source and start the thread; a second call does nothing."""
+        if self._thread is not None:
+            return self
+        self.t0_s = time.monotonic()
+        self.source.open(self.interval_ms)
+        self._opened = True
+        self._poll_once()  # a first reading at t ~ 0 anchors the energy curve
+        self._thread = threading.Thread(
+            target=self._loop, name=f"llm-energy-sampler[{self.source.name}]", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self, final_sample: bool = True) -> None:
+        """Stop the thread, take one last reading (so the curve covers 'now'), close the source."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=max(5.0, 3 * self.interval_ms / 1000))
+        if self._opened:
+            if final_sample and self.error is None:
+                try:
+                    self._poll_once()
+                except Exception as exc:  # the run keeps what it has; report, don't raise
+                    log.warning("final power sample failed: %s", exc)
+            try:
+                self.source.close()
+            finally:
+                self._opened = False
+
+    def __enter__(self) -> PowerSampler:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the thread ends (a finite source ran out, or stop()); True if it ended."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # -- listeners --------------------------------------------------------------------------------
+    def add_listener(self, fn: ReadingListener) -> Callable[[], None]:
+        self._listeners.append(fn)
+        return lambda: self._listeners.remove(fn) if fn in self._listeners else None
+
+    def add_error_listener(self, fn: ErrorListener) -> Callable[[], None]:
+        self._error_listeners.append(fn)
+        return lambda: self._error_listeners.remove(fn) if fn in self._error_listeners else None
+
+    # -- sampling ---------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        period = self.interval_ms / 1000.0
+        next_t = time.monotonic() + period
+        while not self._stop.wait(max(0.0, next_t - time.monotonic())):
+            next_t += period
+            if next_t < time.monotonic():  # we fell behind (suspended process): don't burst
+                next_t = time.monotonic() + period
+            try:
+                self._poll_once()
+            except Exception as exc:
+                self._fail(exc)
+                return
+            if self.source.exhausted:
+                return
+
+    def _fail(self, exc: BaseException) -> None:
+        err = exc if isinstance(exc, EnergyWidgetError) else SourceError(
+            f"power source {self.source.name!r} failed: {type(exc).__name__}: {exc}"
+        )
+        if err is not exc:
+            err.__cause__ = exc
+        self.error = err
+        log.error("%s", err)
+        for fn in list(self._error_listeners):
+            try:
+                fn(err)
+            except Exception:  # a broken consumer must not hide the source error
+                log.exception("error listener failed")
+
+    def _poll_once(self) -> None:
+        samples = self.source.poll()
+        for s in samples:
+            reading = self._ingest(s)
+            if reading is None:
+                continue
+            for fn in list(self._listeners):
+                try:
+                    fn(reading, self.phase)
+                except Exception:
+                    log.exception("power listener failed")
+
+    def _ingest(self, s: SourceSample) -> PowerReading | None:
+        assert self.t0_s is not None
+        now = time.monotonic()
+        t_ms = ((s.t_s if s.t_s is not None else now) - self.t0_s) * 1000.0
+        if self._last_t_ms is not None and t_ms <= self._last_t_ms:
+            return None  # not after the previous reading: the curve must stay monotone
+        total = s.total_w
+        if s.energy_j is not None:
+            if self._counter_offset_j is None:
+                self._counter_offset_j = s.energy_j if not samples_start_at_open(self.source) else 0.0
+            energy = s.energy_j - self._counter_offset_j
+            if total is None:
+                if self._last_t_ms is not None and self._last_counter_j is not None:
+                    dt_s = (t_ms - self._last_t_ms) / 1000.0
+                    total = (s.energy_j - self._last_counter_j) / dt_s if dt_s > 0 else 0.0
+                else:
+                    total = 0.0
+            self._last_counter_j = s.energy_j
+        else:
+            if total is None:
+                return None  # nothing usable in this sample
+            if self._last_t_ms is not None and self._last_total_w is not None:
+                self._energy_j += 0.5 * (total + self._last_total_w) * (t_ms - self._last_t_ms) / 1e3
+            energy = self._energy_j
+        reading = PowerReading(
+            t_ms=t_ms,
+            cpu_w=s.power_w.get("cpu"),
+            gpu_w=s.power_w.get("gpu"),
+            ane_w=s.power_w.get("ane"),
+            dram_w=s.power_w.get("dram"),
+            total_w=float(total),
+            energy_j=float(energy),
+            source=self.source.name,
+            kind=self.source.kind,
+        )
+        with self._lock:
+            self._cols.append(
+                (
+                    t_ms,
+                    *(np.nan if v is None else v for v in (s.power_w.get(r) for r in RAILS)),
+                    reading.total_w,
+                    reading.energy_j,
+                ),
+                self.phase,
+            )
+        self._last_t_ms = t_ms
+        self._last_total_w = float(total)
+        return reading
+
+    # -- results ----------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._cols.n
+
+    def arrays(self) -> dict[str, FloatArray]:
+        """A consistent copy of every column (`t_ms`, `<rail>_w`, `total_w`, `energy_j`)."""
+        with self._lock:
+            return {name: self._cols.column(name) for name in _COLUMNS}
+
+    def phases(self) -> list[str | None]:
+        with self._lock:
+            return list(self._cols.phases)
+
+    def readings(self) -> list[PowerReading]:
+        cols = self.arrays()
+        phases = self.phases()
+        del phases  # readings keep the part-1 record shape; phases are a separate column
+        out = []
+        for i in range(len(cols["t_ms"])):
+            rail = {r: cols[f"{r}_w"][i] for r in RAILS}
+            out.append(
+                PowerReading(
+                    t_ms=float(cols["t_ms"][i]),
+                    **{f"{r}_w": (None if np.isnan(v) else float(v)) for r, v in rail.items()},
+                    total_w=float(cols["total_w"][i]),
+                    energy_j=float(cols["energy_j"][i]),
+                    source=self.source.name,
+                    kind=self.source.kind,
+                )
+            )
+        return out
+
+    def curve(self) -> EnergyCurve:
+        cols = self.arrays()
+        return EnergyCurve(cols["t_ms"], cols["energy_j"])
+
+    def now_ms(self) -> float:
+        """The sampler clock now (ms since start)."""
+        if self.t0_s is None:
+            raise RuntimeError("sampler not started")
+        return (time.monotonic() - self.t0_s) * 1000.0
+
+    def peak_w(self) -> dict[str, float | None]:
+        cols = self.arrays()
+        out: dict[str, float | None] = {}
+        for name in (*(f"{r}_w" for r in RAILS), "total_w"):
+            col = cols[name]
+            col = col[~np.isnan(col)]
+            out[name] = float(col.max()) if col.size else None
+        return out
+
+    def measure_baseline(self, seconds: float) -> float:
+        """Average power over the next `seconds` of idle, measured from the energy curve (W)."""
+        if not self.running:
+            raise RuntimeError("start the sampler before measuring a baseline")
+        t0 = self.now_ms()
+        time.sleep(seconds)
+        t1 = self.now_ms()
+        deadline = time.monotonic() + 3 * self.interval_ms / 1000.0 + 1.0
+        while self.curve().covers_until_ms < t1 and time.monotonic() < deadline and self.running:
+            time.sleep(self.interval_ms / 4000.0)
+        return self.curve().average_power_w(t0, min(t1, self.curve().covers_until_ms))
+
+
+def samples_start_at_open(source: PowerSource) -> bool:
+    """True when the source's counter is already zero at open() (it rebased itself)."""
+    return bool(getattr(source, "counter_starts_at_open", False))

@@ -1,0 +1,566 @@
+"""One run of profiled generation: the single data model every consumer reads.
+
+The profiler (producer) appends to a Run through its `_record_*` methods from the generation and
+sampler threads; consumers (widget, store, report, CLI) subscribe to its events or read its columns.
+Consumers never touch hooks or the sampler. A Run loaded from the store is the same class with no
+producer behind it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .power.energy import EnergyCurve, FloatArray
+from .power.record import RAILS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[str, dict[str, Any]], None]
+
+EVENTS = ("power", "phase", "token", "token_energy", "layers", "status", "done", "error")
+"""Event names sent to listeners, each with a JSON-serializable payload dict:
+
+- power: a power record (part-1 fields) plus `phase`
+- phase: {name, start_ms, end_ms (None while open), state: "start" | "end"}
+- token: {index, token_id, text, phase, start_ms, end_ms, duration_ms}
+- token_energy: {index, energy_j, avg_power_w} once the energy curve covers the token
+- layers: {index, values: ndarray [layers, components, metrics] float32} per token (level >= layer)
+- status: {status, reason}
+- done: the run summary
+- error: {message, type}
+"""
+
+STATUSES = ("pending", "running", "completed", "cancelled", "failed", "incomplete")
+PHASES = ("baseline", "tokenize", "to_device", "prefill", "decode", "detokenize")
+METRICS = ("time_ms", "energy_j", "act_mean", "act_std", "act_max", "sparsity")
+LEVELS = ("token", "layer", "component", "deep")
+
+
+def _now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Run:
+    """Everything measured in one profiled generation, live or loaded."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str | None = None,
+        created_at: str | None = None,
+        model: dict[str, Any] | None = None,
+        prompt: str = "",
+        settings: dict[str, Any] | None = None,
+        power: dict[str, Any] | None = None,
+        level: str = "component",
+        layer_names: list[str] | None = None,
+        component_names: list[str] | None = None,
+        tags: list[str] | None = None,
+        experiment: str | None = None,
+    ) -> None:
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.created_at = created_at or _now_iso()
+        self.model: dict[str, Any] = model or {}
+        self.prompt = prompt
+        self.settings: dict[str, Any] = settings or {}
+        self.power_info: dict[str, Any] = power or {}
+        self.level = level
+        self.tags = list(tags or [])
+        self.experiment = experiment
+        self.status = "pending"
+        self.end_reason: str | None = None
+        self.error: BaseException | None = None
+        self.error_message: str | None = None
+        self.prompt_tokens = 0
+        self.baseline_w: float | None = None
+        self.warnings: list[str] = []
+        self.hooked: dict[str, Any] = {}  # registration summary from the profiler
+        self.response_text = ""
+        # power columns
+        self._power: dict[str, list[float]] = {
+            k: [] for k in ("t_ms", *(f"{r}_w" for r in RAILS), "total_w", "energy_j")
+        }
+        self._power_phase: list[str | None] = []
+        # phases and tokens
+        self._phases: list[dict[str, Any]] = []
+        self._tokens: dict[str, list[Any]] = {
+            k: [] for k in ("index", "token_id", "text", "phase", "start_ms", "end_ms")
+        }
+        self._token_energy_sent = 0  # tokens [0, n) already got a token_energy event
+        # layers: [tokens, layers, components, metrics]
+        self.layer_names: list[str] = list(layer_names or [])
+        self.component_names: list[str] = list(component_names or [])
+        self.metric_names: list[str] = list(METRICS)
+        self._layer_rows: list[np.ndarray] = []
+        self.extras: dict[str, Any] = {}  # deep / MoE arrays: name -> list per token
+        self._summary: dict[str, Any] | None = None
+        self._listeners: list[Listener] = []
+        self._lock = threading.RLock()
+        self._done = threading.Event()
+        self._cancel = threading.Event()
+
+    # -- control ----------------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the run ends; True if it did within `timeout` seconds."""
+        return self._done.wait(timeout)
+
+    def cancel(self) -> None:
+        """Ask the generation to stop at the next token; the run keeps what it measured."""
+        self._cancel.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    # -- events -----------------------------------------------------------------------------------
+    def subscribe(self, listener: Listener, replay: bool = False) -> Callable[[], None]:
+        """Call `listener(event, payload)` for every event; returns an unsubscribe function.
+
+        With replay=True, events for what the run already holds are sent first (under the lock, so
+        nothing is missed or doubled between the replay and live events).
+        """
+        with self._lock:
+            if replay:
+                for event, payload in self._replay_events():
+                    listener(event, payload)
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _emit(self, event: str, payload: dict[str, Any]) -> None:
+        for fn in list(self._listeners):
+            try:
+                fn(event, payload)
+            except Exception:  # a broken consumer must not break the measurement
+                log.exception("run listener failed on %s", event)
+
+    def _replay_events(self) -> list[tuple[str, dict[str, Any]]]:
+        out: list[tuple[str, dict[str, Any]]] = [("status", {"status": self.status, "reason": self.end_reason})]
+        for rec in self.power_records():
+            out.append(("power", rec))
+        for ph in self._phases:
+            out.append(("phase", {**ph, "state": "end" if ph["end_ms"] is not None else "start"}))
+        energies = self.token_energies_j()
+        for i in range(self.n_tokens):
+            out.append(("token", self._token_payload(i)))
+            if not np.isnan(energies[i]):
+                out.append(("token_energy", self._token_energy_payload(i, float(energies[i]))))
+        for i, row in enumerate(self._layer_rows):
+            out.append(("layers", {"index": i, "values": row}))
+        if self.done:
+            out.append(("done", self.summary()))
+        if self.error_message:
+            out.append(("error", {"message": self.error_message, "type": type(self.error).__name__}))
+        return out
+
+    # -- producer side (profiler threads) ---------------------------------------------------------
+    def _record_status(self, status: str, reason: str | None = None) -> None:
+        with self._lock:
+            self.status = status
+            if reason is not None:
+                self.end_reason = reason
+            self._emit("status", {"status": status, "reason": self.end_reason})
+
+    def _record_power(self, rec: dict[str, Any], phase: str | None) -> None:
+        with self._lock:
+            for k in self._power:
+                v = rec.get(k)
+                self._power[k].append(np.nan if v is None else float(v))
+            self._power_phase.append(phase)
+            self._emit("power", {**rec, "phase": phase})
+            self._flush_token_energies()
+
+    def _record_phase_start(self, name: str, t_ms: float) -> None:
+        with self._lock:
+            ph = {"name": name, "start_ms": t_ms, "end_ms": None}
+            self._phases.append(ph)
+            self._emit("phase", {**ph, "state": "start"})
+
+    def _record_phase_end(self, name: str, t_ms: float) -> None:
+        with self._lock:
+            for ph in reversed(self._phases):
+                if ph["name"] == name and ph["end_ms"] is None:
+                    ph["end_ms"] = t_ms
+                    self._emit("phase", {**ph, "state": "end"})
+                    return
+
+    def _record_token(self, token_id: int, text: str, phase: str, start_ms: float, end_ms: float) -> int:
+        with self._lock:
+            i = len(self._tokens["index"])
+            for k, v in zip(
+                ("index", "token_id", "text", "phase", "start_ms", "end_ms"),
+                (i, int(token_id), text, phase, float(start_ms), float(end_ms)),
+                strict=True,
+            ):
+                self._tokens[k].append(v)
+            self.response_text += text
+            self._emit("token", self._token_payload(i))
+            self._flush_token_energies()
+            return i
+
+    def _record_token_text(self, index: int, text: str) -> None:
+        """Late text for a token (incremental detokenization may hold bytes back)."""
+        with self._lock:
+            self._tokens["text"][index] = text
+            self.response_text = "".join(self._tokens["text"])
+
+    def _record_layers(self, index: int, values: np.ndarray) -> None:
+        """One token's [layers, components, metrics] (float32, NaN where not measured)."""
+        with self._lock:
+            while len(self._layer_rows) < index:
+                self._layer_rows.append(self._empty_layer_row())
+            arr = np.asarray(values, dtype=np.float32)
+            if len(self._layer_rows) == index:
+                self._layer_rows.append(arr)
+            else:
+                self._layer_rows[index] = arr
+            self._fill_modeled_energy(index)
+            self._emit("layers", {"index": index, "values": self._layer_rows[index]})
+
+    def _record_extra(self, name: str, index: int, value: Any) -> None:
+        with self._lock:
+            rows = self.extras.setdefault(name, [])
+            while len(rows) <= index:
+                rows.append(None)
+            rows[index] = value
+
+    def _finish(self, status: str, reason: str, error: BaseException | None = None) -> None:
+        with self._lock:
+            if error is not None:
+                self.error = error
+                self.error_message = f"{type(error).__name__}: {error}"
+            self._flush_token_energies(final=True)
+            for i in range(len(self._layer_rows)):
+                self._fill_modeled_energy(i)
+            self._summary = None
+            self._record_status(status, reason)
+            if error is not None:
+                self._emit("error", {"message": self.error_message, "type": type(error).__name__})
+            self._emit("done", self.summary())
+        self._done.set()
+
+    def _empty_layer_row(self) -> np.ndarray:
+        return np.full(
+            (len(self.layer_names), len(self.component_names), len(self.metric_names)),
+            np.nan,
+            dtype=np.float32,
+        )
+
+    # -- energy attribution -----------------------------------------------------------------------
+    def _token_payload(self, i: int) -> dict[str, Any]:
+        t = self._tokens
+        return {
+            "index": i,
+            "token_id": t["token_id"][i],
+            "text": t["text"][i],
+            "phase": t["phase"][i],
+            "start_ms": t["start_ms"][i],
+            "end_ms": t["end_ms"][i],
+            "duration_ms": t["end_ms"][i] - t["start_ms"][i],
+        }
+
+    def _token_energy_payload(self, i: int, energy_j: float) -> dict[str, Any]:
+        dur_s = (self._tokens["end_ms"][i] - self._tokens["start_ms"][i]) / 1000.0
+        return {
+            "index": i,
+            "energy_j": energy_j,
+            "avg_power_w": energy_j / dur_s if dur_s > 0 else None,
+        }
+
+    def _flush_token_energies(self, final: bool = False) -> None:
+        """Send token_energy for tokens the energy curve now covers (in order)."""
+        n = self.n_tokens
+        if self._token_energy_sent >= n:
+            return
+        curve = self.curve()
+        while self._token_energy_sent < n:
+            i = self._token_energy_sent
+            if self._tokens["end_ms"][i] > curve.covers_until_ms:
+                break
+            e = curve.energy_between(self._tokens["start_ms"][i], self._tokens["end_ms"][i])
+            self._token_energy_sent += 1
+            if not np.isnan(e):
+                self._emit("token_energy", self._token_energy_payload(i, float(e)))
+                if i < len(self._layer_rows):
+                    self._fill_modeled_energy(i)
+                    self._emit("layers", {"index": i, "values": self._layer_rows[i]})
+        del final
+
+    def _fill_modeled_energy(self, i: int) -> None:
+        """energy_j (modeled) = the token's measured/estimated energy x the cell's share of time."""
+        if i >= self.n_tokens or i >= len(self._layer_rows):
+            return
+        row = self._layer_rows[i]
+        if row.size == 0:
+            return
+        e = self.curve().energy_between(self._tokens["start_ms"][i], self._tokens["end_ms"][i])
+        ti, ei = METRICS.index("time_ms"), METRICS.index("energy_j")
+        times = row[:, :, ti]
+        total_t = float(np.nansum(times))
+        if np.isnan(e) or total_t <= 0:
+            return
+        row[:, :, ei] = times / total_t * float(e)
+
+    # -- reading (consumers) ----------------------------------------------------------------------
+    @property
+    def n_tokens(self) -> int:
+        return len(self._tokens["index"])
+
+    @property
+    def response(self) -> str:
+        return self.response_text
+
+    def power_arrays(self) -> dict[str, FloatArray]:
+        with self._lock:
+            return {k: np.asarray(v, dtype=np.float64) for k, v in self._power.items()}
+
+    def power_phases(self) -> list[str | None]:
+        with self._lock:
+            return list(self._power_phase)
+
+    def power_records(self) -> list[dict[str, Any]]:
+        """Power readings in the part-1 record shape (plus `phase`)."""
+        with self._lock:
+            out = []
+            src, kind = self.power_info.get("source"), self.power_info.get("kind")
+            for i in range(len(self._power["t_ms"])):
+                rec: dict[str, Any] = {"t_ms": self._power["t_ms"][i]}
+                for r in RAILS:
+                    v = self._power[f"{r}_w"][i]
+                    rec[f"{r}_w"] = None if np.isnan(v) else v
+                rec["total_w"] = self._power["total_w"][i]
+                rec["energy_j"] = self._power["energy_j"][i]
+                rec["source"], rec["kind"] = src, kind
+                rec["phase"] = self._power_phase[i]
+                out.append(rec)
+            return out
+
+    def curve(self) -> EnergyCurve:
+        with self._lock:
+            return EnergyCurve(np.asarray(self._power["t_ms"]), np.asarray(self._power["energy_j"]))
+
+    def token_energies_j(self) -> FloatArray:
+        with self._lock:
+            return np.asarray(
+                self.curve().energy_between(
+                    np.asarray(self._tokens["start_ms"], dtype=np.float64),
+                    np.asarray(self._tokens["end_ms"], dtype=np.float64),
+                ),
+                dtype=np.float64,
+            ).reshape(-1)
+
+    def tokens(self) -> list[dict[str, Any]]:
+        """Per-token records (section 2 fields), energies from the cumulative curve."""
+        with self._lock:
+            energies = self.token_energies_j()
+            out = []
+            for i in range(self.n_tokens):
+                rec = self._token_payload(i)
+                e = float(energies[i])
+                rec["energy_j"] = None if np.isnan(e) else e
+                dur_s = rec["duration_ms"] / 1000.0
+                rec["avg_power_w"] = None if np.isnan(e) or dur_s <= 0 else e / dur_s
+                out.append(rec)
+            return out
+
+    def phases(self) -> list[dict[str, Any]]:
+        """Phases with energy_j and avg_power_w from the curve (None where not covered)."""
+        with self._lock:
+            curve = self.curve()
+            out = []
+            for ph in self._phases:
+                rec = dict(ph)
+                e = (
+                    float(curve.energy_between(ph["start_ms"], ph["end_ms"]))
+                    if ph["end_ms"] is not None
+                    else float("nan")
+                )
+                rec["duration_ms"] = None if ph["end_ms"] is None else ph["end_ms"] - ph["start_ms"]
+                rec["energy_j"] = None if np.isnan(e) else e
+                dur = rec["duration_ms"]
+                rec["avg_power_w"] = None if rec["energy_j"] is None or not dur else e / (dur / 1e3)
+                out.append(rec)
+            return out
+
+    @property
+    def layers(self) -> np.ndarray:
+        """[tokens, layers, components, metrics] float32; NaN where not measured."""
+        with self._lock:
+            if not self._layer_rows:
+                return np.zeros(
+                    (0, len(self.layer_names), len(self.component_names), len(self.metric_names)),
+                    dtype=np.float32,
+                )
+            return np.stack(self._layer_rows)
+
+    def tokens_df(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(self.tokens())
+
+    def phases_df(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(self.phases())
+
+    def power_df(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(self.power_records())
+
+    def layers_df(self) -> pd.DataFrame:
+        """Long table: one row per token x layer x component, one column per metric."""
+        import pandas as pd
+
+        arr = self.layers
+        t, nl, nc, _ = arr.shape
+        idx = pd.MultiIndex.from_product(
+            [range(t), self.layer_names, self.component_names], names=["token", "layer", "component"]
+        )
+        return pd.DataFrame(arr.reshape(t * nl * nc, -1), index=idx, columns=self.metric_names).reset_index()
+
+    # -- summary and serialization ----------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        from .summary import compute_summary
+
+        with self._lock:
+            if self._summary is not None and self.done:
+                return self._summary
+            s = compute_summary(self)
+            if self.done:
+                self._summary = s
+            return s
+
+    def labels(self) -> dict[str, str]:
+        """For each figure family: measured / estimated / modeled."""
+        kind = self.power_info.get("kind", "estimated")
+        return {
+            "power": kind,
+            "energy": kind,
+            "phases": kind,
+            "tokens": kind,
+            "timing": "measured",
+            "layers.time_ms": "measured",
+            "layers.energy_j": "modeled",
+            "layers.activations": "measured",
+            "cost": "modeled",
+            "co2": "modeled",
+            "kv_cache": "modeled",
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serializable; the shape of `llm-energy profile --json` and the store."""
+        with self._lock:
+            arr = self.layers
+            values: list[Any] = np.where(np.isnan(arr), None, arr.astype(object)).tolist() if arr.size else []
+            return {
+                "run_id": self.run_id,
+                "created_at": self.created_at,
+                "status": self.status,
+                "end_reason": self.end_reason,
+                "error": self.error_message,
+                "model": self.model,
+                "prompt": self.prompt,
+                "prompt_tokens": self.prompt_tokens,
+                "response": self.response,
+                "settings": self.settings,
+                "level": self.level,
+                "tags": self.tags,
+                "experiment": self.experiment,
+                "power": self.power_info,
+                "baseline_w": self.baseline_w,
+                "warnings": self.warnings,
+                "hooked": self.hooked,
+                "phases": self.phases(),
+                "tokens": self.tokens(),
+                "power_samples": self.power_records(),
+                "layers": {
+                    "layer_names": self.layer_names,
+                    "component_names": self.component_names,
+                    "metric_names": self.metric_names,
+                    "values": values,
+                },
+                "extras": _jsonable(self.extras),
+                "summary": self.summary(),
+                "labels": self.labels(),
+            }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Run:
+        """Rebuild a finished Run from `to_dict()` output (store, JSON files)."""
+        run = cls(
+            run_id=d["run_id"],
+            created_at=d.get("created_at"),
+            model=d.get("model"),
+            prompt=d.get("prompt", ""),
+            settings=d.get("settings"),
+            power=d.get("power"),
+            level=d.get("level", "component"),
+            layer_names=d.get("layers", {}).get("layer_names"),
+            component_names=d.get("layers", {}).get("component_names"),
+            tags=d.get("tags"),
+            experiment=d.get("experiment"),
+        )
+        run.metric_names = d.get("layers", {}).get("metric_names") or list(METRICS)
+        run.status = d.get("status", "completed")
+        run.end_reason = d.get("end_reason")
+        run.error_message = d.get("error")
+        run.prompt_tokens = d.get("prompt_tokens", 0)
+        run.baseline_w = d.get("baseline_w")
+        run.warnings = list(d.get("warnings", []))
+        run.hooked = d.get("hooked", {})
+        for rec in d.get("power_samples", []):
+            for k in run._power:
+                v = rec.get(k)
+                run._power[k].append(np.nan if v is None else float(v))
+            run._power_phase.append(rec.get("phase"))
+        for ph in d.get("phases", []):
+            run._phases.append({"name": ph["name"], "start_ms": ph["start_ms"], "end_ms": ph["end_ms"]})
+        for tok in d.get("tokens", []):
+            for k in run._tokens:
+                run._tokens[k].append(tok[k])
+        run.response_text = d.get("response", "".join(run._tokens["text"]))
+        run._token_energy_sent = run.n_tokens
+        values = d.get("layers", {}).get("values") or []
+        for row in values:
+            run._layer_rows.append(np.array(row, dtype=np.float32))  # None -> nan
+        run.extras = d.get("extras", {}) or {}
+        run._done.set()
+        return run
+
+    def __repr__(self) -> str:
+        return (
+            f"<Run {self.run_id} {self.status} model={self.model.get('name')!r} "
+            f"tokens={self.n_tokens} power={self.power_info.get('source')}/{self.power_info.get('kind')}>"
+        )
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        return np.where(np.isnan(x), None, x.astype(object)).tolist() if x.dtype.kind == "f" else x.tolist()
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    return x

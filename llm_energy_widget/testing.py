@@ -1,0 +1,122 @@
+"""Synthetic runs for tests, demos of the widget and benchmarks (no model, no power source).
+
+The numbers are generated, so a synthetic run says so: power source `synthetic`, kind `modeled`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from .run import METRICS, Run
+
+DEFAULT_COMPONENTS = (
+    "input_layernorm",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "post_attention_layernorm",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+)
+
+
+def synthetic_events(
+    n_tokens: int = 32,
+    n_layers: int = 4,
+    components: tuple[str, ...] = DEFAULT_COMPONENTS,
+    token_ms: float = 60.0,
+    prefill_ms: float = 200.0,
+    interval_ms: float = 100.0,
+    seed: int = 0,
+    texts: list[str] | None = None,
+) -> Iterator[tuple[str, Any]]:
+    """Producer calls, in time order, as (method name, args) for `Run._record_*`."""
+    rng = np.random.default_rng(seed)
+    t_end = prefill_ms + n_tokens * token_ms + 50.0
+    n_power = int(t_end // interval_ms) + 2
+    power_t = [i * interval_ms for i in range(n_power)]
+    energy = 0.0
+    last_p = None
+    pi = 0
+
+    def power_until(t: float) -> Iterator[tuple[str, Any]]:
+        nonlocal pi, energy, last_p
+        while pi < n_power and power_t[pi] <= t:
+            tt = power_t[pi]
+            p = 20.0 + 8.0 * math.sin(tt / 400.0) + float(rng.normal(0, 0.5))
+            if last_p is not None:
+                energy += 0.5 * (p + last_p) * interval_ms / 1000.0
+            last_p = p
+            yield (
+                "power",
+                (
+                    {
+                        "t_ms": tt,
+                        "cpu_w": p * 0.8,
+                        "gpu_w": None,
+                        "ane_w": None,
+                        "dram_w": p * 0.2,
+                        "total_w": p,
+                        "energy_j": energy,
+                        "source": "synthetic",
+                        "kind": "modeled",
+                    },
+                    "prefill" if tt < prefill_ms else "decode",
+                ),
+            )
+            pi += 1
+
+    yield ("phase_start", ("prefill", 0.0))
+    t = 0.0
+    for i in range(n_tokens):
+        start = t
+        t = prefill_ms if i == 0 else t + token_ms * (1.0 + 0.2 * float(rng.random()))
+        if i == 1:
+            yield ("phase_end", ("prefill", start))
+            yield ("phase_start", ("decode", start))
+        yield from power_until(t)
+        text = texts[i % len(texts)] if texts else f" tok{i}"
+        yield ("token", (1000 + i, text, "prefill" if i == 0 else "decode", start, t))
+        vals = np.full((n_layers, len(components), len(METRICS)), np.nan, dtype=np.float32)
+        vals[:, :, METRICS.index("time_ms")] = rng.gamma(2.0, 0.05, (n_layers, len(components)))
+        vals[:, :, METRICS.index("act_mean")] = rng.random((n_layers, len(components)))
+        vals[:, :, METRICS.index("act_std")] = rng.random((n_layers, len(components)))
+        vals[:, :, METRICS.index("act_max")] = 1 + 5 * rng.random((n_layers, len(components)))
+        vals[:, :, METRICS.index("sparsity")] = rng.random((n_layers, len(components))) * 0.1
+        yield ("layers", (i, vals))
+    yield ("phase_end", ("decode" if n_tokens > 1 else "prefill", t))
+    yield from power_until(t_end)
+
+
+def new_synthetic_run(n_layers: int = 4, components: tuple[str, ...] = DEFAULT_COMPONENTS, **kw: Any) -> Run:
+    run = Run(
+        model={"name": "synthetic", "features": {"layers": n_layers}},
+        prompt="synthetic prompt",
+        power={"source": "synthetic", "kind": "modeled", "interval_ms": kw.get("interval_ms", 100.0)},
+        layer_names=[f"layers.{i}" for i in range(n_layers)],
+        component_names=list(components),
+    )
+    run.prompt_tokens = 8
+    return run
+
+
+def apply_event(run: Run, name: str, args: Any) -> None:
+    getattr(run, f"_record_{name}")(*args)
+
+
+def synthetic_run(n_tokens: int = 32, n_layers: int = 4, finish: bool = True, **kw: Any) -> Run:
+    """A complete (or, with finish=False, still running) synthetic Run."""
+    components = kw.pop("components", DEFAULT_COMPONENTS)
+    run = new_synthetic_run(n_layers=n_layers, components=components, **kw)
+    run._record_status("running")
+    for name, args in synthetic_events(n_tokens=n_tokens, n_layers=n_layers, components=components, **kw):
+        apply_event(run, name, args)
+    if finish:
+        run._finish("completed", "synthetic run complete")
+    return run
