@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -154,7 +156,9 @@ class Run:
                 log.exception("run listener failed on %s", event)
 
     def _replay_events(self) -> list[tuple[str, dict[str, Any]]]:
-        out: list[tuple[str, dict[str, Any]]] = [("status", {"status": self.status, "reason": self.end_reason})]
+        out: list[tuple[str, dict[str, Any]]] = [
+            ("status", {"status": self.status, "reason": self.end_reason})
+        ]
         for rec in self.power_records():
             out.append(("power", rec))
         for ph in self._phases:
@@ -169,7 +173,9 @@ class Run:
         if self.done:
             out.append(("done", self.summary()))
         if self.error_message:
-            out.append(("error", {"message": self.error_message, "type": type(self.error).__name__}))
+            out.append(
+                ("error", {"message": self.error_message, "type": type(self.error).__name__})
+            )
         return out
 
     # -- producer side (profiler threads) ---------------------------------------------------------
@@ -203,7 +209,9 @@ class Run:
                     self._emit("phase", {**ph, "state": "end"})
                     return
 
-    def _record_token(self, token_id: int, text: str, phase: str, start_ms: float, end_ms: float) -> int:
+    def _record_token(
+        self, token_id: int, text: str, phase: str, start_ms: float, end_ms: float
+    ) -> int:
         with self._lock:
             i = len(self._tokens["index"])
             for k, v in zip(
@@ -434,9 +442,12 @@ class Run:
         arr = self.layers
         t, nl, nc, _ = arr.shape
         idx = pd.MultiIndex.from_product(
-            [range(t), self.layer_names, self.component_names], names=["token", "layer", "component"]
+            [range(t), self.layer_names, self.component_names],
+            names=["token", "layer", "component"],
         )
-        return pd.DataFrame(arr.reshape(t * nl * nc, -1), index=idx, columns=self.metric_names).reset_index()
+        return pd.DataFrame(
+            arr.reshape(t * nl * nc, -1), index=idx, columns=self.metric_names
+        ).reset_index()
 
     # -- summary and serialization ----------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -471,7 +482,9 @@ class Run:
         """JSON-serializable; the shape of `llm-energy profile --json` and the store."""
         with self._lock:
             arr = self.layers
-            values: list[Any] = np.where(np.isnan(arr), None, arr.astype(object)).tolist() if arr.size else []
+            values: list[Any] = (
+                np.where(np.isnan(arr), None, arr.astype(object)).tolist() if arr.size else []
+            )
             return {
                 "run_id": self.run_id,
                 "created_at": self.created_at,
@@ -534,7 +547,9 @@ class Run:
                 run._power[k].append(np.nan if v is None else float(v))
             run._power_phase.append(rec.get("phase"))
         for ph in d.get("phases", []):
-            run._phases.append({"name": ph["name"], "start_ms": ph["start_ms"], "end_ms": ph["end_ms"]})
+            run._phases.append(
+                {"name": ph["name"], "start_ms": ph["start_ms"], "end_ms": ph["end_ms"]}
+            )
         for tok in d.get("tokens", []):
             for k in run._tokens:
                 run._tokens[k].append(tok[k])
@@ -547,6 +562,53 @@ class Run:
         run._done.set()
         return run
 
+    # -- consumers (each lives in its own module; imported on use) ---------------------------------
+    def to_json(self, path: str | os.PathLike[str]) -> Path:
+        """Write `to_dict()` as JSON (the CLI's --json shape)."""
+        from .exports import to_json
+
+        return to_json(self, path)
+
+    def to_csv(self, directory: str | os.PathLike[str]) -> list[Path]:
+        """One CSV file per table (tokens, phases, power, layers, summary)."""
+        from .exports import to_csv
+
+        return to_csv(self, directory)
+
+    def to_parquet(self, directory: str | os.PathLike[str]) -> list[Path]:
+        """One Parquet file per table (needs pyarrow)."""
+        from .exports import to_parquet
+
+        return to_parquet(self, directory)
+
+    def to_chrome_trace(self, path: str | os.PathLike[str]) -> Path:
+        """Phases, tokens and layer components on a timeline, power as counters (Perfetto)."""
+        from .exports import to_chrome_trace
+
+        return to_chrome_trace(self, path)
+
+    def to_html(self, path: str | os.PathLike[str]) -> Path:
+        """A self-contained HTML report that opens offline."""
+        from .report import to_html
+
+        return Path(to_html(self, path))
+
+    @property
+    def figures(self) -> Any:
+        """Plotly figures of this run (power timeline, token waterfall, heatmap, treemap, sankey)."""
+        from .analysis.figures import RunFigures
+
+        return RunFigures(self)
+
+    def widget(self) -> Any:
+        """The live/finished notebook widget for this run."""
+        from .widget import widget_for
+
+        return widget_for(self)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        return self.widget()._repr_mimebundle_(**kwargs)  # type: ignore[no-any-return]
+
     def __repr__(self) -> str:
         return (
             f"<Run {self.run_id} {self.status} model={self.model.get('name')!r} "
@@ -556,7 +618,11 @@ class Run:
 
 def _jsonable(x: Any) -> Any:
     if isinstance(x, np.ndarray):
-        return np.where(np.isnan(x), None, x.astype(object)).tolist() if x.dtype.kind == "f" else x.tolist()
+        return (
+            np.where(np.isnan(x), None, x.astype(object)).tolist()
+            if x.dtype.kind == "f"
+            else x.tolist()
+        )
     if isinstance(x, dict):
         return {k: _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):

@@ -26,13 +26,17 @@ def _num(x: float | None) -> float | None:
 
 def price_per_kwh(run: Run) -> float:
     v = run.settings.get("price_per_kwh")
-    return float(v if v is not None else os.environ.get("LLM_ENERGY_PRICE_PER_KWH", DEFAULT_PRICE_PER_KWH))
+    return float(
+        v if v is not None else os.environ.get("LLM_ENERGY_PRICE_PER_KWH", DEFAULT_PRICE_PER_KWH)
+    )
 
 
 def carbon_g_per_kwh(run: Run) -> float:
     v = run.settings.get("carbon_g_per_kwh")
     return float(
-        v if v is not None else os.environ.get("LLM_ENERGY_CARBON_G_PER_KWH", DEFAULT_CARBON_G_PER_KWH)
+        v
+        if v is not None
+        else os.environ.get("LLM_ENERGY_CARBON_G_PER_KWH", DEFAULT_CARBON_G_PER_KWH)
     )
 
 
@@ -64,7 +68,11 @@ def compute_summary(run: Run) -> dict[str, Any]:
         net_e = total_e - baseline_w * duration_ms / 1000.0
 
     def phase_e(name: str) -> float | None:
-        return _num(by_name[name]["energy_j"]) if name in by_name and by_name[name]["energy_j"] is not None else None
+        return (
+            _num(by_name[name]["energy_j"])
+            if name in by_name and by_name[name]["energy_j"] is not None
+            else None
+        )
 
     prefill_e, decode_e = phase_e("prefill"), phase_e("decode")
     gen_ms = None
@@ -85,7 +93,11 @@ def compute_summary(run: Run) -> dict[str, Any]:
 
     kwh = total_e / 3.6e6 if total_e is not None else None
     gen_e = None
-    if tokens and tokens[0]["energy_j"] is not None and all(t["energy_j"] is not None for t in tokens):
+    if (
+        tokens
+        and tokens[0]["energy_j"] is not None
+        and all(t["energy_j"] is not None for t in tokens)
+    ):
         gen_e = float(sum(t["energy_j"] for t in tokens))
     j_per_token = gen_e / n_out if gen_e is not None and n_out else None
     inputs = run.prompt_tokens
@@ -106,11 +118,15 @@ def compute_summary(run: Run) -> dict[str, Any]:
         "ttft_ms": _num(ttft_ms),
         "prefill_energy_j": prefill_e,
         "decode_energy_j": decode_e,
-        "energy_per_input_token_j": _num(prefill_e / inputs) if prefill_e is not None and inputs else None,
+        "energy_per_input_token_j": _num(prefill_e / inputs)
+        if prefill_e is not None and inputs
+        else None,
         "energy_per_output_token_j": _num(decode_e / decode_tokens)
         if decode_e is not None and decode_tokens
         else None,
-        "edp_js": _num(total_e * duration_ms / 1000.0) if total_e is not None and duration_ms else None,
+        "edp_js": _num(total_e * duration_ms / 1000.0)
+        if total_e is not None and duration_ms
+        else None,
         "avg_power_w": _num(avg_power),
         "peak_power_w": peak,
         "cost_usd": _num(kwh * price_per_kwh(run)) if kwh is not None else None,

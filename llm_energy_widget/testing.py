@@ -94,11 +94,17 @@ def synthetic_events(
     yield from power_until(t_end)
 
 
-def new_synthetic_run(n_layers: int = 4, components: tuple[str, ...] = DEFAULT_COMPONENTS, **kw: Any) -> Run:
+def new_synthetic_run(
+    n_layers: int = 4, components: tuple[str, ...] = DEFAULT_COMPONENTS, **kw: Any
+) -> Run:
     run = Run(
         model={"name": "synthetic", "features": {"layers": n_layers}},
         prompt="synthetic prompt",
-        power={"source": "synthetic", "kind": "modeled", "interval_ms": kw.get("interval_ms", 100.0)},
+        power={
+            "source": "synthetic",
+            "kind": "modeled",
+            "interval_ms": kw.get("interval_ms", 100.0),
+        },
         layer_names=[f"layers.{i}" for i in range(n_layers)],
         component_names=list(components),
     )
@@ -115,7 +121,9 @@ def synthetic_run(n_tokens: int = 32, n_layers: int = 4, finish: bool = True, **
     components = kw.pop("components", DEFAULT_COMPONENTS)
     run = new_synthetic_run(n_layers=n_layers, components=components, **kw)
     run._record_status("running")
-    for name, args in synthetic_events(n_tokens=n_tokens, n_layers=n_layers, components=components, **kw):
+    for name, args in synthetic_events(
+        n_tokens=n_tokens, n_layers=n_layers, components=components, **kw
+    ):
         apply_event(run, name, args)
     if finish:
         run._finish("completed", "synthetic run complete")

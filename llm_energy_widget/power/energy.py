@@ -45,7 +45,9 @@ class EnergyCurve:
             out = np.interp(t, self.t_ms, self.energy_j, left=np.nan, right=np.nan)
         return float(out) if out.ndim == 0 else out
 
-    def energy_between(self, t0_ms: float | FloatArray, t1_ms: float | FloatArray) -> float | FloatArray:
+    def energy_between(
+        self, t0_ms: float | FloatArray, t1_ms: float | FloatArray
+    ) -> float | FloatArray:
         """Energy in J between t0 and t1, interpolated at both ends; NaN where not yet covered."""
         e1 = self.energy_at(t1_ms)
         e0 = self.energy_at(t0_ms)

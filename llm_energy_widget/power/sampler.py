@@ -146,8 +146,12 @@ class PowerSampler:
                 return
 
     def _fail(self, exc: BaseException) -> None:
-        err = exc if isinstance(exc, EnergyWidgetError) else SourceError(
-            f"power source {self.source.name!r} failed: {type(exc).__name__}: {exc}"
+        err = (
+            exc
+            if isinstance(exc, EnergyWidgetError)
+            else SourceError(
+                f"power source {self.source.name!r} failed: {type(exc).__name__}: {exc}"
+            )
         )
         if err is not exc:
             err.__cause__ = exc
@@ -180,7 +184,9 @@ class PowerSampler:
         total = s.total_w
         if s.energy_j is not None:
             if self._counter_offset_j is None:
-                self._counter_offset_j = s.energy_j if not samples_start_at_open(self.source) else 0.0
+                self._counter_offset_j = (
+                    s.energy_j if not samples_start_at_open(self.source) else 0.0
+                )
             energy = s.energy_j - self._counter_offset_j
             if total is None:
                 if self._last_t_ms is not None and self._last_counter_j is not None:
@@ -193,7 +199,9 @@ class PowerSampler:
             if total is None:
                 return None  # nothing usable in this sample
             if self._last_t_ms is not None and self._last_total_w is not None:
-                self._energy_j += 0.5 * (total + self._last_total_w) * (t_ms - self._last_t_ms) / 1e3
+                self._energy_j += (
+                    0.5 * (total + self._last_total_w) * (t_ms - self._last_t_ms) / 1e3
+                )
             energy = self._energy_j
         reading = PowerReading(
             t_ms=t_ms,
