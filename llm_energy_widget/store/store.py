@@ -1,0 +1,428 @@
+"""The user-facing store: list, load, delete and retain runs; `record` a live run."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidInputError, StoreError, UnknownRunError
+from ..run import Run, _now_iso
+from .codec import POWER_COLUMNS, layer_row, loads
+from .db import check_file, connect_ro, connect_rw, store_errors
+from .paths import default_path
+from .schema import SCHEMA_VERSION, user_version
+from .writer import RunWriter, _host, pid_alive
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+LIVE_STATUSES = ("pending", "running")
+
+
+class Store:
+    """A SQLite file of runs (WAL: several notebooks may write at once).
+
+    `Store()` opens `$LLM_ENERGY_STORE` or the user data directory's `runs.sqlite`. A store that
+    cannot be written (read-only location) opens read-only and says so on the first write.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, read_only: bool = False):
+        self.path = Path(path).expanduser() if path is not None else default_path()
+        check_file(self.path)
+        self.read_only = read_only
+        self._lock = threading.RLock()
+        self._writers: list[RunWriter] = []
+        if read_only:
+            self._conn = connect_ro(self.path)
+        else:
+            try:
+                self._conn = connect_rw(self.path)
+            except StoreError as exc:
+                if not self.path.exists() or "read-only" not in str(exc):
+                    raise
+                log.warning("%s; opened read-only", exc)
+                self._conn = connect_ro(self.path)
+                self.read_only = True
+        self._has_schema = user_version(self._conn) == SCHEMA_VERSION
+        if not self.read_only:
+            self.mark_orphans_incomplete()
+
+    def __repr__(self) -> str:
+        ro = " read-only" if self.read_only else ""
+        return f"<Store {self.path}{ro}>"
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (writers of live runs keep their own and go on)."""
+        with self._lock:
+            self._conn.close()
+
+    # -- writing ----------------------------------------------------------------------------------
+    def _require_writable(self, action: str) -> None:
+        if self.read_only:
+            raise StoreError(f"run store {self.path} is read-only; cannot {action}")
+
+    def record(self, run: Run) -> RunWriter:
+        """Persist `run` from now on, incrementally (returns at once; writing is in a thread)."""
+        self._require_writable(f"record run {run.run_id}")
+        writer = RunWriter(self.path, run)
+        self._writers = [w for w in self._writers if not w.finished] + [writer]
+        return writer
+
+    def save(self, run: Run, timeout: float | None = 60.0) -> str:
+        """Write a finished run (e.g. one read from JSON) and wait until it is on disk."""
+        if not run.done:
+            raise InvalidInputError(f"run {run.run_id} is still going; use Store.record(run)")
+        writer = self.record(run)
+        if not writer.wait(timeout):
+            raise StoreError(f"saving run {run.run_id} to {self.path} timed out")
+        if writer.error is not None:
+            raise StoreError(f"saving run {run.run_id} to {self.path} failed: {writer.error}")
+        return run.run_id
+
+    def flush(self, timeout: float | None = 10.0) -> None:
+        """Wait for the writers of finished runs recorded through this Store."""
+        for w in list(self._writers):
+            if w.run.done:
+                w.wait(timeout)
+
+    def mark_orphans_incomplete(self) -> list[str]:
+        """Runs left `running` by a process of this host that no longer exists -> `incomplete`."""
+        if not self._has_schema:
+            return []
+        with self._lock, store_errors(self.path, "check for interrupted runs"):
+            rows = self._conn.execute(
+                f"SELECT run_id, writer_pid FROM runs WHERE status IN "
+                f"({','.join('?' * len(LIVE_STATUSES))}) AND writer_host = ?",
+                (*LIVE_STATUSES, _host()),
+            ).fetchall()
+        orphans = [rid for rid, pid in rows if pid is None or not pid_alive(int(pid))]
+        for rid in orphans:
+            self._mark_incomplete(rid)
+        return orphans
+
+    def _mark_incomplete(self, run_id: str) -> None:
+        from .codec import dumps
+
+        run = self.load(run_id)
+        run.status = "incomplete"
+        run.end_reason = "the writing process ended before the run finished (crash or kill)"
+        run._summary = None
+        summary = run.summary()
+        with self._lock, store_errors(self.path, f"mark run {run_id} incomplete"):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute(
+                    "UPDATE runs SET status = 'incomplete', end_reason = ?, summary_json = ?, "
+                    "updated_at = ? WHERE run_id = ? AND status IN ('pending', 'running')",
+                    (run.end_reason, dumps(summary), _now_iso(), run_id),
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def delete(self, run_id: str) -> str:
+        """Delete a run and everything measured in it; returns the full id."""
+        self._require_writable(f"delete run {run_id}")
+        rid = self.resolve_id(run_id)
+        self._delete_ids([rid])
+        return rid
+
+    def keep_last(self, n: int) -> list[str]:
+        """Delete all but the `n` most recent runs (live runs are kept); returns deleted ids."""
+        if n < 0:
+            raise InvalidInputError(f"keep_last needs n >= 0, got {n}")
+        self._require_writable("apply retention")
+        ids = self._select_ids(
+            "SELECT run_id FROM runs WHERE status NOT IN ('pending', 'running') "
+            "ORDER BY created_at DESC LIMIT -1 OFFSET ?",
+            (n,),
+        )
+        self._delete_ids(ids)
+        return ids
+
+    def delete_before(self, when: str | _dt.datetime | _dt.date) -> list[str]:
+        """Delete finished runs created before `when`; returns deleted ids."""
+        self._require_writable("apply retention")
+        ids = self._select_ids(
+            "SELECT run_id FROM runs WHERE created_at < ? AND status NOT IN ('pending', 'running')",
+            (_iso(when),),
+        )
+        self._delete_ids(ids)
+        return ids
+
+    def _select_ids(self, sql: str, args: tuple[Any, ...]) -> list[str]:
+        if not self._has_schema:
+            return []
+        with self._lock, store_errors(self.path, "list runs"):
+            return [r[0] for r in self._conn.execute(sql, args)]
+
+    def _delete_ids(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        with self._lock, store_errors(self.path, "delete runs"):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany("DELETE FROM runs WHERE run_id = ?", [(i,) for i in ids])
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    # -- reading ----------------------------------------------------------------------------------
+    def ids(self) -> list[str]:
+        return self._select_ids("SELECT run_id FROM runs ORDER BY created_at DESC", ())
+
+    def resolve_id(self, run_id: str) -> str:
+        """A full id from an id or a unique prefix of one (like git)."""
+        if not isinstance(run_id, str) or not run_id.strip():
+            raise InvalidInputError(f"a run id must be a non-empty string, got {run_id!r}")
+        run_id = run_id.strip()
+        like = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        matches = self._select_ids(
+            "SELECT run_id FROM runs WHERE run_id LIKE ? ESCAPE '\\' ORDER BY created_at DESC",
+            (like,),
+        )
+        if run_id in matches:
+            return run_id
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidInputError(
+                f"run id prefix {run_id!r} is ambiguous: it matches {', '.join(matches[:10])}"
+                + (" …" if len(matches) > 10 else "")
+            )
+        close = difflib.get_close_matches(run_id, self.ids(), n=5, cutoff=0.5)
+        hint = f"; close matches: {', '.join(close)}" if close else ""
+        raise UnknownRunError(f"no run {run_id!r} in {self.path}{hint}")
+
+    def load(self, run_id: str) -> Run:
+        """The run as a `Run` (the class a live run is), so every view works on it."""
+        rid = self.resolve_id(run_id)
+        with self._lock, store_errors(self.path, f"load run {rid}"):
+            conn = self._conn
+            conn.execute("BEGIN")  # one snapshot even while a writer appends
+            try:
+                row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (rid,)).fetchone()
+                cols = [d[0] for d in conn.execute("SELECT * FROM runs LIMIT 0").description]
+                power = conn.execute(
+                    f"SELECT {', '.join(POWER_COLUMNS)}, phase FROM power WHERE run_id = ? "
+                    "ORDER BY seq",
+                    (rid,),
+                ).fetchall()
+                phases = conn.execute(
+                    "SELECT name, start_ms, end_ms FROM phases WHERE run_id = ? ORDER BY seq",
+                    (rid,),
+                ).fetchall()
+                tokens = conn.execute(
+                    "SELECT idx, token_id, text, phase, start_ms, end_ms FROM tokens "
+                    "WHERE run_id = ? ORDER BY idx",
+                    (rid,),
+                ).fetchall()
+                layers = conn.execute(
+                    "SELECT idx, values_f32 FROM layers WHERE run_id = ? ORDER BY idx", (rid,)
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        if row is None:
+            raise UnknownRunError(f"run {rid} was deleted from {self.path} while loading")
+        r = dict(zip(cols, row, strict=True))
+        d: dict[str, Any] = {
+            "run_id": rid,
+            "created_at": r["created_at"],
+            "status": r["status"],
+            "end_reason": r["end_reason"],
+            "error": r["error"],
+            "model": loads(r["model_json"], {}),
+            "prompt": r["prompt"],
+            "prompt_tokens": r["prompt_tokens"],
+            "response": r["response"],
+            "settings": loads(r["settings_json"], {}),
+            "level": r["level"] or "component",
+            "tags": loads(r["tags_json"], []),
+            "experiment": r["experiment"],
+            "power": loads(r["power_json"], {}),
+            "baseline_w": r["baseline_w"],
+            "warnings": loads(r["warnings_json"], []),
+            "hooked": loads(r["hooked_json"], {}),
+            "phases": [{"name": n, "start_ms": s, "end_ms": e} for n, s, e in phases],
+            "tokens": [
+                dict(
+                    zip(
+                        ("index", "token_id", "text", "phase", "start_ms", "end_ms"), t, strict=True
+                    )
+                )
+                for t in tokens
+            ],
+            "power_samples": [
+                {**dict(zip(POWER_COLUMNS, p[:-1], strict=True)), "phase": p[-1]} for p in power
+            ],
+            "layers": {
+                "layer_names": loads(r["layer_names_json"], []),
+                "component_names": loads(r["component_names_json"], []),
+                "metric_names": loads(r["metric_names_json"], []),
+                "values": [],
+            },
+            "extras": loads(r["extras_json"], {}),
+        }
+        run = Run.from_dict(d)
+        # Tokens with layer rows are contiguous from 0 in a live run; fill gaps with NaN rows.
+        shape = (len(run.layer_names), len(run.component_names), len(run.metric_names))
+        by_idx = {i: layer_row(b, shape) for i, b in layers}
+        if by_idx:
+            run._layer_rows = [
+                by_idx[i] if i in by_idx else run._empty_layer_row() for i in range(max(by_idx) + 1)
+            ]
+        return run
+
+    def runs(
+        self,
+        model: str | None = None,
+        tag: str | None = None,
+        experiment: str | None = None,
+        since: str | _dt.datetime | _dt.date | _dt.timedelta | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """One row per run, newest first, summary fields as columns (j_per_token, …)."""
+        import pandas as pd
+
+        where, args = [], []
+        if model:
+            where.append("model_name LIKE ?")
+            args.append(f"%{model}%")
+        if tag:
+            where.append("run_id IN (SELECT run_id FROM run_tags WHERE tag = ?)")
+            args.append(tag)
+        if experiment:
+            where.append("experiment = ?")
+            args.append(experiment)
+        if since is not None:
+            where.append("created_at >= ?")
+            args.append(_iso(since))
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        sql = (
+            "SELECT run_id, created_at, updated_at, status, model_name, experiment, tags_json, "
+            "prompt, n_tokens, level, power_json, settings_json, summary_json, end_reason FROM runs"
+        )
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows: list[Any] = []
+        if self._has_schema:
+            with self._lock, store_errors(self.path, "list runs"):
+                rows = self._conn.execute(sql, args).fetchall()
+        records = [_run_record(row) for row in rows]
+        base = [
+            "run_id", "created_at", "updated_at", "status", "model", "experiment", "tags",
+            "prompt", "n_tokens", "level", "power_source", "power_kind", "end_reason",
+        ]  # fmt: skip
+        df = pd.DataFrame.from_records(records)
+        if df.empty:
+            return pd.DataFrame(columns=base)
+        return df
+
+    def run_records(self, **filters: Any) -> list[dict[str, Any]]:
+        """`runs()` as JSON-ready dicts with the summary nested (the CLI's `runs --json`)."""
+        if not self._has_schema:
+            return []
+        df = self.runs(**filters)
+        ids = list(df["run_id"]) if not df.empty else []
+        out = []
+        with self._lock, store_errors(self.path, "list runs"):
+            for rid in ids:
+                r = self._conn.execute(
+                    "SELECT run_id, model_name, prompt, status, created_at, updated_at, "
+                    "experiment, tags_json, n_tokens, level, power_json, settings_json, "
+                    "summary_json, end_reason FROM runs WHERE run_id = ?",
+                    (rid,),
+                ).fetchone()
+                if r is None:
+                    continue
+                power = loads(r[10], {})
+                out.append(
+                    {
+                        "run_id": r[0],
+                        "model": r[1],
+                        "prompt": r[2],
+                        "status": r[3],
+                        "created_at": r[4],
+                        "updated_at": r[5],
+                        "experiment": r[6],
+                        "tags": loads(r[7], []),
+                        "n_tokens": r[8],
+                        "level": r[9],
+                        "power_source": power.get("source"),
+                        "power_kind": power.get("kind"),
+                        "settings": loads(r[11], {}),
+                        "summary": loads(r[12]),
+                        "end_reason": r[13],
+                    }
+                )
+        return out
+
+
+def _run_record(row: tuple[Any, ...]) -> dict[str, Any]:
+    (rid, created, updated, status, model, experiment, tags, prompt, n_tokens, level, power,
+     settings, summary, end_reason) = row  # fmt: skip
+    p = loads(power, {})
+    rec: dict[str, Any] = {
+        "run_id": rid,
+        "created_at": created,
+        "updated_at": updated,
+        "status": status,
+        "model": model,
+        "experiment": experiment,
+        "tags": loads(tags, []),
+        "prompt": prompt,
+        "n_tokens": n_tokens,
+        "level": level,
+        "power_source": p.get("source"),
+        "power_kind": p.get("kind"),
+        "end_reason": end_reason,
+    }
+    for k, v in (loads(summary) or {}).items():
+        if k == "status":
+            continue
+        if isinstance(v, dict):
+            rec.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        else:
+            rec[k] = v
+    for k, v in loads(settings, {}).items():
+        rec[f"settings.{k}"] = v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
+    return rec
+
+
+def _iso(when: str | _dt.datetime | _dt.date | _dt.timedelta) -> str:
+    """A UTC ISO timestamp comparable with the stored `created_at`."""
+    if isinstance(when, _dt.timedelta):
+        when = _dt.datetime.now(_dt.timezone.utc) - when
+    if isinstance(when, str):
+        try:
+            when = _dt.datetime.fromisoformat(when)
+        except ValueError as exc:
+            raise InvalidInputError(f"not an ISO date or time: {when!r}") from exc
+    if not isinstance(when, _dt.datetime):
+        when = _dt.datetime(when.year, when.month, when.day)
+    if when.tzinfo is None:
+        when = when.astimezone()  # naive = local time
+    return when.astimezone(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
