@@ -1,0 +1,232 @@
+"""`llm-energy profile` (the main job) and `llm-energy demo` (what `make demo` runs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInputError
+from ..run import LEVELS, Run
+
+DEMO_PROMPT = "What is the capital of France? Answer in one word."
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "profile",
+        help="profile one generation and print per-token energy and the summary",
+        description="Profile one generation: phases, per-token energy and the layer x component table.",
+    )
+    _add_profile_args(p)
+    p.set_defaults(func=cmd_profile)
+
+    d = sub.add_parser(
+        "demo",
+        help="the main job on the default model: profile, notebook and HTML report under demo/",
+    )
+    d.add_argument("--out", default="demo", help="output folder (default: demo)")
+    d.add_argument("--max-new-tokens", type=int, default=24)
+    d.add_argument("--power", default="auto")
+    d.add_argument("--no-notebook", action="store_true", help="skip executing the quickstart notebook")
+    d.set_defaults(func=cmd_demo)
+
+
+def _add_profile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt", required=True, help="the prompt (sent through the chat template)")
+    p.add_argument("--model", help="local transformers model directory or .gguf file (default: SmolLM2)")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--level", choices=LEVELS, default="component")
+    p.add_argument(
+        "--power",
+        default="auto",
+        help="auto, estimate, nvml, rapl, powermetrics, macmon, replay:PATH, powermetrics:PATH",
+    )
+    p.add_argument("--interval-ms", type=float, default=100.0)
+    p.add_argument("--baseline-s", type=float, default=1.0)
+    p.add_argument("--raw", action="store_true", help="send the prompt as plain text, no chat template")
+    p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--json", metavar="PATH", help="write the whole run as JSON to PATH ('-' for stdout)")
+    p.add_argument("--store", metavar="PATH", help="run store (default: the user data directory)")
+    p.add_argument("--no-store", action="store_true", help="do not save the run")
+    p.add_argument("--tag", action="append", default=[], help="tag the run (repeatable)")
+    p.add_argument("--experiment", help="experiment name")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+
+
+def _load(model_arg: str | None) -> tuple[Any, Any]:
+    from ..models import load_default_model, load_model
+
+    return load_model(model_arg) if model_arg else load_default_model()
+
+
+def _fmt(v: Any, unit: str = "", digits: int = 3) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}{unit}"
+    return f"{v}{unit}"
+
+
+def run_profile(args: argparse.Namespace, out: Any = sys.stdout) -> Run:
+    from ..profiler import EnergyProfiler
+
+    if args.max_new_tokens <= 0:
+        raise InvalidInputError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
+    if not args.prompt.strip():
+        raise InvalidInputError("--prompt is empty")
+    t0 = time.perf_counter()
+    model, tok = _load(args.model)
+    print(f"loaded {model.config._llm_energy_name} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    store: Any = False if args.no_store else (args.store or True)
+    prof = EnergyProfiler(
+        model,
+        tok,
+        power=args.power,
+        level=args.level,
+        interval_ms=args.interval_ms,
+        baseline_s=args.baseline_s,
+        store=store,
+        tags=args.tag,
+        experiment=args.experiment,
+    )
+    prompt: Any = args.prompt
+    if not args.raw and getattr(tok, "chat_template", None):
+        prompt = [{"role": "user", "content": args.prompt}]
+    gen: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "do_sample": bool(args.do_sample)}
+    if args.temperature is not None:
+        gen["temperature"] = args.temperature
+    run = prof.generate(prompt, **gen)
+    try:
+        run.wait()
+    except KeyboardInterrupt:
+        run.cancel()
+        run.wait(30)
+        print(f"interrupted: the partial run {run.run_id} keeps what it measured", file=sys.stderr)
+    print_run(run, out, quiet=args.quiet)
+    if args.json:
+        if args.json == "-":
+            json.dump(run.to_dict(), sys.stdout)
+            sys.stdout.write("\n")
+        else:
+            path = run.to_json(args.json)
+            print(f"wrote {path}", file=sys.stderr)
+    return run
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    run = run_profile(args, out=sys.stderr if args.json == "-" else sys.stdout)
+    return 0 if run.status in ("completed", "cancelled") else 1
+
+
+def print_run(run: Run, out: Any = sys.stdout, quiet: bool = False) -> None:
+    p = run.power_info
+    kind = p.get("kind")
+    w = out.write
+    w(f"run {run.run_id}  status {run.status} ({run.end_reason})\n")
+    w(f"power: {p.get('source')} [{kind}], resolution {p.get('resolution_ms')} ms — {p.get('description')}\n")
+    if run.error_message:
+        w(f"error: {run.error_message}\n")
+    for msg in run.warnings:
+        w(f"warning: {msg}\n")
+    if not quiet:
+        w(f"\n{'#':>3}  {'token':<18} {'phase':<8} {'ms':>8} {'J':>9} {'W':>7}\n")
+        for t in run.tokens():
+            text = json.dumps(t["text"], ensure_ascii=False)[1:-1][:18]
+            w(
+                f"{t['index']:>3}  {text:<18} {t['phase']:<8} {t['duration_ms']:>8.1f} "
+                f"{_fmt(t['energy_j']):>9} {_fmt(t['avg_power_w']):>7}\n"
+            )
+        w("\nphases:\n")
+        for ph in run.phases():
+            w(
+                f"  {ph['name']:<11} {_fmt(ph['duration_ms'], ' ms', 4):>10}  "
+                f"{_fmt(ph['energy_j'], ' J'):>10}  {_fmt(ph['avg_power_w'], ' W'):>8}\n"
+            )
+        _print_layers(run, w)
+    s = run.summary()
+    w(f"\nresponse: {run.response!r}\n")
+    w(f"summary ({kind} energy; layer shares modeled):\n")
+    rows = [
+        ("total energy", s["total_energy_j"], " J"),
+        ("net of idle baseline", s["net_energy_j"], " J"),
+        ("idle baseline", s["baseline_w"], " W"),
+        ("J / token", s["j_per_token"], " J"),
+        ("tokens / J", s["tokens_per_j"], ""),
+        ("tokens / s", s["tokens_per_s"], ""),
+        ("time to first token", s["ttft_ms"], " ms"),
+        ("prefill energy", s["prefill_energy_j"], " J"),
+        ("decode energy", s["decode_energy_j"], " J"),
+        ("energy-delay product", s["edp_js"], " J·s"),
+        ("peak power (total)", s["peak_power_w"].get("total_w"), " W"),
+        ("cost (modeled)", s["cost_usd"], " USD"),
+        ("CO2 (modeled)", s["co2_g"], " g"),
+    ]
+    for name, v, unit in rows:
+        w(f"  {name:<22} {_fmt(v, unit, 4)}\n")
+
+
+def _print_layers(run: Run, w: Any) -> None:
+    arr = run.layers
+    if arr.size == 0:
+        return
+    import numpy as np
+
+    ei = run.metric_names.index("energy_j")
+    ti = run.metric_names.index("time_ms")
+    energy = np.nansum(arr[:, :, :, ei], axis=0)
+    time_ms = np.nansum(arr[:, :, :, ti], axis=0)
+    nl, nc = energy.shape
+    w(f"\nlayer x component: {nl} layers x {nc} components ({', '.join(run.component_names)})\n")
+    per_comp = energy.sum(axis=0)
+    per_comp_t = time_ms.sum(axis=0)
+    total = per_comp.sum() or 1.0
+    w("  component                 time ms   energy J (modeled)   share\n")
+    for j in np.argsort(-per_comp):
+        w(
+            f"  {run.component_names[j]:<24} {per_comp_t[j]:>8.1f}   {per_comp[j]:>12.4f}"
+            f"        {100 * per_comp[j] / total:>5.1f} %\n"
+        )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Profile the default model, then execute the quickstart notebook and write an HTML report."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ns = argparse.Namespace(
+        prompt=DEMO_PROMPT,
+        model=None,
+        max_new_tokens=args.max_new_tokens,
+        level="component",
+        power=args.power,
+        interval_ms=100.0,
+        baseline_s=1.0,
+        raw=False,
+        do_sample=False,
+        temperature=None,
+        json=str(out / "run.json"),
+        store=None,
+        no_store=False,
+        tag=["demo"],
+        experiment="demo",
+        quiet=False,
+    )
+    run = run_profile(ns)
+    report = run.to_html(out / "report.html")
+    print(f"\nHTML report: {report.resolve()}")
+    print(f"run JSON:    {(out / 'run.json').resolve()}")
+    if not args.no_notebook:
+        from ..notebook_exec import execute_notebook
+
+        nb = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
+        if nb.is_file():
+            executed = execute_notebook(nb, out / "quickstart.ipynb", cwd=out)
+            print(f"executed notebook (with widget state): {executed.resolve()}")
+        else:
+            print(f"(no quickstart notebook at {nb}; skipped)")
+    print("\nOpen JupyterLab on the notebooks with: make lab")
+    return 0 if run.status in ("completed", "cancelled") else 1
