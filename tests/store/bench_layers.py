@@ -25,8 +25,7 @@ def _db(path: str) -> sqlite3.Connection:
 def bench_blob(rows: np.ndarray, path: str) -> tuple[float, float, int]:
     conn = _db(path)
     conn.execute(
-        "CREATE TABLE layers (run_id TEXT, idx INTEGER, values_f32 BLOB, "
-        "PRIMARY KEY (run_id, idx))"
+        "CREATE TABLE layers (run_id TEXT, idx INTEGER, values_f32 BLOB, PRIMARY KEY (run_id, idx))"
     )
     t0 = time.perf_counter()
     for start in range(0, N_TOKENS, 10):  # batches like the writer's (≈10 tokens / 100 ms)
@@ -89,7 +88,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         for name, fn in (("blob float32", bench_blob), ("long table", bench_long)):
             w, r, size = fn(rows, os.path.join(d, f"{name}.sqlite"))
-            print(f"{name:13s} write {w * 1e3:8.1f} ms  load {r * 1e3:8.1f} ms  {size / 1e6:6.1f} MB")
+            print(
+                f"{name:13s} write {w * 1e3:8.1f} ms  load {r * 1e3:8.1f} ms  {size / 1e6:6.1f} MB"
+            )
 
 
 if __name__ == "__main__":
