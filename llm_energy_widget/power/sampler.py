@@ -84,7 +84,13 @@ class PowerSampler:
         self.t0_s = time.monotonic()
         self.source.open(self.interval_ms)
         self._opened = True
-        self._poll_once()  # a first reading at t ~ 0 anchors the energy curve
+        try:
+            self._poll_once()  # a first reading at t ~ 0 anchors the energy curve
+        except BaseException:
+            # nothing else will close a source whose sampler never started
+            self._opened = False
+            self.source.close()
+            raise
         self._thread = threading.Thread(
             target=self._loop, name=f"llm-energy-sampler[{self.source.name}]", daemon=True
         )

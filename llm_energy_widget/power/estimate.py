@@ -1,0 +1,117 @@
+"""An ESTIMATE of CPU power from this process's CPU time, for machines with no power counter.
+
+Model: energy = (CPU seconds this process used since open) x watts per busy core
+(+ optional idle watts x wall seconds). `time.process_time()` counts every thread of the process,
+so torch's intra-op threads are included. It is not a measurement: it ignores frequency, SIMD
+width, memory traffic, other processes and the platform; treat its joules as +-50 % or worse,
+good for comparing runs on one machine, not for absolute claims.
+
+Default 10 W per busy core: the rated power per core of current desktop CPUs, e.g. AMD Ryzen 7
+5800X 105 W TDP / 8 cores = 13 W, Intel Core i7-12700K 125 W base power / 12 cores = 10.4 W.
+Servers run lower (AMD EPYC 7763: 280 W / 64 cores = 4.4 W), laptops lower still. Set your CPU's
+figures with LLM_ENERGY_TDP_W and LLM_ENERGY_TDP_CORES (W per core = TDP / cores), or
+`EstimateSource(watts_per_core=..., idle_w=...)`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+from ..errors import InvalidInputError, SourceError
+from .base import Availability, PowerSource
+from .record import SourceSample
+
+DEFAULT_WATTS_PER_CORE = 10.0
+MIN_INTERVAL_S = 0.005  # process_time ticks coarsely on some kernels: no power from shorter gaps
+
+
+def _positive(value: object, what: str, allow_zero: bool = False) -> float:
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(x) or x < 0 or (x == 0 and not allow_zero):
+        raise InvalidInputError(f"{what} must be a finite number > 0, got {value!r}")
+    return x
+
+
+def watts_per_core_from_env() -> tuple[float, str]:
+    """W per busy core and where the figure came from (env vars or the default)."""
+    tdp = os.environ.get("LLM_ENERGY_TDP_W")
+    cores = os.environ.get("LLM_ENERGY_TDP_CORES")
+    if tdp is None:
+        if cores is not None:
+            raise InvalidInputError("LLM_ENERGY_TDP_CORES is set but LLM_ENERGY_TDP_W is not")
+        return DEFAULT_WATTS_PER_CORE, "the default; set LLM_ENERGY_TDP_W and LLM_ENERGY_TDP_CORES"
+    tdp_w = _positive(tdp, "LLM_ENERGY_TDP_W")
+    n = (
+        _positive(cores, "LLM_ENERGY_TDP_CORES")
+        if cores is not None
+        else float(os.cpu_count() or 1)
+    )
+    origin = "LLM_ENERGY_TDP_CORES" if cores is not None else "os.cpu_count()"
+    return tdp_w / n, f"LLM_ENERGY_TDP_W={tdp_w:g} W / {n:g} cores ({origin})"
+
+
+class EstimateSource(PowerSource):
+    """CPU-time x W-per-core model; kind "estimated", cpu rail only."""
+
+    name = "estimate"
+    kind = "estimated"
+    rails = ("cpu",)
+
+    def __init__(self, watts_per_core: float | None = None, idle_w: float = 0.0) -> None:
+        if watts_per_core is None:
+            self.watts_per_core, self.origin = watts_per_core_from_env()
+        else:
+            self.watts_per_core = _positive(watts_per_core, "watts_per_core")
+            self.origin = f"watts_per_core={self.watts_per_core:g}"
+        self.idle_w = _positive(idle_w, "idle_w", allow_zero=True)
+        self.counter_starts_at_open = True
+        self._open_cpu_s = 0.0
+        self._open_s: float | None = None
+        self._last_s = 0.0
+        self._last_j = 0.0
+
+    @classmethod
+    def availability(cls) -> Availability:
+        try:
+            w, origin = watts_per_core_from_env()
+        except InvalidInputError as exc:
+            return Availability(False, str(exc))
+        return Availability(
+            True,
+            f"ESTIMATE, not a measurement: this process's CPU time x {w:.3g} W per busy core "
+            f"({origin})",
+        )
+
+    def describe(self) -> str:
+        idle = f" + {self.idle_w:g} W idle" if self.idle_w else ""
+        return (
+            f"ESTIMATE, not a measurement: this process's CPU time x {self.watts_per_core:.3g} W "
+            f"per busy core{idle} ({self.origin}); ignores frequency, memory and other processes"
+        )
+
+    def open(self, interval_ms: float) -> None:
+        self._open_cpu_s = time.process_time()
+        self._open_s = self._last_s = time.monotonic()
+        self._last_j = 0.0
+
+    def energy_j(self, t_s: float) -> float:
+        assert self._open_s is not None
+        cpu_s = time.process_time() - self._open_cpu_s
+        return cpu_s * self.watts_per_core + self.idle_w * (t_s - self._open_s)
+
+    def poll(self) -> list[SourceSample]:
+        if self._open_s is None:
+            raise SourceError("estimate source polled before open()")
+        t_s = time.monotonic()
+        dt_s = t_s - self._last_s
+        if dt_s < MIN_INTERVAL_S:
+            return []
+        energy = max(self.energy_j(t_s), self._last_j)
+        power = (energy - self._last_j) / dt_s
+        self._last_s, self._last_j = t_s, energy
+        return [SourceSample(t_s=t_s, power_w={"cpu": power, "total": power}, energy_j=energy)]

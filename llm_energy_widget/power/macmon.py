@@ -1,0 +1,173 @@
+"""`macmon pipe`: sudo-less Apple silicon power (the same private counters powermetrics reads).
+
+Each JSON line holds watts averaged over macmon's last interval (`cpu_power`, `gpu_power`,
+`ane_power`, `ram_power`; `all_power` = CPU+GPU+ANE). A line's interval is the gap between its
+`timestamp` and the previous one when macmon writes timestamps, else the gap between arrivals
+(live) or the nominal interval (a capture without timestamps, which the description then says).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+from ..errors import InvalidInputError, MalformedSampleError, SourceError
+from .base import Availability, PowerSource
+from .powermetrics import (
+    ByteFeed,
+    FileFeed,
+    IntervalClock,
+    IntervalSample,
+    ProcessFeed,
+    warn_skipped,
+)
+from .record import SourceSample
+
+_RAIL_KEYS = {"cpu": "cpu_power", "gpu": "gpu_power", "ane": "ane_power", "dram": "ram_power"}
+
+
+def parse_macmon_line(line: bytes) -> tuple[dict[str, float], float | None]:
+    """Watts per rail and the line's timestamp (epoch seconds) if it has one."""
+    try:
+        d = json.loads(line)
+    except ValueError as exc:
+        raise MalformedSampleError(f"not JSON ({exc})") from exc
+    if not isinstance(d, dict):
+        raise MalformedSampleError(f"a JSON {type(d).__name__}, not an object")
+    watts: dict[str, float] = {}
+    for rail, key in _RAIL_KEYS.items():
+        if key in d:
+            v = d[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
+                raise MalformedSampleError(f"{key} is {v!r}, not a non-negative number of watts")
+            watts[rail] = float(v)
+    if not watts:
+        if "all_power" not in d:
+            raise MalformedSampleError("no cpu_power/gpu_power/ane_power/ram_power/all_power")
+        watts["total"] = float(d["all_power"])
+    stamp = None
+    if isinstance(d.get("timestamp"), str):
+        try:
+            stamp = _dt.datetime.fromisoformat(d["timestamp"].replace("Z", "+00:00")).timestamp()
+        except ValueError as exc:
+            raise MalformedSampleError(f"timestamp {d['timestamp']!r} is not ISO 8601") from exc
+    return watts, stamp
+
+
+class MacmonSource(PowerSource):
+    """Apple silicon CPU/GPU/ANE/RAM power from `macmon pipe` (no sudo), or a captured file."""
+
+    name = "macmon"
+    kind = "measured"
+    rails = ("cpu", "gpu", "ane", "dram")
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        follow: bool = False,
+        capture_interval_ms: float = 1000.0,
+        binary: str = "macmon",
+    ) -> None:
+        self.path = Path(path) if path is not None else None
+        self.follow = follow
+        if not capture_interval_ms > 0:
+            raise InvalidInputError(f"capture_interval_ms must be > 0, got {capture_interval_ms!r}")
+        self.capture_interval_ms = float(capture_interval_ms)
+        self.binary = binary
+        self.counter_starts_at_open = True
+        self.skipped_samples = 0
+        self._feed: ByteFeed | None = None
+        self._buf = b""
+        self._index = 0
+        self._clock = IntervalClock()
+        self._interval_ms = self.capture_interval_ms
+        self._last_stamp: float | None = None
+        self._last_arrival: float | None = None
+        self._open_s = 0.0
+        if self.path is not None and not self.path.is_file():
+            raise InvalidInputError(f"macmon capture {self.path} does not exist or is no file")
+
+    @classmethod
+    def availability(cls) -> Availability:
+        if platform.system() != "Darwin" or platform.machine() != "arm64":
+            return Availability(False, "macmon reads Apple silicon counters (this is not one)")
+        exe = shutil.which("macmon")
+        if exe is None:
+            return Availability(False, "macmon is not on PATH (brew install macmon)")
+        return Availability(True, f"macmon pipe ({exe}): CPU/GPU/ANE/RAM power, no sudo")
+
+    def describe(self) -> str:
+        where = f"capture {self.path}" if self.path is not None else "`macmon pipe`"
+        return (
+            f"macmon ({where}): Apple silicon CPU/GPU/ANE/RAM watts averaged over each interval, "
+            "from the counters powermetrics reads (Apple calls them estimates)"
+        )
+
+    def open(self, interval_ms: float) -> None:
+        self._open_s = time.monotonic()
+        if self.path is not None:
+            self._feed = FileFeed(self.path, self.follow, from_start=not self.follow)
+            return
+        self._interval_ms = float(max(1, round(interval_ms)))
+        argv = [self.binary, "pipe", "-i", str(int(self._interval_ms))]
+        self._feed = ProcessFeed(argv, "macmon")
+
+    def poll(self) -> list[SourceSample]:
+        if self._feed is None:
+            raise SourceError("macmon source polled before open()")
+        data, arrived = self._feed.read()
+        final = self._feed.ended
+        self._buf += data
+        lines = self._buf.split(b"\n")
+        self._buf = lines.pop()
+        if final and self._buf.strip():
+            lines.append(self._buf)
+            self._buf = b""
+        out = []
+        for line in lines:
+            if not line.strip():
+                continue
+            self._index += 1
+            try:
+                watts, stamp = parse_macmon_line(line)
+            except MalformedSampleError as exc:
+                self.skipped_samples += 1
+                warn_skipped("macmon", self._index, str(exc))
+                continue
+            dt_s = self._interval_s(stamp, arrived)
+            if dt_s is None:
+                continue
+            live = self.path is None or self.follow
+            if not live and self._clock.anchor_s is None:
+                self._clock.anchor_s = self._open_s
+            sample = IntervalSample(dt_s, {k: w * dt_s for k, w in watts.items()})
+            out.append(self._clock.place(sample, arrived))
+        if final:
+            self.exhausted = True
+        return out
+
+    def _interval_s(self, stamp: float | None, arrived: float) -> float | None:
+        """This line's interval in s; None (skip quietly) for a repeated timestamp."""
+        last_stamp, last_arrival = self._last_stamp, self._last_arrival
+        self._last_stamp = stamp if stamp is not None else last_stamp
+        self._last_arrival = arrived
+        if stamp is not None and last_stamp is not None:
+            dt = stamp - last_stamp
+            return dt if dt > 0 else None
+        live = self.path is None or self.follow
+        if stamp is None and live and last_arrival is not None and arrived > last_arrival:
+            return arrived - last_arrival
+        return self._interval_ms / 1e3
+
+    def close(self) -> None:
+        if self._feed is not None:
+            with contextlib.suppress(Exception):
+                self._feed.close()
+            self._feed = None
