@@ -1,0 +1,40 @@
+// Tiny DOM helpers. Token text is untrusted: it only ever goes through textContent.
+
+export function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  cls?: string,
+  text?: string,
+): HTMLElementTagNameMap[K] {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+/** One tooltip per widget root; lines are set as text, never HTML. */
+export class Tooltip {
+  el = h("div", "lew-tooltip");
+  constructor(private root: HTMLElement) {
+    this.el.hidden = true;
+    this.el.setAttribute("role", "tooltip");
+    root.appendChild(this.el);
+  }
+  show(ev: MouseEvent, lines: string[]): void {
+    this.el.replaceChildren(...lines.map((l, i) => h("div", i === 0 ? "lew-tt-title" : "", l)));
+    this.el.hidden = false;
+    const box = this.root.getBoundingClientRect();
+    const x = ev.clientX - box.left + 14;
+    const y = ev.clientY - box.top + 14;
+    const maxX = box.width - this.el.offsetWidth - 4;
+    this.el.style.left = `${Math.max(0, Math.min(x, maxX))}px`;
+    this.el.style.top = `${y}px`;
+  }
+  hide(): void {
+    this.el.hidden = true;
+  }
+}
+
+export function badge(kind: string | null | undefined): HTMLSpanElement {
+  const k = kind || "estimated";
+  return h("span", `lew-badge lew-kind-${k}`, k);
+}

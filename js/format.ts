@@ -1,0 +1,55 @@
+// Numbers with units, scaled to a readable prefix.
+
+export function fmtEnergy(j: number | null | undefined): string {
+  if (j === null || j === undefined || !isFinite(j)) return "–";
+  const a = Math.abs(j);
+  if (a >= 3.6e6) return `${(j / 3.6e6).toPrecision(3)} kWh`;
+  if (a >= 1000) return `${(j / 1000).toPrecision(3)} kJ`;
+  if (a >= 1) return `${j.toPrecision(3)} J`;
+  if (a >= 1e-3) return `${(j * 1e3).toPrecision(3)} mJ`;
+  if (a === 0) return "0 J";
+  return `${(j * 1e6).toPrecision(3)} µJ`;
+}
+
+export function fmtNum(x: number | null | undefined, unit = "", digits = 3): string {
+  if (x === null || x === undefined || !isFinite(x)) return "–";
+  const s = Math.abs(x) >= 1000 ? x.toFixed(0) : x.toPrecision(digits);
+  return unit ? `${s} ${unit}` : s;
+}
+
+export function fmtMs(ms: number | null | undefined): string {
+  if (ms === null || ms === undefined || !isFinite(ms)) return "–";
+  if (Math.abs(ms) >= 1000) return `${(ms / 1000).toFixed(2)} s`;
+  return `${ms.toPrecision(3)} ms`;
+}
+
+/** A metric value with its unit (time in ms, energy in J, sparsity as a share). */
+export function fmtMetric(metric: string, v: number): string {
+  if (!isFinite(v)) return "not measured";
+  if (metric === "time_ms") return fmtMs(v);
+  if (metric === "energy_j") return fmtEnergy(v);
+  if (metric === "sparsity") return `${(v * 100).toPrecision(3)} %`;
+  return v.toPrecision(4);
+}
+
+export const METRIC_LABELS: Record<string, string> = {
+  time_ms: "time",
+  energy_j: "energy",
+  act_mean: "activation mean",
+  act_std: "activation std",
+  act_max: "activation max",
+  sparsity: "sparsity",
+};
+
+/** Nice axis ticks between lo and hi (about `count` of them). */
+export function ticks(lo: number, hi: number, count: number): number[] {
+  if (!(hi > lo)) return [lo];
+  const raw = (hi - lo) / Math.max(1, count);
+  const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 2.5, 5, 10].map((f) => f * mag).find((s) => s >= raw) ?? raw;
+  const out: number[] = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) {
+    out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+  }
+  return out;
+}

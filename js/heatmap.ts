@@ -1,0 +1,208 @@
+// Layer x component heatmap: a metric selector, the token shown (latest, any, mean over the run).
+
+import { h, Tooltip } from "./dom";
+import { fmtMetric, METRIC_LABELS } from "./format";
+import type { RunStore } from "./store";
+import { colormap, fitCanvas, readTheme, rgb } from "./theme";
+
+export type TokenMode = "latest" | "token" | "mean";
+const PAD = { l: 64, r: 56, t: 70, b: 16 };
+
+export class Heatmap {
+  el = h("div", "lew-panel lew-heatmap");
+  private canvas = h("canvas", "lew-canvas");
+  private metricSel = h("select", "lew-select");
+  private modeSel = h("select", "lew-select");
+  private slider = h("input", "lew-slider");
+  private caption = h("div", "lew-caption");
+  private empty = h("div", "lew-empty", "No layer data in this run (profile with level ≥ layer).");
+  metric = 0;
+  mode: TokenMode = "latest";
+  token = 0;
+  private drawn = "";
+  private metricsKey = "";
+  private geom = { cw: 0, ch: 0, L: 0, C: 0 };
+
+  constructor(private store: RunStore, private tip: Tooltip, private redraw: () => void) {
+    this.slider.type = "range";
+    this.slider.min = "0";
+    this.slider.step = "1";
+    this.slider.setAttribute("aria-label", "token");
+    for (const [v, label] of [["latest", "latest token (live)"], ["token", "token…"], ["mean", "mean over run"]]) {
+      const o = h("option", "", label);
+      o.value = v;
+      this.modeSel.append(o);
+    }
+    this.metricSel.setAttribute("aria-label", "metric");
+    this.modeSel.setAttribute("aria-label", "token shown");
+    this.metricSel.addEventListener("change", () => {
+      this.metric = Number(this.metricSel.value);
+      this.redraw();
+    });
+    this.modeSel.addEventListener("change", () => {
+      this.mode = this.modeSel.value as TokenMode;
+      if (this.mode === "token") this.token = Math.max(0, this.store.nRows - 1);
+      this.redraw();
+    });
+    this.slider.addEventListener("input", () => this.showToken(Number(this.slider.value)));
+    const head = h("div", "lew-panel-head");
+    head.append(h("span", "lew-title", "Layer × component"), this.metricSel, this.modeSel, this.slider);
+    this.el.append(head, this.caption, this.canvas, this.empty);
+    this.canvas.addEventListener("mousemove", (ev) => this.onMove(ev));
+    this.canvas.addEventListener("mouseleave", () => this.tip.hide());
+  }
+
+  showToken(i: number): void {
+    this.mode = "token";
+    this.token = i;
+    this.redraw();
+  }
+
+  private shownToken(): number {
+    const s = this.store;
+    if (this.mode === "latest") {
+      let t = s.nRows - 1;
+      while (t > 0 && !s.hasLayers(t)) t--;
+      return t;
+    }
+    return Math.min(this.token, Math.max(0, s.nRows - 1));
+  }
+
+  /** The matrix value shown at (l, c) for the current metric and token mode. */
+  valueAt(l: number, c: number): number {
+    const s = this.store;
+    return this.mode === "mean" ? s.mean(l, c, this.metric) : s.value(this.shownToken(), l, c, this.metric);
+  }
+
+  private syncControls(): void {
+    const s = this.store;
+    const key = s.metricNames.join(",");
+    if (key !== this.metricsKey) {
+      this.metricsKey = key;
+      const labels = s.meta?.labels ?? {};
+      this.metricSel.replaceChildren(
+        ...s.metricNames.map((m, i) => {
+          const kind =
+            m === "time_ms" ? labels["layers.time_ms"] : m === "energy_j" ? labels["layers.energy_j"] : labels["layers.activations"];
+          const o = h("option", "", `${METRIC_LABELS[m] ?? m}${kind ? ` (${kind})` : ""}`);
+          o.value = String(i);
+          return o;
+        }),
+      );
+      this.metric = Math.max(0, s.metricNames.indexOf("time_ms"));
+    }
+    this.metricSel.value = String(this.metric);
+    this.modeSel.value = this.mode;
+    this.slider.max = String(Math.max(0, s.nRows - 1));
+    this.slider.value = String(this.shownToken());
+    this.slider.disabled = this.mode === "mean";
+  }
+
+  draw(): void {
+    const s = this.store;
+    const w = this.el.clientWidth || 400;
+    const key = `${s.version}|${w}|${this.metric}|${this.mode}|${this.token}`;
+    if (key === this.drawn) return;
+    this.drawn = key;
+    this.syncControls();
+    const L = s.L;
+    const C = s.C;
+    const has = L > 0 && C > 0 && s.nRows > 0;
+    this.empty.hidden = has || (L > 0 && C > 0);
+    this.canvas.hidden = !has;
+    if (!has) {
+      this.caption.textContent = L > 0 && C > 0 ? "waiting for the first token…" : "";
+      return;
+    }
+    const th = readTheme(this.el);
+    const ch = Math.max(6, Math.min(18, Math.floor(320 / L)));
+    const H = PAD.t + L * ch + PAD.b;
+    const ctx = fitCanvas(this.canvas, w, H);
+    ctx.clearRect(0, 0, w, H);
+    const cw = Math.max(8, (w - PAD.l - PAD.r) / C);
+    this.geom = { cw, ch, L, C };
+    let lo = Infinity;
+    let hi = -Infinity;
+    const vals = new Float64Array(L * C);
+    for (let l = 0; l < L; l++) {
+      for (let c = 0; c < C; c++) {
+        const v = this.valueAt(l, c);
+        vals[l * C + c] = v;
+        if (v === v) {
+          if (v < lo) lo = v;
+          if (v > hi) hi = v;
+        }
+      }
+    }
+    const span = hi > lo ? hi - lo : 1;
+    for (let l = 0; l < L; l++) {
+      for (let c = 0; c < C; c++) {
+        const v = vals[l * C + c];
+        ctx.fillStyle = v === v ? rgb(colormap((v - lo) / span)) : th.grid;
+        ctx.fillRect(PAD.l + c * cw, PAD.t + l * ch, Math.ceil(cw) - 1, ch - 1);
+      }
+    }
+    ctx.fillStyle = th.muted;
+    ctx.font = `10px ${th.font}`;
+    ctx.textAlign = "right";
+    const every = Math.ceil(11 / ch);
+    const names = s.meta?.layer_names ?? [];
+    for (let l = 0; l < L; l += every) {
+      ctx.fillText(shortLayer(names[l] ?? String(l)), PAD.l - 4, PAD.t + l * ch + ch / 2 + 3);
+    }
+    ctx.textAlign = "left";
+    const comps = s.meta?.component_names ?? [];
+    for (let c = 0; c < C; c++) {
+      ctx.save();
+      ctx.translate(PAD.l + c * cw + cw / 2, PAD.t - 4);
+      ctx.rotate(-Math.PI / 4);
+      ctx.fillText(shortComp(comps[c] ?? String(c)), 0, 0);
+      ctx.restore();
+    }
+    const metric = s.metricNames[this.metric] ?? "";
+    const bx = w - PAD.r + 8;
+    for (let y = 0; y < L * ch; y++) {
+      ctx.fillStyle = rgb(colormap(1 - y / (L * ch)));
+      ctx.fillRect(bx, PAD.t + y, 10, 1);
+    }
+    ctx.fillStyle = th.muted;
+    ctx.fillText(fmtMetric(metric, hi), bx - 4, PAD.t - 6);
+    ctx.fillText(fmtMetric(metric, lo), bx - 4, PAD.t + L * ch + 10);
+    const t = this.shownToken();
+    this.caption.textContent =
+      this.mode === "mean"
+        ? `mean over ${s.nRows} tokens`
+        : `token ${t}${s.tokText[t] !== undefined ? `: ${JSON.stringify(s.tokText[t])}` : ""}`;
+  }
+
+  private onMove(ev: MouseEvent): void {
+    const s = this.store;
+    const box = this.canvas.getBoundingClientRect();
+    const { cw, ch, L, C } = this.geom;
+    const c = Math.floor((ev.clientX - box.left - PAD.l) / cw);
+    const l = Math.floor((ev.clientY - box.top - PAD.t) / ch);
+    if (c < 0 || c >= C || l < 0 || l >= L) {
+      this.tip.hide();
+      return;
+    }
+    const metric = s.metricNames[this.metric] ?? "";
+    const kind =
+      metric === "time_ms" ? "measured" : metric === "energy_j" ? "modeled: time share × token energy" : "measured";
+    const where = this.mode === "mean" ? "mean over run" : `token ${this.shownToken()}`;
+    this.tip.show(ev, [
+      `${s.meta?.layer_names[l] ?? l} · ${s.meta?.component_names[c] ?? c}`,
+      `${METRIC_LABELS[metric] ?? metric}: ${fmtMetric(metric, this.valueAt(l, c))}`,
+      `${where} · ${kind}`,
+      "8-bit display precision; exact values in run.layers",
+    ]);
+  }
+}
+
+function shortLayer(name: string): string {
+  const m = name.match(/(\d+)$/);
+  return m ? `L${m[1]}` : name.slice(-8);
+}
+
+function shortComp(name: string): string {
+  return name.replace(/_proj$/, "").replace("post_attention_layernorm", "post_attn_ln").replace("input_layernorm", "input_ln");
+}

@@ -1,0 +1,129 @@
+// Entry point: anywidget's { initialize, render }, plus `staticModel` for the offline report.
+
+import { fromBase64 } from "./codec";
+import { h, Tooltip } from "./dom";
+import { Heatmap } from "./heatmap";
+import { PowerChart } from "./power_chart";
+import { RunStore } from "./store";
+import { StatusBar } from "./status";
+import { SummaryCards } from "./summary";
+import { TokenStream } from "./tokens";
+import type { AnyModel, Buffer, Callback, Header, Meta } from "./types";
+
+const stores = new WeakMap<AnyModel, RunStore>();
+
+interface Snapshot {
+  header?: Header;
+  buffers?: Buffer[];
+}
+
+function storeFor(model: AnyModel): RunStore {
+  let store = stores.get(model);
+  if (!store) {
+    store = new RunStore();
+    stores.set(model, store);
+  }
+  return store;
+}
+
+function applySnapshotTrait(store: RunStore, snap: Snapshot | null | undefined): boolean {
+  if (!snap || !snap.header) return false;
+  store.receive(snap.header, snap.buffers ?? []);
+  return true;
+}
+
+/** Once per model: the store every view of this model reads, fed by traits and messages. */
+function initialize({ model }: { model: AnyModel }): () => void {
+  const store = storeFor(model);
+  const meta = model.get("meta") as Meta | null;
+  store.reset(meta, false);
+  if (!applySnapshotTrait(store, model.get("snapshot")) && store.meta) {
+    model.send({ type: "snapshot" }); // a late view of a live run: catch up, then follow deltas
+  }
+  const onMeta: Callback = () => store.reset(model.get("meta"), true);
+  const onSnap: Callback = () => applySnapshotTrait(store, model.get("snapshot"));
+  const onMsg: Callback = (msg: Header, buffers: Buffer[]) => {
+    if (msg && (msg.type === "delta" || msg.type === "snapshot")) store.receive(msg, buffers ?? []);
+  };
+  model.on("change:meta", onMeta);
+  model.on("change:snapshot", onSnap);
+  model.on("msg:custom", onMsg);
+  return () => {
+    model.off("change:meta", onMeta);
+    model.off("change:snapshot", onSnap);
+    model.off("msg:custom", onMsg);
+  };
+}
+
+export interface FrameDetail {
+  version: number;
+  seq: number;
+  drawMs: number;
+  frameAt: number;
+}
+
+function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void {
+  if (!stores.has(model)) initialize({ model });
+  const store = storeFor(model);
+  const root = h("div", "lew-root");
+  el.replaceChildren(root);
+  const tip = new Tooltip(root);
+  let raf = 0;
+  const schedule = () => {
+    if (!raf) raf = requestAnimationFrame(frame);
+  };
+  const interactive = model.get("_static") !== true;
+  const status = new StatusBar(store, interactive ? () => model.send({ type: "stop" }) : null);
+  const power = new PowerChart(store, tip, schedule);
+  const heat = new Heatmap(store, tip, schedule);
+  const tokens = new TokenStream(store, tip, (i) => heat.showToken(i));
+  const cards = new SummaryCards(store);
+  const grid = h("div", "lew-grid");
+  grid.append(heat.el, tokens.el);
+  root.append(status.el, power.el, grid, cards.el);
+
+  function frame(): void {
+    raf = 0;
+    const t0 = performance.now();
+    status.draw();
+    power.draw();
+    heat.draw();
+    tokens.draw();
+    cards.draw();
+    const drawMs = performance.now() - t0;
+    root.dataset.version = String(store.version);
+    const detail: FrameDetail = { version: store.version, seq: store.seq, drawMs, frameAt: Date.now() };
+    el.dispatchEvent(new CustomEvent("lew-frame", { detail }));
+  }
+  const off = store.onChange(schedule);
+  const ro = new ResizeObserver(schedule);
+  ro.observe(root);
+  schedule();
+  return () => {
+    off();
+    ro.disconnect();
+    if (raf) cancelAnimationFrame(raf);
+    tip.hide();
+  };
+}
+
+/** A read-only model over data embedded in a page (the HTML report): no kernel behind it. */
+export function staticModel(data: {
+  meta: Meta;
+  snapshot: { header: Header; buffers: string[] };
+}): AnyModel {
+  const snapshot = {
+    header: data.snapshot.header,
+    buffers: data.snapshot.buffers.map((b) => fromBase64(b)),
+  };
+  const state: Record<string, unknown> = { meta: data.meta, snapshot, _static: true };
+  return {
+    get: (name: string) => state[name],
+    on: () => undefined,
+    off: () => undefined,
+    send: () => undefined,
+  };
+}
+
+export { RunStore };
+export default { initialize, render };

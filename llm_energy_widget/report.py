@@ -1,0 +1,174 @@
+"""`run.to_html(path)`: one self-contained HTML file that opens offline, with no kernel.
+
+The page inlines the widget's own bundle and CSS and renders the same views from the run's snapshot
+embedded as JSON (a read-only model, `staticModel` in js/widget.ts). The static SVG and tables are
+in the page too, so it still says everything with JavaScript off. Nothing is fetched from a URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidInputError
+from .static_render import phase_rows, render_svg, render_text, summary_rows
+from .widget import BUNDLE_CSS, BUNDLE_JS, run_meta, snapshot_of
+
+if TYPE_CHECKING:
+    from .run import Run
+
+MAX_TOKEN_ROWS = 5000
+
+PAGE_CSS = """
+body { margin: 0; padding: 16px 24px; font-family: system-ui, sans-serif; color-scheme: light dark;
+       background: Canvas; color: CanvasText; }
+h1 { font-size: 18px; margin: 0 0 4px; }
+.meta { color: GrayText; margin: 0 0 12px; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-size: 12px; }
+th, td { border: 1px solid rgba(128,128,128,.35); padding: 2px 8px; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+pre { white-space: pre-wrap; word-break: break-word; }
+.note { color: #b26a00; }
+#lew-fallback svg { max-width: 100%; height: auto; }
+"""
+
+BOOT_JS = """
+const el = document.getElementById("lew-widget");
+try {
+  const b64 = document.getElementById("lew-bundle").textContent.trim();
+  const mod = await import("data:text/javascript;base64," + b64);
+  const data = JSON.parse(document.getElementById("lew-data").textContent);
+  const model = mod.staticModel(data);
+  mod.default.render({ model, el });
+  document.getElementById("lew-fallback").hidden = true;
+  document.documentElement.dataset.lewRendered = "1";
+} catch (err) {
+  el.textContent = "Interactive view unavailable: " + err + " (static figures below).";
+  document.documentElement.dataset.lewRendered = "error";
+}
+"""
+
+
+def _script_json(obj: Any) -> str:
+    """JSON safe inside <script>: no `<`, `>` or `&` survive, so `</script>` can't close it."""
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _embedded_data(run: Run) -> dict[str, Any]:
+    snap = snapshot_of(run)
+    return {
+        "meta": run_meta(run, snap["header"]["run_key"]),
+        "snapshot": {
+            "header": snap["header"],
+            "buffers": [base64.b64encode(b).decode("ascii") for b in snap["buffers"]],
+        },
+    }
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _table(headers: list[str], rows: list[list[str]], numeric: set[int] | None = None) -> str:
+    numeric = numeric or set()
+    head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{_esc(c)}</td>' if i in numeric else f"<td>{_esc(c)}</td>"
+            for i, c in enumerate(r)
+        )
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _token_rows(run: Run) -> list[list[str]]:
+    rows = []
+    for t in run.tokens()[:MAX_TOKEN_ROWS]:
+        e = t["energy_j"]
+        p = t["avg_power_w"]
+        rows.append(
+            [
+                str(t["index"]),
+                json.dumps(t["text"], ensure_ascii=False),
+                str(t["phase"]),
+                f"{t['duration_ms']:.2f}",
+                "–" if e is None else f"{e:.6g}",
+                "–" if p is None else f"{p:.4g}",
+            ]
+        )
+    return rows
+
+
+def to_html(run: Run, path: str | os.PathLike[str]) -> Path:
+    """Write the report; returns its path. Parent folders are created."""
+    out = Path(path)
+    if out.is_dir():
+        raise InvalidInputError(f"to_html needs a file path, got the folder {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    have_bundle = BUNDLE_JS.is_file()
+    if not have_bundle:
+        warnings.warn(
+            f"{BUNDLE_JS} is missing (run `npm run build`): the report has static figures only",
+            stacklevel=2,
+        )
+    css = BUNDLE_CSS.read_text(encoding="utf-8") if BUNDLE_CSS.is_file() else ""
+    if "</style" in css.lower():
+        raise InvalidInputError("widget.css contains '</style', which would break the page")
+
+    title = f"LLM energy report · {run.model.get('name', 'run')} · {run.run_id}"
+    kind = run.labels()["tokens"]
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<meta name="color-scheme" content="light dark">',
+        f"<title>{_esc(title)}</title>",
+        f"<style>{PAGE_CSS}{css}</style></head><body>",
+        f"<h1>{_esc(title)}</h1>",
+        f'<p class="meta">{_esc(render_text(run).splitlines()[0])} · created {_esc(run.created_at)}'
+        f"<br>prompt: {_esc(run.prompt[:500])}</p>",
+        '<div id="lew-widget"></div>',
+    ]
+    if not have_bundle:
+        parts.append('<p class="note">Interactive view not included (bundle not built).</p>')
+    parts += [
+        f'<section id="lew-fallback">{render_svg(run)}</section>',
+        "<section><h2>Summary</h2>",
+        _table(["figure", "value", "kind"], [list(r) for r in summary_rows(run)]),
+        "<h2>Phases</h2>",
+        _table(["phase", "duration", "energy", "avg power", "kind"], phase_rows(run)),
+    ]
+    if run.error_message:
+        parts.append(f'<p class="note">Error: {_esc(run.error_message)}</p>')
+    parts += [
+        "<h2>Response</h2>",
+        f"<pre>{_esc(run.response)}</pre>",
+        f"<details><summary>Tokens ({run.n_tokens}; energy {_esc(kind)}, from E(t))</summary>",
+        _table(
+            ["#", "text", "phase", "duration ms", "energy J", "avg power W"],
+            _token_rows(run),
+            numeric={0, 3, 4, 5},
+        ),
+        "</details></section>",
+        '<script type="application/json" id="lew-data">'
+        f"{_script_json(_embedded_data(run))}</script>",
+    ]
+    if have_bundle:
+        bundle_b64 = base64.b64encode(BUNDLE_JS.read_bytes()).decode("ascii")
+        parts += [
+            f'<script type="text/plain" id="lew-bundle">{bundle_b64}</script>',
+            f'<script type="module">{BOOT_JS}</script>',
+        ]
+    parts.append("</body></html>")
+    out.write_text("\n".join(parts), encoding="utf-8")
+    return out

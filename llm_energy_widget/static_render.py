@@ -1,0 +1,287 @@
+"""A static rendering of a run (SVG + text) for renderers without widgets: GitHub, nbviewer.
+
+Everything from the run that is text (token text, prompt, names, errors) is escaped: token text is
+untrusted model output.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .power.record import RAILS
+
+if TYPE_CHECKING:
+    from .run import Run
+
+RAIL_COLORS = {
+    "total": "#d62728",
+    "cpu": "#1f77b4",
+    "gpu": "#2ca02c",
+    "ane": "#9467bd",
+    "dram": "#ff7f0e",
+}
+PHASE_COLORS = {
+    "baseline": "#888888",
+    "tokenize": "#17becf",
+    "to_device": "#bcbd22",
+    "prefill": "#ff7f0e",
+    "decode": "#1f77b4",
+    "detokenize": "#9467bd",
+}
+VIRIDIS = [
+    (68, 1, 84),
+    (71, 44, 122),
+    (59, 81, 139),
+    (44, 113, 142),
+    (33, 144, 141),
+    (39, 173, 129),
+    (92, 200, 99),
+    (170, 220, 50),
+    (253, 231, 37),
+]
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def fmt_energy(j: float | None) -> str:
+    if j is None or not math.isfinite(j):
+        return "–"
+    a = abs(j)
+    if a >= 1000:
+        return f"{j / 1000:.3g} kJ"
+    if a >= 1:
+        return f"{j:.3g} J"
+    if a >= 1e-3:
+        return f"{j * 1e3:.3g} mJ"
+    return f"{j * 1e6:.3g} µJ" if a else "0 J"
+
+
+def _num(x: float | None, unit: str = "") -> str:
+    if x is None or not math.isfinite(x):
+        return "–"
+    s = f"{x:.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+    return f"{s} {unit}".strip()
+
+
+def _color(x: float) -> str:
+    if not math.isfinite(x):
+        return "#888888"
+    t = min(1.0, max(0.0, x)) * (len(VIRIDIS) - 1)
+    i = min(len(VIRIDIS) - 2, int(t))
+    f = t - i
+    a, b = VIRIDIS[i], VIRIDIS[i + 1]
+    r, g, bl = (round(a[k] + (b[k] - a[k]) * f) for k in range(3))
+    return f"#{r:02x}{g:02x}{bl:02x}"
+
+
+def summary_rows(run: Run) -> list[tuple[str, str, str]]:
+    """(figure, value, kind) for the headline figures, shared by the text, HTML and report."""
+    s = run.summary()
+    labels = run.labels()
+    ek = s.get("energy_kind") or labels["energy"]
+    peak = (s.get("peak_power_w") or {}).get("total_w")
+    cost = s.get("cost_usd")
+    return [
+        ("J / token", fmt_energy(s.get("j_per_token")), ek),
+        ("tokens / J", _num(s.get("tokens_per_j")), ek),
+        ("total energy", fmt_energy(s.get("total_energy_j")), ek),
+        ("prefill energy", fmt_energy(s.get("prefill_energy_j")), labels["phases"]),
+        ("decode energy", fmt_energy(s.get("decode_energy_j")), labels["phases"]),
+        ("peak power", _num(peak, "W"), labels["power"]),
+        ("avg power", _num(s.get("avg_power_w"), "W"), labels["power"]),
+        ("EDP", _num(s.get("edp_js"), "J·s"), ek),
+        ("tokens / s", _num(s.get("tokens_per_s")), labels["timing"]),
+        ("TTFT", _num(s.get("ttft_ms"), "ms"), labels["timing"]),
+        ("cost", "–" if cost is None else f"${cost:.3g}", labels["cost"]),
+        ("CO₂", _num(s.get("co2_g"), "g"), labels["co2"]),
+    ]
+
+
+def _source_line(run: Run) -> str:
+    p = run.power_info
+    res = p.get("interval_ms")
+    res_s = f", resolution {res:g} ms" if isinstance(res, (int, float)) else ""
+    return f"power source: {p.get('source', '–')} ({p.get('kind', 'estimated')}{res_s})"
+
+
+def render_text(run: Run) -> str:
+    """Plain-text summary (the `text/plain` of the display bundle)."""
+    lines = [
+        f"Run {run.run_id} · {run.status}"
+        + (f" ({run.end_reason})" if run.end_reason else "")
+        + f" · model {run.model.get('name', '–')}",
+        _source_line(run),
+        f"tokens: {run.prompt_tokens} in, {run.n_tokens} out",
+    ]
+    if run.n_tokens or run.done:
+        lines += [f"{label}: {value} ({kind})" for label, value, kind in summary_rows(run)]
+    if run.error_message:
+        lines.append(f"error: {run.error_message}")
+    if run.response:
+        resp = run.response if len(run.response) <= 300 else run.response[:300] + "…"
+        lines.append(f"response: {resp}")
+    return "\n".join(lines)
+
+
+def _power_svg(run: Run, x: float, y: float, w: float, h: float) -> list[str]:
+    pw = run.power_arrays()
+    t = pw["t_ms"] / 1000.0
+    out = [f'<g transform="translate({x:.0f},{y:.0f})">']
+    out.append(f'<text x="0" y="-6" class="t">Power (W) · {_esc(_source_line(run))}</text>')
+    if t.size < 2:
+        out.append(f'<text x="10" y="{h / 2:.0f}" class="m">no power samples</text></g>')
+        return out
+    phases = run.phases()
+    t0 = min(float(t[0]), *(p["start_ms"] / 1000 for p in phases)) if phases else float(t[0])
+    t1 = max(float(t[-1]), t0 + 1e-3)
+    total = pw["total_w"]
+    ymax = float(np.nanmax(total)) * 1.1 if np.isfinite(total).any() else 1.0
+    ymax = ymax if ymax > 0 else 1.0
+
+    def px(ts: float) -> float:
+        return (ts - t0) / (t1 - t0) * w
+
+    def py(v: float) -> float:
+        return h - v / ymax * h
+
+    out.append(f'<rect x="0" y="0" width="{w:.0f}" height="{h:.0f}" class="frame"/>')
+    for p in phases:
+        a = px(p["start_ms"] / 1000)
+        b = px((p["end_ms"] if p["end_ms"] is not None else t[-1] * 1000) / 1000)
+        color = PHASE_COLORS.get(p["name"], "#888888")
+        out.append(
+            f'<rect x="{a:.1f}" y="0" width="{max(1.0, b - a):.1f}" height="{h:.0f}" '
+            f'fill="{color}" fill-opacity="0.15"><title>{_esc(p["name"])}</title></rect>'
+        )
+        if b - a > 40:
+            out.append(f'<text x="{a + 3:.1f}" y="12" class="m">{_esc(p["name"])}</text>')
+    for rail in (*RAILS, "total"):
+        col = pw[f"{rail}_w"]
+        ok = np.isfinite(col)
+        if not ok.any():
+            continue
+        pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(t[ok], col[ok], strict=True))
+        width = 2 if rail == "total" else 1.2
+        out.append(
+            f'<polyline points="{pts}" fill="none" stroke="{RAIL_COLORS[rail]}" '
+            f'stroke-width="{width}"><title>{rail}</title></polyline>'
+        )
+    for v in (0.0, ymax / 2, ymax / 1.1):
+        out.append(f'<text x="-4" y="{py(v) + 4:.1f}" class="m" text-anchor="end">{v:.3g}</text>')
+    out.append(f'<text x="0" y="{h + 14:.0f}" class="m">{t0:.2f} s</text>')
+    out.append(f'<text x="{w:.0f}" y="{h + 14:.0f}" class="m" text-anchor="end">{t1:.2f} s</text>')
+    out.append("</g>")
+    return out
+
+
+def _heatmap_svg(run: Run, x: float, y: float, w: float) -> tuple[list[str], float]:
+    arr = run.layers
+    if arr.size == 0 or "time_ms" not in run.metric_names:
+        return [], 0.0
+    ti = run.metric_names.index("time_ms")
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(arr[..., ti])
+        counts = finite.sum(axis=0)
+        mean = np.where(counts > 0, np.nansum(arr[..., ti], axis=0) / np.maximum(counts, 1), np.nan)
+    n_l, n_c = mean.shape
+    ch = max(4.0, min(14.0, 300.0 / n_l))
+    label_w, top = 50.0, 16.0
+    cw = (w - label_w) / n_c
+    ok = np.isfinite(mean)
+    lo = float(mean[ok].min()) if ok.any() else 0.0
+    hi = float(mean[ok].max()) if ok.any() else 1.0
+    span = hi - lo if hi > lo else 1.0
+    out = [f'<g transform="translate({x:.0f},{y:.0f})">']
+    out.append(
+        f'<text x="0" y="0" class="t">Mean time per token by layer × component '
+        f"(measured; {lo:.3g}–{hi:.3g} ms)</text>"
+    )
+    for li in range(n_l):
+        for ci in range(n_c):
+            v = float(mean[li, ci])
+            tip = f"{run.layer_names[li]} · {run.component_names[ci]}: {v:.4g} ms"
+            out.append(
+                f'<rect x="{label_w + ci * cw:.1f}" y="{top + li * ch:.1f}" '
+                f'width="{max(1.0, cw - 1):.1f}" height="{max(1.0, ch - 1):.1f}" '
+                f'fill="{_color((v - lo) / span)}"><title>{_esc(tip)}</title></rect>'
+            )
+        if li % max(1, math.ceil(10 / ch)) == 0:
+            out.append(
+                f'<text x="{label_w - 4:.0f}" y="{top + li * ch + ch - 2:.1f}" class="m" '
+                f'text-anchor="end">{_esc(run.layer_names[li])}</text>'
+            )
+    names = "  ·  ".join(run.component_names)
+    out.append(
+        f'<text x="{label_w:.0f}" y="{top + n_l * ch + 12:.1f}" class="m">{_esc(names)}</text>'
+    )
+    out.append("</g>")
+    return out, top + n_l * ch + 20
+
+
+def render_svg(run: Run, width: int = 720) -> str:
+    """SVG: the power curve with phase bands, then the layer × component heatmap (if any)."""
+    w = float(width)
+    power_h = 160.0
+    parts = _power_svg(run, 44, 24, w - 60, power_h)
+    heat, heat_h = _heatmap_svg(run, 0, 24 + power_h + 40, w - 10)
+    height = 24 + power_h + 40 + heat_h + (0 if heat else -30)
+    title = f"{run.model.get('name', 'run')} · {run.run_id} · {run.status}"
+    style = (
+        "<style>.t{font:600 12px sans-serif;fill:#333}.m{font:10px sans-serif;fill:#666}"
+        ".frame{fill:none;stroke:#ccc}</style>"
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height:.0f}" '
+        f'viewBox="0 0 {width} {height:.0f}" role="img" aria-label="{_esc(title)}">'
+        f"<title>{_esc(title)}</title>{style}"
+        f'<rect width="100%" height="100%" fill="#fff"/>'
+        + "".join(parts)
+        + "".join(heat)
+        + "</svg>"
+    )
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def phase_rows(run: Run) -> list[list[str]]:
+    kind = run.labels()["phases"]
+    return [
+        [
+            p["name"],
+            _num(p["duration_ms"], "ms"),
+            fmt_energy(p["energy_j"]),
+            _num(p["avg_power_w"], "W"),
+            kind,
+        ]
+        for p in run.phases()
+    ]
+
+
+def render_html(run: Run) -> str:
+    """HTML fragment: title, SVG, summary and phase tables, response text (all escaped)."""
+    parts = [
+        '<div class="llm-energy-static">',
+        f"<p><strong>{_esc(render_text(run).splitlines()[0])}</strong><br>"
+        f"{_esc(_source_line(run))}</p>",
+        render_svg(run),
+    ]
+    if run.n_tokens or run.done:
+        parts.append(_table(["figure", "value", "kind"], [list(r) for r in summary_rows(run)]))
+    if run.phases():
+        parts.append(_table(["phase", "duration", "energy", "avg power", "kind"], phase_rows(run)))
+    if run.error_message:
+        parts.append(f'<p class="error">Error: {_esc(run.error_message)}</p>')
+    if run.response:
+        parts.append(f'<pre style="white-space:pre-wrap">{_esc(run.response)}</pre>')
+    parts.append("</div>")
+    return "".join(parts)
