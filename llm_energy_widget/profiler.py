@@ -42,7 +42,11 @@ def _model_name(model: Any) -> str:
 def _check_causal_lm(model: Any) -> None:
     cfg = getattr(model, "config", None)
     can_generate = getattr(model, "can_generate", None)
-    if cfg is None or not callable(getattr(model, "generate", None)) or not isinstance(model, torch.nn.Module):
+    if (
+        cfg is None
+        or not callable(getattr(model, "generate", None))
+        or not isinstance(model, torch.nn.Module)
+    ):
         raise InvalidInputError(
             f"expected a Hugging Face causal LM (e.g. AutoModelForCausalLM), got {type(model).__name__}"
         )
@@ -57,7 +61,9 @@ def _jsonable_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
     for k, v in kw.items():
         if isinstance(v, (str, int, float, bool)) or v is None:
             out[k] = v
-        elif isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float, bool)) for x in v):
+        elif isinstance(v, (list, tuple)) and all(
+            isinstance(x, (str, int, float, bool)) for x in v
+        ):
             out[k] = list(v)
         else:
             out[k] = repr(v)
@@ -72,7 +78,10 @@ class _CancelCriteria:
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kw: Any) -> torch.Tensor:
         return torch.full(
-            (input_ids.shape[0],), self.run.cancel_requested, dtype=torch.bool, device=input_ids.device
+            (input_ids.shape[0],),
+            self.run.cancel_requested,
+            dtype=torch.bool,
+            device=input_ids.device,
         )
 
 
@@ -169,11 +178,17 @@ class EnergyProfiler:
                 raise InvalidInputError("the prompt is empty")
             enc = tok(prompt, return_tensors="pt")
             return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")}, prompt
-        if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(m, dict) for m in prompt):
+        if (
+            isinstance(prompt, (list, tuple))
+            and prompt
+            and all(isinstance(m, dict) for m in prompt)
+        ):
             if not any(str(m.get("content", "")).strip() for m in prompt):
                 raise InvalidInputError("the chat messages have no content")
             if getattr(tok, "chat_template", None) is None:
-                raise InvalidInputError("this tokenizer has no chat template: pass a plain text prompt")
+                raise InvalidInputError(
+                    "this tokenizer has no chat template: pass a plain text prompt"
+                )
             enc = tok.apply_chat_template(
                 list(prompt), add_generation_prompt=True, return_tensors="pt", return_dict=True
             )
@@ -212,7 +227,10 @@ class EnergyProfiler:
                 raise InvalidInputError(f"{reserved!r} is set by the profiler and cannot be passed")
         if self.tokenizer is not None and kw.get("pad_token_id") is None:
             gen_cfg = getattr(self.model, "generation_config", None)
-            if getattr(gen_cfg, "pad_token_id", None) is None and self.tokenizer.eos_token_id is not None:
+            if (
+                getattr(gen_cfg, "pad_token_id", None) is None
+                and self.tokenizer.eos_token_id is not None
+            ):
                 kw["pad_token_id"] = self.tokenizer.eos_token_id
         return kw
 
@@ -327,7 +345,9 @@ class EnergyProfiler:
         detok = IncrementalDetokenizer(self.tokenizer) if self.tokenizer is not None else None
         try:
             sampler.add_listener(lambda rec, phase: run._record_power(rec.to_dict(), phase))
-            sampler.add_error_listener(lambda exc: run.warnings.append(f"power sampling stopped: {exc}"))
+            sampler.add_error_listener(
+                lambda exc: run.warnings.append(f"power sampling stopped: {exc}")
+            )
             run._record_status("running")
             sampler.start()
 
@@ -384,7 +404,17 @@ class EnergyProfiler:
             phase("prefill")
             state["prev_ms"] = sampler.now_ms()
             with torch.inference_mode():
-                self.model.generate(**inputs, streamer=clock, stopping_criteria=stopping, **gen_kw)
+                try:
+                    self.model.generate(
+                        **inputs, streamer=clock, stopping_criteria=stopping, **gen_kw
+                    )
+                except (TypeError, ValueError) as exc:
+                    if "streamer" not in str(exc) or run.n_tokens:
+                        raise
+                    self._generate_without_stream(
+                        run, inputs, stopping, gen_kw, detok, sampler, exc
+                    )
+                    state["first"], state["prev_ms"] = False, sampler.now_ms()
             last = state["prev_ms"]
             if state["first"]:  # no token at all (e.g. cancelled during prefill)
                 end("prefill")
@@ -422,6 +452,33 @@ class EnergyProfiler:
                 _ACTIVE.pop(id(self.model), None)
             run._finish(status, reason, error)
 
+    def _generate_without_stream(
+        self,
+        run: Run,
+        inputs: dict[str, torch.Tensor],
+        stopping: Any,
+        gen_kw: dict[str, Any],
+        detok: IncrementalDetokenizer | None,
+        sampler: PowerSampler,
+        cause: BaseException,
+    ) -> None:
+        """Fallback for models whose generate cannot stream: tokens get no per-token timing."""
+        msg = (
+            f"this model's generate() cannot stream tokens ({cause}); per-token timing and energy are "
+            "unavailable for this run (phases and totals are still measured)"
+        )
+        log.warning("%s", msg)
+        run.warnings.append(msg)
+        out = self.model.generate(**inputs, stopping_criteria=stopping, **gen_kw)
+        t = sampler.now_ms()
+        run._record_phase_end("prefill", t)
+        run._record_phase_start("decode", t)
+        new_ids = out[0, inputs["input_ids"].shape[1] :].tolist()
+        nan = float("nan")
+        for k, token_id in enumerate(new_ids):
+            text = detok.push(token_id) if detok is not None else ""
+            run._record_token(token_id, text, "prefill" if k == 0 else "decode", nan, nan)
+
     @staticmethod
     def _check_cancel(run: Run) -> None:
         if run.cancel_requested:
@@ -431,7 +488,9 @@ class EnergyProfiler:
 def _baseline_w(sampler: PowerSampler, t0_ms: float, t1_ms: float) -> float | None:
     """Average idle power over [t0, t1], waiting briefly for the curve to cover t1."""
     deadline = time.monotonic() + 2 * sampler.interval_ms / 1000.0 + 0.5
-    while sampler.curve().covers_until_ms < t1_ms and time.monotonic() < deadline and sampler.running:
+    while (
+        sampler.curve().covers_until_ms < t1_ms and time.monotonic() < deadline and sampler.running
+    ):
         time.sleep(sampler.interval_ms / 4000.0)
     curve = sampler.curve()
     t1 = min(t1_ms, curve.covers_until_ms)

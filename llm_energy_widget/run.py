@@ -252,19 +252,31 @@ class Run:
             rows[index] = value
 
     def _finish(self, status: str, reason: str, error: BaseException | None = None) -> None:
-        with self._lock:
-            if error is not None:
-                self.error = error
-                self.error_message = f"{type(error).__name__}: {error}"
-            self._flush_token_energies(final=True)
-            for i in range(len(self._layer_rows)):
-                self._fill_modeled_energy(i)
-            self._summary = None
-            self._record_status(status, reason)
-            if error is not None:
-                self._emit("error", {"message": self.error_message, "type": type(error).__name__})
-            self._emit("done", self.summary())
-        self._done.set()
+        """Close the run; whatever goes wrong here, waiters are released (done is always set)."""
+        try:
+            with self._lock:
+                if error is not None:
+                    self.error = error
+                    self.error_message = f"{type(error).__name__}: {error}"
+                self._flush_token_energies(final=True)
+                for i in range(len(self._layer_rows)):
+                    self._fill_modeled_energy(i)
+                self._summary = None
+                self._done.set()  # before summary(): a finished run caches its summary
+                self._record_status(status, reason)
+                if error is not None:
+                    self._emit(
+                        "error", {"message": self.error_message, "type": type(error).__name__}
+                    )
+                try:
+                    summary = self.summary()
+                except Exception as exc:  # keep the data even if a derived figure breaks
+                    log.exception("summary failed for run %s", self.run_id)
+                    self.warnings.append(f"summary could not be computed: {exc}")
+                    summary = {"status": status}
+                self._emit("done", summary)
+        finally:
+            self._done.set()
 
     def _empty_layer_row(self) -> np.ndarray:
         return np.full(
@@ -383,9 +395,12 @@ class Run:
             out = []
             for i in range(self.n_tokens):
                 rec = self._token_payload(i)
+                for k in ("start_ms", "end_ms", "duration_ms"):
+                    if rec[k] != rec[k]:  # NaN: no per-token timing (non-streaming fallback)
+                        rec[k] = None
                 e = float(energies[i])
                 rec["energy_j"] = None if np.isnan(e) else e
-                dur_s = rec["duration_ms"] / 1000.0
+                dur_s = (rec["duration_ms"] or 0.0) / 1000.0
                 rec["avg_power_w"] = None if np.isnan(e) or dur_s <= 0 else e / dur_s
                 out.append(rec)
             return out

@@ -75,14 +75,15 @@ def compute_summary(run: Run) -> dict[str, Any]:
         )
 
     prefill_e, decode_e = phase_e("prefill"), phase_e("decode")
+    timed = bool(tokens) and all(t["end_ms"] is not None for t in tokens)
     gen_ms = None
-    if "prefill" in by_name and by_name["prefill"]["start_ms"] is not None and tokens:
-        gen_ms = tokens[-1]["end_ms"] - by_name["prefill"]["start_ms"]
-    ttft_ms = None
-    if tokens and "prefill" in by_name:
-        ttft_ms = tokens[0]["end_ms"] - by_name["prefill"]["start_ms"]
+    prefill_start = by_name["prefill"]["start_ms"] if "prefill" in by_name else None
+    if prefill_start is not None and tokens:
+        last_end = tokens[-1]["end_ms"] if timed else by_name.get("decode", {}).get("end_ms")
+        gen_ms = last_end - prefill_start if last_end is not None else None
+    ttft_ms = tokens[0]["end_ms"] - prefill_start if timed and prefill_start is not None else None
     decode_tokens = max(n_out - 1, 0)
-    decode_ms = (tokens[-1]["end_ms"] - tokens[0]["end_ms"]) if n_out > 1 else None
+    decode_ms = (tokens[-1]["end_ms"] - tokens[0]["end_ms"]) if timed and n_out > 1 else None
 
     peak: dict[str, float | None] = {}
     for col in ("cpu_w", "gpu_w", "ane_w", "dram_w", "total_w"):
