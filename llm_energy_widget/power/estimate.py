@@ -1,10 +1,12 @@
 """An ESTIMATE of CPU power from this process's CPU time, for machines with no power counter.
 
-Model: energy = (CPU seconds this process used since open) x watts per busy core
-(+ optional idle watts x wall seconds). `time.process_time()` counts every thread of the process,
-so torch's intra-op threads are included. It is not a measurement: it ignores frequency, SIMD
-width, memory traffic, other processes and the platform; treat its joules as +-50 % or worse,
-good for comparing runs on one machine, not for absolute claims.
+Model: energy = (CPU seconds used since open) x watts per busy core (+ optional idle watts x wall
+seconds). scope="process" (the default) counts this process, every thread of it, through
+`time.process_time()`, so torch's intra-op threads are included and other programs are not;
+scope="system" counts the busy time of all CPUs from Linux /proc/stat (10 ms ticks).
+It is not a measurement: it ignores frequency, SIMD width, memory traffic, (for "process") other
+programs and the platform; treat its joules as +-50 % or worse, good for comparing runs on one
+machine, not for absolute claims.
 
 Default 10 W per busy core: the rated power per core of current desktop CPUs, e.g. AMD Ryzen 7
 5800X 105 W TDP / 8 cores = 13 W, Intel Core i7-12700K 125 W base power / 12 cores = 10.4 W.
@@ -18,12 +20,15 @@ from __future__ import annotations
 import math
 import os
 import time
+from pathlib import Path
 
 from ..errors import InvalidInputError, SourceError
 from .base import Availability, PowerSource
 from .record import SourceSample
 
 DEFAULT_WATTS_PER_CORE = 10.0
+SCOPES = ("process", "system")
+PROC_STAT = "/proc/stat"
 MIN_INTERVAL_S = 0.005  # process_time ticks coarsely on some kernels: no power from shorter gaps
 
 
@@ -62,7 +67,14 @@ class EstimateSource(PowerSource):
     kind = "estimated"
     rails = ("cpu",)
 
-    def __init__(self, watts_per_core: float | None = None, idle_w: float = 0.0) -> None:
+    def __init__(
+        self, watts_per_core: float | None = None, idle_w: float = 0.0, scope: str = "process"
+    ) -> None:
+        if scope not in SCOPES:
+            raise InvalidInputError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        if scope == "system" and not Path(PROC_STAT).exists():
+            raise InvalidInputError(f"scope='system' needs {PROC_STAT} (Linux)")
+        self.scope = scope
         if watts_per_core is None:
             self.watts_per_core, self.origin = watts_per_core_from_env()
         else:
@@ -89,19 +101,25 @@ class EstimateSource(PowerSource):
 
     def describe(self) -> str:
         idle = f" + {self.idle_w:g} W idle" if self.idle_w else ""
+        whose = "this process's" if self.scope == "process" else "all CPUs' (/proc/stat)"
         return (
-            f"ESTIMATE, not a measurement: this process's CPU time x {self.watts_per_core:.3g} W "
+            f"ESTIMATE, not a measurement: {whose} CPU time x {self.watts_per_core:.3g} W "
             f"per busy core{idle} ({self.origin}); ignores frequency, memory and other processes"
         )
 
     def open(self, interval_ms: float) -> None:
-        self._open_cpu_s = time.process_time()
+        self._open_cpu_s = self._cpu_s()
         self._open_s = self._last_s = time.monotonic()
         self._last_j = 0.0
 
+    def _cpu_s(self) -> float:
+        if self.scope == "process":
+            return time.process_time()
+        return system_busy_s()
+
     def energy_j(self, t_s: float) -> float:
         assert self._open_s is not None
-        cpu_s = time.process_time() - self._open_cpu_s
+        cpu_s = self._cpu_s() - self._open_cpu_s
         return cpu_s * self.watts_per_core + self.idle_w * (t_s - self._open_s)
 
     def poll(self) -> list[SourceSample]:
@@ -115,3 +133,18 @@ class EstimateSource(PowerSource):
         power = (energy - self._last_j) / dt_s
         self._last_s, self._last_j = t_s, energy
         return [SourceSample(t_s=t_s, power_w={"cpu": power, "total": power}, energy_j=energy)]
+
+
+def system_busy_s(stat: str = PROC_STAT) -> float:
+    """Busy CPU seconds of all CPUs since boot (user+nice+system+irq+softirq+steal)."""
+    try:
+        with open(stat) as f:
+            fields = f.readline().split()
+    except OSError as exc:
+        raise SourceError(f"cannot read {stat}: {exc}") from exc
+    if not fields or fields[0] != "cpu" or len(fields) < 8:
+        raise SourceError(f"{stat} has no aggregate 'cpu' line")
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[1:8])
+    steal = int(fields[8]) if len(fields) > 8 else 0
+    ticks = user + nice + system + irq + softirq + steal
+    return ticks / os.sysconf("SC_CLK_TCK")

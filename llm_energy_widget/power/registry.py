@@ -49,6 +49,11 @@ def _auto() -> tuple[str, list[tuple[str, Availability]]]:
     return "estimate", skipped
 
 
+def auto_name() -> str:
+    """The name of the source `auto` picks here."""
+    return _auto()[0]
+
+
 def explain_auto() -> str:
     """Which source `auto` picks here, and why each better one is unavailable."""
     name, skipped = _auto()
