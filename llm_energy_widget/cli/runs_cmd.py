@@ -1,0 +1,188 @@
+"""`llm-energy runs | show | export | compare | delete`: the run history from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+from ..errors import InvalidInputError
+
+FORMATS = ("json", "csv", "parquet", "trace")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument(
+            "--store",
+            metavar="PATH",
+            help="run store file (default: $LLM_ENERGY_STORE or user data)",
+        )
+        return p
+
+    p = add("runs", "List stored runs, newest first, with their summaries.")
+    p.add_argument("--json", action="store_true", help="print a JSON array")
+    p.add_argument("--model", help="only runs whose model name contains this")
+    p.add_argument("--tag", help="only runs with this tag")
+    p.add_argument("--experiment", help="only runs of this experiment")
+    p.add_argument("--status", help="only runs with this status (completed, incomplete, …)")
+    p.add_argument("--limit", type=int, default=None, help="at most N runs")
+    p.set_defaults(func=cmd_runs)
+
+    p = add("show", "Show one run: settings, summary, phases.")
+    p.add_argument("run_id", metavar="RUN_ID", help="a run id or a unique prefix of one")
+    p.add_argument("--json", action="store_true", help="print the whole run as JSON")
+    p.set_defaults(func=cmd_show)
+
+    p = add("export", "Export a run as JSON, CSV tables, Parquet tables or a Perfetto trace.")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--format", choices=FORMATS, required=True)
+    p.add_argument("--out", required=True, metavar="PATH", help="a file (json, trace) or a folder")
+    p.set_defaults(func=cmd_export)
+
+    p = add("compare", "Compare runs side by side (J/token, tokens/s, prefill/decode split, …).")
+    p.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    p.add_argument("--json", action="store_true", help="print the comparison table as JSON")
+    p.set_defaults(func=cmd_compare)
+
+    p = add("delete", "Delete a run and everything measured in it.")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=cmd_delete)
+
+
+def _store(args: argparse.Namespace, read_only: bool = False) -> Any:
+    from ..store import Store
+
+    return Store(args.store, read_only=read_only) if args.store else Store(read_only=read_only)
+
+
+def _fmt(v: Any, unit: str = "", digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}{unit}"
+    return f"{v}{unit}"
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    store = _store(args)
+    filters = {
+        "model": args.model,
+        "tag": args.tag,
+        "experiment": args.experiment,
+        "status": args.status,
+        "limit": args.limit,
+    }
+    if args.json:
+        print(json.dumps(store.run_records(**filters), indent=1))
+        return 0
+    records = store.run_records(**filters)
+    if not records:
+        print(f"no runs in {store.path}")
+        return 0
+    header = ("RUN", "CREATED", "STATUS", "MODEL", "TOKENS", "J/TOKEN", "TOK/S", "ENERGY", "KIND")
+    rows = []
+    for r in records:
+        s = r["summary"] or {}
+        rows.append(
+            (
+                r["run_id"],
+                r["created_at"][:19].replace("T", " "),
+                r["status"],
+                (r["model"] or "")[-32:],
+                str(r["n_tokens"]),
+                _fmt(s.get("j_per_token"), " J"),
+                _fmt(s.get("tokens_per_s")),
+                _fmt(s.get("total_energy_j"), " J"),
+                r["power_kind"] or "–",
+            )
+        )
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
+    for row in (header, *rows):
+        print("  ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    run = _store(args).load(args.run_id)
+    if args.json:
+        from ..exports import _clean
+
+        print(json.dumps(_clean(run.to_dict()), indent=1, allow_nan=False))
+        return 0
+    s = run.summary()
+    kind, source = run.power_info.get("kind"), run.power_info.get("source")
+    res = run.power_info.get("interval_ms")
+    print(
+        f"run        {run.run_id}  ({run.status}{': ' + run.end_reason if run.end_reason else ''})"
+    )
+    print(f"created    {run.created_at}")
+    print(f"model      {run.model.get('name')}")
+    print(f"level      {run.level}   experiment {run.experiment or '–'}   tags {run.tags or '–'}")
+    print(f"power      {source} ({kind}), resolution {_fmt(res, ' ms')}")
+    print(f"prompt     {run.prompt[:200]!r}")
+    print(f"response   {run.response[:200]!r}")
+    print(f"tokens     {s['input_tokens']} in, {s['output_tokens']} out")
+    print(f"energy     total {_fmt(s['total_energy_j'], ' J')} ({kind}), net of baseline "
+          f"{_fmt(s['net_energy_j'], ' J')}, {_fmt(s['j_per_token'], ' J/token')}")  # fmt: skip
+    print(f"speed      {_fmt(s['tokens_per_s'], ' tok/s')}, ttft {_fmt(s['ttft_ms'], ' ms')}")
+    print("phases")
+    for ph in run.phases():
+        print(
+            f"  {ph['name']:<11} {_fmt(ph['duration_ms'], ' ms'):>10} "
+            f"{_fmt(ph['energy_j'], ' J'):>10} {_fmt(ph['avg_power_w'], ' W'):>9}"
+        )
+    if run.error_message:
+        print(f"error      {run.error_message}")
+    for w in run.warnings:
+        print(f"warning    {w}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .. import exports
+
+    run = _store(args).load(args.run_id)
+    if args.format == "json":
+        paths = [exports.to_json(run, args.out)]
+    elif args.format == "csv":
+        paths = exports.to_csv(run, args.out)
+    elif args.format == "parquet":
+        paths = exports.to_parquet(run, args.out)
+    else:
+        paths = [exports.to_chrome_trace(run, args.out)]
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ..analysis import compare
+
+    if len(args.run_ids) < 1:
+        raise InvalidInputError("compare needs at least one run id")
+    comparison = compare(args.run_ids, store=_store(args))
+    if args.json:
+        print(json.dumps(comparison.records(), indent=1))
+    else:
+        print(comparison.to_text())
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    store = _store(args)
+    rid = store.resolve_id(args.run_id)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise InvalidInputError(f"refusing to delete run {rid} without --yes (no terminal)")
+        answer = input(f"delete run {rid} and everything measured in it? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("kept")
+            return 1
+    store.delete(rid)
+    print(f"deleted {rid}")
+    return 0
