@@ -73,13 +73,15 @@ export class TokenStream {
     for (let i = 0; i < s.nTokens; i++) {
       const v = e[i];
       if (v !== v || v === this.coloured[i]) continue;
-      if (v < this.lo || v > this.hi) grow = true;
+      if ((v < this.lo || v > this.hi) && (s.tokPhase[i] !== "prefill" || s.nTokens === 1)) grow = true;
     }
-    if (grow) {
+    if (grow || !(this.hi > this.lo)) {
       let lo = Infinity;
       let hi = -Infinity;
+      // The prefill token carries the whole prompt's work: it is clamped, not allowed to flatten
+      // the scale of the decode tokens.
       for (let i = 0; i < s.nTokens; i++) {
-        if (e[i] === e[i]) {
+        if (e[i] === e[i] && (s.tokPhase[i] !== "prefill" || s.nTokens === 1)) {
           lo = Math.min(lo, e[i]);
           hi = Math.max(hi, e[i]);
         }
@@ -89,7 +91,7 @@ export class TokenStream {
       this.hi = Math.max(this.hi, hi + pad);
       this.coloured.fill(NaN);
       this.recolours++;
-      this.scaleNote.textContent = `${fmtEnergy(Math.max(0, this.lo))} … ${fmtEnergy(this.hi)} per token`;
+      this.scaleNote.textContent = `${fmtEnergy(Math.max(0, this.lo))} … ${fmtEnergy(this.hi)} per token (prefill clamped)`;
     }
     for (let i = 0; i < s.nTokens; i++) {
       const v = e[i];

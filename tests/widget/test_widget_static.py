@@ -1,0 +1,84 @@
+"""The static rendering (SVG / text / HTML) and the offline HTML report, without a browser."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+from widget_harness import XSS_TEXTS, full_run
+
+from llm_energy_widget.errors import InvalidInputError
+from llm_energy_widget.report import to_html
+from llm_energy_widget.static_render import render_html, render_svg, render_text
+from llm_energy_widget.testing import new_synthetic_run
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+@pytest.fixture(scope="module")
+def run():
+    return full_run(n_tokens=16, n_layers=3, texts=XSS_TEXTS)
+
+
+def test_svg_is_well_formed_with_power_curve_phases_and_heatmap(run):
+    root = ET.fromstring(render_svg(run))
+    polylines = root.findall(f".//{SVG}polyline")
+    assert {p.find(f"{SVG}title").text for p in polylines} == {"cpu", "dram", "total"}
+    total = next(p for p in polylines if p.find(f"{SVG}title").text == "total")
+    assert len(total.get("points").split()) == len(run.power_records())
+    titles = [t.text for t in root.iter(f"{SVG}title")]
+    assert "prefill" in titles and "decode" in titles
+    cells = [r for r in root.iter(f"{SVG}rect") if (r.find(f"{SVG}title") is not None)]
+    heat = [r for r in cells if " · " in (r.find(f"{SVG}title").text or "")]
+    assert len(heat) == len(run.layer_names) * len(run.component_names)
+
+
+def test_text_carries_source_kind_and_resolution(run):
+    text = render_text(run)
+    assert "power source: synthetic (modeled, resolution 100 ms)" in text
+    assert re.search(r"J / token: [\d.]+ m?J \(modeled\)", text)
+    assert "cost: $" in text and "(modeled)" in text
+
+
+def test_html_escapes_token_text(run):
+    out = render_html(run)
+    assert "<img" not in out and "<script" not in out.lower()
+    assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in out
+
+
+def test_static_render_of_an_empty_run_says_so():
+    run = new_synthetic_run()
+    assert "no power samples" in render_svg(run)
+    ET.fromstring(render_svg(run))
+    assert "0 out" in render_text(run)
+
+
+def test_report_is_self_contained_and_escaped(run, tmp_path):
+    path = to_html(run, tmp_path / "sub" / "report.html")
+    page = path.read_text(encoding="utf-8")
+    assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)\s*=", page, re.I)
+    assert not re.search(r"url\(\s*['\"]?https?:", page, re.I)
+    assert "@import" not in page
+    assert page.count("<script") == 3  # data, bundle (as text), boot
+    # the XSS token never appears raw, only as escaped text / JSON escapes
+    assert "<img src=x" not in page
+    assert "</script><script>alert(1)" not in page
+    data = re.search(r'<script type="application/json" id="lew-data">(.*?)</script>', page, re.S)
+    assert data is not None
+    parsed = json.loads(data.group(1))
+    assert parsed["snapshot"]["header"]["tokens"]["text"] == [t["text"] for t in run.tokens()]
+    assert parsed["meta"]["run_id"] == run.run_id
+    bundle = re.search(r'<script type="text/plain" id="lew-bundle">(.*?)</script>', page, re.S)
+    assert bundle is not None and b"staticModel" in base64.b64decode(bundle.group(1))
+
+
+def test_run_to_html_delegates(run, tmp_path):
+    assert run.to_html(tmp_path / "r.html").is_file()
+
+
+def test_report_rejects_a_folder(run, tmp_path):
+    with pytest.raises(InvalidInputError, match="file path"):
+        to_html(run, tmp_path)

@@ -1,0 +1,268 @@
+"""The kernel side of the widget: coalescing, only-new-data deltas, snapshots, Stop, re-attach."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from widget_harness import XSS_TEXTS, capture, decode, events_with_full_power, full_run, play
+
+from llm_energy_widget.errors import InvalidInputError
+from llm_energy_widget.run import METRICS
+from llm_energy_widget.testing import new_synthetic_run
+from llm_energy_widget.widget import (
+    Q_NAN,
+    EnergyWidget,
+    dequantize_rows,
+    quantize_rows,
+    widget_for,
+)
+
+LIVE = [i for i, m in enumerate(METRICS) if m != "energy_j"]
+
+
+def live_widget(n_tokens: int = 40, n_layers: int = 4, speed: float = 4.0, texts=None):
+    """A widget following a synthetic run played in real time; returns (run, widget, capture)."""
+    run = new_synthetic_run(n_layers=n_layers)
+    run._record_status("running")
+    w = EnergyWidget()
+    cap = capture(w)
+    w.attach(run)
+    events = list(events_with_full_power(n_tokens, n_layers, texts=texts))
+    play(run, events, speed=speed)
+    run._finish("completed", "synthetic run complete")
+    assert w._flusher is not None
+    w._flusher.join(timeout=5)
+    assert not w._flusher.is_alive()
+    return run, w, cap
+
+
+@pytest.fixture(scope="module")
+def streamed():
+    # 60 tokens at ~62 ms played 4x faster: ~1.1 s of events, many per 50 ms window.
+    return live_widget(n_tokens=60, n_layers=4, speed=4.0, texts=XSS_TEXTS)
+
+
+def test_updates_are_coalesced_to_at_most_20_per_second(streamed):
+    _run, w, cap = streamed
+    times = [t for t, _c, _b in cap.messages]
+    assert len(times) >= 8, "the run should have been streamed in several updates"
+    gaps = np.diff(times)
+    assert gaps.min() >= w.min_interval_s * 0.9, f"flushes {gaps.min() * 1000:.1f} ms apart"
+    for i, t in enumerate(times):
+        in_window = sum(1 for u in times[i:] if u < t + 1.0)
+        assert in_window <= 21
+
+
+def test_each_update_carries_only_new_data(streamed):
+    run, _w, cap = streamed
+    token_idx: list[int] = []
+    power_t: list[float] = []
+    layer_idx: list[int] = []
+    seqs = []
+    for _t, header, buffers in cap.messages:
+        assert header["type"] == "delta"
+        seqs.append(header["seq"])
+        d = decode(header, buffers)
+        if "tokens" in header:
+            first = header["tokens"]["first"]
+            token_idx += range(first, first + len(header["tokens"]["text"]))
+            assert len(d["tok_time"]) == 2 * len(header["tokens"]["text"])
+        if "power" in d:
+            power_t += d["power"][:, 0].tolist()
+        if "layer_idx" in d:
+            layer_idx += d["layer_idx"].tolist()
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert token_idx == list(range(run.n_tokens)), "every token exactly once, in order"
+    assert power_t == pytest.approx(run.power_arrays()["t_ms"].tolist())
+    # each row once: the Run's re-emit (modeled energy filled in) is not re-sent
+    assert sorted(layer_idx) == list(range(run.n_tokens))
+
+
+def test_delta_layers_match_the_run_within_8_bit_precision(streamed):
+    run, _w, cap = streamed
+    got = {}
+    for _t, header, buffers in cap.messages:
+        d = decode(header, buffers)
+        if "layers" in d:
+            for i, row in zip(d["layer_idx"], d["layers"], strict=True):
+                got[int(i)] = row
+    ref = run.layers[..., LIVE]
+    for i, row in got.items():
+        span = np.nanmax(ref[i], axis=(0, 1)) - np.nanmin(ref[i], axis=(0, 1))
+        err = np.abs(row - ref[i])
+        assert np.all(np.isnan(row) == np.isnan(ref[i]))
+        assert np.all(np.nan_to_num(err) <= span / 254 * 0.51 + 1e-7)
+
+
+def test_token_text_and_energy_arrive(streamed):
+    run, _w, cap = streamed
+    texts: list[str] = []
+    energies = {}
+    for _t, header, buffers in cap.messages:
+        texts += header.get("tokens", {}).get("text", [])
+        d = decode(header, buffers)
+        if "te_idx" in d:
+            energies.update(zip(d["te_idx"].tolist(), d["te_j"].tolist(), strict=True))
+    assert texts == [t["text"] for t in run.tokens()]
+    ref = run.token_energies_j()
+    assert sorted(energies) == list(range(run.n_tokens))
+    assert np.allclose([energies[i] for i in range(run.n_tokens)], ref, rtol=1e-5)
+
+
+def test_finished_live_run_leaves_the_whole_run_in_the_snapshot_trait(streamed):
+    run, w, cap = streamed
+    snaps = [c for k, _t, c, _b in cap.items if k == "snapshot"]
+    assert len(snaps) == 1, "the full snapshot is written once, at the end"
+    last_delta = cap.messages[-1][1]
+    assert "summary" in last_delta and last_delta["status"]["status"] == "completed"
+    _check_snapshot(run, w.snapshot["header"], w.snapshot["buffers"])
+    assert w.snapshot["header"]["seq"] == last_delta["seq"]
+
+
+def _check_snapshot(run, header, buffers):
+    d = decode(header, buffers)
+    assert header["type"] == "snapshot"
+    assert header["tokens"]["text"] == [t["text"] for t in run.tokens()]
+    assert len(d["power"]) == len(run.power_records())
+    assert d["layer_idx"].tolist() == list(range(run.n_tokens))
+    assert header["summary"]["output_tokens"] == run.n_tokens
+    assert header["summary"]["j_per_token"] == pytest.approx(run.summary()["j_per_token"])
+    assert {p["name"] for p in header["phases"]} == {p["name"] for p in run.phases()}
+
+
+def test_widget_attached_to_a_finished_run_holds_it_in_state():
+    run = full_run(n_tokens=20)
+    w = EnergyWidget(run)
+    assert w._flusher is None, "no thread for a finished run"
+    assert w.meta["run_id"] == run.run_id
+    assert w.meta["layer_names"] == run.layer_names
+    assert w.meta["max_new_tokens"] is None
+    assert w.meta["power"] == {"source": "synthetic", "kind": "modeled", "interval_ms": 100.0}
+    _check_snapshot(run, w.snapshot["header"], w.snapshot["buffers"])
+
+
+def test_stop_message_cancels_the_run():
+    run = new_synthetic_run()
+    run._record_status("running")
+    w = EnergyWidget(run)
+    w._on_frontend_msg(w, {"type": "stop"}, [])
+    assert run.cancel_requested
+    w.detach()
+
+
+def test_snapshot_request_answers_with_everything_so_far():
+    run = new_synthetic_run()
+    run._record_status("running")
+    events = list(events_with_full_power(10, 4))
+    w = EnergyWidget(run)
+    cap = capture(w)
+    play(run, events[: len(events) // 2], speed=50.0)
+    w.flush()
+    seq = w._seq
+    w._on_frontend_msg(w, {"type": "snapshot"}, [])
+    header, buffers = cap.messages[-1][1], cap.messages[-1][2]
+    assert header["type"] == "snapshot" and header["seq"] == seq
+    d = decode(header, buffers)
+    assert len(header["tokens"]["text"]) == run.n_tokens
+    assert len(d["power"]) == len(run.power_records())
+    w.detach()
+
+
+def test_attach_follows_the_next_run_and_drops_the_old_one():
+    run1 = new_synthetic_run()
+    run1._record_status("running")
+    w = EnergyWidget(run1)
+    cap = capture(w)
+    key1 = w.meta["run_key"]
+    run2 = new_synthetic_run()
+    run2._record_status("running")
+    w.attach(run2)
+    assert w.meta["run_key"] != key1 and w.meta["run_id"] == run2.run_id
+    assert w.snapshot == {}
+    play(run1, list(events_with_full_power(3, 4)), speed=100.0)
+    time.sleep(0.15)
+    assert all(h["run_key"] == w.meta["run_key"] for _t, h, _b in cap.messages)
+    assert not any("tokens" in h for _t, h, _b in cap.messages), "run1's tokens must not leak"
+    w.detach()
+    assert w._flusher is None
+
+
+def test_error_reaches_the_widget():
+    run = new_synthetic_run()
+    run._record_status("running")
+    w = EnergyWidget(run)
+    cap = capture(w)
+    run._finish("failed", "exception", RuntimeError("CUDA out of memory <b>"))
+    w._flusher.join(timeout=5)  # type: ignore[union-attr]
+    header = cap.messages[-1][1]
+    assert header["error"]["message"] == "RuntimeError: CUDA out of memory <b>"
+    assert w.snapshot["header"]["error"]["type"] == "RuntimeError"
+
+
+def test_flush_from_many_threads_never_duplicates():
+    run = new_synthetic_run()
+    run._record_status("running")
+    w = EnergyWidget(run, max_rate_hz=1000)
+    cap = capture(w)
+    events = list(events_with_full_power(30, 4))
+    threads = [threading.Thread(target=w.flush) for _ in range(4)]
+    for t in threads:
+        t.start()
+    play(run, events, speed=100.0)
+    for t in threads:
+        t.join()
+    run._finish("completed", "x")
+    w._flusher.join(timeout=5)  # type: ignore[union-attr]
+    idx = [
+        i
+        for _t, h, _b in cap.messages
+        if "tokens" in h
+        for i in range(h["tokens"]["first"], h["tokens"]["first"] + len(h["tokens"]["text"]))
+    ]
+    assert idx == list(range(30))
+
+
+def test_bad_arguments_raise_specific_errors():
+    with pytest.raises(InvalidInputError, match="max_rate_hz"):
+        EnergyWidget(max_rate_hz=0)
+    with pytest.raises(InvalidInputError, match="expects a Run"):
+        EnergyWidget().attach("not a run")  # type: ignore[arg-type]
+
+
+def test_quantize_roundtrip_handles_nan_and_constant_metrics():
+    rng = np.random.default_rng(1)
+    rows = rng.gamma(2.0, 0.05, (3, 5, 4, 3)).astype(np.float32)
+    rows[0, 1, 2, 0] = np.nan
+    rows[1, :, :, 1] = 7.0  # constant metric
+    rows[2, :, :, 2] = np.nan  # metric not measured at all
+    codes, ranges = quantize_rows(rows)
+    assert codes.dtype == np.uint8 and codes[0, 1, 2, 0] == Q_NAN
+    back = dequantize_rows(codes, ranges)
+    assert np.isnan(back[0, 1, 2, 0]) and np.all(np.isnan(back[2, :, :, 2]))
+    assert np.allclose(back[1, :, :, 1], 7.0)
+    ok = np.isfinite(rows)
+    with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning, match="All-NaN"):
+        span = (np.nanmax(rows, axis=(1, 2)) - np.nanmin(rows, axis=(1, 2)))[:, None, None, :]
+    assert np.all(
+        np.abs(back - rows)[ok] <= np.broadcast_to(span, rows.shape)[ok] / 254 * 0.51 + 1e-7
+    )
+
+
+def test_widget_for_reuses_one_widget_per_run():
+    run = full_run(n_tokens=5)
+    assert widget_for(run) is widget_for(run)
+    assert run.widget() is widget_for(run)
+
+
+def test_display_bundle_carries_an_escaped_static_fallback():
+    run = full_run(n_tokens=8, texts=XSS_TEXTS)
+    data, _meta = EnergyWidget(run)._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in data
+    html_ = data["text/html"]
+    assert "<svg" in html_ and "<polyline" in html_
+    assert "<img" not in html_ and "<script" not in html_
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html_
+    assert "J / token" in data["text/plain"] and "(modeled)" in data["text/plain"]
