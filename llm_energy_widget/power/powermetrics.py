@@ -89,8 +89,8 @@ class FileFeed:
             data = self._f.read()
         except OSError as exc:
             raise SourceError(f"reading {self.path} failed: {exc}") from exc
-        if not data and not self.follow:
-            self._ended = True
+        if not self.follow:
+            self._ended = True  # read() went to the end of a complete file
         return data, time.monotonic()
 
     @property
@@ -198,6 +198,13 @@ class IntervalClock:
         self.elapsed_s = 0.0
         self.energy_j = 0.0
 
+    def skip(self, duration_s: float | None) -> str:
+        """A malformed sample of known length: keep later times true; its energy is unknown."""
+        if duration_s is None or self.anchor_s is None:
+            return ""
+        self.elapsed_s += duration_s
+        return f" (its {duration_s * 1e3:.0f} ms are missing from the energy)"
+
     def place(self, s: IntervalSample, arrived_s: float) -> SourceSample:
         if self.anchor_s is None:
             self.anchor_s = arrived_s - s.duration_s
@@ -285,6 +292,14 @@ def parse_text_sample(elapsed_ms: float, body: str) -> IntervalSample:
     duration_s = elapsed_ms / 1e3
     if not duration_s > 0:
         raise MalformedSampleError(f"elapsed time is {elapsed_ms} ms")
+    try:
+        return _text_sample(duration_s, body)
+    except MalformedSampleError as exc:
+        exc.duration_s = duration_s  # type: ignore[attr-defined]
+        raise
+
+
+def _text_sample(duration_s: float, body: str) -> IntervalSample:
     watts: dict[str, float] = {}
     for name, value, unit in _TEXT_POWER.findall(body):
         w = float(value) / (1e3 if unit == "mW" else 1.0)
@@ -433,13 +448,14 @@ class PowermetricsSource(PowerSource):
         final = self._feed.ended
         out = []
         for index, parsed in self._parser.feed(data, final):
-            if isinstance(parsed, Exception):
-                self.skipped_samples += 1
-                warn_skipped("powermetrics", index, str(parsed))
-                continue
             live = self.path is None or not self.from_start
             if not live and self._clock.anchor_s is None:
                 self._clock.anchor_s = self._open_s
+            if isinstance(parsed, Exception):
+                self.skipped_samples += 1
+                gap = self._clock.skip(getattr(parsed, "duration_s", None))
+                warn_skipped("powermetrics", index, f"{parsed}{gap}")
+                continue
             out.append(self._clock.place(parsed, arrived))
         if final:
             self.exhausted = True
