@@ -169,6 +169,7 @@ def run_point(task: SweepPoint) -> dict[str, Any]:
     import torch
 
     from ..profiler import EnergyProfiler
+    from ..store import Store
 
     model, tokenizer = _load(task.model)
     point = dict(task.point)
@@ -186,12 +187,14 @@ def run_point(task: SweepPoint) -> dict[str, Any]:
             if n_tokens is not None or batch is not None
             else task.prompt
         )
+        # Our own Store object, so we can wait until the finished run is on disk.
+        store = Store(task.store) if task.store is not None else None
         profiler = EnergyProfiler(
             model,
             tokenizer,
             power=task.power,
             level=task.level,
-            store=task.store if task.store is not None else False,
+            store=store if store is not None else False,
             experiment=task.experiment,
             **task.profiler_kw,
         )
@@ -201,6 +204,9 @@ def run_point(task: SweepPoint) -> dict[str, Any]:
             if n_tokens is not None:
                 run.settings["input_tokens"] = n_tokens
         run.wait()
+        if store is not None:
+            store.flush()
+            store.close()
         if run.status == "failed":
             raise RunError(f"run {run.run_id} failed: {run.error_message}")
         return run.to_dict()

