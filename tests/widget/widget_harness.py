@@ -188,8 +188,9 @@ window.lew = {
   setSnapshot(h, bufs) { this.set("snapshot", { header: h, buffers: bufs.map(b64) }); },
   msg(h, bufs) {
     const recv = Date.now();
+    const t0 = performance.now();
     (listeners["msg:custom"] || []).forEach((cb) => cb(h, bufs.map(b64)));
-    return recv;
+    return { recv, applyMs: performance.now() - t0 };
   },
   render() { mod.default.initialize({ model }); this.cleanup = mod.default.render({ model, el }); },
 };
