@@ -621,6 +621,10 @@ class Run:
 
         return widget_for(self)
 
+    def _ipython_display_(self) -> None:
+        """Display the widget (its static fallback is refreshed when the run ends)."""
+        self.widget()._ipython_display_()
+
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         return self.widget()._repr_mimebundle_(**kwargs)  # type: ignore[no-any-return]
 

@@ -38,17 +38,14 @@ def synthetic_events(
 ) -> Iterator[tuple[str, Any]]:
     """Producer calls, in time order, as (method name, args) for `Run._record_*`."""
     rng = np.random.default_rng(seed)
-    t_end = prefill_ms + n_tokens * token_ms + 50.0
-    n_power = int(t_end // interval_ms) + 2
-    power_t = [i * interval_ms for i in range(n_power)]
     energy = 0.0
     last_p = None
     pi = 0
 
     def power_until(t: float) -> Iterator[tuple[str, Any]]:
         nonlocal pi, energy, last_p
-        while pi < n_power and power_t[pi] <= t:
-            tt = power_t[pi]
+        while pi * interval_ms <= t:
+            tt = pi * interval_ms
             p = 20.0 + 8.0 * math.sin(tt / 400.0) + float(rng.normal(0, 0.5))
             if last_p is not None:
                 energy += 0.5 * (p + last_p) * interval_ms / 1000.0
@@ -91,7 +88,7 @@ def synthetic_events(
         vals[:, :, METRICS.index("sparsity")] = rng.random((n_layers, len(components))) * 0.1
         yield ("layers", (i, vals))
     yield ("phase_end", ("decode" if n_tokens > 1 else "prefill", t))
-    yield from power_until(t_end)
+    yield from power_until(t + interval_ms)  # the curve covers the last token
 
 
 def new_synthetic_run(

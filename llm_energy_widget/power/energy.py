@@ -51,7 +51,7 @@ class EnergyCurve:
         """Energy in J between t0 and t1, interpolated at both ends; NaN where not yet covered."""
         e1 = self.energy_at(t1_ms)
         e0 = self.energy_at(t0_ms)
-        return e1 - e0  # type: ignore[operator]
+        return e1 - e0
 
     def average_power_w(self, t0_ms: float, t1_ms: float) -> float:
         dt_s = (t1_ms - t0_ms) / 1000.0
