@@ -93,7 +93,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 r["run_id"],
                 r["created_at"][:19].replace("T", " "),
                 r["status"],
-                (r["model"] or "")[-32:],
+                _short(r["model"] or "", 32),
                 str(r["n_tokens"]),
                 _fmt(s.get("j_per_token"), " J"),
                 _fmt(s.get("tokens_per_s")),
@@ -186,3 +186,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     store.delete(rid)
     print(f"deleted {rid}")
     return 0
+
+
+def _short(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
