@@ -424,5 +424,3 @@ def _iso(when: str | _dt.datetime | _dt.date | _dt.timedelta) -> str:
     if when.tzinfo is None:
         when = when.astimezone()  # naive = local time
     return when.astimezone(_dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
