@@ -85,7 +85,10 @@ class PowerSampler:
         self.source.open(self.interval_ms)
         self._opened = True
         try:
-            self._poll_once()  # a first reading at t ~ 0 anchors the energy curve
+            # A first reading anchors the energy curve before any phase starts. Sources that
+            # compute power from counter deltas give none for a few ms, streams not before their
+            # first sample: wait for it (bounded), so no early interval is left uncovered.
+            self._poll_until(0.0, timeout_s=max(1.0, 3 * self.interval_ms / 1000.0))
         except BaseException:
             # nothing else will close a source whose sampler never started
             self._opened = False
@@ -103,9 +106,12 @@ class PowerSampler:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=max(5.0, 3 * self.interval_ms / 1000))
         if self._opened:
-            if final_sample and self.error is None:
+            if final_sample and self.error is None and self.t0_s is not None:
                 try:
-                    self._poll_once()
+                    # The curve must reach "now", or the last token's energy is unknown.
+                    self._poll_until(
+                        self.now_ms(), timeout_s=max(0.5, 2 * self.interval_ms / 1000.0)
+                    )
                 except Exception as exc:  # the run keeps what it has; report, don't raise
                     log.warning("final power sample failed: %s", exc)
             try:
@@ -168,6 +174,19 @@ class PowerSampler:
                 fn(err)
             except Exception:  # a broken consumer must not hide the source error
                 log.exception("error listener failed")
+
+    def _poll_until(self, after_ms: float, timeout_s: float) -> None:
+        """Poll until a reading at or after `after_ms` exists, the source runs out, or timeout."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._poll_once()
+            if self._last_t_ms is not None and self._last_t_ms >= after_ms:
+                return
+            if self.source.exhausted or time.monotonic() >= deadline:
+                if self._last_t_ms is None or self._last_t_ms < after_ms:
+                    log.debug("no power reading after %.1f ms within %.2f s", after_ms, timeout_s)
+                return
+            time.sleep(0.002)
 
     def _poll_once(self) -> None:
         samples = self.source.poll()
