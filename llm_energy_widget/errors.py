@@ -23,6 +23,10 @@ class MalformedSampleError(SourceError):
     """One sample in a stream could not be parsed; streams skip it with a warning."""
 
 
+class MissingDependencyError(EnergyWidgetError, ImportError):
+    """An optional package is needed for this feature; the message names the install command."""
+
+
 class ModelLoadError(EnergyWidgetError):
     """A model or tokenizer could not be found or loaded."""
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import EnergyWidgetError, InvalidInputError
+from .errors import InvalidInputError, MissingDependencyError
 from .run import METRICS
 
 if TYPE_CHECKING:
@@ -24,10 +24,6 @@ if TYPE_CHECKING:
     from .run import Run
 
 TABLES = ("tokens", "phases", "power", "layers", "summary", "labels")
-
-
-class MissingDependencyError(EnergyWidgetError, ImportError):
-    """An optional package an export needs is not installed; the message says what to install."""
 
 
 def _clean(x: Any) -> Any:

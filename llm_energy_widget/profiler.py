@@ -242,9 +242,13 @@ class EnergyProfiler:
         tags: Sequence[str] | None = None,
         experiment: str | None = None,
         store: Any = None,
+        settings: dict[str, Any] | None = None,
         **generate_kwargs: Any,
     ) -> Run:
-        """Start profiled generation on a background thread and return its Run at once."""
+        """Start profiled generation on a background thread and return its Run at once.
+
+        `settings` adds your own keys to `run.settings` (e.g. a sweep's grid point), stored with it.
+        """
         from .power import get_source
 
         inputs, prompt_text = self._encode(prompt)
@@ -281,6 +285,7 @@ class EnergyProfiler:
                     "dtype": str(getattr(self.model, "dtype", "")).replace("torch.", ""),
                     "price_per_kwh": self.price_per_kwh,
                     "carbon_g_per_kwh": self.carbon_g_per_kwh,
+                    **(settings or {}),
                 },
                 power={
                     "source": source.name,
@@ -326,7 +331,7 @@ class EnergyProfiler:
         if resolve_store is not None:
             store = resolve_store(store_choice)
             if store is not None:
-                store.record(run)
+                run.store_writer = store.record(run)  # type: ignore[attr-defined]
                 run.store_path = str(store.path)  # type: ignore[attr-defined]
         for w in self._widgets:
             w.attach(run)
@@ -535,6 +540,9 @@ def profile(model: Any = None, tokenizer: Any = None, prompt: Any = None, **kw: 
         run.cancel()
         run.wait(30)
         raise
+    writer = getattr(run, "store_writer", None)
+    if writer is not None:
+        writer.wait(10)  # the finished run is on disk when profile() returns
     if run.status == "failed" and run.error is not None:
         raise RunError(f"profiling failed: {run.error_message}") from run.error
     return run

@@ -198,11 +198,10 @@ def run_point(task: SweepPoint) -> dict[str, Any]:
             experiment=task.experiment,
             **task.profiler_kw,
         )
-        run = profiler.generate(prompt, **point)
-        with run._lock:  # before the run's `done`, so the store writes it with the run
-            run.settings["sweep_point"] = dict(task.point)
-            if n_tokens is not None:
-                run.settings["input_tokens"] = n_tokens
+        extra: dict[str, Any] = {"sweep_point": dict(task.point)}
+        if n_tokens is not None:
+            extra["input_tokens"] = n_tokens
+        run = profiler.generate(prompt, settings=extra, **point)
         run.wait()
         if store is not None:
             store.flush()
