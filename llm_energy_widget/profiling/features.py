@@ -1,0 +1,130 @@
+"""What a model is, from its config and weights: size, attention layout, MoE, dtype, KV cache.
+
+All of it is read or derived, not measured: `kv_cache_bytes_per_token` is the modeled size of one
+token's keys and values (2 x layers x kv_heads x head_dim x bytes per element), the figure that
+decides how much memory a context of n tokens needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InvalidInputError
+from .architectures import find_block_list, model_type
+
+
+def _text_config(model: nn.Module) -> Any:
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    get = getattr(config, "get_text_config", None)
+    if callable(get):
+        try:
+            return get()
+        except Exception:  # some configs raise when there is no single text config
+            return config
+    return config
+
+
+def _first_int(config: Any, *names: str) -> int | None:
+    for name in names:
+        v = getattr(config, name, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None
+
+
+def _dtype(model: nn.Module) -> torch.dtype | None:
+    for p in model.parameters():
+        return p.dtype
+    return None
+
+
+def _quantization(config: Any, given: str | None) -> str | None:
+    if given:
+        return given
+    q = getattr(config, "quantization_config", None)
+    if q is None:
+        return None
+    if isinstance(q, dict):
+        method = q.get("quant_method") or q.get("quantization_method")
+        bits = q.get("bits") or (
+            4 if q.get("load_in_4bit") else 8 if q.get("load_in_8bit") else None
+        )
+    else:
+        method = getattr(q, "quant_method", None)
+        bits = getattr(q, "bits", None)
+    method = getattr(method, "value", method)
+    return f"{method}" + (f" {bits}-bit" if bits else "") if method else "unknown"
+
+
+def attention_type(heads: int | None, kv_heads: int | None) -> str | None:
+    """MHA (one KV head per query head), MQA (one KV head), GQA (in between)."""
+    if not heads or not kv_heads:
+        return None
+    if kv_heads == heads:
+        return "MHA"
+    if kv_heads == 1:
+        return "MQA"
+    return "GQA"
+
+
+def model_features(model: nn.Module, quantization: str | None = None) -> dict[str, Any]:
+    """JSON-serializable description of a causal LM (label: modeled where derived)."""
+    if not isinstance(model, nn.Module):
+        raise InvalidInputError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    cfg = _text_config(model)
+    blocks = find_block_list(model)
+    layers = _first_int(cfg, "num_hidden_layers", "n_layer", "num_layers") or (
+        len(blocks[1]) if blocks else None
+    )
+    hidden = _first_int(cfg, "hidden_size", "n_embd", "d_model")
+    heads = _first_int(cfg, "num_attention_heads", "n_head", "num_heads")
+    kv_heads = _first_int(cfg, "num_key_value_heads", "n_kv_heads", "num_kv_heads")
+    if kv_heads is None and getattr(cfg, "multi_query", False):
+        kv_heads = 1
+    kv_heads = kv_heads or heads
+    head_dim = _first_int(cfg, "head_dim") or (hidden // heads if hidden and heads else None)
+    experts = _first_int(cfg, "num_local_experts", "num_experts", "n_routed_experts")
+    top_k = _first_int(cfg, "num_experts_per_tok", "moe_top_k", "top_k")
+    dtype = _dtype(model)
+    elem_bytes = torch.empty((), dtype=dtype).element_size() if dtype is not None else None
+    kv_per_token = (
+        2 * layers * kv_heads * head_dim * elem_bytes
+        if layers and kv_heads and head_dim and elem_bytes
+        else None
+    )
+    return {
+        "architecture": type(model).__name__,
+        "model_type": model_type(model),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "layers": layers,
+        "hidden_size": hidden,
+        "heads": heads,
+        "kv_heads": kv_heads,
+        "head_dim": head_dim,
+        "attention_type": attention_type(heads, kv_heads),
+        "intermediate_size": _first_int(cfg, "intermediate_size", "n_inner", "ffn_dim"),
+        "moe": bool(experts and experts > 1),
+        "experts": experts,
+        "experts_top_k": top_k if experts else None,
+        "dtype": str(dtype).replace("torch.", "") if dtype is not None else None,
+        "quantization": _quantization(cfg, quantization),
+        "vocab_size": _first_int(cfg, "vocab_size"),
+        "max_context": _first_int(
+            cfg, "max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"
+        ),
+        "kv_cache_bytes_per_token": kv_per_token,
+        "labels": {"kv_cache_bytes_per_token": "modeled", "parameters": "counted"},
+    }
+
+
+def kv_cache_bytes(features: dict[str, Any], n_tokens: int) -> int | None:
+    """Modeled KV-cache size for a context of `n_tokens` (None when the model does not say)."""
+    if not isinstance(n_tokens, int) or n_tokens < 0:
+        raise InvalidInputError(f"n_tokens must be an integer >= 0, got {n_tokens!r}")
+    per = features.get("kv_cache_bytes_per_token")
+    return None if per is None else int(per) * n_tokens

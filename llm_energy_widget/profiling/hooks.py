@@ -1,0 +1,535 @@
+"""Per token x layer x component timing and activation statistics, via forward hooks.
+
+Cheap by construction, because 270 hooked modules run ~15 times a second here:
+- hooks are closures with their slot index bound; the CPU clock is `time.perf_counter_ns` bound
+  locally, and the hook adds into a preallocated list (no allocation, no lock, no torch op);
+- statistics are not computed in the hook: it keeps a reference to the output, and `collect()`
+  reduces all outputs of the token together on the device (`stats.stats_into`), then copies one
+  buffer to the host. Big outputs (long prefills) are reduced in the hook instead, so we never
+  hold a whole forward's activations; an output modified in place after its hook (its version
+  counter moved) gets NaN for that token and is reduced in the hook from then on;
+- on CUDA/MPS the hooks record device events and `collect()` reads them after one sync, so a time
+  is execution time, not launch time.
+Each component is timed by its own pre/post pair. "gaps" (attention kernel, MLP activation) are
+the time between two components' hooks, and "other" is the rest of the layer's time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import InvalidInputError
+from ..run import METRICS
+from .architectures import Discovery, discover, first_tensor
+from .deep import ATTN_STAT_NAMES, AttentionTap
+from .moe import RouterTap, router_n_experts, router_top_k
+from .stats import N_STATS, Batcher, RowFn, row_neg_frac, row_stats, stats_into
+
+LEVELS = ("layer", "component", "deep")
+HOOK_STATS_ABOVE = 1 << 15  # outputs with more elements are reduced in the hook (prefill)
+_NAN = float("nan")
+_inference_mode = torch.is_inference_mode_enabled
+_Hook = Callable[..., None]
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _n_heads(model: nn.Module) -> int:
+    cfg = getattr(model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    for attr in ("num_attention_heads", "n_head", "num_heads"):
+        v = getattr(cfg, attr, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return 0
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    """A host copy (on CPU `.cpu()` would alias the buffer we reset right after)."""
+    return t.detach().to("cpu", copy=True).numpy()
+
+
+class _EventClock:
+    """Device events for CUDA/MPS; reused from a pool so hooks never allocate after warm-up."""
+
+    def __init__(self, device: torch.device) -> None:
+        if device.type == "cuda":
+            self._make: Callable[[], Any] = lambda: torch.cuda.Event(enable_timing=True)
+            self.method = "cuda_events"
+        else:
+            self._make = lambda: torch.mps.event.Event(enable_timing=True)
+            self.method = "mps_events"
+        self.pool: list[Any] = []
+        self.pairs: list[tuple[int, Any, Any]] = []  # (slot, start event, end event)
+
+    def new(self) -> Any:
+        ev = self.pool.pop() if self.pool else self._make()
+        ev.record()
+        return ev
+
+    def read_ms(self, n_slots: int, device: torch.device) -> np.ndarray:
+        """Sum each slot's event pairs (one device sync), then return the events to the pool."""
+        ms = np.zeros(n_slots)
+        if not self.pairs:
+            return ms
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        else:
+            torch.mps.synchronize()
+        events: dict[int, Any] = {}
+        for slot, start, end in self.pairs:
+            ms[slot] += start.elapsed_time(end)
+            events[id(start)], events[id(end)] = start, end
+        self.pairs.clear()
+        self.pool.extend(events.values())
+        return ms
+
+
+class LayerProfiler:
+    """Per token x layer x component timing and activation statistics, via forward hooks."""
+
+    def __init__(self, model: nn.Module, level: str) -> None:
+        if level not in LEVELS:
+            raise InvalidInputError(
+                f"level must be one of {LEVELS} for layer profiling, got {level!r}"
+            )
+        self.model = model
+        self.level = level
+        self.disc: Discovery = discover(model)
+        L = self.disc.n_layers
+        self.layer_names = [str(i) for i in range(L)]
+        if level == "layer":
+            self.component_names = ["layer"]
+        else:
+            self.component_names = [
+                *self.disc.component_names,
+                *(g[0] for g in self.disc.gaps),
+                "other",
+            ]
+        self.metric_names: tuple[str, ...] = METRICS
+        self.device = _device_of(model)
+        C = len(self.component_names)
+        self._n_cells = L * C
+        self._n_slots = L * C + L  # cells, then one whole-layer slot per layer
+        self._handles: list[Any] = []
+        self._attached = False
+        self._tap: AttentionTap | None = None
+        self._routers: RouterTap | None = None
+        self._summary: dict[str, Any] = {}
+        self._errors: list[str] = []
+        # Under torch.inference_mode outputs have no version counter to catch in-place changes;
+        # registry architectures are tested not to change hooked outputs in place, so their
+        # outputs may still be reduced later; generic models are reduced in the hook instead.
+        self._trusted = self.disc.how.startswith("registry:")
+        self._reset_host()
+        self._clock: _EventClock | None = None
+        self._stat_buf: torch.Tensor | None = None
+        self._gate_buf: torch.Tensor | None = None
+        self._batcher: Batcher | None = None
+        self._gate_batcher: Batcher | None = None
+
+    # -- state --------------------------------------------------------------------------------
+    def _reset_host(self) -> None:
+        n = self._n_slots
+        self._start = [0] * n
+        self._zeros = [0] * n
+        self._acc = [0] * n
+        self._ends = [0] * n
+        self._refs: list[torch.Tensor | None] = [None] * n
+        self._vers = [0] * n
+        self._force = [False] * n
+        L = self.disc.n_layers
+        self._grefs: list[torch.Tensor | None] = [None] * L
+        self._gvers = [0] * L
+
+    def _cell(self, layer: int, name: str) -> int:
+        return layer * len(self.component_names) + self.component_names.index(name)
+
+    # -- attach / detach ----------------------------------------------------------------------
+    def attach(self) -> dict[str, Any]:
+        """Register hooks; returns the registration summary (JSON-serializable)."""
+        if self._attached:
+            return self._summary
+        self._attached = True  # so detach() cleans up a half-done attach
+        try:
+            return self._attach()
+        except BaseException:
+            self.detach()
+            raise
+
+    def _attach(self) -> dict[str, Any]:
+        d = self.disc
+        dev = self.device
+        on_device = dev.type in ("cuda", "mps")
+        self._clock = _EventClock(dev) if on_device else None
+        skipped = list(d.skipped)
+        hooked: set[int] = set()
+        stats = self.level != "layer"
+        if stats:
+            self._stat_buf = torch.full((self._n_slots, N_STATS), _NAN, device=dev)
+            self._batcher = Batcher(self._stat_buf)
+        for li, layer in enumerate(d.layers):
+            if self.level == "layer":
+                self._hook(layer, li, li, stats=False)
+                continue
+            self._hook(layer, li, self._n_cells + li, stats=False)
+            gaps_before = {b: (a, g) for g, a, b in d.gaps}
+            for name, mod in d.components[li].items():
+                if id(mod) in hooked:
+                    skipped.append({"what": f"{li}.{name}", "reason": "module shared, hooked once"})
+                    continue
+                hooked.add(id(mod))
+                gap = None
+                if name in gaps_before:
+                    after, gname = gaps_before[name]
+                    if after in d.components[li]:
+                        gap = (self._cell(li, after), self._cell(li, gname))
+                self._hook(mod, li, self._cell(li, name), stats=True, gap=gap)
+        deep: dict[str, Any] = {}
+        if self.level == "deep":
+            deep = self._attach_deep(dev)
+        moe = self._attach_moe(dev) if self.level != "layer" else {}
+        self._summary = {
+            **d.to_dict(),
+            "level": self.level,
+            "component_names": list(self.component_names),
+            "hooks": len(self._handles),
+            "device": str(dev),
+            "timing_method": self._clock.method if self._clock else "perf_counter_ns",
+            "timing": (
+                "each component between its own pre/post forward hooks; gaps = time between "
+                "two components' hooks; other = layer time minus components and gaps"
+                if self.level != "layer"
+                else "each decoder layer between its pre/post forward hooks"
+            ),
+            "statistics": (
+                "mean|x|, population std, max|x|, fraction |x|<1e-4 of each component's output, "
+                "reduced on the device once per token"
+                if stats
+                else None
+            ),
+            "skipped": skipped,
+            **({"deep": deep} if deep else {}),
+            **({"moe": moe} if moe else {}),
+        }
+        return self._summary
+
+    def _hook(
+        self,
+        mod: nn.Module,
+        layer: int,
+        slot: int,
+        stats: bool,
+        gap: tuple[int, int] | None = None,
+    ) -> None:
+        pre, post = (
+            self._event_hooks(slot, stats, gap)
+            if self._clock
+            else self._cpu_hooks(slot, stats, gap)
+        )
+        self._handles.append(mod.register_forward_pre_hook(pre))
+        self._handles.append(mod.register_forward_hook(post))
+
+    def _cpu_hooks(self, i: int, stats: bool, gap: tuple[int, int] | None) -> tuple[_Hook, _Hook]:
+        pc = time.perf_counter_ns
+        start, acc, ends = self._start, self._acc, self._ends
+
+        if gap is None:
+
+            def pre(m: nn.Module, args: Any) -> None:
+                start[i] = pc()
+        else:
+            a, g = gap
+
+            def pre(m: nn.Module, args: Any) -> None:
+                t = pc()
+                start[i] = t
+                e = ends[a]
+                if e:
+                    acc[g] += t - e
+                    ends[a] = 0
+
+        if not stats:
+
+            def timed(m: nn.Module, args: Any, out: Any) -> None:
+                t = pc()
+                acc[i] += t - start[i]
+                ends[i] = t
+
+            return pre, timed
+
+        refs, vers, force, trusted = self._refs, self._vers, self._force, self._trusted
+        slow = self._keep
+        tensor = torch.Tensor
+
+        def post(m: nn.Module, args: Any, out: Any) -> None:
+            t = pc()
+            acc[i] += t - start[i]
+            ends[i] = t
+            # the common case inline (see `_keep`): hold a small output for collect()
+            if type(out) is tensor and not force[i] and out.numel() <= HOOK_STATS_ABOVE:
+                if not _inference_mode():
+                    refs[i] = out
+                    vers[i] = out._version
+                    return
+                if trusted:
+                    refs[i] = out
+                    vers[i] = -1
+                    return
+            slow(i, out)
+
+        return pre, post
+
+    def _event_hooks(self, i: int, stats: bool, gap: tuple[int, int] | None) -> tuple[_Hook, _Hook]:
+        clock = self._clock
+        assert clock is not None
+        new, pairs = clock.new, clock.pairs
+        pending: list[Any] = [None]
+        last_end = self._ends_ev
+        keep = self._keep
+
+        def pre(m: nn.Module, args: Any) -> None:
+            ev = new()
+            pending[0] = ev
+            if gap is not None and last_end[gap[0]] is not None:
+                pairs.append((gap[1], last_end[gap[0]], ev))
+                last_end[gap[0]] = None
+
+        def post(m: nn.Module, args: Any, out: Any) -> None:
+            ev = new()
+            pairs.append((i, pending[0], ev))
+            last_end[i] = ev
+            if stats:
+                keep(i, out)
+
+        return pre, post
+
+    @property
+    def _ends_ev(self) -> list[Any]:
+        if not hasattr(self, "_ends_events"):
+            self._ends_events: list[Any] = [None] * self._n_slots
+        return self._ends_events
+
+    def _keep(self, i: int, out: Any) -> None:
+        """Hold a component's output for the batched reduction (or reduce a big one now)."""
+        if type(out) is not torch.Tensor:
+            out = first_tensor(out)
+            if out is None:
+                return
+        if self._force[i] or out.numel() > HOOK_STATS_ABOVE:
+            self._refs[i] = None
+            self._reduce_now(self._stat_buf, i, out)
+        elif not _inference_mode():
+            self._refs[i] = out
+            self._vers[i] = out._version
+        elif self._trusted:  # inference tensors have no version counter: see `_trusted`
+            self._refs[i] = out
+            self._vers[i] = -1
+        else:
+            self._refs[i] = None
+            self._reduce_now(self._stat_buf, i, out)
+
+    def _reduce_now(
+        self, buf: torch.Tensor | None, row: int, out: torch.Tensor, fn: RowFn = row_stats
+    ) -> None:
+        if buf is None:
+            return
+        try:
+            stats_into(buf, [row], [out.detach()], fn)
+        except Exception as exc:  # statistics must never break generation
+            self._note_error(f"statistics: {type(exc).__name__}: {exc}")
+
+    def _note_error(self, msg: str) -> None:
+        if msg not in self._errors:
+            self._errors.append(msg)
+
+    def _attach_deep(self, dev: torch.device) -> dict[str, Any]:
+        d = self.disc
+        info: dict[str, Any] = {}
+        tap = AttentionTap(self.model, d.attention, _n_heads(self.model))
+        reason = tap.unavailable_reason() or (None if tap.n_heads else "head count unknown")
+        if reason is None:
+            original = str(self.model.config._attn_implementation)  # type: ignore[union-attr]
+            tap.install(dev)
+            self._tap = tap
+            info["attention"] = (
+                f"AttentionInterface wrapper around {original!r} (outputs unchanged)"
+            )
+        else:
+            info["attention"] = None
+            info["attention_skipped"] = reason
+        gates = d.gates
+        if any(g is not None for g in gates):
+            self._gate_buf = torch.full((d.n_layers, 1), _NAN, device=dev)
+            self._gate_batcher = Batcher(self._gate_buf, row_neg_frac)
+            for li, g in enumerate(gates):
+                if g is not None:
+                    self._handles.append(g.register_forward_hook(self._gate_hook(li)))
+            info["mlp_gate"] = "fraction of gate pre-activations < 0" + (
+                " (first half of the fused gate_up projection)" if d.gate_first_half else ""
+            )
+        else:
+            info["mlp_gate"] = None
+            info["mlp_gate_skipped"] = "no MLP gate / fc-in module (MoE experts are fused)"
+        return info
+
+    def _gate_hook(self, layer: int) -> _Hook:
+        half = self.disc.gate_first_half
+        grefs, gvers = self._grefs, self._gvers
+
+        def post(m: nn.Module, args: Any, out: Any) -> None:
+            x = first_tensor(out)
+            if x is None:
+                return
+            if half:
+                x = x[..., : x.shape[-1] // 2]
+            if x.numel() > HOOK_STATS_ABOVE or (_inference_mode() and not self._trusted):
+                grefs[layer] = None
+                self._reduce_now(self._gate_buf, layer, x, row_neg_frac)
+            else:
+                grefs[layer] = x
+                gvers[layer] = -1 if _inference_mode() else x._version
+
+        return post
+
+    def _attach_moe(self, dev: torch.device) -> dict[str, Any]:
+        routers = self.disc.routers
+        first = next((r for r in routers if r is not None), None)
+        if first is None:
+            return {}
+        config = getattr(self.model, "config", None)
+        k = router_top_k(first, config)
+        self._routers = RouterTap(self.disc.n_layers, k, dev)
+        for li, r in enumerate(routers):
+            if r is not None:
+                self._handles.append(r.register_forward_hook(self._routers.hook(li)))
+        return {"top_k": k, "n_experts": router_n_experts(first, config), "router": "mlp.gate"}
+
+    def detach(self) -> None:
+        """Remove every hook and restore the attention implementation. Idempotent."""
+        errors = []
+        for h in self._handles:
+            try:
+                h.remove()
+            except Exception as exc:  # keep removing the others
+                errors.append(exc)
+        self._handles.clear()
+        if self._tap is not None:
+            try:
+                self._tap.uninstall()
+            finally:
+                self._tap = None
+        self._refs[:] = [None] * self._n_slots
+        self._grefs[:] = [None] * self.disc.n_layers
+        self._attached = False
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> LayerProfiler:
+        self.attach()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+    # -- per token ----------------------------------------------------------------------------
+    def collect(self) -> tuple[np.ndarray, dict[str, Any]]:
+        """[layers, components, metrics] float32 for the forwards since the last call, + extras."""
+        L, C = self.disc.n_layers, len(self.component_names)
+        out = np.full((L, C, len(METRICS)), np.nan, dtype=np.float32)
+        ms = self._read_times_ms()
+        ti = METRICS.index("time_ms")
+        if self.level == "layer":
+            out[:, 0, ti] = ms[:L]
+        else:
+            cells = ms[: self._n_cells].reshape(L, C)
+            layer_ms = ms[self._n_cells :]
+            oi = C - 1  # "other"
+            with np.errstate(invalid="ignore"):
+                covered = np.nansum(cells[:, :oi], axis=1)
+                other = np.where(np.isnan(layer_ms), np.nan, np.maximum(layer_ms - covered, 0.0))
+            cells[:, oi] = other
+            out[:, :, ti] = cells
+            out[:, :, METRICS.index("act_mean") :] = self._read_stats()
+        extras = self._read_extras()
+        return out, extras
+
+    def _read_times_ms(self) -> np.ndarray:
+        if self._clock is not None:
+            ms = self._clock.read_ms(self._n_slots, self.device)
+            self._ends_events = [None] * self._n_slots
+        else:
+            ms = np.asarray(self._acc, dtype=np.float64) / 1e6
+            self._acc[:] = self._zeros
+            self._ends[:] = self._zeros
+        ms[ms <= 0] = np.nan  # never ran since the last collect
+        return ms
+
+    def _read_stats(self) -> np.ndarray:
+        L, C = self.disc.n_layers, len(self.component_names)
+        buf = self._stat_buf
+        if buf is None or self._batcher is None:
+            return np.full((L, C, N_STATS), np.nan, dtype=np.float32)
+        self._flush(self._refs, self._vers, self._batcher, self._force)
+        host = _host(buf[: self._n_cells])
+        buf.fill_(_NAN)
+        return host.reshape(L, C, N_STATS)
+
+    def _flush(
+        self,
+        refs: list[torch.Tensor | None],
+        vers: list[int],
+        batcher: Batcher,
+        force: list[bool] | None = None,
+    ) -> None:
+        """Hand the held outputs to the batcher (skipping ones changed in place) and reduce."""
+        add = batcher.add
+        for i, t in enumerate(refs):
+            if t is None:
+                continue
+            if vers[i] >= 0 and t._version != vers[i]:  # changed after its hook: not its output
+                if force is not None:
+                    force[i] = True
+                continue
+            add(i, t.detach())
+        refs[:] = [None] * len(refs)
+        try:
+            batcher.flush()
+        except Exception as exc:  # statistics must never break generation
+            self._note_error(f"statistics: {type(exc).__name__}: {exc}")
+
+    def _read_extras(self) -> dict[str, Any]:
+        extras: dict[str, Any] = {}
+        if self._tap is not None and self._tap.buffer is not None:
+            a = _host(self._tap.buffer)
+            self._tap.reset()
+            for k, name in enumerate(ATTN_STAT_NAMES):
+                extras[name] = a[:, :, k].astype(np.float32)
+        if self._gate_buf is not None and self._gate_batcher is not None:
+            self._flush(self._grefs, self._gvers, self._gate_batcher)
+            g = _host(self._gate_buf)
+            self._gate_buf.fill_(_NAN)
+            extras["mlp_gate_kill"] = g[:, 0].astype(np.float32)
+        if self._routers is not None:
+            extras["moe_experts"] = _host(self._routers.experts).astype(np.int64)
+            extras["moe_routing_entropy"] = _host(self._routers.entropy).astype(np.float32)
+            self._routers.reset()
+        return extras
+
+    @property
+    def errors(self) -> list[str]:
+        """Problems met while measuring (statistics disabled for a token, etc.)."""
+        tap_err = (
+            [f"attention statistics: {self._tap.error}"] if self._tap and self._tap.error else []
+        )
+        return [*self._errors, *tap_err]

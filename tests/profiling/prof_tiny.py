@@ -1,0 +1,116 @@
+"""Tiny random models of every architecture the profiler knows, from configs (no downloads)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+import transformers as T
+
+VOCAB = 256
+_IDS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+_COMMON = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": VOCAB,
+    "max_position_embeddings": 128,
+    **_IDS,
+}
+
+
+def _configs() -> dict[str, Callable[[], Any]]:
+    mha = {k: v for k, v in _COMMON.items() if k != "num_key_value_heads"}
+    return {
+        "llama": lambda: T.LlamaConfig(**_COMMON),
+        "mistral": lambda: T.MistralConfig(**_COMMON, sliding_window=8),
+        "mixtral": lambda: T.MixtralConfig(**_COMMON, num_local_experts=4, num_experts_per_tok=2),
+        "phi": lambda: T.PhiConfig(**mha),
+        "phi3": lambda: T.Phi3Config(**_COMMON),
+        "qwen2": lambda: T.Qwen2Config(**_COMMON),
+        "qwen2_moe": lambda: T.Qwen2MoeConfig(
+            **_COMMON,
+            num_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=32,
+            shared_expert_intermediate_size=64,
+        ),
+        "qwen3": lambda: T.Qwen3Config(**_COMMON, head_dim=16),
+        "gemma": lambda: T.GemmaConfig(**_COMMON, head_dim=16),
+        "gemma2": lambda: T.Gemma2Config(**_COMMON, head_dim=16, sliding_window=8),
+        "gemma3_text": lambda: T.Gemma3TextConfig(**_COMMON, head_dim=16, sliding_window=8),
+        "stablelm": lambda: T.StableLmConfig(**_COMMON),
+        "gpt2": lambda: T.GPT2Config(
+            n_embd=64, n_layer=2, n_head=4, vocab_size=VOCAB, n_positions=128
+        ),
+        "gpt_neox": lambda: T.GPTNeoXConfig(**mha),
+        # not in the registry: generic discovery
+        "opt": lambda: T.OPTConfig(
+            hidden_size=64,
+            ffn_dim=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            vocab_size=VOCAB,
+            word_embed_proj_dim=64,
+            max_position_embeddings=128,
+            **_IDS,
+        ),
+        "olmo2": lambda: T.Olmo2Config(**_COMMON),
+        "granite": lambda: T.GraniteConfig(**_COMMON),
+        "bloom": lambda: T.BloomConfig(
+            hidden_size=64, n_layer=2, n_head=4, vocab_size=VOCAB, **_IDS
+        ),
+    }
+
+
+CONFIGS = _configs()
+REGISTRY_ARCHS = [a for a in CONFIGS if a not in ("opt", "olmo2", "granite", "bloom")]
+GENERIC_ARCHS = ["opt", "olmo2", "granite", "bloom"]
+_cache: dict[str, torch.nn.Module] = {}
+
+
+def build(arch: str) -> torch.nn.Module:
+    """The same tiny model per arch for the whole session (weights seeded, eval mode)."""
+    if arch not in _cache:
+        torch.manual_seed(0)
+        config = CONFIGS[arch]()
+        if arch == "gpt2":
+            config.bos_token_id = config.eos_token_id = 2
+        model = T.AutoModelForCausalLM.from_config(config).eval()
+        with torch.no_grad():  # random init is near-uniform: sharpen it so statistics vary
+            for p in model.parameters():
+                if p.dim() >= 2:
+                    p.mul_(4.0)
+        _cache[arch] = model
+    return _cache[arch]
+
+
+def prompt_ids(n: int = 9, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, VOCAB, (1, n), generator=g)
+
+
+def generate(model: torch.nn.Module, ids: torch.Tensor, n: int = 4, **kw: Any) -> torch.Tensor:
+    with torch.inference_mode():
+        return model.generate(  # type: ignore[no-any-return]
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            pad_token_id=0,
+            **kw,
+        )
+
+
+def hook_count(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@pytest.fixture
+def tiny() -> Callable[[str], torch.nn.Module]:
+    return build
