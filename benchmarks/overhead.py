@@ -45,6 +45,29 @@ class StampStreamer:
         return (len(t) - 1) / (t[-1] - t[0])
 
 
+def random_smollm2() -> Any:
+    """SmolLM2-135M's shape (30 layers, 9 heads / 3 KV heads, 576 hidden) with random weights:
+    the same work per token, no download or GGUF needed (e.g. on a GPU machine)."""
+    import transformers as T
+
+    torch.manual_seed(0)
+    cfg = T.LlamaConfig(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+        rope_theta=100000.0,
+        pad_token_id=2,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    return T.AutoModelForCausalLM.from_config(cfg).eval()
+
+
 def load() -> tuple[Any, Any]:
     try:
         from llm_energy_widget.models import load_default_model
@@ -71,15 +94,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--direct", action="store_true", help="time LayerProfiler without the Run")
     ap.add_argument(
+        "--model",
+        choices=("default", "random"),
+        default="default",
+        help="default: SmolLM2-135M GGUF; random: its shape with random weights (implies --direct)",
+    )
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (with --model random)")
+    ap.add_argument(
         "--configs", default="plain,token,layer,component,deep,torch.profiler", help="comma list"
     )
     args = ap.parse_args(argv)
-    model, tok = load()
-    ids = tok(PROMPT, return_tensors="pt").input_ids
+    if args.model == "random":
+        model, tok = random_smollm2().to(args.device), None
+        ids = torch.randint(3, 49000, (1, 17), generator=torch.Generator().manual_seed(0))
+        ids = ids.to(args.device)
+        args.direct = True
+    else:
+        model, tok = load()
+        ids = tok(PROMPT, return_tensors="pt").input_ids
     gen_kw = dict(max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False)
 
     def plain() -> float:
-        s = StampStreamer()
+        s: StampStreamer = StampStreamer()
         with torch.inference_mode():
             model.generate(ids, streamer=s, **gen_kw)
         return s.decode_tok_s()
@@ -154,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     tp = statistics.median(results.get("torch.profiler", [float("nan")]))
     how = "LayerProfiler hooks + collect() per token" if use_direct else "EnergyProfiler run"
     print(
-        f"\nSmolLM2-135M, {args.tokens} new tokens greedy, {args.rounds} rounds, levels via {how}, "
+        f"\nSmolLM2-135M ({args.model} weights, {args.device}), {args.tokens} new tokens "
+        f"greedy, {args.rounds} rounds, levels via {how}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads\n"
     )
     print("| config | decode tok/s (median) | ratio vs plain | target | result |")
