@@ -1,0 +1,363 @@
+"""The widget in a real JupyterLab, driven by Chromium: the quickstart live, Stop, an XSS token.
+
+Run: .venv/bin/python -m pytest tests/browser -q   (about 3 minutes here; needs /usr/bin/chromium)
+Screenshots land in test-artifacts/browser/; failures add a screenshot, the console log, the
+widget probe and the server log under test-artifacts/browser/failures/<test>/. With
+LLM_ENERGY_UPDATE_SCREENSHOTS=1 the quickstart screenshots are also copied to docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from conftest import XSS_TEXTS, LabPage, Pages, open_page, save_artifacts
+from lab_harness import ARTIFACTS, REPO, LabServer
+from lab_page import (
+    canvas_colour_count,
+    cell_outputs,
+    install_probe,
+    open_notebook,
+    outputs_text,
+    probe_data,
+    run_all,
+    run_code,
+    set_theme,
+    stop_probe,
+    wait_kernel_idle,
+    wait_state,
+    wait_tokens,
+    widget,
+)
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+# Each test's limit includes the shared quickstart run when it is the first to need it.
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(480)]
+
+CHECK_RUN = 'print(f"RESULT status={run.status} tokens={run.n_tokens} reason={run.end_reason!r}")'
+DOCS_SHOTS = REPO / "docs" / "screenshots"
+MAX_PNG_BYTES = 300_000
+QUICKSTART_TOKENS = 48  # max_new_tokens in notebooks/quickstart.ipynb
+# Generous: the model loads in ~3 s warm, ~30 s cold; decoding runs 2-13 tok/s on a busy 2-core box.
+START_MS = 150_000
+RUN_MS = 240_000
+
+
+@dataclass
+class Quickstart:
+    """The quickstart notebook, run once for the module; the tests below read its page."""
+
+    lab_page: LabPage
+    probe: dict[str, Any] = field(default_factory=dict)
+    outputs: list[list[dict[str, Any]]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def page(self) -> Any:
+        return self.lab_page.page
+
+
+def shot(root: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    root.scroll_into_view_if_needed()
+    root.screenshot(path=str(ARTIFACTS / name), animations="disabled")
+
+
+@pytest.fixture(scope="module")
+def quickstart(browser: Any, lab: LabServer) -> Iterator[Quickstart]:
+    qs = Quickstart(open_page(browser, lab, "quickstart"))
+    page = qs.page
+    t0 = time.monotonic()
+    try:
+        open_notebook(page, lab.url, "quickstart.ipynb")
+        qs.seconds["open"] = time.monotonic() - t0
+        install_probe(page)
+        run_all(page)
+        root = widget(page, 0)
+        wait_state(root, "running", START_MS)
+        qs.seconds["running"] = time.monotonic() - t0
+        wait_tokens(page, 10, RUN_MS)
+        shot(root, "widget-live.png")
+        wait_state(root, "completed", RUN_MS)
+        qs.seconds["completed"] = time.monotonic() - t0
+        wait_kernel_idle(page, RUN_MS)
+        qs.seconds["all cells"] = time.monotonic() - t0
+        stop_probe(page)
+        qs.probe = probe_data(page)
+        qs.outputs = cell_outputs(page)
+        shot(root, "widget-done-light.png")
+    except BaseException:
+        save_artifacts(qs.lab_page, lab, "quickstart-setup")
+        qs.page.context.close()
+        raise
+    print(f"quickstart timings (s): {qs.seconds}")
+    yield qs
+    qs.page.context.close()
+    lab.shutdown_kernels()
+
+
+@pytest.fixture
+def qs(
+    quickstart: Quickstart, lab: LabServer, request: pytest.FixtureRequest
+) -> Iterator[Quickstart]:
+    """The shared quickstart page, saved as artifacts if the test using it fails."""
+    yield quickstart
+    rep = getattr(request.node, "rep_call", None)
+    if rep is None or rep.failed:
+        print(f"browser artifacts: {save_artifacts(quickstart.lab_page, lab, request.node.name)}")
+
+
+def test_quickstart_runs_without_errors_and_the_widget_finishes(qs: Quickstart) -> None:
+    errors = [o for cell in qs.outputs for o in cell if o.get("output_type") == "error"]
+    assert not errors, f"cell errors: {[(e['ename'], e['evalue']) for e in errors]}"
+    text = outputs_text(qs.outputs)
+    assert "completed - " in text, text[-2000:]
+    roots = qs.page.locator(".jp-Notebook .lew-root")
+    assert roots.count() == 2  # the profiler's widget and the `run` cell's
+    for i in range(2):
+        wait_state(widget(qs.page, i), "completed", 30_000)
+    title = widget(qs.page, 0).locator(".lew-run-title").inner_text()
+    assert "SmolLM2-135M" in title
+    run_id = re.search(r"run (\w+)", title)
+    assert run_id and run_id.group(1) in widget(qs.page, 1).locator(".lew-run-title").inner_text()
+    assert not qs.lab_page.log.dialogs
+    assert not qs.lab_page.log.outside, f"requests left localhost: {qs.lab_page.log.outside}"
+
+
+def test_power_chart_redraws_while_generation_runs(qs: Quickstart) -> None:
+    samples = qs.probe["samples"]
+    done_at = next((s["t"] for s in samples if s["state"] == "completed"), None)
+    assert done_at is not None, "the probe never saw the done state"
+    live = [s for s in samples if s["state"] == "running" and s["t"] < done_at]
+    hashes = {s["power"] for s in live if s["power"]}
+    assert len(hashes) >= 3, f"power chart drawn {len(hashes)} distinct times while running"
+    counts = sorted({s["tokens"] for s in live})
+    assert len([c for c in counts if c > 0]) >= 3, f"tokens seen while running: {counts}"
+    frames = [f for f in qs.probe["frames"] if f["t"] < done_at and f["state"] == "running"]
+    assert len({f["version"] for f in frames}) >= 3
+
+
+def test_heatmap_cells_and_tokens_appear(qs: Quickstart) -> None:
+    root = widget(qs.page, 0)
+    status = root.locator(".lew-fields").inner_text()
+    m = re.search(r"token\s+(\d+) / (\d+)", status)
+    assert m, status
+    n_tokens, max_new = int(m.group(1)), int(m.group(2))
+    assert max_new == QUICKSTART_TOKENS and 0 < n_tokens <= QUICKSTART_TOKENS
+    assert root.locator(".lew-tok").count() == n_tokens
+    assert root.locator(".lew-token-box").inner_text().strip()
+    canvas = root.locator(".lew-heatmap canvas")
+    assert canvas.is_visible()
+    assert re.match(r"token \d+: ", root.locator(".lew-heatmap .lew-caption").inner_text())
+    assert canvas_colour_count(canvas) >= 8  # viridis cells, not a blank canvas
+    canvas.hover(position={"x": 66, "y": 72})  # inside the cell of layer 0, first component
+    tip = root.locator(".lew-tooltip")
+    tip.wait_for(state="visible", timeout=5_000)
+    lines = tip.inner_text().splitlines()
+    assert re.fullmatch(r".+ · .+", lines[0]), lines
+    assert re.fullmatch(r"time: [\d.]+ (ms|s)", lines[1]), lines
+    assert "measured" in lines[2], lines
+    assert root.locator(".lew-cards").is_visible()
+    assert root.locator(".lew-card-label", has_text="J / token").count() == 1
+
+
+def test_token_tooltip_shows_energy_with_its_kind(qs: Quickstart) -> None:
+    root = widget(qs.page, 0)
+    kind = root.locator(".lew-power .lew-source .lew-badge").inner_text().strip()
+    assert kind in ("measured", "estimated"), kind
+    root.locator('.lew-tok[data-i="1"]').hover()
+    tip = root.locator(".lew-tooltip")
+    tip.wait_for(state="visible", timeout=5_000)
+    text = tip.inner_text()
+    assert text.startswith("token 1: "), text
+    assert re.search(rf"energy [\d.]+ (µJ|mJ|J|kJ) \({kind}\)", text), text
+    assert re.search(r"duration [\d.]+ (ms|s)", text), text
+    assert re.search(r"average power [\d.]+ W", text), text
+    qs.page.mouse.move(0, 0)
+    tip.wait_for(state="hidden", timeout=5_000)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=PlaywrightTimeoutError,
+    reason="js: a theme switch hides the output for a moment; the charts draw then at their "
+    "fallback width (clientWidth 0 -> 600/400 px) and are not redrawn when shown again, nor "
+    "re-coloured for the new theme (see the report: skip drawing while hidden, observe the "
+    "panels and the theme)",
+)
+def test_charts_are_redrawn_for_a_new_theme(qs: Quickstart) -> None:
+    page = qs.page
+    before = _power_hashes(page)
+    try:
+        set_theme(page, "JupyterLab Dark")
+        _wait_dark(page)
+        _wait_charts_fit(page)
+        page.wait_for_function(
+            f"() => JSON.stringify({POWER_HASHES_JS}) !== {json.dumps(json.dumps(before))}",
+            timeout=10_000,
+        )
+    finally:
+        set_theme(page, "JupyterLab Light")
+
+
+def test_dark_theme_restyles_the_widget(qs: Quickstart) -> None:
+    page = qs.page
+    root = widget(page, 0)
+    light_bg = _luminance(root.evaluate("(r) => getComputedStyle(r).backgroundColor"))
+    try:
+        set_theme(page, "JupyterLab Dark")
+        _wait_dark(page)
+        dark_bg = _luminance(root.evaluate("(r) => getComputedStyle(r).backgroundColor"))
+        dark_fg = _luminance(root.evaluate("(r) => getComputedStyle(r).color"))
+        assert light_bg > 0.8 and dark_bg < 0.35 and dark_fg > 0.6, (light_bg, dark_bg, dark_fg)
+        # Work-around for the bug test_charts_are_redrawn_for_a_new_theme pins: a resize makes
+        # the charts redraw at their real width with the dark theme's colours.
+        _nudge_width(page)
+        _wait_charts_fit(page)
+        shot(root, "widget-done-dark.png")
+    finally:
+        set_theme(page, "JupyterLab Light")
+        _nudge_width(page)
+    _maybe_update_docs()
+
+
+def test_stop_button_ends_a_long_run_early(pages: Pages, lab: LabServer) -> None:
+    lp = pages.new("stop")
+    page = lp.page
+    open_notebook(page, lab.url, "stop.ipynb")
+    run_all(page)
+    root = widget(page, 0)
+    wait_state(root, "running", START_MS)
+    wait_tokens(page, 3, RUN_MS)
+    stop = root.locator(".lew-stop")
+    assert stop.is_enabled()
+    stop.click()
+    t_click = time.monotonic()
+    wait_state(root, "cancelled", 60_000)
+    latency_s = time.monotonic() - t_click
+    wait_kernel_idle(page, 60_000)
+    text = outputs_text([run_code(page, CHECK_RUN)])
+    m = re.search(r"RESULT status=(\w+) tokens=(\d+)", text)
+    assert m, text
+    assert m.group(1) == "cancelled"
+    n_kernel = int(m.group(2))
+    assert 3 <= n_kernel < 400
+    status = root.locator(".lew-fields").inner_text()
+    assert re.search(rf"token\s+{n_kernel} / 400", status), status
+    assert root.locator(".lew-tok").count() == n_kernel
+    assert root.locator(".lew-state").inner_text() == "cancelled"
+    assert "cancelled by the user" in root.locator(".lew-run-title").inner_text()
+    assert stop.is_disabled()
+    assert root.locator(".lew-cards").is_visible()  # the run kept what it measured
+    print(f"stop: cancelled after {n_kernel} tokens, {latency_s:.1f} s after the click")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="a cell blocked in run.wait() keeps the kernel busy, so the Stop button's comm message "
+    "waits until the run ends (see the report: process comm messages while waiting)",
+)
+def test_stop_button_works_while_a_cell_waits_for_the_run(pages: Pages, lab: LabServer) -> None:
+    page = pages.new("stop-while-waiting").page
+    open_notebook(page, lab.url, "stop-while-waiting.ipynb")
+    run_all(page)
+    root = widget(page, 0)
+    wait_state(root, "running", START_MS)
+    wait_tokens(page, 3, RUN_MS)
+    root.locator(".lew-stop").click()
+    page.wait_for_function(
+        "() => document.querySelector('.jp-Notebook .lew-root .lew-state-cancelled, "
+        ".jp-Notebook .lew-root .lew-state-completed')",
+        timeout=RUN_MS,
+    )
+    assert root.locator(".lew-state-cancelled").count() == 1, "the run was not stopped"
+
+
+def test_xss_tokens_render_inert(pages: Pages, lab: LabServer) -> None:
+    lp = pages.new("xss")
+    page = lp.page
+    page.add_init_script("window.__lewControl = 0;")
+    open_notebook(page, lab.url, "xss.ipynb")
+    run_all(page)
+    root = widget(page, 0)
+    wait_state(root, "completed", START_MS)
+    wait_kernel_idle(page, 60_000)
+    page.wait_for_function("() => window.__lewControl === 1", timeout=15_000)
+    texts = root.locator(".lew-tok").all_text_contents()
+    assert texts == [XSS_TEXTS[i % 2] for i in range(6)]
+    assert root.locator("script").count() == 0
+    assert page.locator('.jp-Notebook img[src="x"]').count() == 0
+    static_html = page.locator(".jp-Notebook .jp-OutputArea-output").nth(1).inner_text()
+    assert XSS_TEXTS[0] in static_html  # the static fallback shows the text, escaped
+    assert not lp.log.dialogs, lp.log.dialogs
+    fetched_x = [u for u in lp.log.requests if re.search(r"/x$", u)]
+    assert not fetched_x, f"an <img src=x> was live: {fetched_x}"
+    assert not lp.log.outside
+
+
+def _luminance(css_colour: str) -> float:
+    r, g, b = (int(v) for v in re.findall(r"\d+", css_colour)[:3])
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255.0
+
+
+POWER_HASHES_JS = """[...document.querySelectorAll('.jp-Notebook .lew-canvas')].map((c) => {
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let h = 2166136261;
+  for (let i = 0; i < d.length; i += 3) { h ^= d[i]; h = Math.imul(h, 16777619); }
+  return h >>> 0;
+})"""
+
+
+def _power_hashes(page: Any) -> list[int]:
+    """A pixel hash of every chart canvas (power and heatmap) in the notebook."""
+    return list(page.evaluate(f"() => {POWER_HASHES_JS}"))
+
+
+def _wait_dark(page: Any) -> None:
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-Notebook .lew-root')].every((r) => {"
+        " const m = getComputedStyle(r).backgroundColor.match(/\\d+/g);"
+        " return m && (0.3 * m[0] + 0.6 * m[1] + 0.1 * m[2]) < 90; })",
+        timeout=10_000,
+    )
+
+
+def _nudge_width(page: Any) -> None:
+    """Resize by a pixel and back, waiting for the widget's frame after each (via the probe)."""
+    size = page.viewport_size
+    for width in (size["width"] - 1, size["width"]):
+        n_frames = page.evaluate("() => window.__lew.frames.length")
+        page.set_viewport_size({"width": width, "height": size["height"]})
+        page.wait_for_function(
+            "(n) => window.__lew.frames.length > n", arg=n_frames, timeout=10_000
+        )
+
+
+def _wait_charts_fit(page: Any) -> None:
+    """After a restyle the canvases are redrawn at their panel's width (no stale layout)."""
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('.jp-Notebook .lew-power')].every((p) => {
+             const c = p.querySelector('canvas');
+             return c && Math.abs(parseFloat(c.style.width) - p.clientWidth) < 1;
+           })""",
+        timeout=10_000,
+    )
+
+
+def _maybe_update_docs() -> None:
+    if os.environ.get("LLM_ENERGY_UPDATE_SCREENSHOTS") != "1":
+        return
+    DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+    for name in ("widget-live.png", "widget-done-light.png", "widget-done-dark.png"):
+        src = ARTIFACTS / name
+        size = src.stat().st_size
+        assert size < MAX_PNG_BYTES, f"{name} is {size} bytes"
+        shutil.copy(src, DOCS_SHOTS / name)
