@@ -131,6 +131,20 @@ def test_quickstart_runs_without_errors_and_the_widget_finishes(qs: Quickstart) 
     assert not qs.lab_page.log.outside, f"requests left localhost: {qs.lab_page.log.outside}"
 
 
+def test_kernels_save_runs_to_the_test_store(qs: Quickstart, lab: LabServer) -> None:
+    """LLM_ENERGY_STORE reached the server's kernels: the run is in the temporary store."""
+    from llm_energy_widget.store import Store
+
+    title = widget(qs.page, 0).locator(".lew-run-title").inner_text()
+    run_id = re.search(r"run (\w+)", title)
+    assert run_id, title
+    store = Store(lab.store_path)
+    try:
+        assert run_id.group(1) in store.ids()
+    finally:
+        store.close()
+
+
 def test_power_chart_redraws_while_generation_runs(qs: Quickstart) -> None:
     samples = qs.probe["samples"]
     done_at = next((s["t"] for s in samples if s["state"] == "completed"), None)
