@@ -356,9 +356,12 @@ class EnergyProfiler:
             run._record_status("running")
             sampler.start()
 
-            def phase(name: str) -> None:
+            def phase(name: str, t_ms: float | None = None) -> float:
+                """Start a phase; pass the previous phase's end so phases leave no gap."""
                 sampler.phase = name
-                run._record_phase_start(name, sampler.now_ms())
+                t = sampler.now_ms() if t_ms is None else t_ms
+                run._record_phase_start(name, t)
+                return t
 
             def end(name: str, t_ms: float | None = None) -> float:
                 t = sampler.now_ms() if t_ms is None else t_ms
@@ -375,10 +378,9 @@ class EnergyProfiler:
 
             phase("tokenize")
             inputs, _ = self._encode(prompt)
-            end("tokenize")
-            phase("to_device")
+            phase("to_device", end("tokenize"))
             inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
-            end("to_device")
+            t_ready = end("to_device")
             self._check_cancel(run)
 
             def on_token(token_id: int) -> None:
@@ -406,8 +408,7 @@ class EnergyProfiler:
             stopping = StoppingCriteriaList(list(gen_kw.pop("stopping_criteria", []) or []))
             stopping.append(_CancelCriteria(run))  # type: ignore[arg-type]
             clock = TokenClock(on_token, self.model.device)
-            phase("prefill")
-            state["prev_ms"] = sampler.now_ms()
+            state["prev_ms"] = phase("prefill", t_ready)
             with torch.inference_mode():
                 try:
                     self.model.generate(
@@ -420,15 +421,12 @@ class EnergyProfiler:
                         run, inputs, stopping, gen_kw, detok, sampler, exc
                     )
                     state["first"], state["prev_ms"] = False, sampler.now_ms()
-            last = state["prev_ms"]
-            if state["first"]:  # no token at all (e.g. cancelled during prefill)
-                end("prefill")
-            else:
-                end("decode", last)
+            # decode ends when generate returns: its wrap-up after the last token is decode work
+            t_gen = end("prefill" if state["first"] else "decode")
             if run.cancel_requested:
                 status, reason = "cancelled", "cancelled by the user"
 
-            phase("detokenize")
+            phase("detokenize", t_gen)
             if detok is not None:
                 tail = detok.flush()
                 if tail and run.n_tokens:

@@ -117,8 +117,19 @@ class Run:
         return self._done.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the run ends; True if it did within `timeout` seconds."""
-        return self._done.wait(timeout)
+        """Block until the run ends; True if it did within `timeout` seconds.
+
+        An interrupt (Ctrl-C, or the notebook's interrupt button) while waiting cancels the run,
+        waits for it to wind down (hooks removed, sampler stopped, data kept), then re-raises.
+        """
+        try:
+            return self._done.wait(timeout)
+        except KeyboardInterrupt:
+            self.cancel()
+            self._done.wait(30)
+            if self.end_reason == "cancelled by the user":
+                self.end_reason = "interrupted (KeyboardInterrupt) while waiting"
+            raise
 
     def cancel(self) -> None:
         """Ask the generation to stop at the next token; the run keeps what it measured."""
@@ -166,7 +177,8 @@ class Run:
         energies = self.token_energies_j()
         for i in range(self.n_tokens):
             out.append(("token", self._token_payload(i)))
-            if not np.isnan(energies[i]):
+            # exactly the token_energy events already sent live; later ones follow live
+            if i < self._token_energy_sent and not np.isnan(energies[i]):
                 out.append(("token_energy", self._token_energy_payload(i, float(energies[i]))))
         for i, row in enumerate(self._layer_rows):
             out.append(("layers", {"index": i, "values": row}))
@@ -261,22 +273,22 @@ class Run:
                 self._flush_token_energies(final=True)
                 for i in range(len(self._layer_rows)):
                     self._fill_modeled_energy(i)
-                self._summary = None
-                self._done.set()  # before summary(): a finished run caches its summary
                 self._record_status(status, reason)
                 if error is not None:
                     self._emit(
                         "error", {"message": self.error_message, "type": type(error).__name__}
                     )
+                from .summary import compute_summary
+
                 try:
-                    summary = self.summary()
+                    summary = self._summary = compute_summary(self)
                 except Exception as exc:  # keep the data even if a derived figure breaks
                     log.exception("summary failed for run %s", self.run_id)
                     self.warnings.append(f"summary could not be computed: {exc}")
-                    summary = {"status": status}
+                    self._summary, summary = None, {"status": status}
                 self._emit("done", summary)
         finally:
-            self._done.set()
+            self._done.set()  # last: wait() returns only after every event was sent
 
     def _empty_layer_row(self) -> np.ndarray:
         return np.full(
