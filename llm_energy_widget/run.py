@@ -127,8 +127,6 @@ class Run:
         except KeyboardInterrupt:
             self.cancel()
             self._done.wait(30)
-            if self.end_reason == "cancelled by the user":
-                self.end_reason = "interrupted (KeyboardInterrupt) while waiting"
             raise
 
     def cancel(self) -> None:
