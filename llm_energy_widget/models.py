@@ -56,7 +56,9 @@ def _cache_key(gguf: Path) -> str:
     import transformers
 
     st = gguf.stat()
-    ident = f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}|transformers={transformers.__version__}"
+    ident = (
+        f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}|transformers={transformers.__version__}"
+    )
     return hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
@@ -96,7 +98,11 @@ def load_model(
                 return load_model(ggufs[0], cache=cache, **kwargs)
             raise ModelLoadError(
                 f"{path} is not a transformers model directory (no config.json)"
-                + (f" and holds several GGUF files; pass one of: {[g.name for g in ggufs]}" if ggufs else "")
+                + (
+                    f" and holds several GGUF files; pass one of: {[g.name for g in ggufs]}"
+                    if ggufs
+                    else ""
+                )
             )
         try:
             model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kwargs)

@@ -31,13 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     d.add_argument("--out", default="demo", help="output folder (default: demo)")
     d.add_argument("--max-new-tokens", type=int, default=24)
     d.add_argument("--power", default="auto")
-    d.add_argument("--no-notebook", action="store_true", help="skip executing the quickstart notebook")
+    d.add_argument(
+        "--no-notebook", action="store_true", help="skip executing the quickstart notebook"
+    )
     d.set_defaults(func=cmd_demo)
 
 
 def _add_profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", required=True, help="the prompt (sent through the chat template)")
-    p.add_argument("--model", help="local transformers model directory or .gguf file (default: SmolLM2)")
+    p.add_argument(
+        "--model", help="local transformers model directory or .gguf file (default: SmolLM2)"
+    )
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--level", choices=LEVELS, default="component")
     p.add_argument(
@@ -47,10 +51,14 @@ def _add_profile_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--interval-ms", type=float, default=100.0)
     p.add_argument("--baseline-s", type=float, default=1.0)
-    p.add_argument("--raw", action="store_true", help="send the prompt as plain text, no chat template")
+    p.add_argument(
+        "--raw", action="store_true", help="send the prompt as plain text, no chat template"
+    )
     p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=float)
-    p.add_argument("--json", metavar="PATH", help="write the whole run as JSON to PATH ('-' for stdout)")
+    p.add_argument(
+        "--json", metavar="PATH", help="write the whole run as JSON to PATH ('-' for stdout)"
+    )
     p.add_argument("--store", metavar="PATH", help="run store (default: the user data directory)")
     p.add_argument("--no-store", action="store_true", help="do not save the run")
     p.add_argument("--tag", action="append", default=[], help="tag the run (repeatable)")
@@ -81,7 +89,10 @@ def run_profile(args: argparse.Namespace, out: Any = sys.stdout) -> Run:
         raise InvalidInputError("--prompt is empty")
     t0 = time.perf_counter()
     model, tok = _load(args.model)
-    print(f"loaded {model.config._llm_energy_name} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    print(
+        f"loaded {model.config._llm_energy_name} in {time.perf_counter() - t0:.1f} s",
+        file=sys.stderr,
+    )
     store: Any = False if args.no_store else (args.store or True)
     prof = EnergyProfiler(
         model,
@@ -128,7 +139,9 @@ def print_run(run: Run, out: Any = sys.stdout, quiet: bool = False) -> None:
     kind = p.get("kind")
     w = out.write
     w(f"run {run.run_id}  status {run.status} ({run.end_reason})\n")
-    w(f"power: {p.get('source')} [{kind}], resolution {p.get('resolution_ms')} ms — {p.get('description')}\n")
+    w(
+        f"power: {p.get('source')} [{kind}], resolution {p.get('resolution_ms')} ms — {p.get('description')}\n"
+    )
     if run.error_message:
         w(f"error: {run.error_message}\n")
     for msg in run.warnings:
