@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 import torch
+from lew_testkit import ConstantSource, tiny_llama
 
-from conftest import ConstantSource, tiny_llama
 from llm_energy_widget.errors import (
     ConcurrentRunError,
     InvalidInputError,
@@ -269,8 +269,8 @@ def test_keyboard_interrupt_cancels_and_cleans_up(
             power=ConstantSource(),
             store=False,
             baseline_s=0.0,
-            max_new_tokens=500,
-            min_new_tokens=500,
+            max_new_tokens=240,
+            min_new_tokens=240,
             pad_token_id=0,
         )
     assert _all_hooks(tiny_model) == 0
