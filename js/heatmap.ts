@@ -98,11 +98,18 @@ export class Heatmap {
     this.slider.disabled = this.mode === "mean";
   }
 
-  draw(): void {
+  /** Draw again on the next frame even if nothing it shows changed (a new theme, say). */
+  invalidate(): void {
+    this.drawn = "";
+  }
+
+  /** False while hidden (width 0): nothing drawn, to be drawn when shown at its real width. */
+  draw(): boolean {
     const s = this.store;
-    const w = this.el.clientWidth || 400;
+    const w = this.el.clientWidth;
+    if (w === 0) return false;
     const key = `${s.version}|${w}|${this.metric}|${this.mode}|${this.token}`;
-    if (key === this.drawn) return;
+    if (key === this.drawn) return true;
     this.drawn = key;
     this.syncControls();
     const L = s.L;
@@ -112,7 +119,7 @@ export class Heatmap {
     this.canvas.hidden = !has;
     if (!has) {
       this.caption.textContent = L > 0 && C > 0 ? "waiting for the first token…" : "";
-      return;
+      return true;
     }
     const th = readTheme(this.el);
     const ch = Math.max(6, Math.min(18, Math.floor(320 / L)));
@@ -173,6 +180,7 @@ export class Heatmap {
       this.mode === "mean"
         ? `mean over ${s.nRows} tokens`
         : `token ${t}${s.tokText[t] !== undefined ? `: ${JSON.stringify(s.tokText[t])}` : ""}`;
+    return true;
   }
 
   private onMove(ev: MouseEvent): void {

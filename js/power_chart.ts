@@ -64,10 +64,17 @@ export class PowerChart {
     return [t0 / 1000, Math.max(t1 / 1000, t0 / 1000 + 1e-3), ymax > 0 ? ymax * 1.1 : 1];
   }
 
-  draw(): void {
+  /** Draw again on the next frame even if the data did not change (a new theme, say). */
+  invalidate(): void {
+    this.drawnVersion = -1;
+  }
+
+  /** False while hidden (width 0): nothing drawn, to be drawn when shown at its real width. */
+  draw(): boolean {
     const s = this.store;
-    const w = this.el.clientWidth || 600;
-    if (this.drawnVersion === s.version && this.width === w) return;
+    const w = this.el.clientWidth;
+    if (w === 0) return false;
+    if (this.drawnVersion === s.version && this.width === w) return true;
     this.drawnVersion = s.version;
     this.width = w;
     const th = readTheme(this.el);
@@ -164,6 +171,7 @@ export class PowerChart {
       badge(info?.kind),
       h("span", "lew-muted", info?.interval_ms ? `resolution ${fmtMs(info.interval_ms)}` : ""),
     );
+    return true;
   }
 
   private onMove(ev: MouseEvent): void {

@@ -12,6 +12,11 @@ export interface Theme {
 
 let cached: { el: Element; at: number; theme: Theme } | null = null;
 
+/** Forget the colours read last: the page's theme changed. */
+export function clearThemeCache(): void {
+  cached = null;
+}
+
 export function readTheme(el: Element): Theme {
   const now = performance.now();
   if (cached && cached.el === el && now - cached.at < 1000) return cached.theme;

@@ -7,10 +7,12 @@ import { PowerChart } from "./power_chart";
 import { RunStore } from "./store";
 import { StatusBar } from "./status";
 import { SummaryCards } from "./summary";
+import { clearThemeCache } from "./theme";
 import { TokenStream } from "./tokens";
 import type { AnyModel, Buffer, Callback, Header, Meta } from "./types";
 
 const stores = new WeakMap<AnyModel, RunStore>();
+const MAX_HIDDEN_FRAMES = 60; // about a second of frames
 
 interface Snapshot {
   header?: Header;
@@ -66,6 +68,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
   if (!stores.has(model)) initialize({ model });
   const store = storeFor(model);
   const root = h("div", "lew-root");
+  root.dataset.testid = "llm-energy-widget";
   el.replaceChildren(root);
   const tip = new Tooltip(root);
   let raf = 0;
@@ -82,28 +85,77 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
   grid.append(heat.el, tokens.el);
   root.append(status.el, power.el, grid, cards.el);
 
+  // A chart hidden for a moment (JupyterLab hides outputs while it swaps themes, showing them
+  // again within the same frame) is skipped and no resize is ever observed: look again on the
+  // next frames, for a while; a longer hide ends with a resize, which schedules a frame.
+  let hiddenFrames = 0;
   function frame(): void {
     raf = 0;
     const t0 = performance.now();
     status.draw();
-    power.draw();
-    heat.draw();
+    const shown = [power.draw(), heat.draw()].every(Boolean);
     tokens.draw();
     cards.draw();
+    if (shown) hiddenFrames = 0;
+    else if (hiddenFrames++ < MAX_HIDDEN_FRAMES) schedule();
     const drawMs = performance.now() - t0;
     root.dataset.version = String(store.version);
     const detail: FrameDetail = { version: store.version, seq: store.seq, drawMs, frameAt: Date.now() };
     el.dispatchEvent(new CustomEvent("lew-frame", { detail }));
   }
   const off = store.onChange(schedule);
+  // The panels themselves: each can go from hidden (width 0) to shown without the root resizing.
   const ro = new ResizeObserver(schedule);
   ro.observe(root);
+  ro.observe(power.el);
+  ro.observe(heat.el);
+  const offTheme = onThemeChange(() => {
+    clearThemeCache();
+    power.invalidate();
+    heat.invalidate();
+    schedule();
+  });
   schedule();
   return () => {
     off();
+    offTheme();
     ro.disconnect();
     if (raf) cancelAnimationFrame(raf);
     tip.hide();
+  };
+}
+
+/**
+ * Call `fn` when the page's theme changes: JupyterLab's theme attributes on <body>, or the system
+ * colour scheme (VS Code and plain pages follow it). Canvases keep the colours they were drawn
+ * with, so they must be redrawn. Returns the function that stops watching.
+ */
+function onThemeChange(fn: () => void): () => void {
+  const body = document.body;
+  // VS Code marks its theme with body classes (vscode-light, vscode-dark, vscode-high-contrast);
+  // other class changes (JupyterLab's drag cursor, say) are no theme change.
+  const themeKey = () =>
+    [
+      body.dataset.jpThemeName,
+      body.dataset.jpThemeLight,
+      ...[...body.classList].filter((c) => c.startsWith("vscode-")),
+    ].join("|");
+  let key = themeKey();
+  const mo = new MutationObserver(() => {
+    const next = themeKey();
+    if (next === key) return;
+    key = next;
+    fn();
+  });
+  mo.observe(body, {
+    attributes: true,
+    attributeFilter: ["data-jp-theme-name", "data-jp-theme-light", "class"],
+  });
+  const mq = typeof window.matchMedia === "function" ? window.matchMedia("(prefers-color-scheme: dark)") : null;
+  mq?.addEventListener("change", fn);
+  return () => {
+    mo.disconnect();
+    mq?.removeEventListener("change", fn);
   };
 }
 
