@@ -119,11 +119,15 @@ class Run:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run ends; True if it did within `timeout` seconds.
 
-        An interrupt (Ctrl-C, or the notebook's interrupt button) while waiting cancels the run,
-        waits for it to wind down (hooks removed, sampler stopped, data kept), then re-raises.
+        In a notebook cell the kernel keeps handling widget messages meanwhile, so the widget's
+        Stop button works (`kernel_wait`). An interrupt (Ctrl-C, or the notebook's interrupt
+        button) while waiting cancels the run, waits for it to wind down (hooks removed, sampler
+        stopped, data kept), then re-raises.
         """
+        from .kernel_wait import wait_processing_kernel_events
+
         try:
-            return self._done.wait(timeout)
+            return wait_processing_kernel_events(self._done, timeout)
         except KeyboardInterrupt:
             self.cancel()
             self._done.wait(30)
@@ -507,9 +511,7 @@ class Run:
         """JSON-serializable; the shape of `llm-energy profile --json` and the store."""
         with self._lock:
             arr = self.layers
-            values: list[Any] = (
-                np.where(np.isnan(arr), None, arr.astype(object)).tolist() if arr.size else []
-            )
+            values: list[Any] = _nan_to_none(arr) if arr.size else []
             return {
                 "run_id": self.run_id,
                 "created_at": self.created_at,
@@ -587,7 +589,7 @@ class Run:
         run._done.set()
         return run
 
-    # -- consumers (each lives in its own module; imported on use) ---------------------------------
+    # -- consumers (each lives in its own module; imported on use) --------------------------------
     def to_json(self, path: str | os.PathLike[str]) -> Path:
         """Write `to_dict()` as JSON (the CLI's --json shape)."""
         from .exports import to_json
@@ -620,7 +622,7 @@ class Run:
 
     @property
     def figures(self) -> Any:
-        """Plotly figures of this run (power timeline, token waterfall, heatmap, treemap, sankey)."""
+        """Plotly figures: power timeline, token waterfall, heatmap, treemap, sankey."""
         from .analysis.figures import RunFigures
 
         return RunFigures(self)
@@ -636,22 +638,26 @@ class Run:
         self.widget()._ipython_display_()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        return self.widget()._repr_mimebundle_(**kwargs)  # type: ignore[no-any-return]
+        return self.widget()._repr_mimebundle_(**kwargs)
 
     def __repr__(self) -> str:
         return (
             f"<Run {self.run_id} {self.status} model={self.model.get('name')!r} "
-            f"tokens={self.n_tokens} power={self.power_info.get('source')}/{self.power_info.get('kind')}>"
+            f"tokens={self.n_tokens} "
+            f"power={self.power_info.get('source')}/{self.power_info.get('kind')}>"
         )
+
+
+def _nan_to_none(arr: np.ndarray) -> list[Any]:
+    """Nested lists with None where the array holds NaN (JSON has no NaN)."""
+    obj = arr.astype(object)
+    obj[np.isnan(arr)] = None
+    return list(obj.tolist())
 
 
 def _jsonable(x: Any) -> Any:
     if isinstance(x, np.ndarray):
-        return (
-            np.where(np.isnan(x), None, x.astype(object)).tolist()
-            if x.dtype.kind == "f"
-            else x.tolist()
-        )
+        return _nan_to_none(x) if x.dtype.kind == "f" else x.tolist()
     if isinstance(x, dict):
         return {k: _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
