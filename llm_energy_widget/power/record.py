@@ -1,7 +1,7 @@
 """The one record every power reading is stored and exported as.
 
 Sources hand the sampler `SourceSample`s (raw, in their own clock); the sampler turns them into
-`PowerReading`s: time relative to the sampler's start, watts per rail, cumulative energy since start.
+`PowerReading`s: time relative to the sampler's start, watts per rail, cumulative energy.
 """
 
 from __future__ import annotations

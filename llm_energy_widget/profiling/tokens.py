@@ -1,8 +1,8 @@
 """Token boundaries on the generating thread, and text for each token.
 
 `TokenClock` is a transformers streamer: `generate` calls `put` with the prompt, then with each new
-token right after it is chosen. That call is the token's end time (after a device sync on CUDA/MPS, so
-it is execution time, not launch time), and the start of the next one.
+token right after it is chosen. That call is the token's end time (after a device sync on
+CUDA/MPS, so it is execution time, not launch time), and the start of the next one.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ except ImportError:  # pragma: no cover - very old transformers
 class IncrementalDetokenizer:
     """Text of each new token that stays right for multi-byte characters and merged BPE pieces.
 
-    Decoding a token alone loses the leading space of SentencePiece pieces and splits UTF-8 characters
-    spread over byte tokens. So decode a short window of recent ids and emit only the new suffix, holding
-    back text that ends in an incomplete character (U+FFFD) until the next token completes it.
+    Decoding a token alone loses the leading space of SentencePiece pieces and splits UTF-8
+    characters spread over byte tokens. So decode a short window of recent ids and emit only the new
+    suffix, holding back text that ends in an incomplete character (U+FFFD) until the next token
+    completes it.
     """
 
     def __init__(self, tokenizer: Any, skip_special_tokens: bool = False) -> None:
@@ -64,7 +65,7 @@ def device_sync_fn(device: torch.device) -> Callable[[], None]:
     return lambda: None
 
 
-class TokenClock(BaseStreamer):  # type: ignore[misc]
+class TokenClock(BaseStreamer):
     """Streamer that hands each new token to `on_token(token_id)` on the generating thread."""
 
     def __init__(self, on_token: Callable[[int], None], device: torch.device) -> None:
