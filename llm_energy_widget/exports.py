@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import InvalidInputError, MissingDependencyError
+from .jsonutil import strict_json
 from .run import METRICS
 
 if TYPE_CHECKING:
@@ -24,20 +25,6 @@ if TYPE_CHECKING:
     from .run import Run
 
 TABLES = ("tokens", "phases", "power", "layers", "summary", "labels")
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, float):
-        return None if math.isnan(x) or math.isinf(x) else x
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, (np.floating, np.integer, np.bool_)):
-        return _clean(x.item())
-    if isinstance(x, np.ndarray):
-        return _clean(x.tolist())
-    return x
 
 
 def _file(path: str | os.PathLike[str]) -> Path:
@@ -59,7 +46,7 @@ def _directory(directory: str | os.PathLike[str]) -> Path:
 def to_json(run: Run, path: str | os.PathLike[str]) -> Path:
     """`run.to_dict()` as strict JSON (NaN written as null)."""
     p = _file(path)
-    p.write_text(json.dumps(_clean(run.to_dict()), indent=1, allow_nan=False))
+    p.write_text(json.dumps(strict_json(run.to_dict()), indent=1, allow_nan=False))
     return p
 
 
@@ -190,7 +177,7 @@ def trace_events(run: Run, detail: str = "component") -> list[dict[str, Any]]:
     if detail != "token":
         events += _layer_events(run, tokens, detail)
     events += _power_counters(run, kind, source)
-    return [_clean(e) for e in events]
+    return [strict_json(e) for e in events]
 
 
 def _layer_events(run: Run, tokens: list[dict[str, Any]], detail: str) -> list[dict[str, Any]]:
@@ -274,7 +261,7 @@ def to_chrome_trace(run: Run, path: str | os.PathLike[str], detail: str = "compo
     doc = {
         "traceEvents": trace_events(run, detail),
         "displayTimeUnit": "ms",
-        "otherData": _clean(
+        "otherData": strict_json(
             {
                 "run_id": run.run_id,
                 "model": run.model.get("name"),

@@ -558,15 +558,20 @@ def _split_kwargs(kw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return prof, kw
 
 
+def _model_or_default(model: Any, tokenizer: Any) -> tuple[Any, Any]:
+    if model is not None:
+        return model, tokenizer
+    from .models import load_default_model
+
+    default_model, default_tok = load_default_model()
+    return default_model, tokenizer or default_tok
+
+
 def profile(model: Any = None, tokenizer: Any = None, prompt: Any = None, **kw: Any) -> Run:
     """Blocking one-liner: profile one generation (the default model when `model` is omitted)."""
     if prompt is None:
         raise InvalidInputError("profile() needs a prompt")
-    if model is None:
-        from .models import load_default_model
-
-        model, default_tok = load_default_model()
-        tokenizer = tokenizer or default_tok
+    model, tokenizer = _model_or_default(model, tokenizer)
     prof_kw, gen_kw = _split_kwargs(dict(kw))
     run = EnergyProfiler(model, tokenizer, **prof_kw).generate(prompt, **gen_kw)
     try:
@@ -589,11 +594,7 @@ def live(model: Any = None, tokenizer: Any = None, prompt: Any = None, **kw: Any
 
     if prompt is None:
         raise InvalidInputError("live() needs a prompt")
-    if model is None:
-        from .models import load_default_model
-
-        model, default_tok = load_default_model()
-        tokenizer = tokenizer or default_tok
+    model, tokenizer = _model_or_default(model, tokenizer)
     prof_kw, gen_kw = _split_kwargs(dict(kw))
     profiler = EnergyProfiler(model, tokenizer, **prof_kw)
     display(profiler.widget())

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .jsonutil import strict_json
 from .power.energy import EnergyCurve, FloatArray
 from .power.record import RAILS
 
@@ -539,7 +540,7 @@ class Run:
                     "metric_names": self.metric_names,
                     "values": values,
                 },
-                "extras": _jsonable(self.extras),
+                "extras": strict_json(self.extras),
                 "summary": self.summary(),
                 "labels": self.labels(),
             }
@@ -653,15 +654,3 @@ def _nan_to_none(arr: np.ndarray) -> list[Any]:
     obj = arr.astype(object)
     obj[np.isnan(arr)] = None
     return list(obj.tolist())
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return _nan_to_none(x) if x.dtype.kind == "f" else x.tolist()
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    return x

@@ -110,9 +110,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     run = _store(args).load(args.run_id)
     if args.json:
-        from ..exports import _clean
+        from ..jsonutil import strict_json
 
-        print(json.dumps(_clean(run.to_dict()), indent=1, allow_nan=False))
+        print(json.dumps(strict_json(run.to_dict()), indent=1, allow_nan=False))
         return 0
     s = run.summary()
     kind, source = run.power_info.get("kind"), run.power_info.get("source")

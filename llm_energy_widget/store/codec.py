@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ..jsonutil import strict_json
+
 POWER_COLUMNS = ("t_ms", "cpu_w", "gpu_w", "ane_w", "dram_w", "total_w", "energy_j")
 
 
@@ -21,23 +23,8 @@ def _default(x: Any) -> Any:
     return repr(x)
 
 
-def _clean(x: Any) -> Any:
-    """NaN/inf -> None so the stored JSON is strict (readable by any JSON parser)."""
-    if isinstance(x, float):
-        return None if math.isnan(x) or math.isinf(x) else x
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _clean(_default(x))
-    if isinstance(x, (np.floating, np.integer, np.bool_)):
-        return _clean(x.item())
-    return x
-
-
 def dumps(x: Any) -> str:
-    return json.dumps(_clean(x), default=_default, allow_nan=False)
+    return json.dumps(strict_json(x), default=_default, allow_nan=False)
 
 
 def loads(s: str | None, default: Any = None) -> Any:
