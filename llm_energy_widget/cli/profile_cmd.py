@@ -139,10 +139,9 @@ def print_run(run: Run, out: Any = sys.stdout, quiet: bool = False) -> None:
     kind = p.get("kind")
     w = out.write
     w(f"run {run.run_id}  status {run.status} ({run.end_reason})\n")
-    w(
-        f"power: {p.get('source')} [{kind}], resolution {p.get('resolution_ms')} ms"
-        f" — {p.get('description')}\n"
-    )
+    resolution = p.get("resolution_ms") or p.get("interval_ms")
+    about = f" — {p['description']}" if p.get("description") else ""
+    w(f"power: {p.get('source')} [{kind}], resolution {_fmt(resolution, ' ms', 4)}{about}\n")
     if run.error_message:
         w(f"error: {run.error_message}\n")
     for msg in run.warnings:

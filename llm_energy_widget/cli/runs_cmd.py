@@ -114,32 +114,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 
         print(json.dumps(strict_json(run.to_dict()), indent=1, allow_nan=False))
         return 0
-    s = run.summary()
-    kind, source = run.power_info.get("kind"), run.power_info.get("source")
-    res = run.power_info.get("interval_ms")
-    print(
-        f"run        {run.run_id}  ({run.status}{': ' + run.end_reason if run.end_reason else ''})"
-    )
+    from .profile_cmd import print_run
+
     print(f"created    {run.created_at}")
     print(f"model      {run.model.get('name')}")
     print(f"level      {run.level}   experiment {run.experiment or '–'}   tags {run.tags or '–'}")
-    print(f"power      {source} ({kind}), resolution {_fmt(res, ' ms')}")
     print(f"prompt     {run.prompt[:200]!r}")
-    print(f"response   {run.response[:200]!r}")
-    print(f"tokens     {s['input_tokens']} in, {s['output_tokens']} out")
-    print(f"energy     total {_fmt(s['total_energy_j'], ' J')} ({kind}), net of baseline "
-          f"{_fmt(s['net_energy_j'], ' J')}, {_fmt(s['j_per_token'], ' J/token')}")  # fmt: skip
-    print(f"speed      {_fmt(s['tokens_per_s'], ' tok/s')}, ttft {_fmt(s['ttft_ms'], ' ms')}")
-    print("phases")
-    for ph in run.phases():
-        print(
-            f"  {ph['name']:<11} {_fmt(ph['duration_ms'], ' ms'):>10} "
-            f"{_fmt(ph['energy_j'], ' J'):>10} {_fmt(ph['avg_power_w'], ' W'):>9}"
-        )
-    if run.error_message:
-        print(f"error      {run.error_message}")
-    for w in run.warnings:
-        print(f"warning    {w}")
+    print_run(run, sys.stdout)
     return 0
 
 
