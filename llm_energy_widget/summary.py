@@ -55,7 +55,11 @@ def compute_summary(run: Run) -> dict[str, Any]:
     work = [p for p in phases if p["name"] != "baseline"]
     t_start = work[0]["start_ms"] if work else (float(pw["t_ms"][0]) if pw["t_ms"].size else None)
     ends = [p["end_ms"] for p in work if p["end_ms"] is not None]
+    ends += [t["end_ms"] for t in tokens if t["end_ms"] is not None]
     t_end = max(ends) if ends else (float(pw["t_ms"][-1]) if pw["t_ms"].size else None)
+    if t_end is not None and pw["t_ms"].size:
+        # a run cut short (killed, failed) is summed over what the energy curve covers
+        t_end = min(t_end, curve.covers_until_ms)
     total_e = None
     duration_ms = None
     if t_start is not None and t_end is not None and t_end > t_start:
@@ -93,20 +97,17 @@ def compute_summary(run: Run) -> dict[str, Any]:
     avg_power = total_e / (duration_ms / 1000.0) if total_e is not None and duration_ms else None
 
     kwh = total_e / 3.6e6 if total_e is not None else None
-    gen_e = None
-    if (
-        tokens
-        and tokens[0]["energy_j"] is not None
-        and all(t["energy_j"] is not None for t in tokens)
-    ):
-        gen_e = float(sum(t["energy_j"] for t in tokens))
-    j_per_token = gen_e / n_out if gen_e is not None and n_out else None
+    known = [t["energy_j"] for t in tokens if t["energy_j"] is not None]
+    gen_e = float(sum(known)) if known else None
+    # over the tokens whose energy is known (all of them, unless the run was cut short)
+    j_per_token = gen_e / len(known) if gen_e is not None else None
     inputs = run.prompt_tokens
 
     return {
         "status": run.status,
         "input_tokens": inputs,
         "output_tokens": n_out,
+        "tokens_with_energy": len(known),
         "duration_ms": _num(duration_ms),
         "total_energy_j": total_e,
         "net_energy_j": _num(net_e),
