@@ -1,17 +1,19 @@
 """Per token x layer x component timing and activation statistics, via forward hooks.
 
 Cheap by construction, because 270 hooked modules run ~15 times a second here:
-- hooks are closures with their slot index bound; the CPU clock is `time.perf_counter_ns` bound
-  locally, and the hook adds into a preallocated list (no allocation, no lock, no torch op);
-- statistics are not computed in the hook: it keeps a reference to the output, and `collect()`
-  reduces all outputs of the token together on the device (`stats.stats_into`), then copies one
+- each timed module's `forward` is replaced by a closure with its slot index bound (one Python
+  frame per call instead of `Module._call_impl`'s hook path, see `_ForwardWrap`); the CPU clock is
+  `time.perf_counter_ns` bound locally, and the wrapper adds into a preallocated list (no
+  allocation, no lock, no torch op);
+- statistics are not computed in the wrapper: it keeps a reference to the output, and `collect()`
+  reduces all outputs of the token together on the device (`stats.Batcher`), then copies one
   buffer to the host. Big outputs (long prefills) are reduced in the hook instead, so we never
   hold a whole forward's activations; an output modified in place after its hook (its version
   counter moved) gets NaN for that token and is reduced in the hook from then on;
-- on CUDA/MPS the hooks record device events and `collect()` reads them after one sync, so a time
-  is execution time, not launch time.
-Each component is timed by its own pre/post pair. "gaps" (attention kernel, MLP activation) are
-the time between two components' hooks, and "other" is the rest of the layer's time.
+- on CUDA/MPS the wrappers record device events and `collect()` reads them after one sync, so a
+  time is execution time, not launch time.
+Each component is timed around its own forward. "gaps" (attention kernel, MLP activation) are
+the time between two components' forwards, and "other" is the rest of the layer's time.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ HOOK_STATS_ABOVE = 1 << 15  # outputs with more elements are reduced in the hook
 _NAN = float("nan")
 _inference_mode = torch.is_inference_mode_enabled
 _Hook = Callable[..., None]
+_Forward = Callable[..., Any]
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -95,6 +98,34 @@ class _EventClock:
         return ms
 
 
+class _ForwardWrap:
+    """Times a module by replacing its `forward` with a wrapper (undone by `remove`).
+
+    Cheaper than a forward pre/post hook pair, which sends every call through `Module._call_impl`'s
+    hook path (measured on CPU: ~5.5 us of Python per module call against ~0.8 us for a wrapper;
+    270 modules per token). The wrapper sits right around the original forward, so it times the
+    same work a hook pair would, minus the hook dispatch. Hooks others register still run.
+    """
+
+    def __init__(self, mod: nn.Module, make: Callable[[_Forward], _Forward]) -> None:
+        self.mod = mod
+        self.had_own = "forward" in mod.__dict__  # e.g. accelerate's own wrapper
+        self.previous = mod.__dict__.get("forward")
+        original = mod.forward
+        self.wrapper = make(original)
+        self.wrapper.__wrapped__ = original  # type: ignore[attr-defined]  # inspect.signature
+        mod.__dict__["forward"] = self.wrapper
+
+    def remove(self) -> None:
+        own = self.mod.__dict__
+        if own.get("forward") is not self.wrapper:
+            return  # replaced after us by someone else: theirs to undo
+        if self.had_own:
+            own["forward"] = self.previous
+        else:
+            del own["forward"]
+
+
 class LayerProfiler:
     """Per token x layer x component timing and activation statistics, via forward hooks."""
 
@@ -141,7 +172,6 @@ class LayerProfiler:
     # -- state --------------------------------------------------------------------------------
     def _reset_host(self) -> None:
         n = self._n_slots
-        self._start = [0] * n
         self._zeros = [0] * n
         self._acc = [0] * n
         self._ends = [0] * n
@@ -149,6 +179,7 @@ class LayerProfiler:
         self._vers = [0] * n
         self._force = [False] * n
         L = self.disc.n_layers
+        self._ends_ev: list[Any] = [None] * n  # device event of each slot's last end
         self._grefs: list[torch.Tensor | None] = [None] * L
         self._gvers = [0] * L
 
@@ -207,10 +238,10 @@ class LayerProfiler:
             "device": str(dev),
             "timing_method": self._clock.method if self._clock else "perf_counter_ns",
             "timing": (
-                "each component between its own pre/post forward hooks; gaps = time between "
-                "two components' hooks; other = layer time minus components and gaps"
+                "each component around its own forward; gaps = time between two components' "
+                "forwards; other = layer time minus components and gaps"
                 if self.level != "layer"
-                else "each decoder layer between its pre/post forward hooks"
+                else "each decoder layer around its forward"
             ),
             "statistics": (
                 "mean|x|, population std, max|x|, fraction |x|<1e-4 of each component's output, "
@@ -232,93 +263,82 @@ class LayerProfiler:
         stats: bool,
         gap: tuple[int, int] | None = None,
     ) -> None:
-        pre, post = (
-            self._event_hooks(slot, stats, gap)
-            if self._clock
-            else self._cpu_hooks(slot, stats, gap)
-        )
-        self._handles.append(mod.register_forward_pre_hook(pre))
-        self._handles.append(mod.register_forward_hook(post))
+        make = self._event_forward if self._clock else self._cpu_forward
+        self._handles.append(_ForwardWrap(mod, lambda f: make(f, slot, stats, gap)))
 
-    def _cpu_hooks(self, i: int, stats: bool, gap: tuple[int, int] | None) -> tuple[_Hook, _Hook]:
+    def _cpu_forward(
+        self, f: _Forward, i: int, stats: bool, gap: tuple[int, int] | None
+    ) -> _Forward:
         pc = time.perf_counter_ns
-        start, acc, ends = self._start, self._acc, self._ends
-
-        if gap is None:
-
-            def pre(m: nn.Module, args: Any) -> None:
-                start[i] = pc()
-        else:
-            a, g = gap
-
-            def pre(m: nn.Module, args: Any) -> None:
-                t = pc()
-                start[i] = t
-                e = ends[a]
-                if e:
-                    acc[g] += t - e
-                    ends[a] = 0
+        acc, ends = self._acc, self._ends
+        a, g = gap if gap is not None else (-1, -1)
 
         if not stats:
 
-            def timed(m: nn.Module, args: Any, out: Any) -> None:
+            def timed(*args: Any, **kwargs: Any) -> Any:
+                t0 = pc()
+                out = f(*args, **kwargs)
                 t = pc()
-                acc[i] += t - start[i]
+                acc[i] += t - t0
                 ends[i] = t
+                return out
 
-            return pre, timed
+            return timed
 
         refs, vers, force, trusted = self._refs, self._vers, self._force, self._trusted
         slow = self._keep
         tensor = torch.Tensor
 
-        def post(m: nn.Module, args: Any, out: Any) -> None:
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            t0 = pc()
+            if a >= 0:
+                e = ends[a]
+                if e:
+                    acc[g] += t0 - e
+                    ends[a] = 0
+            out = f(*args, **kwargs)
             t = pc()
-            acc[i] += t - start[i]
+            acc[i] += t - t0
             ends[i] = t
             # the common case inline (see `_keep`): hold a small output for collect()
             if type(out) is tensor and not force[i] and out.numel() <= HOOK_STATS_ABOVE:
                 if not _inference_mode():
                     refs[i] = out
                     vers[i] = out._version
-                    return
+                    return out
                 if trusted:
                     refs[i] = out
                     vers[i] = -1
-                    return
+                    return out
             slow(i, out)
+            return out
 
-        return pre, post
+        return forward
 
-    def _event_hooks(self, i: int, stats: bool, gap: tuple[int, int] | None) -> tuple[_Hook, _Hook]:
+    def _event_forward(
+        self, f: _Forward, i: int, stats: bool, gap: tuple[int, int] | None
+    ) -> _Forward:
         clock = self._clock
         assert clock is not None
         new, pairs = clock.new, clock.pairs
-        pending: list[Any] = [None]
         last_end = self._ends_ev
         keep = self._keep
+        a, g = gap if gap is not None else (-1, -1)
 
-        def pre(m: nn.Module, args: Any) -> None:
-            ev = new()
-            pending[0] = ev
-            if gap is not None and last_end[gap[0]] is not None:
-                pairs.append((gap[1], last_end[gap[0]], ev))
-                last_end[gap[0]] = None
-
-        def post(m: nn.Module, args: Any, out: Any) -> None:
-            ev = new()
-            pairs.append((i, pending[0], ev))
-            last_end[i] = ev
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            start = new()
+            if a >= 0 and last_end[a] is not None:
+                pairs.append((g, last_end[a], start))
+                last_end[a] = None
+            out = f(*args, **kwargs)
+            end = new()
+            pairs.append((i, start, end))
+            last_end[i] = end
             if stats:
                 keep(i, out)
+            return out
 
-        return pre, post
-
-    @property
-    def _ends_ev(self) -> list[Any]:
-        if not hasattr(self, "_ends_events"):
-            self._ends_events: list[Any] = [None] * self._n_slots
-        return self._ends_events
+        return forward
 
     def _keep(self, i: int, out: Any) -> None:
         """Hold a component's output for the batched reduction (or reduce a big one now)."""
@@ -467,7 +487,7 @@ class LayerProfiler:
     def _read_times_ms(self) -> np.ndarray:
         if self._clock is not None:
             ms = self._clock.read_ms(self._n_slots, self.device)
-            self._ends_events = [None] * self._n_slots
+            self._ends_ev[:] = [None] * self._n_slots
         else:
             ms = np.asarray(self._acc, dtype=np.float64) / 1e6
             self._acc[:] = self._zeros
@@ -493,18 +513,15 @@ class LayerProfiler:
         force: list[bool] | None = None,
     ) -> None:
         """Hand the held outputs to the batcher (skipping ones changed in place) and reduce."""
-        add = batcher.add
-        for i, t in enumerate(refs):
-            if t is None:
-                continue
-            if vers[i] >= 0 and t._version != vers[i]:  # changed after its hook: not its output
-                if force is not None:
-                    force[i] = True
-                continue
-            add(i, t.detach())
+        live = [i for i, t in enumerate(refs) if t is not None]
+        rows = [i for i in live if vers[i] < 0 or refs[i]._version == vers[i]]  # type: ignore[union-attr]
+        if force is not None and len(rows) != len(live):
+            for i in set(live).difference(rows):  # changed after its hook: not its output
+                force[i] = True
+        tensors: list[torch.Tensor] = [refs[i] for i in rows]  # type: ignore[misc]
         refs[:] = [None] * len(refs)
         try:
-            batcher.flush()
+            batcher.reduce(rows, tensors)
         except Exception as exc:  # statistics must never break generation
             self._note_error(f"statistics: {type(exc).__name__}: {exc}")
 

@@ -108,7 +108,11 @@ def generate(model: torch.nn.Module, ids: torch.Tensor, n: int = 4, **kw: Any) -
 
 
 def hook_count(model: torch.nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    """Hooks plus forward wrappers (an instance-level `forward`) left on the model."""
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + ("forward" in m.__dict__)
+        for m in model.modules()
+    )
 
 
 @pytest.fixture

@@ -1,0 +1,120 @@
+"""Batched statistics equal per-tensor ones bit for bit; forward wrappers come off cleanly."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+import torch
+from prof_tiny import build, generate, hook_count, prompt_ids
+
+from llm_energy_widget.profiling.hooks import LayerProfiler
+from llm_energy_widget.profiling.stats import N_STATS, Batcher, row_neg_frac, row_stats
+
+
+def _one_by_one(rows: list[int], tensors: list[torch.Tensor], fn: Any, n_out: int) -> torch.Tensor:
+    out = torch.full((max(rows) + 1, n_out), float("nan"))
+    for r, t in zip(rows, tensors, strict=True):
+        if t.numel():
+            out[r] = fn(t.reshape(1, -1).clone())[0]
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("lead", [(1, 1), (2, 3)])
+@pytest.mark.parametrize(("fn", "n_out"), [(row_stats, N_STATS), (row_neg_frac, 1)])
+def test_batched_equals_one_by_one(
+    dtype: torch.dtype, lead: tuple[int, ...], fn: Any, n_out: int
+) -> None:
+    g = torch.Generator().manual_seed(0)
+    widths = [8, 8, 4, 16, 8, 4, 0, 16]
+    tensors = [torch.randn(*lead, w, generator=g).to(dtype) for w in widths]
+    tensors[1][..., :3] = 0  # some exact zeros for sparsity
+    rows = [5, 0, 2, 3, 1, 4, 7, 6]
+    expected = _one_by_one(rows, tensors, fn, n_out)
+    out = torch.full_like(expected, float("nan"))
+    b = Batcher(out, fn)
+    for _ in range(2):  # the second call reuses the plan
+        out.fill_(float("nan"))
+        b.reduce(rows, tensors)
+        assert torch.equal(out.nan_to_num(-1.0), expected.nan_to_num(-1.0))
+    assert torch.isnan(out[7]).all()  # empty output: no numbers invented
+
+
+def test_plan_follows_changed_shapes_and_mixed_dtypes() -> None:
+    rows = [0, 1, 2]
+    out = torch.full((3, N_STATS), float("nan"))
+    b = Batcher(out)
+    b.reduce(rows, [torch.randn(1, 1, 4), torch.randn(1, 1, 4), torch.randn(1, 1, 6)])
+    same_rows = [torch.randn(1, 5, 4), torch.randn(1, 1, 4), torch.randn(1, 5, 6)]  # prefill-like
+    b.reduce(rows, same_rows)
+    assert torch.equal(out, _one_by_one(rows, same_rows, row_stats, N_STATS))
+    mixed = [torch.randn(1, 1, 4), torch.randn(1, 1, 4).double(), torch.randn(1, 1, 6)]
+    b.reduce(rows, mixed)
+    expected = _one_by_one(rows, mixed, row_stats, N_STATS)
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_batcher_never_changes_the_held_outputs() -> None:
+    held = [torch.randn(1, 1, 8) for _ in range(4)]
+    copies = [t.clone() for t in held]
+    Batcher(torch.empty(4, N_STATS)).reduce([0, 1, 2, 3], held)
+    assert all(torch.equal(a, b) for a, b in zip(held, copies, strict=True))
+
+
+def test_wrappers_replace_forward_and_restore_it() -> None:
+    model = build("llama")
+    q0 = model.model.layers[0].self_attn.q_proj
+    before = inspect.signature(q0.forward)
+    with LayerProfiler(model, "component") as prof:
+        assert "forward" in q0.__dict__  # wrapped: no hook dispatch per call
+        assert inspect.signature(q0.forward) == before
+        assert prof._summary["hooks"] > 0
+    assert hook_count(model) == 0 and "forward" not in q0.__dict__
+
+
+def test_an_existing_instance_forward_is_kept_and_restored() -> None:
+    """e.g. accelerate's device hooks replace `module.forward` on the instance."""
+    model = build("llama")
+    q0 = model.model.layers[0].self_attn.q_proj
+    calls = {"n": 0}
+    original = q0.forward
+
+    def theirs(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    q0.forward = theirs  # type: ignore[method-assign]
+    try:
+        reference = generate(model, prompt_ids())
+        n_plain = calls["n"]
+        with LayerProfiler(model, "component") as prof:
+            values, _ = prof.collect()
+            with torch.inference_mode():
+                model(prompt_ids())
+            values, _ = prof.collect()
+        assert q0.__dict__["forward"] is theirs
+        assert calls["n"] == n_plain + 1  # theirs still ran, inside our wrapper
+        assert torch.equal(generate(model, prompt_ids()), reference)
+        qi = prof.component_names.index("q_proj")
+        assert values[0, qi, 0] > 0
+    finally:
+        del q0.forward
+
+
+def test_a_forward_replaced_after_attach_is_left_to_its_owner() -> None:
+    model = build("llama")
+    q0 = model.model.layers[0].self_attn.q_proj
+    prof = LayerProfiler(model, "component")
+    prof.attach()
+    ours = q0.forward
+
+    def later(*args: Any, **kwargs: Any) -> Any:
+        return ours(*args, **kwargs)
+
+    q0.forward = later  # type: ignore[method-assign]
+    prof.detach()
+    assert q0.__dict__["forward"] is later  # not ours to remove
+    del q0.forward
+    assert hook_count(model) == 0
