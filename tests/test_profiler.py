@@ -22,7 +22,11 @@ PROMPT = "Energy is the capacity to do work"
 
 
 def _all_hooks(model: torch.nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    """Forward hooks plus forward wrappers (an instance attribute `forward`) left on the model."""
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + ("forward" in m.__dict__)
+        for m in model.modules()
+    )
 
 
 def _profiler(model: Any, tok: Any, **kw: Any) -> EnergyProfiler:
