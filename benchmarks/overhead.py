@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--device", default="cpu", help="cpu or cuda (with --model random)")
     ap.add_argument(
-        "--configs", default="plain,token,layer,component,deep,torch.profiler", help="comma list"
+        "--configs",
+        default="plain,plain.worker,token,layer,component,deep,torch.profiler",
+        help="comma list",
     )
     args = ap.parse_args(argv)
     if args.model == "random":
@@ -119,6 +121,24 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             model.generate(ids, streamer=s, **gen_kw)
         return s.decode_tok_s()
+
+    def plain_in_worker() -> float:
+        """Plain generate on the profiler's generation thread: separates thread effects."""
+        import threading
+
+        from llm_energy_widget.profiler import _WORKERS
+
+        done, out = threading.Event(), {}
+
+        def job() -> None:
+            try:
+                out["v"] = plain()
+            finally:
+                done.set()
+
+        _WORKERS.submit(job)
+        done.wait()
+        return out["v"]
 
     def under_torch_profiler() -> float:
         from torch.profiler import ProfilerActivity, profile
@@ -173,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.configs.split(","):
         if name == "plain":
             runners[name] = plain
+        elif name == "plain.worker":
+            runners[name] = plain_in_worker
         elif name == "torch.profiler":
             runners[name] = under_torch_profiler
         elif name == "token" and use_direct:
