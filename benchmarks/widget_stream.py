@@ -25,8 +25,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "widget"))
+sys.path.insert(0, str(REPO / "tests"))
 
 import widget_harness as wh  # noqa: E402
+from lew_browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 from llm_energy_widget import widget as widget_mod  # noqa: E402
 from llm_energy_widget.testing import new_synthetic_run  # noqa: E402
@@ -62,7 +64,7 @@ def run_benchmark(n_tokens: int, n_layers: int, token_ms: float, rate_hz: float)
 
     rows: list[dict[str, Any]] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=wh.CHROMIUM, args=wh.CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 1000})
         page.set_content(wh.page_html())
         page.wait_for_function("window.lewReady === true")

@@ -12,7 +12,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from lab_harness import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, REPO, LabServer, write_notebook
+from lab_harness import ARTIFACTS, REPO, LabServer, write_notebook
+from lew_browser import CHROMIUM, CHROMIUM_ARGS
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 

@@ -7,10 +7,9 @@ import shutil
 import threading
 
 import pytest
+from lew_browser import CHROMIUM, CHROMIUM_ARGS
 from widget_harness import (
     ARTIFACTS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     XSS_TEXTS,
     capture,
     deliver_js,
