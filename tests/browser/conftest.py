@@ -50,7 +50,7 @@ def generate_cell(n_tokens: int) -> str:
 # The kernel stays idle while the run generates on its thread, so the Stop message is handled.
 STOP_NOTEBOOK = [MODEL_CELL, generate_cell(400)]
 # The quickstart's pattern: a cell blocks in run.wait() while the run generates.
-STOP_WHILE_WAITING_NOTEBOOK = [MODEL_CELL, generate_cell(30), "run.wait()\nprint(run.status)"]
+STOP_WHILE_WAITING_NOTEBOOK = [MODEL_CELL, generate_cell(400), "run.wait()\nprint(run.status)"]
 
 XSS_TEXTS = ["<img src=x onerror=alert(1)>", "<script>alert(1)</script>"]
 XSS_NOTEBOOK = [

@@ -36,6 +36,7 @@ from lab_page import (
     wait_tokens,
     widget,
 )
+from playwright.sync_api import expect
 
 # Each test's limit includes the shared quickstart run when it is the first to need it.
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(480)]
@@ -275,12 +276,14 @@ def test_stop_button_works_while_a_cell_waits_for_the_run(pages: Pages, lab: Lab
     wait_state(root, "running", START_MS)
     wait_tokens(page, 3, RUN_MS)
     root.locator(".lew-stop").click()
-    page.wait_for_function(
-        "() => document.querySelector('.jp-Notebook .lew-root .lew-state-cancelled, "
-        ".jp-Notebook .lew-root .lew-state-completed')",
-        timeout=RUN_MS,
+    # Wait on this widget's own state: the status line is re-rendered on every update, so a
+    # one-shot count right after a page-wide match can fall between two renders.
+    expect(root.locator(".lew-state-cancelled, .lew-state-completed")).to_have_count(
+        1, timeout=RUN_MS
     )
-    assert root.locator(".lew-state-cancelled").count() == 1, "the run was not stopped"
+    expect(root.locator(".lew-state-cancelled"), "the run was not stopped").to_have_count(
+        1, timeout=5_000
+    )
     # The waiting cell returned once the run ended, then printed; nothing ran out of order.
     wait_kernel_idle(page, 60_000)
     outputs = cell_outputs(page)
