@@ -324,8 +324,8 @@ class Run:
     def _flush_token_energies(self, final: bool = False) -> None:
         """Send token_energy for tokens the energy curve now covers (in order)."""
         n = self.n_tokens
-        if self._token_energy_sent >= n:
-            return
+        if self._token_energy_sent >= n or not self._covered(self._token_energy_sent):
+            return  # cheap exit on the generation thread's hot path: no curve to build
         curve = self.curve()
         while self._token_energy_sent < n:
             i = self._token_energy_sent
@@ -340,9 +340,15 @@ class Run:
                     self._emit("layers", {"index": i, "values": self._layer_rows[i]})
         del final
 
+    def _covered(self, i: int) -> bool:
+        """Whether the power readings reach token i's end (NaN end: untimed, let callers decide)."""
+        t_pw = self._power["t_ms"]
+        end = self._tokens["end_ms"][i]
+        return len(t_pw) >= 2 and not end > t_pw[-1]
+
     def _fill_modeled_energy(self, i: int) -> None:
         """energy_j (modeled) = the token's measured/estimated energy x the cell's share of time."""
-        if i >= self.n_tokens or i >= len(self._layer_rows):
+        if i >= self.n_tokens or i >= len(self._layer_rows) or not self._covered(i):
             return
         row = self._layer_rows[i]
         if row.size == 0:
