@@ -8,6 +8,7 @@ whatever happened.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -435,10 +436,7 @@ class EnergyProfiler:
                 i = run._record_token(token_id, text, tok_phase, start, t)
                 state["prev_ms"] = t
                 if layer_profiler is not None:
-                    values, extras = layer_profiler.collect()
-                    run._record_layers(i, values)
-                    for name, value in (extras or {}).items():
-                        run._record_extra(name, i, value)
+                    layer_profiler.collect_async(functools.partial(_deliver_layers, run, i))
 
             from transformers import StoppingCriteriaList
 
@@ -482,9 +480,10 @@ class EnergyProfiler:
         finally:
             if layer_profiler is not None:
                 try:
-                    layer_profiler.detach()
+                    layer_profiler.detach()  # waits for the tokens still being reduced
                 except Exception as exc:  # never mask the run's own outcome
                     log.error("removing hooks failed: %s", exc)
+                run.warnings.extend(f"layer profiling: {e}" for e in layer_profiler.errors)
             sampler.stop()
             if sampler.error is not None and status == "completed":
                 reason = f"generation finished; power sampling stopped early: {sampler.error}"
@@ -523,6 +522,13 @@ class EnergyProfiler:
     def _check_cancel(run: Run) -> None:
         if run.cancel_requested:
             raise RunCancelled("cancelled before generation")
+
+
+def _deliver_layers(run: Run, index: int, values: Any, extras: dict[str, Any]) -> None:
+    """A token's layer row, from the reducer thread (in token order)."""
+    run._record_layers(index, values)
+    for name, value in extras.items():
+        run._record_extra(name, index, value)
 
 
 def _baseline_w(sampler: PowerSampler, t0_ms: float, t1_ms: float) -> float | None:

@@ -5,13 +5,16 @@ Cheap by construction, because 270 hooked modules run ~15 times a second here:
   frame per call instead of `Module._call_impl`'s hook path, see `_ForwardWrap`); the CPU clock is
   `time.perf_counter_ns` bound locally, and the wrapper adds into a preallocated list (no
   allocation, no lock, no torch op);
-- statistics are not computed in the wrapper: it keeps a reference to the output, and `collect()`
-  reduces all outputs of the token together on the device (`stats.Batcher`), then copies one
-  buffer to the host. Big outputs (long prefills) are reduced in the hook instead, so we never
-  hold a whole forward's activations; an output modified in place after its hook (its version
-  counter moved) gets NaN for that token and is reduced in the hook from then on;
-- on CUDA/MPS the wrappers record device events and `collect()` reads them after one sync, so a
-  time is execution time, not launch time.
+- statistics are not computed in the wrapper: it keeps a reference to the output, and at the
+  token boundary all outputs of the token are reduced together on the device (`stats.Batcher`)
+  and copied to the host at once. Big outputs (long prefills) are reduced in the hook instead, so
+  we never hold a whole forward's activations; an output modified in place after its hook (its
+  version counter moved) gets NaN for that token and is reduced in the hook from then on;
+- on CUDA/MPS the wrappers record device events, read after the token's last event completes, so
+  a time is execution time, not launch time;
+- `collect_async` takes the token's times and held outputs on the generating thread (~0.1 ms)
+  and leaves the reduction and event reading to the reducer thread (`reducer.py`), so they
+  overlap the next token's forward instead of delaying it.
 Each component is timed around its own forward. "gaps" (attention kernel, MLP activation) are
 the time between two components' forwards, and "other" is the rest of the layer's time.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,14 +35,31 @@ from ..run import METRICS
 from .architectures import Discovery, discover, first_tensor
 from .deep import ATTN_STAT_NAMES, AttentionTap
 from .moe import RouterTap, router_n_experts, router_top_k
-from .stats import N_STATS, Batcher, RowFn, row_neg_frac, row_stats, stats_into
+from .reducer import Pipeline
+from .stats import N_STATS, Batcher, Part, RowFn, row_neg_frac, row_stats, stats_of, to_host
 
 LEVELS = ("layer", "component", "deep")
 HOOK_STATS_ABOVE = 1 << 15  # outputs with more elements are reduced in the hook (prefill)
-_NAN = float("nan")
 _inference_mode = torch.is_inference_mode_enabled
 _Hook = Callable[..., None]
 _Forward = Callable[..., Any]
+Deliver = Callable[[np.ndarray, dict[str, Any]], None]
+DRAIN_TIMEOUT_S = 120.0
+
+
+@dataclass
+class _Token:
+    """What one token left behind: taken on the generating thread, finished on any thread."""
+
+    ms: np.ndarray | None  # CPU times (ms per slot), read at the boundary
+    pairs: list[tuple[int, Any, Any]]  # device event pairs (slot, start, end), read when finished
+    rows: list[int] = field(default_factory=list)  # held component outputs ...
+    tensors: list[torch.Tensor] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)  # ... and ones reduced in the hook
+    gate_rows: list[int] = field(default_factory=list)
+    gate_tensors: list[torch.Tensor] = field(default_factory=list)
+    gate_parts: list[Part] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)  # already on the host
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -80,20 +101,22 @@ class _EventClock:
         ev.record()
         return ev
 
-    def read_ms(self, n_slots: int, device: torch.device) -> np.ndarray:
-        """Sum each slot's event pairs (one device sync), then return the events to the pool."""
+    def take(self) -> list[tuple[int, Any, Any]]:
+        """The pairs recorded since the last call (the wrappers keep appending to `pairs`)."""
+        taken = self.pairs[:]
+        self.pairs.clear()
+        return taken
+
+    def read_ms(self, pairs: list[tuple[int, Any, Any]], n_slots: int) -> np.ndarray:
+        """Sum each slot's event pairs once the last one completed; return events to the pool."""
         ms = np.zeros(n_slots)
-        if not self.pairs:
+        if not pairs:
             return ms
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        else:
-            torch.mps.synchronize()
+        pairs[-1][2].synchronize()  # recorded last on the stream: the others are done too
         events: dict[int, Any] = {}
-        for slot, start, end in self.pairs:
+        for slot, start, end in pairs:
             ms[slot] += start.elapsed_time(end)
             events[id(start)], events[id(end)] = start, end
-        self.pairs.clear()
         self.pool.extend(events.values())
         return ms
 
@@ -164,10 +187,11 @@ class LayerProfiler:
         self._trusted = self.disc.how.startswith("registry:")
         self._reset_host()
         self._clock: _EventClock | None = None
-        self._stat_buf: torch.Tensor | None = None
-        self._gate_buf: torch.Tensor | None = None
-        self._batcher: Batcher | None = None
-        self._gate_batcher: Batcher | None = None
+        self._stats = level != "layer"
+        self._gates = False
+        self._batcher = Batcher(row_stats)  # used by one thread at a time (see `_finish`)
+        self._gate_batcher = Batcher(row_neg_frac)
+        self._pipeline = Pipeline()
 
     # -- state --------------------------------------------------------------------------------
     def _reset_host(self) -> None:
@@ -182,6 +206,8 @@ class LayerProfiler:
         self._ends_ev: list[Any] = [None] * n  # device event of each slot's last end
         self._grefs: list[torch.Tensor | None] = [None] * L
         self._gvers = [0] * L
+        self._now: list[Part] = []  # statistics reduced in the hook this token
+        self._gate_now: list[Part] = []
 
     def _cell(self, layer: int, name: str) -> int:
         return layer * len(self.component_names) + self.component_names.index(name)
@@ -205,10 +231,7 @@ class LayerProfiler:
         self._clock = _EventClock(dev) if on_device else None
         skipped = list(d.skipped)
         hooked: set[int] = set()
-        stats = self.level != "layer"
-        if stats:
-            self._stat_buf = torch.full((self._n_slots, N_STATS), _NAN, device=dev)
-            self._batcher = Batcher(self._stat_buf)
+        stats = self._stats
         for li, layer in enumerate(d.layers):
             if self.level == "layer":
                 self._hook(layer, li, li, stats=False)
@@ -348,7 +371,7 @@ class LayerProfiler:
                 return
         if self._force[i] or out.numel() > HOOK_STATS_ABOVE:
             self._refs[i] = None
-            self._reduce_now(self._stat_buf, i, out)
+            self._reduce_now(self._now, i, out)
         elif not _inference_mode():
             self._refs[i] = out
             self._vers[i] = out._version
@@ -357,15 +380,14 @@ class LayerProfiler:
             self._vers[i] = -1
         else:
             self._refs[i] = None
-            self._reduce_now(self._stat_buf, i, out)
+            self._reduce_now(self._now, i, out)
 
     def _reduce_now(
-        self, buf: torch.Tensor | None, row: int, out: torch.Tensor, fn: RowFn = row_stats
+        self, parts: list[Part], row: int, out: torch.Tensor, fn: RowFn = row_stats
     ) -> None:
-        if buf is None:
-            return
+        """Reduce one output in the hook (results stay on the device until the token's copy)."""
         try:
-            stats_into(buf, [row], [out.detach()], fn)
+            parts.extend(stats_of([row], [out], fn))
         except Exception as exc:  # statistics must never break generation
             self._note_error(f"statistics: {type(exc).__name__}: {exc}")
 
@@ -390,8 +412,7 @@ class LayerProfiler:
             info["attention_skipped"] = reason
         gates = d.gates
         if any(g is not None for g in gates):
-            self._gate_buf = torch.full((d.n_layers, 1), _NAN, device=dev)
-            self._gate_batcher = Batcher(self._gate_buf, row_neg_frac)
+            self._gates = True
             for li, g in enumerate(gates):
                 if g is not None:
                     self._handles.append(g.register_forward_hook(self._gate_hook(li)))
@@ -415,7 +436,7 @@ class LayerProfiler:
                 x = x[..., : x.shape[-1] // 2]
             if x.numel() > HOOK_STATS_ABOVE or (_inference_mode() and not self._trusted):
                 grefs[layer] = None
-                self._reduce_now(self._gate_buf, layer, x, row_neg_frac)
+                self._reduce_now(self._gate_now, layer, x, row_neg_frac)
             else:
                 grefs[layer] = x
                 gvers[layer] = -1 if _inference_mode() else x._version
@@ -436,7 +457,11 @@ class LayerProfiler:
         return {"top_k": k, "n_experts": router_n_experts(first, config), "router": "mlp.gate"}
 
     def detach(self) -> None:
-        """Remove every hook and restore the attention implementation. Idempotent."""
+        """Remove every hook and restore the attention implementation. Idempotent.
+
+        Tokens already handed to the reducer are still delivered (waited for here).
+        """
+        self.drain()
         errors = []
         for h in self._handles:
             try:
@@ -465,9 +490,78 @@ class LayerProfiler:
     # -- per token ----------------------------------------------------------------------------
     def collect(self) -> tuple[np.ndarray, dict[str, Any]]:
         """[layers, components, metrics] float32 for the forwards since the last call, + extras."""
+        self.drain()
+        return self._finish(self._take())
+
+    def collect_async(self, deliver: Deliver) -> None:
+        """Like `collect`, but `deliver(values, extras)` is called later on the reducer thread.
+
+        Calls are delivered in order. Takes only what must be taken at the token boundary
+        (times, references to outputs, host copies of the deep/MoE buffers) on this thread.
+        """
+        token = self._take()
+
+        def job() -> None:
+            try:
+                values, extras = self._finish(token)
+            except Exception as exc:
+                self._note_error(f"layer measurements lost for a token: {exc!r}")
+                return
+            try:
+                deliver(values, extras)
+            except Exception as exc:  # a consumer's failure is reported, not raised here
+                self._note_error(f"delivering layer measurements: {exc!r}")
+
+        self._pipeline.submit(job)
+
+    def drain(self, timeout_s: float | None = DRAIN_TIMEOUT_S) -> None:
+        """Wait until every token handed to `collect_async` was delivered."""
+        if not self._pipeline.drain(timeout_s):
+            self._note_error(
+                f"layer measurements of {self._pipeline.pending} token(s) were still being "
+                f"reduced after {timeout_s} s and are left out"
+            )
+
+    def _take(self) -> _Token:
+        if self._clock is not None:
+            token = _Token(None, self._clock.take())
+            self._ends_ev[:] = [None] * self._n_slots
+        else:
+            token = _Token(np.asarray(self._acc, dtype=np.float64) / 1e6, [])
+            self._acc[:] = self._zeros
+            self._ends[:] = self._zeros
+        if self._stats:
+            token.rows, token.tensors = self._take_held(self._refs, self._vers, self._force)
+            token.parts, self._now = self._now, []
+        if self._gates:
+            token.gate_rows, token.gate_tensors = self._take_held(self._grefs, self._gvers)
+            token.gate_parts, self._gate_now = self._gate_now, []
+        token.extras = self._read_extras()
+        return token
+
+    @staticmethod
+    def _take_held(
+        refs: list[torch.Tensor | None], vers: list[int], force: list[bool] | None = None
+    ) -> tuple[list[int], list[torch.Tensor]]:
+        """The held outputs (skipping ones changed in place since their hook), and reset."""
+        live = [i for i, t in enumerate(refs) if t is not None]
+        rows = [i for i in live if vers[i] < 0 or refs[i]._version == vers[i]]  # type: ignore[union-attr]
+        if force is not None and len(rows) != len(live):
+            for i in set(live).difference(rows):  # changed after its hook: not its output
+                force[i] = True
+        tensors: list[torch.Tensor] = [refs[i] for i in rows]  # type: ignore[misc]
+        refs[:] = [None] * len(refs)
+        return rows, tensors
+
+    def _finish(self, token: _Token) -> tuple[np.ndarray, dict[str, Any]]:
         L, C = self.disc.n_layers, len(self.component_names)
         out = np.full((L, C, len(METRICS)), np.nan, dtype=np.float32)
-        ms = self._read_times_ms()
+        if token.ms is not None:
+            ms = token.ms
+        else:
+            assert self._clock is not None
+            ms = self._clock.read_ms(token.pairs, self._n_slots)
+        ms[ms <= 0] = np.nan  # never ran since the last collect
         ti = METRICS.index("time_ms")
         if self.level == "layer":
             out[:, 0, ti] = ms[:L]
@@ -480,50 +574,35 @@ class LayerProfiler:
                 other = np.where(np.isnan(layer_ms), np.nan, np.maximum(layer_ms - covered, 0.0))
             cells[:, oi] = other
             out[:, :, ti] = cells
-            out[:, :, METRICS.index("act_mean") :] = self._read_stats()
-        extras = self._read_extras()
+        extras = dict(token.extras)
+        if self._stats:
+            host = self._reduce(
+                self._n_slots, N_STATS, self._batcher, token.rows, token.tensors, token.parts
+            )
+            out[:, :, METRICS.index("act_mean") :] = host[: self._n_cells].reshape(L, C, N_STATS)
+        if self._gates:
+            gate = self._reduce(
+                L, 1, self._gate_batcher, token.gate_rows, token.gate_tensors, token.gate_parts
+            )
+            extras["mlp_gate_kill"] = gate[:, 0]
         return out, extras
 
-    def _read_times_ms(self) -> np.ndarray:
-        if self._clock is not None:
-            ms = self._clock.read_ms(self._n_slots, self.device)
-            self._ends_ev[:] = [None] * self._n_slots
-        else:
-            ms = np.asarray(self._acc, dtype=np.float64) / 1e6
-            self._acc[:] = self._zeros
-            self._ends[:] = self._zeros
-        ms[ms <= 0] = np.nan  # never ran since the last collect
-        return ms
-
-    def _read_stats(self) -> np.ndarray:
-        L, C = self.disc.n_layers, len(self.component_names)
-        buf = self._stat_buf
-        if buf is None or self._batcher is None:
-            return np.full((L, C, N_STATS), np.nan, dtype=np.float32)
-        self._flush(self._refs, self._vers, self._batcher, self._force)
-        host = _host(buf[: self._n_cells])
-        buf.fill_(_NAN)
-        return host.reshape(L, C, N_STATS)
-
-    def _flush(
+    def _reduce(
         self,
-        refs: list[torch.Tensor | None],
-        vers: list[int],
+        n_rows: int,
+        width: int,
         batcher: Batcher,
-        force: list[bool] | None = None,
-    ) -> None:
-        """Hand the held outputs to the batcher (skipping ones changed in place) and reduce."""
-        live = [i for i, t in enumerate(refs) if t is not None]
-        rows = [i for i in live if vers[i] < 0 or refs[i]._version == vers[i]]  # type: ignore[union-attr]
-        if force is not None and len(rows) != len(live):
-            for i in set(live).difference(rows):  # changed after its hook: not its output
-                force[i] = True
-        tensors: list[torch.Tensor] = [refs[i] for i in rows]  # type: ignore[misc]
-        refs[:] = [None] * len(refs)
+        rows: list[int],
+        tensors: list[torch.Tensor],
+        parts: list[Part],
+    ) -> np.ndarray:
+        """Rows of statistics on the host: the hook's parts first, then the held outputs."""
+        host = np.full((n_rows, width), np.nan, dtype=np.float32)
         try:
-            batcher.reduce(rows, tensors)
+            to_host(host, [*parts, *batcher.reduce(rows, tensors)])
         except Exception as exc:  # statistics must never break generation
             self._note_error(f"statistics: {type(exc).__name__}: {exc}")
+        return host
 
     def _read_extras(self) -> dict[str, Any]:
         extras: dict[str, Any] = {}
@@ -532,11 +611,6 @@ class LayerProfiler:
             self._tap.reset()
             for k, name in enumerate(ATTN_STAT_NAMES):
                 extras[name] = a[:, :, k].astype(np.float32)
-        if self._gate_buf is not None and self._gate_batcher is not None:
-            self._flush(self._grefs, self._gvers, self._gate_batcher)
-            g = _host(self._gate_buf)
-            self._gate_buf.fill_(_NAN)
-            extras["mlp_gate_kill"] = g[:, 0].astype(np.float32)
         if self._routers is not None:
             extras["moe_experts"] = _host(self._routers.experts).astype(np.int64)
             extras["moe_routing_entropy"] = _host(self._routers.entropy).astype(np.float32)

@@ -4,7 +4,7 @@ Hooks keep a reference to each small output; `Batcher.reduce` stacks same-shaped
 decode every q_proj output of every layer has one shape) and reduces each stack row-wise, so 270
 components cost a few dozen tensor ops instead of ~1,500 (FACTS.md: per-call statistics cost
 30 %). In decode every token has the same layout, so the grouping and the row index are planned
-once and reused, and the results land in the output with one `index_copy_`.
+once and reused; the results reach the host in one copy (`to_host`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 SMALL_ABS = 1e-4  # |x| below this counts as zero for `sparsity`
@@ -58,56 +59,45 @@ def row_neg_frac(x: torch.Tensor) -> torch.Tensor:
     return ((-x).clamp_(min=0).sign_().sum(1) / x.shape[1]).unsqueeze(1)
 
 
+Part = tuple[np.ndarray, torch.Tensor]  # (output rows, [k, width] results on the device)
+
+
 @dataclass(frozen=True)
 class _Plan:
     """Same-shaped groups of one set of rows, and where their results go."""
 
     shapes: list[torch.Size]  # of each tensor, in the caller's order
     groups: tuple[tuple[int, ...], ...]  # positions in the caller's list, one group per shape
-    index: torch.Tensor  # output rows, in group order (empty groups left out)
+    rows: np.ndarray  # output rows, in group order (empty groups left out)
 
 
 class Batcher:
-    """Reduces held outputs into rows of `out`: one stack + a few row ops per distinct shape.
+    """Reduces held outputs row-wise: one stack + a few row ops per distinct shape.
 
     Stacking per shape (rather than one concatenation of everything) keeps each temporary under
     ~0.5 MB: measured on CPU in decode, megabyte temporaries cost ~400 page faults (+0.6 ms) per
-    token, more than the arithmetic.
+    token, more than the arithmetic. Results stay on the device until `to_host`, which moves all
+    of a token's parts in one copy. A Batcher caches plans, so each thread uses its own.
     """
 
-    def __init__(self, out: torch.Tensor, fn: RowFn = row_stats) -> None:
-        self.out = out
+    def __init__(self, fn: RowFn = row_stats) -> None:
         self.fn = fn
-        self._rows: list[int] = []
-        self._tensors: list[torch.Tensor] = []
         self._plans: dict[tuple[int, ...], _Plan] = {}
 
-    def add(self, row: int, t: torch.Tensor) -> None:
-        self._rows.append(row)
-        self._tensors.append(t)
-
-    def flush(self) -> None:
-        """Reduce everything added since the last flush into `out`."""
-        rows, tensors = self._rows, self._tensors
-        self._rows, self._tensors = [], []
-        self.reduce(rows, tensors)
-
-    def reduce(self, rows: list[int], tensors: list[torch.Tensor]) -> None:
-        """Write `fn` of each tensor (flattened) into `out[rows[i]]`."""
+    def reduce(self, rows: list[int], tensors: list[torch.Tensor]) -> list[Part]:
+        """`fn` of each tensor (flattened), as parts for `to_host`; empty tensors give no row."""
         if not rows:
-            return
+            return []
         plan = self._plan(rows, tensors)
         if not plan.groups:
-            return
+            return []
         with torch.no_grad():
             try:
                 parts = [self._group(tensors, g) for g in plan.groups]
             except RuntimeError:  # same shape, mixed dtype/device: reduce one by one
-                self._one_by_one(rows, tensors)
-                return
+                return self._one_by_one(rows, tensors)
             res = torch.cat(parts) if len(parts) > 1 else parts[0]
-            res = res.to(device=self.out.device, dtype=self.out.dtype)
-            self.out.index_copy_(0, plan.index, res)
+        return [(plan.rows, res)]
 
     def _group(self, tensors: list[torch.Tensor], positions: tuple[int, ...]) -> torch.Tensor:
         stacked = torch.stack([tensors[p] for p in positions]).reshape(len(positions), -1)
@@ -124,24 +114,35 @@ class Batcher:
             if s.numel() > 0:
                 by_shape.setdefault(s, []).append(p)
         groups = tuple(tuple(g) for g in by_shape.values())
-        index = [rows[p] for g in groups for p in g]
+        index = np.array([rows[p] for g in groups for p in g], dtype=np.intp)
         if len(self._plans) >= _MAX_PLANS:
             self._plans.clear()
-        plan = self._plans[key] = _Plan(
-            shapes, groups, torch.tensor(index, dtype=torch.long, device=self.out.device)
-        )
+        plan = self._plans[key] = _Plan(shapes, groups, index)
         return plan
 
-    def _one_by_one(self, rows: list[int], tensors: list[torch.Tensor]) -> None:
-        for r, t in zip(rows, tensors, strict=True):
-            if t.numel() == 0:
-                continue
-            res = self.fn(t.reshape(1, -1)).to(device=self.out.device, dtype=self.out.dtype)
-            self.out[r] = res[0]
+    def _one_by_one(self, rows: list[int], tensors: list[torch.Tensor]) -> list[Part]:
+        return [
+            (np.array([r], dtype=np.intp), self.fn(t.reshape(1, -1)))
+            for r, t in zip(rows, tensors, strict=True)
+            if t.numel() > 0
+        ]
 
 
-def stats_into(
-    out: torch.Tensor, rows: list[int], tensors: list[torch.Tensor], fn: RowFn = row_stats
-) -> None:
-    """Write `fn` of each tensor (flattened) into `out[rows[i]]`."""
-    Batcher(out, fn).reduce(rows, [t.detach() for t in tensors])
+def to_host(out: np.ndarray, parts: list[Part]) -> None:
+    """Write the parts' results into rows of `out` (host), with one device-to-host copy."""
+    if not parts:
+        return
+    with torch.no_grad():
+        vals = [p[1].to(torch.float32) for p in parts]
+        flat = torch.cat([v.reshape(-1) for v in vals]) if len(vals) > 1 else vals[0].reshape(-1)
+        host = flat.to("cpu", copy=True).numpy() if flat.device.type != "cpu" else flat.numpy()
+    at = 0
+    for (rows, _), v in zip(parts, vals, strict=True):
+        n = v.numel()
+        out[rows] = host[at : at + n].reshape(v.shape)
+        at += n
+
+
+def stats_of(rows: list[int], tensors: list[torch.Tensor], fn: RowFn = row_stats) -> list[Part]:
+    """`fn` of each tensor (flattened) as parts for `to_host`, without a cached plan."""
+    return Batcher(fn).reduce(rows, [t.detach() for t in tensors])

@@ -1,0 +1,141 @@
+"""Layer measurements finished on the reducer thread: same numbers, in order, bounded, drained."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from prof_tiny import build, generate, hook_count, prompt_ids
+
+from llm_energy_widget.profiling.hooks import LayerProfiler
+from llm_energy_widget.profiling.reducer import MAX_PENDING, Pipeline
+from llm_energy_widget.run import METRICS
+
+STATS = slice(METRICS.index("act_mean"), METRICS.index("sparsity") + 1)
+N_NEW = 12
+
+
+class _Boundaries:
+    """A streamer that marks token boundaries the way EnergyProfiler's TokenClock does."""
+
+    def __init__(self, on_token: Any) -> None:
+        self.on_token = on_token
+        self.seen_prompt = False
+
+    def put(self, value: Any) -> None:
+        if not self.seen_prompt:
+            self.seen_prompt = True
+            return
+        self.on_token()
+
+    def end(self) -> None:
+        pass
+
+
+def _rows(level: str, asynchronous: bool, deliver_delay_s: float = 0.0) -> list[Any]:
+    model = build("llama")
+    prof = LayerProfiler(model, level)
+    rows: list[tuple[int, np.ndarray, dict[str, Any]]] = []
+    pending_seen: list[int] = []
+
+    def on_token() -> None:
+        i = len(pending_seen)
+        if not asynchronous:
+            pending_seen.append(0)
+            rows.append((i, *prof.collect()))
+            return
+
+        def deliver(values: np.ndarray, extras: dict[str, Any]) -> None:
+            time.sleep(deliver_delay_s)
+            rows.append((i, values, extras))
+
+        prof.collect_async(deliver)
+        pending_seen.append(prof._pipeline.pending)
+
+    with prof:
+        generate(model, prompt_ids(), n=N_NEW, streamer=_Boundaries(on_token))
+    assert hook_count(model) == 0
+    assert max(pending_seen) <= MAX_PENDING
+    return rows
+
+
+@pytest.mark.parametrize("level", ["layer", "component", "deep"])
+def test_async_rows_arrive_in_order_with_the_same_statistics(level: str) -> None:
+    sync_rows = _rows(level, asynchronous=False)
+    async_rows = _rows(level, asynchronous=True)  # detach() waited for every token
+    assert [r[0] for r in async_rows] == list(range(N_NEW))
+    for (_, a, ax), (_, s, sx) in zip(async_rows, sync_rows, strict=True):
+        assert np.isfinite(a[:, :, METRICS.index("time_ms")]).any()
+        # the same outputs reduced by the same ops: bit for bit
+        np.testing.assert_array_equal(a[:, :, STATS], s[:, :, STATS])
+        assert ax.keys() == sx.keys()
+        for k in ax:
+            np.testing.assert_array_equal(ax[k], sx[k])
+
+
+def test_a_slow_consumer_holds_generation_back_instead_of_piling_up() -> None:
+    rows = _rows("component", asynchronous=True, deliver_delay_s=0.05)
+    assert [r[0] for r in rows] == list(range(N_NEW))  # all delivered by detach()
+
+
+def test_a_failing_consumer_is_reported_and_later_tokens_still_arrive() -> None:
+    model = build("llama")
+    prof = LayerProfiler(model, "component")
+    got: list[int] = []
+    count = {"n": 0}
+
+    def on_token() -> None:
+        i = count["n"]
+        count["n"] += 1
+
+        def deliver(values: np.ndarray, extras: dict[str, Any]) -> None:
+            if i == 2:
+                raise RuntimeError("consumer broke")
+            got.append(i)
+
+        prof.collect_async(deliver)
+
+    with prof:
+        generate(model, prompt_ids(), n=6, streamer=_Boundaries(on_token))
+    assert got == [0, 1, 3, 4, 5]
+    assert any("consumer broke" in e for e in prof.errors)
+
+
+def test_pipeline_survives_a_failing_job_and_drains() -> None:
+    pipe = Pipeline(max_pending=2)
+    ran: list[str] = []
+
+    def bad() -> None:
+        raise ValueError("boom")
+
+    pipe.submit(bad)
+    pipe.submit(lambda: ran.append("after"))
+    assert pipe.drain(5.0)
+    assert ran == ["after"] and pipe.pending == 0
+
+
+def test_drain_gives_up_after_its_timeout() -> None:
+    pipe = Pipeline()
+    release = threading.Event()
+    pipe.submit(lambda: release.wait(5.0))
+    t0 = time.monotonic()
+    assert not pipe.drain(0.05)
+    assert time.monotonic() - t0 < 1.0
+    release.set()
+    assert pipe.drain(5.0)
+
+
+def test_a_stuck_reduction_is_reported_by_the_profiler() -> None:
+    model = build("llama")
+    prof = LayerProfiler(model, "layer")
+    release = threading.Event()
+    with prof, torch.inference_mode():
+        model(prompt_ids())
+        prof.collect_async(lambda values, extras: release.wait(5.0))
+        prof.drain(timeout_s=0.05)
+        release.set()
+    assert any("still being reduced" in e for e in prof.errors)
