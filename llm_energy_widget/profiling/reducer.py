@@ -39,9 +39,7 @@ class _Reducer:
             return
         with self._start_lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._work, name="lew-reducer", daemon=True
-                )
+                self._thread = threading.Thread(target=self._work, name="lew-reducer", daemon=True)
                 self._thread.start()
 
     def _work(self) -> None:
