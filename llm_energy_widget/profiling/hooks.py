@@ -60,6 +60,7 @@ class _Token:
     gate_tensors: list[torch.Tensor] = field(default_factory=list)
     gate_parts: list[Part] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)  # already on the host
+    stream: Any = None  # the generating thread's CUDA stream: the reduction runs on it too
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -526,6 +527,8 @@ class LayerProfiler:
         if self._clock is not None:
             token = _Token(None, self._clock.take())
             self._ends_ev[:] = [None] * self._n_slots
+            if self.device.type == "cuda":
+                token.stream = torch.cuda.current_stream(self.device)
         else:
             token = _Token(np.asarray(self._acc, dtype=np.float64) / 1e6, [])
             self._acc[:] = self._zeros
@@ -554,6 +557,14 @@ class LayerProfiler:
         return rows, tensors
 
     def _finish(self, token: _Token) -> tuple[np.ndarray, dict[str, Any]]:
+        if token.stream is None:
+            return self._finish_on(token)
+        # on the stream that made the outputs: ordered after them, and the caching allocator
+        # may reuse their memory only after our reduction (same stream)
+        with torch.cuda.stream(token.stream):
+            return self._finish_on(token)
+
+    def _finish_on(self, token: _Token) -> tuple[np.ndarray, dict[str, Any]]:
         L, C = self.disc.n_layers, len(self.component_names)
         out = np.full((L, C, len(METRICS)), np.nan, dtype=np.float32)
         if token.ms is not None:

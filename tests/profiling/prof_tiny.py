@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -113,6 +114,55 @@ def hook_count(model: torch.nn.Module) -> int:
         len(m._forward_hooks) + len(m._forward_pre_hooks) + ("forward" in m.__dict__)
         for m in model.modules()
     )
+
+
+class BoundaryStreamer:
+    """Marks token boundaries the way EnergyProfiler's TokenClock does (the prompt is skipped)."""
+
+    def __init__(self, on_token: Callable[[], None]) -> None:
+        self.on_token = on_token
+        self.seen_prompt = False
+
+    def put(self, value: Any) -> None:
+        if not self.seen_prompt:
+            self.seen_prompt = True
+            return
+        self.on_token()
+
+    def end(self) -> None:
+        pass
+
+
+def token_rows(
+    prof: Any,
+    model: torch.nn.Module,
+    ids: torch.Tensor,
+    n: int,
+    asynchronous: bool,
+    deliver_delay_s: float = 0.0,
+) -> tuple[list[tuple[int, Any, dict[str, Any]]], list[int]]:
+    """Generate n tokens under `prof`, collecting each token's row (sync or via the reducer);
+    also returns the reducer's backlog seen at each boundary."""
+    rows: list[tuple[int, Any, dict[str, Any]]] = []
+    pending: list[int] = []
+
+    def on_token() -> None:
+        i = len(pending)
+        if not asynchronous:
+            pending.append(0)
+            rows.append((i, *prof.collect()))
+            return
+
+        def deliver(values: Any, extras: dict[str, Any]) -> None:
+            time.sleep(deliver_delay_s)
+            rows.append((i, values, extras))
+
+        prof.collect_async(deliver)
+        pending.append(prof._pipeline.pending)
+
+    with prof:
+        generate(model, ids, n=n, streamer=BoundaryStreamer(on_token))
+    return rows, pending
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from prof_tiny import build, generate, hook_count, prompt_ids
+from prof_tiny import build, generate, hook_count, prompt_ids, token_rows
 
 from llm_energy_widget.profiling.hooks import LayerProfiler
 from llm_energy_widget.run import METRICS
@@ -54,5 +54,63 @@ def test_cuda_levels(arch: str, level: str) -> None:
             assert np.isfinite(stats).mean() > 0.9
         if level == "deep" and summary["deep"]["attention"]:
             assert np.isfinite(extras[-1]["attn_entropy"]).all()
+    finally:
+        model.to("cpu")
+
+
+@pytest.mark.parametrize("side_stream", [False, True])
+@pytest.mark.parametrize("level", ["component", "deep"])
+def test_cuda_reducer_thread_equals_collect(level: str, side_stream: bool) -> None:
+    """The reducer thread reads events and reduces on the generating thread's stream."""
+    model = build("llama").to("cuda")
+    try:
+        ids = prompt_ids().to("cuda")
+        stream = torch.cuda.Stream() if side_stream else torch.cuda.current_stream()
+        with torch.cuda.stream(stream):
+            sync, _ = token_rows(LayerProfiler(model, level), model, ids, 10, False)
+            rows, _ = token_rows(LayerProfiler(model, level), model, ids, 10, True)
+        torch.cuda.synchronize()
+        assert [r[0] for r in rows] == list(range(10))
+        ti, si = METRICS.index("time_ms"), METRICS.index("act_mean")
+        for (_, a, ax), (_, s, sx) in zip(rows, sync, strict=True):
+            assert np.nanmin(a[:, :, ti]) > 0
+            np.testing.assert_allclose(a[:, :, si:], s[:, :, si:], rtol=1e-5, atol=1e-6)
+            assert ax.keys() == sx.keys()
+        assert hook_count(model) == 0
+    finally:
+        model.to("cpu")
+
+
+def test_cuda_energy_profiler_run() -> None:
+    from lew_testkit import ConstantSource
+
+    from llm_energy_widget.profiler import EnergyProfiler
+
+    model = build("llama").to("cuda")
+    try:
+        ids = prompt_ids().to("cuda")
+        reference = generate(model, ids, n=8)
+        prof = EnergyProfiler(
+            model,
+            None,
+            power=ConstantSource(50.0),
+            level="component",
+            store=False,
+            baseline_s=0,
+            interval_ms=10,
+        )
+        run = prof.generate(
+            ids, max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0
+        )
+        assert run.wait(120) and run.status == "completed", run.end_reason
+        assert [t["token_id"] for t in run.tokens()] == reference[0, ids.shape[1] :].tolist()
+        layers = run.layers
+        assert layers.shape[0] == 8
+        ti = METRICS.index("time_ms")
+        assert np.isfinite(layers[:, :, :, ti]).any(axis=(1, 2)).all()  # every token has times
+        assert np.isfinite(layers[:, :, :, METRICS.index("act_mean")]).mean() > 0.5
+        assert run.to_dict()["layers"]["values"]
+        assert not [w for w in run.warnings if w.startswith("layer profiling")]
+        assert hook_count(model) == 0
     finally:
         model.to("cpu")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from prof_tiny import build, generate, hook_count, prompt_ids
+from prof_tiny import BoundaryStreamer, build, generate, hook_count, prompt_ids, token_rows
 
 from llm_energy_widget.profiling.hooks import LayerProfiler
 from llm_energy_widget.profiling.reducer import MAX_PENDING, Pipeline
@@ -19,47 +19,12 @@ STATS = slice(METRICS.index("act_mean"), METRICS.index("sparsity") + 1)
 N_NEW = 12
 
 
-class _Boundaries:
-    """A streamer that marks token boundaries the way EnergyProfiler's TokenClock does."""
-
-    def __init__(self, on_token: Any) -> None:
-        self.on_token = on_token
-        self.seen_prompt = False
-
-    def put(self, value: Any) -> None:
-        if not self.seen_prompt:
-            self.seen_prompt = True
-            return
-        self.on_token()
-
-    def end(self) -> None:
-        pass
-
-
 def _rows(level: str, asynchronous: bool, deliver_delay_s: float = 0.0) -> list[Any]:
     model = build("llama")
     prof = LayerProfiler(model, level)
-    rows: list[tuple[int, np.ndarray, dict[str, Any]]] = []
-    pending_seen: list[int] = []
-
-    def on_token() -> None:
-        i = len(pending_seen)
-        if not asynchronous:
-            pending_seen.append(0)
-            rows.append((i, *prof.collect()))
-            return
-
-        def deliver(values: np.ndarray, extras: dict[str, Any]) -> None:
-            time.sleep(deliver_delay_s)
-            rows.append((i, values, extras))
-
-        prof.collect_async(deliver)
-        pending_seen.append(prof._pipeline.pending)
-
-    with prof:
-        generate(model, prompt_ids(), n=N_NEW, streamer=_Boundaries(on_token))
+    rows, pending = token_rows(prof, model, prompt_ids(), N_NEW, asynchronous, deliver_delay_s)
     assert hook_count(model) == 0
-    assert max(pending_seen) <= MAX_PENDING
+    assert max(pending) <= MAX_PENDING
     return rows
 
 
@@ -100,7 +65,7 @@ def test_a_failing_consumer_is_reported_and_later_tokens_still_arrive() -> None:
         prof.collect_async(deliver)
 
     with prof:
-        generate(model, prompt_ids(), n=6, streamer=_Boundaries(on_token))
+        generate(model, prompt_ids(), n=6, streamer=BoundaryStreamer(on_token))
     assert got == [0, 1, 3, 4, 5]
     assert any("consumer broke" in e for e in prof.errors)
 
