@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "--model",
         choices=("default", "random"),
         default="default",
-        help="default: SmolLM2-135M GGUF; random: its shape with random weights (implies --direct)",
+        help="default: SmolLM2-135M GGUF; random: its shape with random weights (no tokenizer)",
     )
     ap.add_argument("--device", default="cpu", help="cpu or cuda (with --model random)")
     ap.add_argument(
@@ -142,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
         model, tok = random_smollm2().to(args.device), None
         ids = torch.randint(3, 49000, (1, 17), generator=torch.Generator().manual_seed(0))
         ids = ids.to(args.device)
-        args.direct = True
     else:
         model, tok = load()
         ids = tok(PROMPT, return_tensors="pt").input_ids
@@ -203,9 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         from llm_energy_widget.profiler import EnergyProfiler
 
         prof = EnergyProfiler(model, tok, power="estimate", level=level, store=False, baseline_s=0)
+        prompt = PROMPT if tok is not None else ids  # the random model has no tokenizer
 
         def go() -> float:
-            run = prof.generate(PROMPT, **gen_kw)
+            run = prof.generate(prompt, **gen_kw)
             run.wait()
             if run.status != "completed":
                 raise RuntimeError(f"{level}: run {run.status}: {run.error_message}")

@@ -85,21 +85,37 @@ def _host(t: torch.Tensor) -> np.ndarray:
 
 
 class _EventClock:
-    """Device events for CUDA/MPS; reused from a pool so hooks never allocate after warm-up."""
+    """Device events for CUDA/MPS; reused from a pool so hooks never allocate after warm-up.
+
+    CUDA events are recorded on a stream looked up once per decoder layer (`refresh`), not per
+    event: `Event.record()` without a stream calls `torch.cuda.current_stream()`, which cost
+    ~20 us of Python per call on an H200 box, 30 % of a profiled decode step at 540 events.
+    """
 
     def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.stream: Any = None
         if device.type == "cuda":
             self._make: Callable[[], Any] = lambda: torch.cuda.Event(enable_timing=True)
             self.method = "cuda_events"
+            self.refresh()
         else:
             self._make = lambda: torch.mps.event.Event(enable_timing=True)
             self.method = "mps_events"
         self.pool: list[Any] = []
         self.pairs: list[tuple[int, Any, Any]] = []  # (slot, start event, end event)
 
+    def refresh(self) -> None:
+        """Follow the caller's current stream (called as each decoder layer starts)."""
+        if self.device.type == "cuda":
+            self.stream = torch.cuda.current_stream(self.device)
+
     def new(self) -> Any:
         ev = self.pool.pop() if self.pool else self._make()
-        ev.record()
+        if self.stream is not None:
+            ev.record(self.stream)
+        else:
+            ev.record()
         return ev
 
     def take(self) -> list[tuple[int, Any, Any]]:
@@ -348,8 +364,11 @@ class LayerProfiler:
         last_end = self._ends_ev
         keep = self._keep
         a, g = gap if gap is not None else (-1, -1)
+        refresh = clock.refresh if not stats else None  # a decoder layer: look the stream up
 
         def forward(*args: Any, **kwargs: Any) -> Any:
+            if refresh is not None:
+                refresh()
             start = new()
             if a >= 0 and last_end[a] is not None:
                 pairs.append((g, last_end[a], start))
