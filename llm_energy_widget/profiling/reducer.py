@@ -2,9 +2,9 @@
 
 Reducing ~270 held outputs to statistics (and, on CUDA/MPS, reading ~600 timing events) takes
 ~1 ms a token on CPU. Done on the generating thread it adds to every token's latency; handed to
-this thread it overlaps the next token's forward (measured on the 2-core CPU machine: component
-level 18.25 -> 18.78 tok/s, plain 19.56). The torch ops release the GIL, so the overlap is real
-even in CPython.
+this thread it overlaps the next token's forward (benchmarks/overhead.py on the 2-core CPU
+machine: component level 0.92 -> 0.94 of plain decode speed). The torch ops release the GIL, so
+the overlap is real even in CPython.
 
 One thread serves every profiler: jobs run in submission order, so a profiler's tokens arrive in
 order. A profiler waits (back-pressure) when it is more than `MAX_PENDING` tokens ahead, so held
