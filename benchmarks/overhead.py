@@ -277,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
             ok = "pass" if passed else "FAIL"
         gc_ms = statistics.median(pauses[name])
         print(f"| {name} | {med:.2f} | {ratio:.3f} | {tgt} | {ok} | {gc_ms:.1f} |")
+    if "component" in results and "torch.profiler" in results:
+        pairs = list(zip(results["component"], results["torch.profiler"], strict=True))
+        wins = sum(c > t for c, t in pairs)
+        print(f"\ncomponent faster than torch.profiler in {wins} of {len(pairs)} rounds (paired)")
     print(
         "\nall samples (tok/s): "
         + "; ".join(f"{k}: {[round(v, 1) for v in vs]}" for k, vs in results.items())
