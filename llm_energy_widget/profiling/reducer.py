@@ -14,7 +14,9 @@ outputs never pile up when the reducer is slower than generation.
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import sys
 import threading
 from collections.abc import Callable
 
@@ -22,6 +24,7 @@ import torch
 
 log = logging.getLogger(__name__)
 MAX_PENDING = 8
+NICE = 10  # added to the reducer thread's nice value (Linux)
 
 
 class _Reducer:
@@ -43,6 +46,7 @@ class _Reducer:
                 self._thread.start()
 
     def _work(self) -> None:
+        _lower_priority()
         with torch.inference_mode():
             while True:
                 job = self._jobs.get()
@@ -50,6 +54,23 @@ class _Reducer:
                     job()
                 except BaseException:  # a job reports its own errors; never let the thread die
                     log.exception("layer reducer job failed")
+
+
+def _lower_priority() -> None:
+    """Yield the cores to the generating thread when both want them (Linux: nice is per thread).
+
+    The reducer has slack (it is ~1 ms behind a ~50 ms token); the generating thread has none.
+    Measured on the 2-core CPU machine, paired in one process: component level 0.938 -> 0.947
+    and 0.935 -> 0.941 of plain decode speed. Elsewhere (macOS) setpriority would renice the
+    whole process, so it is left alone.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + NICE))
+    except OSError as exc:  # not allowed here: run at normal priority
+        log.debug("reducer keeps its priority: %s", exc)
 
 
 REDUCER = _Reducer()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from typing import Any
@@ -12,7 +14,7 @@ import torch
 from prof_tiny import BoundaryStreamer, build, generate, hook_count, prompt_ids, token_rows
 
 from llm_energy_widget.profiling.hooks import LayerProfiler
-from llm_energy_widget.profiling.reducer import MAX_PENDING, Pipeline
+from llm_energy_widget.profiling.reducer import MAX_PENDING, NICE, Pipeline
 from llm_energy_widget.run import METRICS
 
 STATS = slice(METRICS.index("act_mean"), METRICS.index("sparsity") + 1)
@@ -104,3 +106,17 @@ def test_a_stuck_reduction_is_reported_by_the_profiler() -> None:
         prof.drain(timeout_s=0.05)
         release.set()
     assert any("still being reduced" in e for e in prof.errors)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_reducer_thread_yields_cores_to_the_generating_thread() -> None:
+    seen: dict[str, int] = {}
+    pipe = Pipeline()
+
+    def job() -> None:
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    pipe.submit(job)
+    assert pipe.drain(5.0)
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert seen["nice"] == min(19, mine + NICE)
