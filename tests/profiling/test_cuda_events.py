@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from prof_tiny import build, generate, hook_count, prompt_ids, token_rows
+from prof_tiny import BoundaryStreamer, build, generate, hook_count, prompt_ids, token_rows
 
 from llm_energy_widget.profiling.hooks import LayerProfiler
 from llm_energy_widget.run import METRICS
@@ -24,23 +24,14 @@ def test_cuda_levels(arch: str, level: str) -> None:
         rows: list[np.ndarray] = []
         extras: list[dict] = []
 
-        class S:
-            first = True
-
-            def put(self, v: torch.Tensor) -> None:
-                if self.first:
-                    self.first = False
-                    return
-                values, ex = prof.collect()
-                rows.append(values)
-                extras.append(ex)
-
-            def end(self) -> None:
-                pass
+        def on_token() -> None:
+            values, ex = prof.collect()
+            rows.append(values)
+            extras.append(ex)
 
         with prof:
             summary = prof._summary
-            out = generate(model, ids, streamer=S())
+            out = generate(model, ids, streamer=BoundaryStreamer(on_token))
         assert summary["timing_method"] == "cuda_events" and summary["device"].startswith("cuda")
         assert torch.equal(out, reference)
         assert hook_count(model) == 0

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 import transformers as T
-from prof_tiny import GENERIC_ARCHS, REGISTRY_ARCHS, build, generate, prompt_ids
+from prof_tiny import (
+    GENERIC_ARCHS,
+    REGISTRY_ARCHS,
+    BoundaryStreamer,
+    build,
+    generate,
+    prompt_ids,
+)
 
 from llm_energy_widget.errors import InvalidInputError
 from llm_energy_widget.profiling.architectures import discover
@@ -95,22 +102,10 @@ def _deep_extras(arch: str, n: int = 3) -> tuple[list[dict], dict]:
     model = build(arch)
     prof = LayerProfiler(model, "deep")
     got: list[dict] = []
-
-    class S:
-        first = True
-
-        def put(self, v: torch.Tensor) -> None:
-            if self.first:
-                self.first = False
-                return
-            got.append(prof.collect()[1])
-
-        def end(self) -> None:
-            pass
-
+    streamer = BoundaryStreamer(lambda: got.append(prof.collect()[1]))
     with prof:
         summary = prof._summary
-        generate(model, prompt_ids(), n, streamer=S())
+        generate(model, prompt_ids(), n, streamer=streamer)
     return got, summary
 
 
