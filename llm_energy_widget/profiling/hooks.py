@@ -48,17 +48,22 @@ DRAIN_TIMEOUT_S = 120.0
 
 
 @dataclass
+class _Held:
+    """One token's outputs for one statistic: held (row, tensor) and already reduced in the hook."""
+
+    rows: list[int] = field(default_factory=list)
+    tensors: list[torch.Tensor] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
+
+
+@dataclass
 class _Token:
     """What one token left behind: taken on the generating thread, finished on any thread."""
 
     ms: np.ndarray | None  # CPU times (ms per slot), read at the boundary
     pairs: list[tuple[int, Any, Any]]  # device event pairs (slot, start, end), read when finished
-    rows: list[int] = field(default_factory=list)  # held component outputs ...
-    tensors: list[torch.Tensor] = field(default_factory=list)
-    parts: list[Part] = field(default_factory=list)  # ... and ones reduced in the hook
-    gate_rows: list[int] = field(default_factory=list)
-    gate_tensors: list[torch.Tensor] = field(default_factory=list)
-    gate_parts: list[Part] = field(default_factory=list)
+    stats: _Held = field(default_factory=_Held)  # component outputs
+    gates: _Held = field(default_factory=_Held)  # MLP gate pre-activations (deep level)
     extras: dict[str, Any] = field(default_factory=dict)  # already on the host
     stream: Any = None  # the generating thread's CUDA stream: the reduction runs on it too
 
@@ -553,18 +558,21 @@ class LayerProfiler:
             self._acc[:] = self._zeros
             self._ends[:] = self._zeros
         if self._stats:
-            token.rows, token.tensors = self._take_held(self._refs, self._vers, self._force)
-            token.parts, self._now = self._now, []
+            token.stats = self._take_held(self._refs, self._vers, self._now, self._force)
+            self._now = []
         if self._gates:
-            token.gate_rows, token.gate_tensors = self._take_held(self._grefs, self._gvers)
-            token.gate_parts, self._gate_now = self._gate_now, []
+            token.gates = self._take_held(self._grefs, self._gvers, self._gate_now)
+            self._gate_now = []
         token.extras = self._read_extras()
         return token
 
     @staticmethod
     def _take_held(
-        refs: list[torch.Tensor | None], vers: list[int], force: list[bool] | None = None
-    ) -> tuple[list[int], list[torch.Tensor]]:
+        refs: list[torch.Tensor | None],
+        vers: list[int],
+        parts: list[Part],
+        force: list[bool] | None = None,
+    ) -> _Held:
         """The held outputs (skipping ones changed in place since their hook), and reset."""
         live = [i for i, t in enumerate(refs) if t is not None]
         rows = [i for i in live if vers[i] < 0 or refs[i]._version == vers[i]]  # type: ignore[union-attr]
@@ -573,7 +581,7 @@ class LayerProfiler:
                 force[i] = True
         tensors: list[torch.Tensor] = [refs[i] for i in rows]  # type: ignore[misc]
         refs[:] = [None] * len(refs)
-        return rows, tensors
+        return _Held(rows, tensors, parts)
 
     def _finish(self, token: _Token) -> tuple[np.ndarray, dict[str, Any]]:
         if token.stream is None:
@@ -606,30 +614,18 @@ class LayerProfiler:
             out[:, :, ti] = cells
         extras = dict(token.extras)
         if self._stats:
-            host = self._reduce(
-                self._n_slots, N_STATS, self._batcher, token.rows, token.tensors, token.parts
-            )
+            host = self._reduce(self._n_slots, N_STATS, self._batcher, token.stats)
             out[:, :, METRICS.index("act_mean") :] = host[: self._n_cells].reshape(L, C, N_STATS)
         if self._gates:
-            gate = self._reduce(
-                L, 1, self._gate_batcher, token.gate_rows, token.gate_tensors, token.gate_parts
-            )
+            gate = self._reduce(L, 1, self._gate_batcher, token.gates)
             extras["mlp_gate_kill"] = gate[:, 0]
         return out, extras
 
-    def _reduce(
-        self,
-        n_rows: int,
-        width: int,
-        batcher: Batcher,
-        rows: list[int],
-        tensors: list[torch.Tensor],
-        parts: list[Part],
-    ) -> np.ndarray:
+    def _reduce(self, n_rows: int, width: int, batcher: Batcher, held: _Held) -> np.ndarray:
         """Rows of statistics on the host: the hook's parts first, then the held outputs."""
         host = np.full((n_rows, width), np.nan, dtype=np.float32)
         try:
-            to_host(host, [*parts, *batcher.reduce(rows, tensors)])
+            to_host(host, [*held.parts, *batcher.reduce(held.rows, held.tensors)])
         except Exception as exc:  # statistics must never break generation
             self._note_error(f"statistics: {type(exc).__name__}: {exc}")
         return host
