@@ -23,8 +23,8 @@ export class SummaryCards {
     const ek = s.energy_kind ?? labels.energy ?? "estimated";
     const peak = s.peak_power_w ?? {};
     const cards: [string, string, string][] = [
-      ["J / token", fmtEnergy(s.j_per_token), ek],
-      ["tokens / J", fmtNum(s.tokens_per_j), ek],
+      ["decode J/token", fmtEnergy(s.decode_j_per_token), ek],
+      ["decode tokens/J", fmtNum(s.decode_tokens_per_j), ek],
       ["prefill energy", fmtEnergy(s.prefill_energy_j), labels.phases ?? ek],
       ["decode energy", fmtEnergy(s.decode_energy_j), labels.phases ?? ek],
       ["total energy", fmtEnergy(s.total_energy_j), ek],

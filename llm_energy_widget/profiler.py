@@ -19,11 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from .core.validation import finite_number
 from .errors import ConcurrentRunError, InvalidInputError, RunCancelled, RunError
 from .power.base import PowerSource
 from .power.sampler import PowerSampler
 from .profiling.tokens import IncrementalDetokenizer, TokenClock
 from .run import LEVELS, Run
+from .summary import env_carbon_g_per_kwh, env_price_per_kwh
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +172,14 @@ class EnergyProfiler:
         self.store = store
         self.tags = list(tags or [])
         self.experiment = experiment
-        self.price_per_kwh = price_per_kwh
-        self.carbon_g_per_kwh = carbon_g_per_kwh
+        self.price_per_kwh = (
+            None if price_per_kwh is None else finite_number(price_per_kwh, "price_per_kwh", 0.0)
+        )
+        self.carbon_g_per_kwh = (
+            None
+            if carbon_g_per_kwh is None
+            else finite_number(carbon_g_per_kwh, "carbon_g_per_kwh", 0.0)
+        )
         self.runs: list[Run] = []
         self._widgets: list[Any] = []
         self._features: dict[str, Any] | None = None
@@ -328,8 +336,13 @@ class EnergyProfiler:
                     "batch_size": int(inputs["input_ids"].shape[0]),
                     "device": str(self.model.device),
                     "dtype": str(getattr(self.model, "dtype", "")).replace("torch.", ""),
-                    "price_per_kwh": self.price_per_kwh,
-                    "carbon_g_per_kwh": self.carbon_g_per_kwh,
+                    # fixed at measurement: a stored run is never re-priced by a viewer's env
+                    "price_per_kwh": self.price_per_kwh
+                    if self.price_per_kwh is not None
+                    else env_price_per_kwh(),
+                    "carbon_g_per_kwh": self.carbon_g_per_kwh
+                    if self.carbon_g_per_kwh is not None
+                    else env_carbon_g_per_kwh(),
                     **(settings or {}),
                 },
                 power={

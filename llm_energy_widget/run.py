@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .core.attribution import cell_energy_j, coverage, layers_time_ms
 from .jsonutil import strict_json
 from .power.energy import EnergyCurve, FloatArray
 from .power.record import RAILS
@@ -44,7 +45,7 @@ EVENTS = ("power", "phase", "token", "token_energy", "layers", "status", "done",
 """
 
 STATUSES = ("pending", "running", "completed", "cancelled", "failed", "incomplete")
-PHASES = ("baseline", "tokenize", "to_device", "prefill", "decode", "detokenize")
+PHASES = ("baseline", "tokenize", "to_device", "prefill", "decode", "tail", "detokenize")
 METRICS = ("time_ms", "energy_j", "act_mean", "act_std", "act_max", "sparsity")
 LEVELS = ("token", "layer", "component", "deep")
 
@@ -107,6 +108,7 @@ class Run:
         self._layer_rows: list[np.ndarray] = []
         self.extras: dict[str, Any] = {}  # deep / MoE arrays: name -> list per token
         self._summary: dict[str, Any] | None = None
+        self._stored_summary: dict[str, Any] = {}  # as saved, for figures fixed at measurement
         self._listeners: list[Listener] = []
         self._lock = threading.RLock()
         self._done = threading.Event()
@@ -347,19 +349,24 @@ class Run:
         return len(t_pw) >= 2 and not end > t_pw[-1]
 
     def _fill_modeled_energy(self, i: int) -> None:
-        """energy_j (modeled) = the token's measured/estimated energy x the cell's share of time."""
+        """energy_j (modeled) = the token's energy x the cell's share of the token's time.
+
+        Shares are of the token's wall time, not of the hooked time, so the cells sum to the
+        token's energy x coverage and the rest is `outside layers` (`core.attribution`).
+        """
         if i >= self.n_tokens or i >= len(self._layer_rows) or not self._covered(i):
             return
         row = self._layer_rows[i]
         if row.size == 0:
             return
-        e = self.curve().energy_between(self._tokens["start_ms"][i], self._tokens["end_ms"][i])
+        e = float(
+            self.curve().energy_between(self._tokens["start_ms"][i], self._tokens["end_ms"][i])
+        )
         ti, ei = METRICS.index("time_ms"), METRICS.index("energy_j")
-        times = row[:, :, ti]
-        total_t = float(np.nansum(times))
-        if np.isnan(e) or total_t <= 0:
+        token_ms = self._tokens["end_ms"][i] - self._tokens["start_ms"][i]
+        if np.isnan(e):
             return
-        row[:, :, ei] = times / total_t * float(e)
+        row[:, :, ei] = cell_energy_j(row[:, :, ti], token_ms, e)
 
     # -- reading (consumers) ----------------------------------------------------------------------
     @property
@@ -410,9 +417,17 @@ class Run:
             ).reshape(-1)
 
     def tokens(self) -> list[dict[str, Any]]:
-        """Per-token records (section 2 fields), energies from the cumulative curve."""
+        """Per-token records, energies from the cumulative curve.
+
+        Besides time and energy: `below_resolution` (the token is shorter than the power source's
+        resolution, so its energy is interpolated between readings, not resolved), and where
+        layers were profiled `layers_ms` (hooked decoder-layer time), `layer_coverage`
+        (layers_ms / token time) and `outside_layers_j` (the token's energy outside the layers).
+        """
         with self._lock:
             energies = self.token_energies_j()
+            res_ms = self.resolution_ms
+            ti = METRICS.index("time_ms") if "time_ms" in self.metric_names else None
             out = []
             for i in range(self.n_tokens):
                 rec = self._token_payload(i)
@@ -421,10 +436,36 @@ class Run:
                         rec[k] = None
                 e = float(energies[i])
                 rec["energy_j"] = None if np.isnan(e) else e
-                dur_s = (rec["duration_ms"] or 0.0) / 1000.0
+                dur_ms = rec["duration_ms"]
+                dur_s = (dur_ms or 0.0) / 1000.0
                 rec["avg_power_w"] = None if np.isnan(e) or dur_s <= 0 else e / dur_s
+                rec["below_resolution"] = bool(
+                    dur_ms is not None and res_ms is not None and dur_ms < res_ms
+                )
+                if self.level != "token":
+                    hooked = (
+                        layers_time_ms(self._layer_rows[i][:, :, ti])
+                        if ti is not None and i < len(self._layer_rows)
+                        else float("nan")
+                    )
+                    cov = coverage(dur_ms if dur_ms is not None else float("nan"), hooked)
+                    rec["layers_ms"] = None if np.isnan(hooked) else hooked
+                    rec["layer_coverage"] = None if np.isnan(cov) else cov
+                    rec["outside_layers_j"] = (
+                        None if np.isnan(cov) or np.isnan(e) else e * (1.0 - cov)
+                    )
                 out.append(rec)
             return out
+
+    @property
+    def resolution_ms(self) -> float | None:
+        """The energy figures' time resolution: the source's native one or the poll interval."""
+        info = self.power_info
+        for key in ("resolution_ms", "interval_ms"):
+            v = info.get(key)
+            if isinstance(v, (int, float)) and v == v:
+                return float(v)
+        return None
 
     def phases(self) -> list[dict[str, Any]]:
         """Phases with energy_j and avg_power_w from the curve (None where not covered)."""
@@ -497,6 +538,32 @@ class Run:
                 self._summary = s
             return s
 
+    def stored_summary_value(self, key: str) -> Any:
+        """A figure as the run's saved summary had it (None for a live run or a missing key)."""
+        return self._stored_summary.get(key)
+
+    def reprice(
+        self, price_per_kwh: float | None = None, carbon_g_per_kwh: float | None = None
+    ) -> dict[str, Any]:
+        """Cost and CO2 at another price or carbon intensity; the run keeps them from now on.
+
+        A run otherwise keeps the price and carbon intensity it was measured with, whatever the
+        environment of whoever opens it later.
+        """
+        from .core.validation import finite_number
+
+        with self._lock:
+            if price_per_kwh is not None:
+                self.settings["price_per_kwh"] = finite_number(
+                    price_per_kwh, "price_per_kwh", minimum=0.0
+                )
+            if carbon_g_per_kwh is not None:
+                self.settings["carbon_g_per_kwh"] = finite_number(
+                    carbon_g_per_kwh, "carbon_g_per_kwh", minimum=0.0
+                )
+            self._summary = None
+            return self.summary()
+
     def labels(self) -> dict[str, str]:
         """For each figure family: measured / estimated / modeled."""
         kind = self.power_info.get("kind", "estimated")
@@ -508,6 +575,7 @@ class Run:
             "timing": "measured",
             "layers.time_ms": "measured",
             "layers.energy_j": "modeled",
+            "layers.outside": "modeled",
             "layers.activations": "measured",
             "cost": "modeled",
             "co2": "modeled",
@@ -593,6 +661,7 @@ class Run:
         for row in values:
             run._layer_rows.append(np.array(row, dtype=np.float32))  # None -> nan
         run.extras = d.get("extras", {}) or {}
+        run._stored_summary = dict(d.get("summary") or {})
         run._done.set()
         return run
 

@@ -88,8 +88,8 @@ def summary_rows(run: Run) -> list[tuple[str, str, str]]:
     peak = (s.get("peak_power_w") or {}).get("total_w")
     cost = s.get("cost_usd")
     return [
-        ("J / token", fmt_energy(s.get("j_per_token")), ek),
-        ("tokens / J", _num(s.get("tokens_per_j")), ek),
+        ("decode J/token", fmt_energy(s.get("decode_j_per_token")), ek),
+        ("decode tokens/J", _num(s.get("decode_tokens_per_j")), ek),
         ("total energy", fmt_energy(s.get("total_energy_j")), ek),
         ("prefill energy", fmt_energy(s.get("prefill_energy_j")), labels["phases"]),
         ("decode energy", fmt_energy(s.get("decode_energy_j")), labels["phases"]),

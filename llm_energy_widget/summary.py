@@ -6,7 +6,9 @@ import math
 import os
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from .core.attribution import window_peak_w, window_readings
+from .core.validation import finite_number
+from .errors import InvalidInputError
 
 if TYPE_CHECKING:
     from .run import Run
@@ -15,6 +17,7 @@ DEFAULT_PRICE_PER_KWH = 0.15
 """USD per kWh; override with LLM_ENERGY_PRICE_PER_KWH or the profiler's `price_per_kwh`."""
 DEFAULT_CARBON_G_PER_KWH = 400.0
 """gCO2e per kWh (roughly a world-average grid); override with LLM_ENERGY_CARBON_G_PER_KWH."""
+PEAK_COLUMNS = ("cpu_w", "gpu_w", "ane_w", "dram_w", "total_w")
 
 
 def _num(x: float | None) -> float | None:
@@ -24,24 +27,53 @@ def _num(x: float | None) -> float | None:
     return None if math.isnan(x) or math.isinf(x) else x
 
 
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return finite_number(float(raw), name, minimum=0.0)
+    except ValueError:
+        raise InvalidInputError(f"{name}={raw!r} is not a finite number >= 0") from None
+
+
+def env_price_per_kwh() -> float:
+    """The price a new run is measured with: LLM_ENERGY_PRICE_PER_KWH or the default."""
+    return _env_number("LLM_ENERGY_PRICE_PER_KWH", DEFAULT_PRICE_PER_KWH)
+
+
+def env_carbon_g_per_kwh() -> float:
+    """The carbon intensity a new run is measured with: LLM_ENERGY_CARBON_G_PER_KWH or default."""
+    return _env_number("LLM_ENERGY_CARBON_G_PER_KWH", DEFAULT_CARBON_G_PER_KWH)
+
+
 def price_per_kwh(run: Run) -> float:
+    """The price the run was measured with (kept in its settings); never the viewer's env.
+
+    A run from before prices were kept falls back to what its stored summary said, then to the
+    default: re-pricing is explicit (`Run.reprice`).
+    """
     v = run.settings.get("price_per_kwh")
-    return float(
-        v if v is not None else os.environ.get("LLM_ENERGY_PRICE_PER_KWH", DEFAULT_PRICE_PER_KWH)
-    )
+    if v is None:
+        v = run.stored_summary_value("price_per_kwh")
+    return float(v) if v is not None else DEFAULT_PRICE_PER_KWH
 
 
 def carbon_g_per_kwh(run: Run) -> float:
+    """The carbon intensity the run was measured with (see `price_per_kwh`)."""
     v = run.settings.get("carbon_g_per_kwh")
-    return float(
-        v
-        if v is not None
-        else os.environ.get("LLM_ENERGY_CARBON_G_PER_KWH", DEFAULT_CARBON_G_PER_KWH)
-    )
+    if v is None:
+        v = run.stored_summary_value("carbon_g_per_kwh")
+    return float(v) if v is not None else DEFAULT_CARBON_G_PER_KWH
 
 
 def compute_summary(run: Run) -> dict[str, Any]:
-    """Totals, rates and splits; `None` where a figure cannot be known (e.g. no tokens yet)."""
+    """Totals, rates and splits; `None` where a figure cannot be known (e.g. no tokens yet).
+
+    Every figure is over a stated window: the run (first non-baseline phase to the last),
+    generation (prefill start to the last token), prefill (to the first token) or decode (the
+    tokens after the first). Names and definitions: `core.schema`.
+    """
     phases = run.phases()
     by_name: dict[str, dict[str, Any]] = {}
     for ph in phases:
@@ -50,6 +82,7 @@ def compute_summary(run: Run) -> dict[str, Any]:
     pw = run.power_arrays()
     tokens = run.tokens()
     n_out = len(tokens)
+    warnings: list[str] = []
 
     # The run's window: from the first non-baseline phase start to the last phase end.
     work = [p for p in phases if p["name"] != "baseline"]
@@ -68,8 +101,18 @@ def compute_summary(run: Run) -> dict[str, Any]:
 
     baseline_w = run.baseline_w
     net_e = None
+    net_reliable: bool | None = None
     if total_e is not None and baseline_w is not None and duration_ms is not None:
         net_e = total_e - baseline_w * duration_ms / 1000.0
+        run_avg_w = total_e / (duration_ms / 1000.0)
+        net_reliable = net_e >= 0 and baseline_w <= run_avg_w
+        if not net_reliable:
+            warnings.append(
+                f"net energy is unreliable: the idle baseline ({baseline_w:.3g} W) is higher than "
+                f"the run's average power ({run_avg_w:.3g} W), so something else was drawing "
+                "power during the baseline (net "
+                f"{net_e:.3g} J)"
+            )
 
     def phase_e(name: str) -> float | None:
         return (
@@ -78,64 +121,101 @@ def compute_summary(run: Run) -> dict[str, Any]:
             else None
         )
 
-    prefill_e, decode_e = phase_e("prefill"), phase_e("decode")
+    prefill_e, decode_e, tail_e = phase_e("prefill"), phase_e("decode"), phase_e("tail")
+    tail_ms = by_name["tail"]["duration_ms"] if "tail" in by_name else None
     timed = bool(tokens) and all(t["end_ms"] is not None for t in tokens)
     gen_ms = None
+    gen_end: float | None = None
     prefill_start = by_name["prefill"]["start_ms"] if "prefill" in by_name else None
     if prefill_start is not None and tokens:
-        last_end = tokens[-1]["end_ms"] if timed else by_name.get("decode", {}).get("end_ms")
-        gen_ms = last_end - prefill_start if last_end is not None else None
+        gen_end = tokens[-1]["end_ms"] if timed else by_name.get("decode", {}).get("end_ms")
+        gen_ms = gen_end - prefill_start if gen_end is not None else None
     ttft_ms = tokens[0]["end_ms"] - prefill_start if timed and prefill_start is not None else None
     decode_tokens = max(n_out - 1, 0)
     decode_ms = (tokens[-1]["end_ms"] - tokens[0]["end_ms"]) if timed and n_out > 1 else None
 
+    # Power figures over the generation window only: never the idle baseline nor readings after.
     peak: dict[str, float | None] = {}
-    for col in ("cpu_w", "gpu_w", "ane_w", "dram_w", "total_w"):
-        arr = pw.get(col, np.zeros(0))
-        arr = arr[~np.isnan(arr)] if arr.size else arr
-        peak[col] = float(arr.max()) if arr.size else None
-    avg_power = total_e / (duration_ms / 1000.0) if total_e is not None and duration_ms else None
+    in_window = 0
+    if prefill_start is not None and gen_end is not None and pw["t_ms"].size:
+        mask = window_readings(pw["t_ms"], prefill_start, gen_end)
+        in_window = int(mask.sum())
+        for col in PEAK_COLUMNS:
+            peak[col] = window_peak_w(pw[col], pw["t_ms"], prefill_start, gen_end)
+    else:
+        peak = dict.fromkeys(PEAK_COLUMNS)
 
-    kwh = total_e / 3.6e6 if total_e is not None else None
     known = [t["energy_j"] for t in tokens if t["energy_j"] is not None]
     gen_e = float(sum(known)) if known else None
-    # over the tokens whose energy is known (all of them, unless the run was cut short)
-    j_per_token = gen_e / len(known) if gen_e is not None else None
+    avg_power = gen_e / (gen_ms / 1000.0) if gen_e is not None and gen_ms else None
+    decode_known = [t["energy_j"] for t in tokens[1:] if t["energy_j"] is not None]
+    # decode J/token: over the decode tokens whose energy is known (all, unless cut short)
+    decode_jpt = float(sum(decode_known)) / len(decode_known) if decode_known else None
     inputs = run.prompt_tokens
+    prefill_token_e = tokens[0]["energy_j"] if tokens else None
+
+    below = sum(1 for t in tokens if t.get("below_resolution"))
+    resolution_ms = run.resolution_ms
+    if below:
+        warnings.append(
+            f"{below} of {n_out} tokens are shorter than the power source's resolution "
+            f"({resolution_ms:g} ms): their energies are interpolated between readings"
+        )
+
+    cov_ms = [(t["layers_ms"], t["duration_ms"]) for t in tokens if t.get("layers_ms") is not None]
+    layer_cov = None
+    if cov_ms:
+        hooked = sum(h for h, _ in cov_ms)
+        token_ms = sum(max(d or 0.0, h) for h, d in cov_ms)
+        layer_cov = hooked / token_ms if token_ms > 0 else None
+    outside = [t["outside_layers_j"] for t in tokens if t.get("outside_layers_j") is not None]
+
+    kwh = total_e / 3.6e6 if total_e is not None else None
+    price, carbon = price_per_kwh(run), carbon_g_per_kwh(run)
+    info = run.power_info
 
     return {
         "status": run.status,
         "input_tokens": inputs,
         "output_tokens": n_out,
+        "decode_tokens": decode_tokens,
         "tokens_with_energy": len(known),
         "duration_ms": _num(duration_ms),
         "total_energy_j": total_e,
         "net_energy_j": _num(net_e),
+        "net_energy_reliable": net_reliable,
         "baseline_w": _num(baseline_w),
+        "generation_ms": _num(gen_ms),
         "generation_energy_j": gen_e,
-        "j_per_token": _num(j_per_token),
-        "tokens_per_j": _num(1.0 / j_per_token) if j_per_token else None,
+        "decode_j_per_token": _num(decode_jpt),
+        "decode_tokens_per_j": _num(1.0 / decode_jpt) if decode_jpt else None,
+        "prefill_j_per_prompt_token": _num(prefill_token_e / inputs)
+        if prefill_token_e is not None and inputs
+        else None,
         "tokens_per_s": _num(n_out / (gen_ms / 1000.0)) if gen_ms else None,
         "decode_tokens_per_s": _num(decode_tokens / (decode_ms / 1000.0)) if decode_ms else None,
         "ttft_ms": _num(ttft_ms),
         "prefill_energy_j": prefill_e,
         "decode_energy_j": decode_e,
-        "energy_per_input_token_j": _num(prefill_e / inputs)
-        if prefill_e is not None and inputs
-        else None,
-        "energy_per_output_token_j": _num(decode_e / decode_tokens)
-        if decode_e is not None and decode_tokens
-        else None,
+        "tail_energy_j": tail_e,
+        "tail_ms": _num(tail_ms),
         "edp_js": _num(total_e * duration_ms / 1000.0)
         if total_e is not None and duration_ms
         else None,
         "avg_power_w": _num(avg_power),
         "peak_power_w": peak,
-        "cost_usd": _num(kwh * price_per_kwh(run)) if kwh is not None else None,
-        "co2_g": _num(kwh * carbon_g_per_kwh(run)) if kwh is not None else None,
-        "price_per_kwh": price_per_kwh(run),
-        "carbon_g_per_kwh": carbon_g_per_kwh(run),
-        "energy_kind": run.power_info.get("kind"),
-        "energy_source": run.power_info.get("source"),
-        "energy_resolution_ms": run.power_info.get("interval_ms"),
+        "peak_power_readings": in_window,
+        "power_window_ms": info.get("power_window_ms"),
+        "layer_coverage": _num(layer_cov),
+        "outside_layers_energy_j": _num(float(sum(outside))) if outside else None,
+        "cost_usd": _num(kwh * price) if kwh is not None else None,
+        "co2_g": _num(kwh * carbon) if kwh is not None else None,
+        "price_per_kwh": price,
+        "carbon_g_per_kwh": carbon,
+        "energy_kind": info.get("kind"),
+        "energy_source": info.get("source"),
+        "energy_scope": info.get("scope"),
+        "energy_resolution_ms": resolution_ms,
+        "tokens_below_resolution": below,
+        "warnings": warnings,
     }

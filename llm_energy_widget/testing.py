@@ -25,6 +25,9 @@ DEFAULT_COMPONENTS = (
     "down_proj",
 )
 
+LAYER_COVERAGE = 0.75
+"""Share of each synthetic token's time inside its decoder layers (real decode tokens: 72-79 %)."""
+
 
 def synthetic_events(
     n_tokens: int = 32,
@@ -81,7 +84,11 @@ def synthetic_events(
         text = texts[i % len(texts)] if texts else f" tok{i}"
         yield ("token", (1000 + i, text, "prefill" if i == 0 else "decode", start, t))
         vals = np.full((n_layers, len(components), len(METRICS)), np.nan, dtype=np.float32)
-        vals[:, :, METRICS.index("time_ms")] = rng.gamma(2.0, 0.05, (n_layers, len(components)))
+        # the hooked layers cover LAYER_COVERAGE of the token; lm_head, sampling etc. the rest
+        shares = rng.gamma(2.0, 1.0, (n_layers, len(components)))
+        if shares.size:
+            shares *= LAYER_COVERAGE * (t - start) / shares.sum()
+        vals[:, :, METRICS.index("time_ms")] = shares
         vals[:, :, METRICS.index("act_mean")] = rng.random((n_layers, len(components)))
         vals[:, :, METRICS.index("act_std")] = rng.random((n_layers, len(components)))
         vals[:, :, METRICS.index("act_max")] = 1 + 5 * rng.random((n_layers, len(components)))

@@ -38,7 +38,7 @@ def test_runs_json_lists_every_run_with_summary(
     assert [r["run_id"] for r in out] == [runs[1].run_id, runs[0].run_id]
     for rec, run in zip(out, reversed(runs), strict=True):
         assert {"run_id", "model", "prompt", "status", "created_at", "summary"} <= rec.keys()
-        assert rec["summary"]["j_per_token"] == pytest.approx(run.summary()["j_per_token"])
+        assert rec["summary"]["decode_j_per_token"] == pytest.approx(run.summary()["decode_j_per_token"])
     assert main(["runs", "--json", "--store", str(path), "--tag", "t1"]) == 0
     assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == [runs[0].run_id]
     assert main(["runs", "--store", str(path), "--limit", "1"]) == 0
@@ -81,7 +81,7 @@ def test_compare(stored: tuple[Path, list[Run]], capsys: pytest.CaptureFixture[s
     recs = json.loads(capsys.readouterr().out)
     assert [r["run_id"] for r in recs] == [r.run_id for r in runs]
     assert main(["compare", runs[0].run_id, runs[1].run_id, "--store", str(path)]) == 0
-    assert "j_per_token" in capsys.readouterr().out
+    assert "decode_j_per_token" in capsys.readouterr().out
 
 
 def test_delete_and_errors(

@@ -27,7 +27,7 @@ def test_json_is_strict_and_round_trips(run: Run, tmp_path: Path) -> None:
     assert d["run_id"] == run.run_id and len(d["tokens"]) == 8
     back = Run.from_dict(d)
     assert back.tokens() == run.tokens()
-    assert back.summary()["j_per_token"] == pytest.approx(run.summary()["j_per_token"])
+    assert back.summary()["decode_j_per_token"] == pytest.approx(run.summary()["decode_j_per_token"])
 
 
 def test_csv_one_file_per_table(run: Run, tmp_path: Path) -> None:
@@ -38,13 +38,15 @@ def test_csv_one_file_per_table(run: Run, tmp_path: Path) -> None:
     layers = pd.read_csv(tmp_path / "csv" / "layers.csv")
     assert len(layers) == 8 * 2 * 9
     assert list(layers.columns[:3]) == ["token", "layer", "component"]
-    # modeled layer energies of a token add up to the token's energy
+    # modeled layer energies of a token add up to its energy inside the layers (synthetic: 75 %)
     tokens = pd.read_csv(tmp_path / "csv" / "tokens.csv")
     per_token = layers.groupby("token")["energy_j"].sum()
-    assert per_token.to_numpy() == pytest.approx(tokens["energy_j"].to_numpy(), rel=1e-4)
+    assert per_token.to_numpy() == pytest.approx(0.75 * tokens["energy_j"].to_numpy(), rel=1e-4)
+    inside = tokens["energy_j"] - tokens["outside_layers_j"]
+    assert per_token.to_numpy() == pytest.approx(inside.to_numpy(), rel=1e-4)
     summary = pd.read_csv(tmp_path / "csv" / "summary.csv")
     assert summary.loc[0, "energy_kind"] == "modeled"
-    assert summary.loc[0, "j_per_token"] == pytest.approx(run.summary()["j_per_token"])
+    assert summary.loc[0, "decode_j_per_token"] == pytest.approx(run.summary()["decode_j_per_token"])
 
 
 def test_parquet_matches_csv(run: Run, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import json
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from lew_testkit import ConstantSource, tiny_llama
@@ -99,11 +100,15 @@ def test_energy_is_conserved_with_constant_power(tiny_model: Any, smollm_tokeniz
     )
     assert s["total_energy_j"] == pytest.approx(10.0 * s["duration_ms"] / 1000, rel=1e-6)
     assert tokens_j + other_j == pytest.approx(s["total_energy_j"], rel=0.01)
-    # component energies (modeled) add up to each token's energy
-    ei = run.metric_names.index("energy_j")
+    # component energies (modeled) + the token's energy outside the layers = the token's energy;
+    # each cell's share is of the token's time (10 W constant: energy = 10 W x cell time)
+    ei, ti = run.metric_names.index("energy_j"), run.metric_names.index("time_ms")
     per_token = run.layers[:, :, :, ei].sum(axis=(1, 2))
     for i, t in enumerate(run.tokens()):
-        assert per_token[i] == pytest.approx(t["energy_j"], rel=1e-3)
+        assert 0 < t["layer_coverage"] <= 1
+        assert per_token[i] + t["outside_layers_j"] == pytest.approx(t["energy_j"], rel=1e-3)
+        cells_j = run.layers[i, :, :, ei]
+        assert np.nanmax(np.abs(cells_j - 10.0 * run.layers[i, :, :, ti] / 1e3)) < 1e-4
 
 
 def test_events_stream_live(tiny_model: Any, smollm_tokenizer: Any) -> None:
@@ -311,7 +316,7 @@ def test_summary_figures_are_consistent(tiny_model: Any, smollm_tokenizer: Any) 
     assert s["output_tokens"] == 6
     assert s["baseline_w"] == pytest.approx(8.0, rel=1e-6)
     assert s["net_energy_j"] == pytest.approx(0.0, abs=1e-6)  # constant power: nothing above idle
-    assert s["j_per_token"] * s["tokens_per_j"] == pytest.approx(1.0)
+    assert s["decode_j_per_token"] * s["decode_tokens_per_j"] == pytest.approx(1.0)
     assert s["prefill_energy_j"] + s["decode_energy_j"] <= s["total_energy_j"] + 1e-9
     assert s["peak_power_w"]["total_w"] == pytest.approx(8.0)
     assert s["energy_kind"] == "measured" and not math.isnan(s["ttft_ms"])

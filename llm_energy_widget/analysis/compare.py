@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 TABLE_COLUMNS = (
     "label", "run_id", "model", "status", "level", "max_new_tokens", "input_tokens",
-    "output_tokens", "batch_size", "dtype", "device", "j_per_token", "tokens_per_s",
+    "output_tokens", "batch_size", "dtype", "device", "decode_j_per_token", "tokens_per_s",
     "decode_tokens_per_s", "ttft_ms", "total_energy_j", "net_energy_j", "prefill_energy_j",
     "decode_energy_j", "prefill_share", "decode_share", "avg_power_w", "duration_ms",
     "energy_kind", "energy_source", "energy_resolution_ms",
@@ -152,7 +152,7 @@ class Comparison:
         return out
 
     def to_text(self) -> str:
-        cols = ["label", "run_id", "status", "output_tokens", "j_per_token", "tokens_per_s",
+        cols = ["label", "run_id", "status", "output_tokens", "decode_j_per_token", "tokens_per_s",
                 "ttft_ms", "total_energy_j", "prefill_share", "energy_kind"]  # fmt: skip
         df = self.table[[c for c in cols if c in self.table.columns]]
         text = df.to_string(index=False, float_format=lambda v: f"{v:.4g}")
@@ -191,7 +191,7 @@ class Comparison:
                 "tokens per second (measured)",
             ),
         )
-        fig.add_trace(go.Bar(x=t["label"], y=t["j_per_token"], name="J/token"), 1, 1)
+        fig.add_trace(go.Bar(x=t["label"], y=t["decode_j_per_token"], name="J/token"), 1, 1)
         fig.add_trace(go.Bar(x=t["label"], y=t["tokens_per_s"], name="tokens/s"), 1, 2)
         fig.update_yaxes(title_text="J / token", row=1, col=1)
         fig.update_yaxes(title_text="tokens / s", row=1, col=2)

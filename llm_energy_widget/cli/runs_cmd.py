@@ -95,7 +95,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 r["status"],
                 _short(r["model"] or "", 32),
                 str(r["n_tokens"]),
-                _fmt(s.get("j_per_token"), " J"),
+                _fmt(s.get("decode_j_per_token"), " J"),
                 _fmt(s.get("tokens_per_s")),
                 _fmt(s.get("total_energy_j"), " J"),
                 r["power_kind"] or "–",

@@ -297,7 +297,7 @@ class Store:
         status: str | None = None,
         limit: int | None = None,
     ) -> pd.DataFrame:
-        """One row per run, newest first, summary fields as columns (j_per_token, …)."""
+        """One row per run, newest first, summary fields as columns (decode_j_per_token, …)."""
         import pandas as pd
 
         where, args = [], []

@@ -25,13 +25,13 @@ def test_table_has_one_row_per_run_with_efficiency() -> None:
     c = compare([a, b])
     t = c.table.set_index("run_id")
     assert list(c.labels) == ["max_new_tokens=8", "max_new_tokens=12"]
-    assert t.loc[a.run_id, "j_per_token"] == pytest.approx(a.summary()["j_per_token"])
+    assert t.loc[a.run_id, "decode_j_per_token"] == pytest.approx(a.summary()["decode_j_per_token"])
     assert t.loc[b.run_id, "tokens_per_s"] == pytest.approx(b.summary()["tokens_per_s"])
     assert t.loc[a.run_id, "prefill_share"] + t.loc[a.run_id, "decode_share"] == pytest.approx(1)
     assert t.loc[a.run_id, "energy_kind"] == "modeled"
     assert {"ttft_ms", "total_energy_j", "net_energy_j", "output_tokens"} <= set(c.table.columns)
     recs = c.records()
-    assert recs[0]["run_id"] == a.run_id and isinstance(recs[0]["j_per_token"], float)
+    assert recs[0]["run_id"] == a.run_id and isinstance(recs[0]["decode_j_per_token"], float)
 
 
 def test_figures_and_display() -> None:
@@ -40,7 +40,7 @@ def test_figures_and_display() -> None:
     assert set(c.figures) == {"efficiency", "phase_split", "power", "layer_energy"}
     eff = c.figures["efficiency"]
     assert list(eff.data[0].y) == pytest.approx(
-        [a.summary()["j_per_token"], b.summary()["j_per_token"]]
+        [a.summary()["decode_j_per_token"], b.summary()["decode_j_per_token"]]
     )
     assert "modeled" in eff.layout.title.text
     split = c.figures["phase_split"]

@@ -179,7 +179,7 @@ def test_heatmap_cells_and_tokens_appear(qs: Quickstart) -> None:
     assert re.fullmatch(r"time: [\d.]+ (ms|s)", lines[1]), lines
     assert "measured" in lines[2], lines
     assert root.locator(".lew-cards").is_visible()
-    assert root.locator(".lew-card-label", has_text="J / token").count() == 1
+    assert root.locator(".lew-card-label", has_text="decode J/token").count() == 1
 
 
 def test_token_tooltip_shows_energy_with_its_kind(qs: Quickstart) -> None:

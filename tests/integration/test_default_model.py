@@ -53,7 +53,7 @@ def test_answers_paris_with_positive_token_energies(profiled: tuple[dict, str]) 
     names = [p["name"] for p in run["phases"]]
     assert "prefill" in names and "decode" in names
     assert all(p["energy_j"] is not None and p["energy_j"] >= 0 for p in run["phases"])
-    assert "J / token" in stdout and "Paris" in stdout
+    assert "decode J/token" in stdout and "Paris" in stdout
 
 
 def test_thirty_layer_component_table(profiled: tuple[dict, str]) -> None:
@@ -80,8 +80,8 @@ def test_summary_shape(profiled: tuple[dict, str]) -> None:
     for key in (
         "total_energy_j",
         "net_energy_j",
-        "j_per_token",
-        "tokens_per_j",
+        "decode_j_per_token",
+        "decode_tokens_per_j",
         "tokens_per_s",
         "ttft_ms",
         "prefill_energy_j",
@@ -91,5 +91,5 @@ def test_summary_shape(profiled: tuple[dict, str]) -> None:
         "co2_g",
     ):
         assert key in s
-    assert s["total_energy_j"] > 0 and s["j_per_token"] > 0 and s["ttft_ms"] > 0
+    assert s["total_energy_j"] > 0 and s["decode_j_per_token"] > 0 and s["ttft_ms"] > 0
     assert run["model"]["features"].get("layers", 30) == 30

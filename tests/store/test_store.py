@@ -48,7 +48,7 @@ def test_save_and_load_round_trip(store: Store) -> None:
     loaded = store.load(run.run_id)
     _same(run, loaded)
     assert loaded.extras == {"router": [[0.1, 0.9], None]}
-    assert loaded.summary()["j_per_token"] == pytest.approx(run.summary()["j_per_token"])
+    assert loaded.summary()["decode_j_per_token"] == pytest.approx(run.summary()["decode_j_per_token"])
     assert loaded.done
 
 
@@ -80,7 +80,7 @@ def test_runs_lists_summaries_and_filters(store: Store) -> None:
     df = store.runs()
     assert list(df["run_id"]) == [r2.run_id, r1.run_id]  # newest first
     row = df.set_index("run_id").loc[r1.run_id]
-    assert row["j_per_token"] == pytest.approx(r1.summary()["j_per_token"])
+    assert row["decode_j_per_token"] == pytest.approx(r1.summary()["decode_j_per_token"])
     assert row["output_tokens"] == 8 and row["power_kind"] == "modeled"
     assert "peak_power_w.total_w" in df.columns
     assert list(store.runs(tag="fast")["run_id"]) == [r1.run_id]

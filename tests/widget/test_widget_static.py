@@ -39,7 +39,7 @@ def test_svg_is_well_formed_with_power_curve_phases_and_heatmap(run):
 def test_text_carries_source_kind_and_resolution(run):
     text = render_text(run)
     assert "power source: synthetic (modeled, resolution 100 ms)" in text
-    assert re.search(r"J / token: [\d.]+ m?J \(modeled\)", text)
+    assert re.search(r"decode J/token: [\d.]+ m?J \(modeled\)", text)
     assert "cost: $" in text and "(modeled)" in text
 
 

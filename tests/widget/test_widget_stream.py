@@ -129,7 +129,7 @@ def _check_snapshot(run, header, buffers):
     assert len(d["power"]) == len(run.power_records())
     assert d["layer_idx"].tolist() == list(range(run.n_tokens))
     assert header["summary"]["output_tokens"] == run.n_tokens
-    assert header["summary"]["j_per_token"] == pytest.approx(run.summary()["j_per_token"])
+    assert header["summary"]["decode_j_per_token"] == pytest.approx(run.summary()["decode_j_per_token"])
     assert {p["name"] for p in header["phases"]} == {p["name"] for p in run.phases()}
 
 
@@ -265,4 +265,4 @@ def test_display_bundle_carries_an_escaped_static_fallback():
     assert "<svg" in html_ and "<polyline" in html_
     assert "<img" not in html_ and "<script" not in html_
     assert "&lt;img src=x onerror=alert(1)&gt;" in html_
-    assert "J / token" in data["text/plain"] and "(modeled)" in data["text/plain"]
+    assert "decode J/token" in data["text/plain"] and "(modeled)" in data["text/plain"]

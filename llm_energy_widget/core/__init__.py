@@ -1,0 +1,4 @@
+"""The core model: typed records, labels and the energy attribution every view shares.
+
+Only numpy and `power.energy`/`power.record` are imported here, so every consumer can use it.
+"""
