@@ -38,7 +38,9 @@ def test_runs_json_lists_every_run_with_summary(
     assert [r["run_id"] for r in out] == [runs[1].run_id, runs[0].run_id]
     for rec, run in zip(out, reversed(runs), strict=True):
         assert {"run_id", "model", "prompt", "status", "created_at", "summary"} <= rec.keys()
-        assert rec["summary"]["decode_j_per_token"] == pytest.approx(run.summary()["decode_j_per_token"])
+        assert rec["summary"]["decode_j_per_token"] == pytest.approx(
+            run.summary()["decode_j_per_token"]
+        )
     assert main(["runs", "--json", "--store", str(path), "--tag", "t1"]) == 0
     assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == [runs[0].run_id]
     assert main(["runs", "--store", str(path), "--limit", "1"]) == 0

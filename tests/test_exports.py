@@ -27,7 +27,9 @@ def test_json_is_strict_and_round_trips(run: Run, tmp_path: Path) -> None:
     assert d["run_id"] == run.run_id and len(d["tokens"]) == 8
     back = Run.from_dict(d)
     assert back.tokens() == run.tokens()
-    assert back.summary()["decode_j_per_token"] == pytest.approx(run.summary()["decode_j_per_token"])
+    assert back.summary()["decode_j_per_token"] == pytest.approx(
+        run.summary()["decode_j_per_token"]
+    )
 
 
 def test_csv_one_file_per_table(run: Run, tmp_path: Path) -> None:
@@ -46,7 +48,9 @@ def test_csv_one_file_per_table(run: Run, tmp_path: Path) -> None:
     assert per_token.to_numpy() == pytest.approx(inside.to_numpy(), rel=1e-4)
     summary = pd.read_csv(tmp_path / "csv" / "summary.csv")
     assert summary.loc[0, "energy_kind"] == "modeled"
-    assert summary.loc[0, "decode_j_per_token"] == pytest.approx(run.summary()["decode_j_per_token"])
+    assert summary.loc[0, "decode_j_per_token"] == pytest.approx(
+        run.summary()["decode_j_per_token"]
+    )
 
 
 def test_parquet_matches_csv(run: Run, tmp_path: Path) -> None:

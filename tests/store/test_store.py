@@ -48,7 +48,9 @@ def test_save_and_load_round_trip(store: Store) -> None:
     loaded = store.load(run.run_id)
     _same(run, loaded)
     assert loaded.extras == {"router": [[0.1, 0.9], None]}
-    assert loaded.summary()["decode_j_per_token"] == pytest.approx(run.summary()["decode_j_per_token"])
+    assert loaded.summary()["decode_j_per_token"] == pytest.approx(
+        run.summary()["decode_j_per_token"]
+    )
     assert loaded.done
 
 

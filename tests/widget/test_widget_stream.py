@@ -129,7 +129,9 @@ def _check_snapshot(run, header, buffers):
     assert len(d["power"]) == len(run.power_records())
     assert d["layer_idx"].tolist() == list(range(run.n_tokens))
     assert header["summary"]["output_tokens"] == run.n_tokens
-    assert header["summary"]["decode_j_per_token"] == pytest.approx(run.summary()["decode_j_per_token"])
+    assert header["summary"]["decode_j_per_token"] == pytest.approx(
+        run.summary()["decode_j_per_token"]
+    )
     assert {p["name"] for p in header["phases"]} == {p["name"] for p in run.phases()}
 
 
