@@ -261,6 +261,13 @@ class Run:
             self._fill_modeled_energy(index)
             self._emit("layers", {"index": index, "values": self._layer_rows[index]})
 
+    def _load_layer_rows(self, rows: list[np.ndarray | None]) -> None:
+        """Rows of a stored run (None: no row for that token); modeled energy derived anew."""
+        with self._lock:
+            self._layer_rows = [self._empty_layer_row() if r is None else r for r in rows]
+            for i in range(len(self._layer_rows)):
+                self._fill_modeled_energy(i)
+
     def _record_extra(self, name: str, index: int, value: Any) -> None:
         with self._lock:
             rows = self.extras.setdefault(name, [])
@@ -660,6 +667,8 @@ class Run:
         values = d.get("layers", {}).get("values") or []
         for row in values:
             run._layer_rows.append(np.array(row, dtype=np.float32))  # None -> nan
+        for i in range(len(run._layer_rows)):  # derived, so runs saved before a fix get it too
+            run._fill_modeled_energy(i)
         run.extras = d.get("extras", {}) or {}
         run._stored_summary = dict(d.get("summary") or {})
         run._done.set()

@@ -283,9 +283,7 @@ class Store:
         shape = (len(run.layer_names), len(run.component_names), len(run.metric_names))
         by_idx = {i: layer_row(b, shape) for i, b in layers}
         if by_idx:
-            run._layer_rows = [
-                by_idx[i] if i in by_idx else run._empty_layer_row() for i in range(max(by_idx) + 1)
-            ]
+            run._load_layer_rows([by_idx.get(i) for i in range(max(by_idx) + 1)])
         return run
 
     def runs(
