@@ -49,10 +49,10 @@ class PowerSampler:
 
     Time is `time.monotonic()` relative to `start()`. Energy comes from the source's counter when it
     has one, otherwise from the trapezoid over total power. Once a source has given a counter value,
-    a sample without one is dropped rather than integrated: sampled power aliases periodic loads
-    (a 70 ms square wave sampled every 100 ms reads +7 %), a counter does not. Listeners run on the
-    sampler thread and must be quick. A source error stops sampling; it is kept in `error` and sent
-    to error listeners.
+    a sample without one is dropped rather than integrated: sampled power aliases periodic loads (a
+    70 ms 100/300 W square wave sampled every 100 ms reads +-7 %), a counter does not. Listeners
+    run on the sampler thread and must be quick. A source error stops sampling; it is kept in
+    `error` and sent to error listeners.
     """
 
     def __init__(self, source: PowerSource, interval_ms: float = 100.0) -> None:
