@@ -28,8 +28,14 @@ class PowerSource(abc.ABC):
     name: str = ""
     kind: str = "measured"
     rails: tuple[str, ...] = ()
-    #: Finest time resolution of the source's own readings, in ms (None: as fast as polled).
+    #: What the numbers cover: "process", "system", "GPU 0", "system (SoC)", "trace", ...
+    scope: str = ""
+    #: How often the source's own readings change, in ms (None: unknown, or as fast as polled).
+    #: Set by open() and, for streams, updated as samples arrive: a figure can be no finer.
     native_interval_ms: float | None = None
+    #: The window its power values are averaged over, in ms (None: instantaneous power).
+    #: Energy from a counter does not depend on it; peaks in an averaged power do.
+    power_window_ms: float | None = None
 
     exhausted: bool = False
 

@@ -1,12 +1,16 @@
-"""An ESTIMATE of CPU power from this process's CPU time, for machines with no power counter.
+"""An ESTIMATE of CPU power from CPU time, for machines with no power counter.
 
 Model: energy = (CPU seconds used since open) x watts per busy core (+ optional idle watts x wall
-seconds). scope="process" (the default) counts this process, every thread of it, through
-`time.process_time()`, so torch's intra-op threads are included and other programs are not;
-scope="system" counts the busy time of all CPUs from Linux /proc/stat (10 ms ticks).
-It is not a measurement: it ignores frequency, SIMD width, memory traffic, (for "process") other
-programs and the platform; treat its joules as +-50 % or worse, good for comparing runs on one
-machine, not for absolute claims.
+seconds). Two scopes, chosen by name (`estimate:process`, `estimate:system`):
+- "process" (the default) counts this process only, every thread of it, through
+  `time.process_time()`: torch's intra-op threads are included, other programs are not.
+- "system" counts the busy time of all CPUs from Linux /proc/stat, every process included, in
+  ticks of 1/SC_CLK_TCK s (10 ms).
+It is not a measurement: it ignores frequency, SIMD width, memory traffic and the platform; treat
+its joules as +-50 % or worse, good for comparing runs on one machine, not for absolute claims.
+
+Aliasing: none from sampling. CPU time is a counter (like RAPL's), so the energy between two
+polls is exact for the model whatever the load's rhythm; its power is the delta over each poll.
 
 Default 10 W per busy core: the rated power per core of current desktop CPUs, e.g. AMD Ryzen 7
 5800X 105 W TDP / 8 cores = 13 W, Intel Core i7-12700K 125 W base power / 12 cores = 10.4 W.
@@ -30,6 +34,11 @@ DEFAULT_WATTS_PER_CORE = 10.0
 SCOPES = ("process", "system")
 PROC_STAT = "/proc/stat"
 MIN_INTERVAL_S = 0.005  # process_time ticks coarsely on some kernels: no power from shorter gaps
+
+
+def clock_tick_ms() -> float:
+    """The /proc/stat tick in ms (1000 / SC_CLK_TCK; 10 ms on Linux)."""
+    return 1000.0 / os.sysconf("SC_CLK_TCK")
 
 
 def _positive(value: object, what: str, allow_zero: bool = False) -> float:
@@ -75,6 +84,8 @@ class EstimateSource(PowerSource):
         if scope == "system" and not Path(PROC_STAT).exists():
             raise InvalidInputError(f"scope='system' needs {PROC_STAT} (Linux)")
         self.scope = scope
+        # process_time is fine-grained, but polls closer than MIN_INTERVAL_S give no reading
+        self.native_interval_ms = MIN_INTERVAL_S * 1e3 if scope == "process" else clock_tick_ms()
         if watts_per_core is None:
             self.watts_per_core, self.origin = watts_per_core_from_env()
         else:
@@ -96,18 +107,26 @@ class EstimateSource(PowerSource):
         return Availability(
             True,
             f"ESTIMATE, not a measurement: this process's CPU time x {w:.3g} W per busy core "
-            f"({origin})",
+            f"({origin}); estimate:system counts every process's CPU time instead",
         )
 
     def describe(self) -> str:
         idle = f" + {self.idle_w:g} W idle" if self.idle_w else ""
-        whose = "this process's" if self.scope == "process" else "all CPUs' (/proc/stat)"
+        if self.scope == "process":
+            whose = "this process's CPU time only (all its threads; not other programs)"
+        else:
+            whose = (
+                f"all CPUs' busy time from /proc/stat, every process counted "
+                f"({self.native_interval_ms:g} ms ticks)"
+            )
         return (
-            f"ESTIMATE, not a measurement: {whose} CPU time x {self.watts_per_core:.3g} W "
-            f"per busy core{idle} ({self.origin}); ignores frequency, memory and other processes"
+            f"ESTIMATE, not a measurement: {whose} x {self.watts_per_core:.3g} W per busy core"
+            f"{idle} ({self.origin}); ignores frequency and memory traffic"
         )
 
     def open(self, interval_ms: float) -> None:
+        # power is the CPU-time delta over each poll interval
+        self.power_window_ms = float(interval_ms)
         self._open_cpu_s = self._cpu_s()
         self._open_s = self._last_s = time.monotonic()
         self._last_j = 0.0

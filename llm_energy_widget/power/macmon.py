@@ -4,6 +4,12 @@ Each JSON line holds watts averaged over macmon's last interval (`cpu_power`, `g
 `ane_power`, `ram_power`; `all_power` = CPU+GPU+ANE). A line's interval is the gap between its
 `timestamp` and the previous one when macmon writes timestamps, else the gap between arrivals
 (live) or the nominal interval (a capture without timestamps, which the description then says).
+
+Resolution: one line; native_interval_ms is the median of the intervals seen so far (asked 100 ms,
+macmon's lines come later, like powermetrics' samples). Power values are averages over each line's
+interval (power_window_ms = the same spacing). Aliasing: none from our sampling; each line's
+average covers its interval back to back, so energy = average x interval integrates a periodic
+load exactly. Scope: the whole SoC, every process. Needs no root.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ class MacmonSource(PowerSource):
     name = "macmon"
     kind = "measured"
     rails = ("cpu", "gpu", "ane", "dram")
+    scope = "system (SoC)"
 
     def __init__(
         self,
@@ -91,6 +98,7 @@ class MacmonSource(PowerSource):
         self._last_stamp: float | None = None
         self._last_arrival: float | None = None
         self._open_s = 0.0
+        self._nominal_lines = 0  # lines with no interval of their own (first line, no timestamps)
         if self.path is not None and not self.path.is_file():
             raise InvalidInputError(f"macmon capture {self.path} does not exist or is no file")
 
@@ -105,9 +113,18 @@ class MacmonSource(PowerSource):
 
     def describe(self) -> str:
         where = f"capture {self.path}" if self.path is not None else "`macmon pipe`"
+        spacing = self._clock.spacing_ms
+        every = f", lines every {spacing:.0f} ms (median)" if spacing is not None else ""
+        nominal = (
+            f"; {self._nominal_lines} line(s) with no interval of their own (the first, or no "
+            f"timestamps) counted as the nominal {self._interval_ms:g} ms"
+            if self._nominal_lines
+            else ""
+        )
         return (
-            f"macmon ({where}): Apple silicon CPU/GPU/ANE/RAM watts averaged over each interval, "
-            "from the counters powermetrics reads (Apple calls them estimates)"
+            f"macmon ({where}): Apple silicon CPU/GPU/ANE/RAM watts averaged over each "
+            f"interval{every}, from the counters powermetrics reads (Apple calls them "
+            f"estimates){nominal}"
         )
 
     def open(self, interval_ms: float) -> None:
@@ -149,6 +166,9 @@ class MacmonSource(PowerSource):
                 self._clock.anchor_s = self._open_s
             sample = IntervalSample(dt_s, {k: w * dt_s for k, w in watts.items()})
             out.append(self._clock.place(sample, arrived))
+        if out:
+            # resolution and power window: the real line spacing, not the asked interval
+            self.native_interval_ms = self.power_window_ms = self._clock.spacing_ms
         if final:
             self.exhausted = True
         return out
@@ -164,6 +184,7 @@ class MacmonSource(PowerSource):
         live = self.path is None or self.follow
         if stamp is None and live and last_arrival is not None and arrived > last_arrival:
             return arrived - last_arrival
+        self._nominal_lines += 1
         return self._interval_ms / 1e3
 
     def close(self) -> None:

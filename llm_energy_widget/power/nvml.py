@@ -3,26 +3,50 @@
 Energy comes from the total-energy counter (mJ since the driver loaded; Volta and newer), rebased
 to 0 at open. Power is the instantaneous field `NVML_FI_DEV_POWER_INSTANT` where the driver has
 it; otherwise `nvmlDeviceGetPowerUsage`, which on recent GPUs (Ampere/Hopper) is a 1-second
-average, so short peaks are smoothed (the energy counter is not). A GPU without the counter gets
-its energy from the trapezoid over power, and the description says so.
+average (power_window_ms = 1000), so short peaks are smoothed (the energy counter is not). A GPU
+without the counter gets its energy from the trapezoid over power, and the description says so.
+
+Resolution: the counter changes only every 10-100 ms, whatever the poll interval. open() measures
+that period (reads every ~1 ms for at most PROBE_S, until PROBE_CHANGES changes; the median gap,
+the worst GPU's, is native_interval_ms), as Zeus does for its power counter.
+
+Time stamps: a counter value read at a poll was written at the counter's last update, up to one
+period earlier. Stamping it at the poll lags the curve and makes a staircase (flat between
+updates, a jump inside one poll: a 10 ms token read 0x or 5x its energy). So a reading is made
+only when the counter changed, placed at the estimated update time (see UpdateClock), and polls
+that saw no change give none.
+
+Aliasing: the counter integrates the GPU's power in the driver, so energy over a periodic load
+is exact at the counter's updates (between them the curve is linear). Only a GPU without the
+counter (pre-Volta) integrates sampled power, which aliases: a 70 ms 100/300 W square wave
+sampled every 100 ms reads +-7 %.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import os
+import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
+
+import numpy as np
 
 from ..errors import EnergyWidgetError, InvalidInputError, SourceError, SourceUnavailableError
 from .base import Availability, PowerSource
 from .record import SourceSample
 
 log = logging.getLogger(__name__)
+
+PROBE_S = 0.5  # the longest open() spends measuring the counter's update period
+PROBE_CHANGES = 4  # counter changes to see per GPU (3 periods) before the probe stops early
+PROBE_SLEEP_S = 0.001  # between probe reads: ~1 ms brackets around each update
+AVERAGED_POWER_WINDOW_MS = 1000.0  # nvmlDeviceGetPowerUsage on Ampere/Hopper
 
 # NVML error code name -> (our exception, what it means for the user).
 NVML_ERRORS: dict[str, tuple[type[EnergyWidgetError], str]] = {
@@ -122,6 +146,97 @@ def visible_indices(spec: str, count: int, uuids: Sequence[str]) -> list[int]:
     return out
 
 
+JITTER_S = 0.5e-3  # least allowance for the counter's own update times around its period
+LOCK_MAX_S = 2e-3  # more jitter than this (or 1/8 bracket): prediction no better than midpoints
+
+
+class UpdateClock:
+    """Estimates when a periodic counter took each new value, from the polls around it.
+
+    Why not the midpoint: a change seen at a poll happened in the bracket (start of the last read
+    that saw the old value, end of the first read that saw the new one], whose midpoint is off by
+    up to half a poll (10 ms at 20 ms polls), and by the same amount every time when the poll
+    interval divides the update period (the sampler's fixed schedule makes that usual). That
+    shifts the whole curve, and averaging midpoints does not remove it.
+
+    What instead: the counter updates periodically, and open() saw a few updates in ~1 ms
+    brackets, which gives an anchor update, the period (to a fraction of a ms) and its jitter.
+    Update k after the anchor is predicted at anchor + k x period; every bracket bounds the
+    period (it lies in [(lo - anchor) / k, (hi - anchor) / k], widened by the jitter), the
+    probe's period is kept inside those bounds, and the estimate is clamped into its bracket.
+    A bracket that contradicts the bounds means more jitter than allowed: the allowance doubles;
+    past LOCK_MAX_S the clock gives midpoints from then on (`locked` False). A bracket finer than
+    the prediction becomes the new anchor. Polls further apart than half a period cannot tell
+    update k from k+1, so there a miscount would go unnoticed: those brackets get the midpoint of
+    (read - period, read], where the last update before the read lies. On a simulated counter
+    (tests/power/test_known_answers_power.py) this places updates within 0.5 ms where midpoints
+    are 5-9 ms off, and matches midpoints once the updates jitter by 2 ms or more.
+    """
+
+    def __init__(
+        self,
+        period_s: float | None,
+        period_err_s: float = 0.0,
+        anchor_s: float | None = None,
+        anchor_err_s: float = 0.0,
+        jitter_s: float = JITTER_S,
+    ) -> None:
+        self.period_s = period_s
+        self.jitter_s = max(JITTER_S, jitter_s)
+        self.period_err_s = period_err_s
+        self.anchor_s = anchor_s
+        self.anchor_err_s = anchor_err_s
+        self.locked = (
+            period_s is not None and anchor_s is not None and 2 * self.jitter_s <= LOCK_MAX_S
+        )
+        self._range = self._start_range()
+        self._k = 0
+
+    def _start_range(self) -> tuple[float, float]:
+        u = self.period_s or 0.0
+        return (u - self.period_err_s, u + self.period_err_s)
+
+    def place(self, lo_s: float, hi_s: float) -> float:
+        """The estimated time of an update known to lie in (lo_s, hi_s]."""
+        if self.period_s is not None:
+            # a read sees the last update before it, which lies within a period of the read
+            # (polls further apart than the period miss the earlier ones)
+            lo_s = max(lo_s, hi_s - 1.02 * self.period_s)
+        mid, width = 0.5 * (lo_s + hi_s), hi_s - lo_s
+        if not self.locked or self.anchor_s is None or self.period_s is None:
+            return mid
+        if width > 0.5 * self.period_s:
+            return mid  # sparse polls: a miscounted update would go unnoticed
+        k = max(self._k + 1, round((mid - self.anchor_s) / self._period(*self._range)))
+        while True:
+            slack = self.anchor_err_s + 2 * self.jitter_s
+            new_lo = max(self._range[0], (lo_s - self.anchor_s - slack) / k)
+            new_hi = min(self._range[1], (hi_s - self.anchor_s + slack) / k)
+            if new_lo <= new_hi:
+                break
+            if 0.5 * width <= slack:  # this bracket is finer than the prediction: anchor on it
+                self.anchor_s, self.anchor_err_s = mid, 0.5 * width
+                self._range, self._k = self._start_range(), 0
+                return mid
+            self.jitter_s *= 2
+            if 2 * self.jitter_s > max(LOCK_MAX_S, width / 8):
+                log.info(
+                    "NVML counter updates jitter ~%.1f ms: stamping at bracket midpoints",
+                    1e3 * self.jitter_s,
+                )
+                self.locked = False
+                return mid
+            lo_u, hi_u = self._start_range()
+            self._range = (lo_u - self.jitter_s / k, hi_u + self.jitter_s / k)
+        self._range, self._k = (new_lo, new_hi), k
+        predicted = self.anchor_s + k * self._period(new_lo, new_hi)
+        return min(max(predicted, lo_s), hi_s)
+
+    def _period(self, lo: float, hi: float) -> float:
+        assert self.period_s is not None
+        return min(max(self.period_s, lo), hi)
+
+
 @dataclass
 class _Gpu:
     index: int
@@ -129,8 +244,14 @@ class _Gpu:
     label: str
     start_mj: int | None  # None: no energy counter on this GPU
     instant: bool  # power from NVML_FI_DEV_POWER_INSTANT (else the 1-s average)
-    energy_j: float = 0.0
+    energy_j: float = 0.0  # no-counter GPUs: the trapezoid so far
     last_w: float | None = None
+    last_mj: int | None = None  # the counter value last read
+    read_lo_s: float = 0.0  # when the read that saw last_mj began
+    period_ms: float | None = None  # the counter's update period measured at open
+    clock: UpdateClock | None = None
+    knots_t: list[float] = field(default_factory=list)  # times where E is known (monotonic s)
+    knots_e: list[float] = field(default_factory=list)  # E there, J since the anchor
 
 
 class NvmlSource(PowerSource):
@@ -153,8 +274,11 @@ class NvmlSource(PowerSource):
         self._nvml = nvml
         self.counter_starts_at_open = True
         self.gpus: list[_Gpu] = []
+        self.scope = "GPUs (all visible)" if devices is None else _gpu_scope(self.devices or [])
         self._inited = False
         self._last_s: float | None = None
+        self._emitted_s: float | None = None
+        self._interval_ms = 0.0
 
     @property
     def nvml(self) -> ModuleType:
@@ -189,13 +313,32 @@ class NvmlSource(PowerSource):
 
     def describe(self) -> str:
         if not self.gpus:
-            return "NVIDIA GPUs via NVML: total-energy counter, instantaneous power where supported"
+            return (
+                "NVIDIA GPUs via NVML: total-energy counter (updates every 10-100 ms), "
+                "instantaneous power where supported, else a 1-second average"
+            )
         labels = ", ".join(g.label for g in self.gpus)
-        energy = (
-            "total-energy counter (updates every 10-100 ms)"
-            if all(g.start_mj is not None for g in self.gpus)
-            else "energy integrated from power where a GPU has no counter (pre-Volta)"
-        )
+        if all(g.start_mj is not None for g in self.gpus):
+            periods = [g.period_ms for g in self.gpus if g.period_ms is not None]
+            if not periods:
+                every = f"no update period seen in the {PROBE_S:g} s probe at open"
+            elif self._interval_ms > 0.5 * max(periods):
+                every = (
+                    f"updates every {max(periods):.0f} ms, measured at open; polled every "
+                    f"{self._interval_ms:g} ms, so each update is placed within about half a "
+                    f"poll (poll every <= {0.5 * min(periods):.0f} ms to place it within ~1 ms)"
+                )
+            else:
+                every = (
+                    f"updates every {max(periods):.0f} ms, measured at open; each update "
+                    "placed at its predicted time"
+                )
+            energy = f"total-energy counter ({every})"
+        else:
+            energy = (
+                "energy integrated from power (sampled) where a GPU has no counter (pre-Volta; "
+                "aliases periodic loads)"
+            )
         power = (
             "instantaneous power (NVML_FI_DEV_POWER_INSTANT)"
             if all(g.instant for g in self.gpus)
@@ -209,10 +352,21 @@ class NvmlSource(PowerSource):
         self._inited = True
         try:
             self.gpus = [self._open_gpu(i) for i in self._choose()]
+            self._probe()
         except BaseException:
             self.close()
             raise
         self._last_s = None
+        self._emitted_s = None
+        self._interval_ms = float(interval_ms)
+        self.scope = _gpu_scope([g.index for g in self.gpus])
+        periods = [g.period_ms for g in self.gpus if g.period_ms is not None]
+        self.native_interval_ms = max(periods) if periods else None  # the worst GPU
+        self._update_power_window()
+
+    def _update_power_window(self) -> None:
+        averaged = any(not g.instant for g in self.gpus)
+        self.power_window_ms = AVERAGED_POWER_WINDOW_MS if averaged else None
 
     def _choose(self) -> list[int]:
         nv = self.nvml
@@ -258,14 +412,77 @@ class NvmlSource(PowerSource):
             _call(nv, f"GPU {index} power", nv.nvmlDeviceGetPowerUsage, h)  # raises if none
         return _Gpu(index, h, label, start_mj, instant)
 
+    def _read_mj(self, g: _Gpu) -> tuple[int, float, float]:
+        """The counter, and when the read began and ended (monotonic s)."""
+        nv = self.nvml
+        t0 = time.monotonic()
+        mj = int(_call(nv, "energy counter", nv.nvmlDeviceGetTotalEnergyConsumption, g.handle))
+        t1 = time.monotonic()
+        if g.last_mj is not None and mj < g.last_mj:
+            raise SourceError(f"GPU {g.label}: the energy counter went backwards (GPU reset?)")
+        return mj, t0, t1
+
+    def _probe(self) -> None:
+        """Measure each counter's update period and phase: read every ~1 ms until each GPU
+        showed PROBE_CHANGES changes or PROBE_S passed; anchor the energy at the last change."""
+        counters = [g for g in self.gpus if g.start_mj is not None]
+        if not counters:
+            return
+        t_start = time.monotonic()
+        changes: dict[int, list[tuple[float, float]]] = {id(g): [] for g in counters}
+        for g in counters:
+            g.last_mj, g.read_lo_s, _ = self._read_mj(g)
+        deadline = t_start + PROBE_S
+        pending = list(counters)
+        while pending and time.monotonic() < deadline:
+            time.sleep(PROBE_SLEEP_S)
+            for g in pending:
+                mj, t0, t1 = self._read_mj(g)
+                if mj != g.last_mj:
+                    changes[id(g)].append((g.read_lo_s, t1))
+                    g.last_mj = mj
+                g.read_lo_s = t0
+            pending = [g for g in pending if len(changes[id(g)]) < PROBE_CHANGES]
+        for g in counters:
+            assert g.last_mj is not None
+            seen = changes[id(g)]
+            g.start_mj = g.last_mj  # energy 0 at the anchor below
+            if not seen:
+                # no update in PROBE_S: the value was current when the probe began
+                log.info("GPU %s: energy counter did not change in %g s", g.label, PROBE_S)
+                g.clock = UpdateClock(None)
+                g.knots_t.append(t_start)
+                g.knots_e.append(0.0)
+                continue
+            lo_n, hi_n = seen[-1]
+            anchor = 0.5 * (lo_n + hi_n)
+            if len(seen) >= 2:
+                mids = [0.5 * (a + b) for a, b in seen]
+                g.period_ms = statistics.median(np.diff(mids).tolist()) * 1e3  # as reported
+                n = len(seen) - 1
+                span_period_s = (mids[-1] - mids[0]) / n  # for prediction: finer than a median
+                # the gaps' spread beyond the read brackets is the counter's own jitter
+                gaps = np.diff(mids)
+                widths = [b - a for a, b in seen]
+                jitter_s = max(0.0, 0.5 * (float(gaps.max() - gaps.min()) - 2 * max(widths)))
+                jitter_s = max(JITTER_S, jitter_s)
+                # half-width of the period's range: both end brackets (and jitter) over n periods
+                period_err_s = (0.5 * (widths[0] + widths[-1]) + 2 * jitter_s) / n
+                anchor_err_s = 0.5 * widths[-1] + jitter_s
+                g.clock = UpdateClock(span_period_s, period_err_s, anchor, anchor_err_s, jitter_s)
+            else:
+                g.clock = UpdateClock(None)
+            g.knots_t.append(anchor)
+            g.knots_e.append(0.0)
+
     def _instant_w(self, handle: Any) -> float | None:
         """NVML_FI_DEV_POWER_INSTANT in W, or None where this driver/GPU lacks the field."""
         nv = self.nvml
-        field = getattr(nv, "NVML_FI_DEV_POWER_INSTANT", None)
-        if field is None or not hasattr(nv, "nvmlDeviceGetFieldValues"):
+        field_id = getattr(nv, "NVML_FI_DEV_POWER_INSTANT", None)
+        if field_id is None or not hasattr(nv, "nvmlDeviceGetFieldValues"):
             return None
         try:
-            (v,) = nv.nvmlDeviceGetFieldValues(handle, [field])
+            (v,) = nv.nvmlDeviceGetFieldValues(handle, [field_id])
         except nv.NVMLError:
             return None
         if v.nvmlReturn != getattr(nv, "NVML_SUCCESS", 0):
@@ -279,34 +496,71 @@ class NvmlSource(PowerSource):
             if w is not None:
                 return w
             g.instant = False  # the field stopped answering: fall back, the description follows
+            self._update_power_window()
+            log.info(
+                "GPU %s: instantaneous power stopped answering; using the 1-s average", g.label
+            )
         return float(_call(nv, f"GPU {g.label} power", nv.nvmlDeviceGetPowerUsage, g.handle)) / 1e3
 
     def poll(self) -> list[SourceSample]:
         if not self.gpus:
             raise SourceError("nvml source polled before open()")
-        nv = self.nvml
         t_s = time.monotonic()
-        total_w = 0.0
         for g in self.gpus:
             w = self._power_w(g)
             if g.start_mj is not None:
-                now_mj = int(
-                    _call(nv, "energy counter", nv.nvmlDeviceGetTotalEnergyConsumption, g.handle)
-                )
-                energy = (now_mj - g.start_mj) / 1e3
-                if energy < g.energy_j:
-                    raise SourceError(
-                        f"GPU {g.label}: the energy counter went backwards (GPU reset?)"
-                    )
-                g.energy_j = energy
-            elif g.last_w is not None and self._last_s is not None:
-                g.energy_j += 0.5 * (w + g.last_w) * (t_s - self._last_s)
+                mj, t0, t1 = self._read_mj(g)
+                if mj != g.last_mj:
+                    # a new value: written at an update inside (last read's start, this read's end]
+                    assert g.clock is not None
+                    t_update = g.clock.place(g.read_lo_s, t1)
+                    if g.knots_t and t_update <= g.knots_t[-1]:
+                        t_update = g.knots_t[-1] + 1e-6  # keep the curve strictly in time order
+                    g.knots_t.append(t_update)
+                    g.knots_e.append((mj - g.start_mj) / 1e3)
+                    g.last_mj = mj
+                g.read_lo_s = t0
+            else:
+                if g.last_w is not None and self._last_s is not None:
+                    g.energy_j += 0.5 * (w + g.last_w) * (t_s - self._last_s)
+                g.knots_t.append(t_s)
+                g.knots_e.append(g.energy_j)
             g.last_w = w
-            total_w += w
         self._last_s = t_s
-        energy_j = sum(g.energy_j for g in self.gpus)
+        return self._emit()
+
+    def _emit(self) -> list[SourceSample]:
+        """Summed samples at every GPU's knot times that all GPUs' curves already cover.
+
+        Each GPU's E(t) is linear between its own knots, so the sum is known up to the earliest
+        latest knot; GPUs update at their own phases, so the sum gets a sample at each GPU's."""
+        knots = [(g.knots_t, g.knots_e) for g in self.gpus]
+        if any(not ts for ts, _ in knots):
+            return []
+        start = max(ts[0] for ts, _ in knots)
+        horizon = min(ts[-1] for ts, _ in knots)
+        after = self._emitted_s
+        times = sorted(
+            {
+                t
+                for ts, _ in knots
+                for t in ts
+                if start <= t <= horizon and (after is None or t > after)
+            }
+        )
+        if not times:
+            return []
+        power = sum(g.last_w or 0.0 for g in self.gpus)
+        energy = np.zeros(len(times))
+        for ts, es in knots:
+            energy += np.interp(times, ts, es)
+        self._emitted_s = times[-1]
+        for ts, es in knots:  # keep the last knot at or before the emitted time, and later ones
+            keep = max(0, bisect.bisect_right(ts, times[-1]) - 1)
+            del ts[:keep], es[:keep]
         return [
-            SourceSample(t_s=t_s, power_w={"gpu": total_w, "total": total_w}, energy_j=energy_j)
+            SourceSample(t_s=t, power_w={"gpu": power, "total": power}, energy_j=float(e))
+            for t, e in zip(times, energy, strict=True)
         ]
 
     def close(self) -> None:
@@ -314,6 +568,13 @@ class NvmlSource(PowerSource):
             self._inited = False
             with contextlib.suppress(Exception):
                 self.nvml.nvmlShutdown()
+
+
+def _gpu_scope(indices: Sequence[int]) -> str:
+    """'GPU 0' or 'GPUs 0,1'."""
+    if len(indices) == 1:
+        return f"GPU {indices[0]}"
+    return "GPUs " + ",".join(str(i) for i in indices)
 
 
 def _text(v: Any) -> str:

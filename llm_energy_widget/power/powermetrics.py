@@ -5,6 +5,13 @@ of the sample (asked 100 ms, seen 116-129 ms): energy is summed from the energy 
 real elapsed when a sample has only power keys, never divided by the nominal interval. Times are
 the accumulated `elapsed_ns`, so a complete file read at once still gets true, increasing times.
 
+Resolution: one sample, whose real length is reported as native_interval_ms (the median of the
+elapsed times seen so far). Power values are averages over each sample (power_window_ms = the same
+spacing), so peaks shorter than a sample are smoothed. Aliasing: none from our sampling; each
+sample's energy covers its whole interval back to back, so a periodic load integrates exactly
+(within what Apple's power model reports). Scope: the whole SoC, every process. Needs root
+(`sudo -n`), or a file written by a root terminal.
+
 This module also holds the stream plumbing the other stream sources share (a file tail, a
 subprocess pipe, the interval clock and the skipped-sample warning).
 """
@@ -19,6 +26,7 @@ import platform
 import plistlib
 import re
 import shutil
+import statistics
 import subprocess
 import threading
 import time
@@ -197,6 +205,12 @@ class IntervalClock:
         self.anchor_s: float | None = None
         self.elapsed_s = 0.0
         self.energy_j = 0.0
+        self.durations_s: deque[float] = deque(maxlen=512)  # recent real sample lengths
+
+    @property
+    def spacing_ms(self) -> float | None:
+        """Median real sample length so far, in ms (None before the first sample)."""
+        return statistics.median(self.durations_s) * 1e3 if self.durations_s else None
 
     def skip(self, duration_s: float | None) -> str:
         """A malformed sample of known length: keep later times true; its energy is unknown."""
@@ -210,6 +224,7 @@ class IntervalClock:
             self.anchor_s = arrived_s - s.duration_s
         self.elapsed_s += s.duration_s
         self.energy_j += s.total_j
+        self.durations_s.append(s.duration_s)
         power = {k: v / s.duration_s for k, v in s.energy_j.items()}
         power["total"] = s.total_j / s.duration_s
         return SourceSample(
@@ -387,6 +402,7 @@ class PowermetricsSource(PowerSource):
     name = "powermetrics"
     kind = "measured"
     rails = ("cpu", "gpu", "ane", "dram")
+    scope = "system (SoC)"
 
     def __init__(
         self,
@@ -424,11 +440,26 @@ class PowermetricsSource(PowerSource):
         return Availability(True, "Apple powermetrics CPU/GPU/ANE energy via sudo -n")
 
     def describe(self) -> str:
-        where = f"tailing {self.path}" if self.path is not None else "spawned via sudo -n"
+        if self.path is None:
+            where = "spawned via sudo -n"
+        else:
+            where = f"{'tailing' if self.follow else 'reading'} {self.path}"
+        spacing = self._clock.spacing_ms
+        every = (
+            f"samples every {spacing:.0f} ms (median real elapsed), power averaged over each"
+            if spacing is not None
+            else "power averaged over each sample"
+        )
         return (
             f"Apple powermetrics ({where}): CPU/GPU/ANE/DRAM energy over each sample's real "
-            "elapsed time; Apple documents these values as estimates of its power model"
+            f"elapsed time; {every}; Apple documents these values as estimates of its power model"
         )
+
+    def _observe_spacing(self) -> None:
+        """Resolution and power window follow the real sample spacing, not the asked interval."""
+        spacing = self._clock.spacing_ms
+        self.native_interval_ms = spacing
+        self.power_window_ms = spacing
 
     def open(self, interval_ms: float) -> None:
         self._open_s = time.monotonic()
@@ -457,6 +488,8 @@ class PowermetricsSource(PowerSource):
                 warn_skipped("powermetrics", index, f"{parsed}{gap}")
                 continue
             out.append(self._clock.place(parsed, arrived))
+        if out:
+            self._observe_spacing()
         if final:
             self.exhausted = True
         return out

@@ -5,6 +5,11 @@ servers dram) subzones. Summing them all would count the same joules twice, so t
 top-level package zones plus the dram zones (a DRAM is not inside the package's energy), never
 core/uncore; psys alone is used only when there is no package zone. `intel-rapl-mmio` zones
 mirror the package through MMIO and are skipped for the same reason.
+
+Resolution: the counters update about every 1 ms (native_interval_ms = 1), but polls closer than
+5 ms give no reading. Aliasing: none; energy is the counter's own delta, exact whatever the load's
+rhythm. The power shown is that delta over each poll interval (power_window_ms = the interval).
+Needs read access to energy_uj (root since Linux 5.10; see PERMISSION_REMEDY).
 """
 
 from __future__ import annotations
@@ -99,7 +104,8 @@ class RaplSource(PowerSource):
     name = "rapl"
     kind = "measured"
     rails = ("cpu", "dram")
-    native_interval_ms = 1.0
+    native_interval_ms = 1.0  # the counters update about every 1 ms
+    scope = "CPU packages + DRAM (RAPL)"
 
     def __init__(self, root: str | os.PathLike[str] = POWERCAP) -> None:
         self.root = Path(root)
@@ -120,11 +126,21 @@ class RaplSource(PowerSource):
         return Availability(True, f"Linux RAPL energy counters: {labels}")
 
     def describe(self) -> str:
-        labels = ", ".join(z.label for z in self.zones) or "package and dram zones"
-        return f"Linux RAPL energy counters via powercap ({labels}); core/uncore not added"
+        if not self.zones:
+            return (
+                "Linux RAPL energy counters via powercap (package and dram zones, or psys); "
+                "core/uncore not added"
+            )
+        labels = ", ".join(z.label for z in self.zones)
+        return (
+            f"Linux RAPL energy counters via powercap, reading {labels}; core/uncore not added; "
+            "counters update about every 1 ms"
+        )
 
     def open(self, interval_ms: float) -> None:
         self.zones = discover_zones(self.root)
+        self.scope = ", ".join(z.label.split(" ")[0] for z in self.zones)
+        self.power_window_ms = float(interval_ms)  # power = counter delta over each poll
         for z in self.zones:
             z.last_uj = _read_int(z.path)
             z.energy_j = 0.0

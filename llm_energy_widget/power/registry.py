@@ -6,7 +6,7 @@ from typing import Any
 
 from ..errors import InvalidInputError, SourceUnavailableError
 from .base import Availability, PowerSource
-from .estimate import EstimateSource
+from .estimate import SCOPES, EstimateSource
 from .macmon import MacmonSource
 from .nvml import NvmlSource
 from .powermetrics import PowermetricsSource
@@ -25,6 +25,8 @@ SOURCES: dict[str, type[PowerSource]] = {
 
 AUTO_ORDER = ("nvml", "rapl", "powermetrics", "macmon")
 FILE_SOURCES = {"replay": "path", "powermetrics": "path", "macmon": "path"}
+#: NAME:ARG where ARG is not a file: the estimate's scope (estimate:process, estimate:system).
+ARG_SOURCES = {"estimate": ("scope", SCOPES)}
 
 
 def list_sources() -> list[dict[str, Any]]:
@@ -59,12 +61,18 @@ def explain_auto() -> str:
     name, skipped = _auto()
     lines = [f"auto -> {name}: {SOURCES[name].availability().reason}"]
     lines += [f"  not {n}: {a.reason}" for n, a in skipped]
+    if name == "estimate":
+        lines.append(
+            "  (auto uses estimate:process, this process only; estimate:system counts every "
+            "process's CPU time)"
+        )
     return "\n".join(lines)
 
 
 def get_source(spec: str | PowerSource = "auto", **kwargs: Any) -> PowerSource:
     """A ready-to-open source from a name, `auto`, `replay:PATH`, `powermetrics:PATH`,
-    `macmon:PATH`, or a PowerSource (returned as is). Keyword arguments go to the constructor."""
+    `macmon:PATH`, `estimate:process`, `estimate:system`, or a PowerSource (returned as is).
+    Keyword arguments go to the constructor."""
     if isinstance(spec, PowerSource):
         if kwargs:
             raise InvalidInputError("keyword arguments apply to a source name, not an instance")
@@ -80,15 +88,27 @@ def get_source(spec: str | PowerSource = "auto", **kwargs: Any) -> PowerSource:
     if name not in SOURCES:
         raise InvalidInputError(
             f"unknown power source {spec!r}; valid: auto, {', '.join(SOURCES)} "
-            "(and replay:PATH, powermetrics:PATH, macmon:PATH)"
+            "(and replay:PATH, powermetrics:PATH, macmon:PATH, estimate:process, "
+            "estimate:system)"
         )
     cls = SOURCES[name]
     if sep:
-        if name not in FILE_SOURCES or not path:
+        if name in ARG_SOURCES:
+            key, allowed = ARG_SOURCES[name]
+            if path.strip().lower() not in allowed:
+                raise InvalidInputError(
+                    f"{spec!r}: {name} takes a {key} ({', '.join(f'{name}:{a}' for a in allowed)}),"
+                    f" not {path!r}; only {', '.join(FILE_SOURCES)} take a file (NAME:PATH)"
+                )
+            if key in kwargs and kwargs[key] != path.strip().lower():
+                raise InvalidInputError(f"{spec!r} and {key}={kwargs[key]!r} disagree")
+            kwargs[key] = path.strip().lower()
+        elif name not in FILE_SOURCES or not path:
             raise InvalidInputError(
                 f"{spec!r}: only {', '.join(FILE_SOURCES)} take a file (NAME:PATH)"
             )
-        kwargs[FILE_SOURCES[name]] = path
+        else:
+            kwargs[FILE_SOURCES[name]] = path
     if name == "replay" and "path" not in kwargs:
         raise InvalidInputError("replay needs a trace file: 'replay:PATH' or path=...")
     if "path" not in kwargs or kwargs["path"] is None:

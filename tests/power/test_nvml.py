@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import pytest
 
@@ -10,12 +11,22 @@ from llm_energy_widget.errors import InvalidInputError, SourceError, SourceUnava
 from llm_energy_widget.power.nvml import NVML_ERRORS, NvmlSource, nvml_error
 from llm_energy_widget.power.registry import get_source
 
-from .fake_nvml import FakeGpu, make_fake_nvml, real
+from .fake_nvml import FakeClock, FakeGpu, make_fake_nvml, real
 
 
 @pytest.fixture(autouse=True)
 def no_cuda_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """open() probes the counter for up to 0.5 s: on a fake clock that costs no real time, and
+    every GPU read in one poll shares one time, so their counter changes share one stamp."""
+    clock = FakeClock()
+    monkeypatch.setattr(time, "monotonic", clock)
+    monkeypatch.setattr(time, "sleep", clock.sleep)
+    return clock
 
 
 def two_gpus() -> list[FakeGpu]:
