@@ -83,7 +83,7 @@ def test_compare(stored: tuple[Path, list[Run]], capsys: pytest.CaptureFixture[s
     recs = json.loads(capsys.readouterr().out)
     assert [r["run_id"] for r in recs] == [r.run_id for r in runs]
     assert main(["compare", runs[0].run_id, runs[1].run_id, "--store", str(path)]) == 0
-    assert "decode_j_per_token" in capsys.readouterr().out
+    assert "decode J/token" in capsys.readouterr().out  # headers are the summary names
 
 
 def test_delete_and_errors(

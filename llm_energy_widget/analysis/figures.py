@@ -12,7 +12,6 @@ once and would pull a per-token mean towards the prompt's length. Layers are lab
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ import numpy as np
 from ..core.attribution import OUTSIDE_LAYERS
 from ..core.schema import METRIC_LABELS, METRIC_UNITS, SUMMARY_LABELS
 from ..errors import InvalidInputError
+from .names import kind_scope, layer_label, window_note
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -44,21 +44,6 @@ BETWEEN_TOKENS = "in phase, outside tokens"
 """A phase's energy outside its tokens' intervals (clock gaps), kept so the sankey conserves."""
 
 
-def layer_label(name: str) -> str:
-    """'L12' for a layer named '12' or 'model.layers.12' (the widget's rule); else the name."""
-    m = re.search(r"(\d+)$", name)
-    return f"L{m.group(1)}" if m else name
-
-
-def window_note(window_ms: object) -> str:
-    """'1-s average' for a source that averages power over 1000 ms ('' when it does not)."""
-    if not isinstance(window_ms, (int, float)) or window_ms != window_ms or window_ms <= 0:
-        return ""
-    if window_ms >= 1000:
-        return f"{window_ms / 1000:g}-s average"
-    return f"{window_ms:g}-ms average"
-
-
 def energy_label(run: Run) -> str:
     """'estimated · process, source estimate, resolution 100 ms' for titles.
 
@@ -66,17 +51,15 @@ def energy_label(run: Run) -> str:
     interval); a source whose power readings are averages says over how long.
     """
     info = run.power_info
-    kind = str(info.get("kind", "estimated"))
-    scope = info.get("scope")
     res = run.resolution_ms
     res_s = f", resolution {res:g} ms" if res is not None else ""
     win = window_note(info.get("power_window_ms"))
     win_s = f", power readings are {win}s" if win else ""
-    kind_s = f"{kind} · {scope}" if scope else kind
-    return f"{kind_s}, source {info.get('source', 'unknown')}{res_s}{win_s}"
+    kind = kind_scope(info.get("kind", "estimated"), info.get("scope"))
+    return f"{kind}, source {info.get('source', 'unknown')}{res_s}{win_s}"
 
 
-def decode_rows(run: Run, n_rows: int) -> tuple[list[int], str]:
+def decode_rows(n_rows: int) -> tuple[list[int], str]:
     """Token rows a per-token mean is taken over, and how to say so.
 
     The decode tokens (2nd to last, as `decode J/token`); a run with only its prefill token
@@ -215,7 +198,7 @@ class RunFigures:
                 if metric == "energy_j" and cov:
                     note = f"; {cov}, the rest is '{OUTSIDE_LAYERS}'"
             else:
-                rows, agg = decode_rows(run, arr.shape[0])
+                rows, agg = decode_rows(arr.shape[0])
                 with np.errstate(all="ignore"):
                     z = np.nanmean(arr[rows, :, :, m], axis=0)
         else:

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import pytest
 from lew_hand_runs import hand_run
 
-from llm_energy_widget.analysis.figures import layer_label
+from llm_energy_widget.analysis.names import layer_label
 from llm_energy_widget.core.attribution import OUTSIDE_LAYERS
 from llm_energy_widget.errors import InvalidInputError
 from llm_energy_widget.run import Run
