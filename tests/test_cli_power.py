@@ -48,6 +48,20 @@ def test_power_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert "ESTIMATE" in out
 
 
+def test_power_summary_names_a_coarse_source_and_its_power_window(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an NVML-like source: power is a 1-s average, and it resolves 1000 ms however often polled
+    from llm_energy_widget.power.estimate import EstimateSource
+
+    monkeypatch.setattr(EstimateSource, "power_window_ms", 1000.0, raising=False)
+    monkeypatch.setattr(EstimateSource, "native_interval_ms", 1000.0)
+    assert main(["power", "--seconds", "0.5", "--source", "estimate"]) == 0
+    lines = {ln.split("  ")[0]: ln for ln in capsys.readouterr().out.splitlines()}
+    assert lines["peak power"].endswith("W (readings are 1-s averages)")
+    assert lines["resolution"].split(None, 1)[1].startswith("1000 ms (the source's own; ")
+
+
 def test_complete_file_is_read_to_its_end(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
         ["power", "--seconds", "30", "--file", str(FIXTURES / "powermetrics.plist"), "--json"]

@@ -7,13 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import lew_hand_runs as hr
 import pandas as pd
 import pytest
+from lew_hand_runs import hand_run
 
+from llm_energy_widget.core.schema import SUMMARY_DEFINITIONS
 from llm_energy_widget.errors import InvalidInputError
 from llm_energy_widget.exports import MissingDependencyError
 from llm_energy_widget.run import Run
-from llm_energy_widget.testing import synthetic_run
+from llm_energy_widget.testing import LAYER_COVERAGE, synthetic_run
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +38,15 @@ def test_json_is_strict_and_round_trips(run: Run, tmp_path: Path) -> None:
 def test_csv_one_file_per_table(run: Run, tmp_path: Path) -> None:
     paths = run.to_csv(tmp_path / "csv")
     assert {p.name for p in paths} == {
-        "tokens.csv", "phases.csv", "power.csv", "layers.csv", "summary.csv", "labels.csv"
+        "tokens.csv", "phases.csv", "power.csv", "layers.csv", "summary.csv", "labels.csv",
+        "columns.csv",
     }  # fmt: skip
     layers = pd.read_csv(tmp_path / "csv" / "layers.csv")
     assert len(layers) == 8 * 2 * 9
-    assert list(layers.columns[:3]) == ["token", "layer", "component"]
+    assert list(layers.columns) == [
+        "token", "layer", "component",
+        "time_ms", "energy_j", "mean_abs_x", "std_x", "max_abs_x", "sparsity",
+    ]  # fmt: skip
     # modeled layer energies of a token add up to its energy inside the layers (synthetic: 75 %)
     tokens = pd.read_csv(tmp_path / "csv" / "tokens.csv")
     per_token = layers.groupby("token")["energy_j"].sum()
@@ -55,7 +62,7 @@ def test_csv_one_file_per_table(run: Run, tmp_path: Path) -> None:
 
 def test_parquet_matches_csv(run: Run, tmp_path: Path) -> None:
     paths = run.to_parquet(tmp_path / "pq")
-    assert len(paths) == 6
+    assert len(paths) == 7
     tokens = pd.read_parquet(tmp_path / "pq" / "tokens.parquet")
     assert tokens["energy_j"].tolist() == pytest.approx([t["energy_j"] for t in run.tokens()])
 
@@ -87,18 +94,27 @@ def test_chrome_trace_is_valid_and_complete(run: Run, tmp_path: Path) -> None:
         if e["ph"] == "X":
             assert e["dur"] >= 0 and "tid" in e
     xs = [e for e in ev if e["ph"] == "X"]
-    by_cat = {c: [e for e in xs if e["cat"] == c] for c in ("phase", "token", "layer", "component")}
+    by_cat = {
+        c: [e for e in xs if e["cat"] == c]
+        for c in ("phase", "token", "layer", "component", "outside_layers")
+    }
     assert [e["name"] for e in by_cat["phase"]] == ["prefill", "decode"]
     assert len(by_cat["token"]) == 8 and len(by_cat["layer"]) == 8 * 2
     assert len(by_cat["component"]) == 8 * 2 * 9
+    assert len(by_cat["outside_layers"]) == 8
     assert len({e["tid"] for e in xs}) == 3  # separate tracks
-    # components sit inside their token's interval, and say their placement is modeled
+    # components keep their measured time (75 % of the synthetic token) from the token's start;
+    # the token's last quarter is its 'outside layers' slice; placements say they are modeled
     tok0 = by_cat["token"][0]
     comps0 = [e for e in by_cat["component"] if e["args"]["token"] == 0]
     assert min(e["ts"] for e in comps0) == pytest.approx(tok0["ts"])
     end = max(e["ts"] + e["dur"] for e in comps0)
-    assert end == pytest.approx(tok0["ts"] + tok0["dur"], rel=1e-6)
-    assert all("modeled placement" in e["args"]["placement"] for e in comps0)
+    assert end == pytest.approx(tok0["ts"] + LAYER_COVERAGE * tok0["dur"], rel=1e-5)
+    out0 = by_cat["outside_layers"][0]
+    assert out0["ts"] == pytest.approx(end, rel=1e-5)
+    assert out0["ts"] + out0["dur"] == pytest.approx(tok0["ts"] + tok0["dur"], rel=1e-6)
+    assert out0["args"]["energy_j"] == pytest.approx(run.tokens()[0]["outside_layers_j"])
+    assert all("modeled placement" in e["args"]["placement"] for e in [*comps0, out0])
     assert tok0["ts"] == pytest.approx(run.tokens()[0]["start_ms"] * 1000)  # µs
     counters = {e["name"] for e in ev if e["ph"] == "C"}
     assert any(n.startswith("power total_w (W, modeled, synthetic)") for n in counters)
@@ -124,4 +140,84 @@ def test_unfinished_run_exports(tmp_path: Path) -> None:
     live = synthetic_run(n_tokens=4, n_layers=1, finish=False)
     doc = json.loads(live.to_chrome_trace(tmp_path / "t.json").read_text())
     assert doc["otherData"]["status"] == "running"
-    assert len(live.to_csv(tmp_path / "c")) == 6
+    assert len(live.to_csv(tmp_path / "c")) == 7
+
+
+def test_tokens_and_summary_csv_carry_resolution_and_coverage(tmp_path: Path) -> None:
+    """The hand run: resolution 75 ms (polled every 50 ms), tokens of 100, 50 and 100 ms."""
+    hand_run().to_csv(tmp_path)
+    tokens = pd.read_csv(tmp_path / "tokens.csv")
+    assert tokens["below_resolution"].tolist() == [False, True, False]
+    assert tokens["layers_ms"].tolist() == pytest.approx([60.0, 40.0, 80.0])
+    assert tokens["layer_coverage"].tolist() == pytest.approx([0.6, 0.8, 0.8])
+    assert tokens["outside_layers_j"].tolist() == pytest.approx(list(hr.OUTSIDE_J))
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert summary.loc[0, "energy_resolution_ms"] == 75.0  # the source's, not the 50 ms poll
+    assert summary.loc[0, "tokens_below_resolution"] == 1
+    assert "1 of 3 tokens are shorter" in summary.loc[0, "warnings"]
+    assert summary.loc[0, "layer_coverage"] == pytest.approx(hr.COVERAGE)
+    layers = pd.read_csv(tmp_path / "layers.csv")
+    assert layers.groupby("token")["mean_abs_x"].mean().tolist() == list(hr.MEAN_ABS_X)
+
+
+def test_columns_sheet_gives_every_column_its_name_unit_and_kind(tmp_path: Path) -> None:
+    hand_run().to_csv(tmp_path)
+    cols = pd.read_csv(tmp_path / "columns.csv", keep_default_na=False)
+    assert list(cols.columns) == ["table", "column", "name", "unit", "kind", "definition"]
+    for table in ("tokens", "layers"):
+        written = pd.read_csv(tmp_path / f"{table}.csv").columns
+        assert set(written) == set(cols[cols["table"] == table]["column"])
+    layer = cols[cols["table"] == "layers"].set_index("column")
+    assert layer.loc["time_ms", "kind"] == "measured" and layer.loc["time_ms", "unit"] == "ms"
+    assert layer.loc["energy_j", "kind"] == "modeled" and layer.loc["energy_j", "unit"] == "J"
+    for col, name in (("mean_abs_x", "mean |x|"), ("std_x", "std x"), ("max_abs_x", "max |x|")):
+        assert layer.loc[col, "name"] == name and layer.loc[col, "kind"] == "measured"
+    tok = cols[cols["table"] == "tokens"].set_index("column")
+    assert tok.loc["energy_j", "kind"] == "measured"  # the hand run's source is measured
+    assert tok.loc["outside_layers_j", "kind"] == "modeled"
+    assert "75 ms" in tok.loc["below_resolution", "definition"]
+
+
+def test_token_level_tables_have_the_same_token_columns(tmp_path: Path) -> None:
+    r = synthetic_run(n_tokens=3, n_layers=0, components=())
+    r.level = "token"
+    r.to_csv(tmp_path)
+    tokens = pd.read_csv(tmp_path / "tokens.csv")
+    assert {"below_resolution", "layers_ms", "layer_coverage", "outside_layers_j"} <= set(
+        tokens.columns
+    )
+    assert tokens["layer_coverage"].isna().all()
+
+
+def test_trace_of_the_hand_run(tmp_path: Path) -> None:
+    doc = json.loads(hand_run().to_chrome_trace(tmp_path / "t.json").read_text())
+    other = doc["otherData"]
+    assert other["energy_resolution_ms"] == 75.0 and other["power_interval_ms"] == 50.0
+    assert other["energy_scope"] == "device" and other["layer_coverage"] == pytest.approx(0.72)
+    assert "mean_abs_x" in other["metrics"] and "act_mean" not in other["metrics"]
+    xs = [e for e in doc["traceEvents"] if e["ph"] == "X"]
+    phases = {e["name"]: e for e in xs if e["cat"] == "phase"}
+    assert list(phases) == ["prefill", "decode", "tail"]
+    tail = phases["tail"]
+    assert (tail["ts"], tail["dur"]) == (250_000, 50_000)
+    assert tail["args"]["energy_j"] == pytest.approx(hr.TAIL_J)
+    assert tail["args"]["note"] == SUMMARY_DEFINITIONS["tail_energy_j"]
+    threads = [e["args"]["name"] for e in doc["traceEvents"] if e["name"] == "thread_name"]
+    assert "tokens (energy measured, resolution 75 ms)" in threads
+    tok1 = next(e for e in xs if e["name"] == "token 1")
+    assert tok1["args"]["below_resolution"] is True
+    assert tok1["args"]["outside_layers_j"] == pytest.approx(0.1)
+    # token 0, 0-100 ms: L0 40 ms, L1 20 ms (their measured times), outside layers 40 ms, 0.4 J
+    slices0 = [
+        (e["name"], e["ts"], e["dur"], e["args"]["energy_j"])
+        for e in xs
+        if e["cat"] in ("layer", "outside_layers") and e["args"]["token"] == 0
+    ]
+    assert slices0 == [
+        ("L0", 0, 40_000, pytest.approx(0.4)),
+        ("L1", 40_000, 20_000, pytest.approx(0.2)),
+        ("outside layers", 60_000, 40_000, pytest.approx(0.4)),
+    ]
+    comp = next(e for e in xs if e["cat"] == "component" and e["args"]["token"] == 0)
+    assert comp["args"]["mean_abs_x"] == 10.0 and comp["args"]["max_abs_x"] == 20.0
+    assert "act_mean" not in comp["args"]

@@ -1,4 +1,9 @@
-"""Side-by-side comparison of runs: one table and a few figures on common axes."""
+"""Side-by-side comparison of runs: one table and a few figures on common axes.
+
+The headline columns are `decode_j_per_token`, `prefill_j_per_prompt_token` and
+`decode_tokens_per_s`; the table keeps the summary's keys, the text, the HTML and the figures show
+them by their `core.schema` names (`decode J/token`, …).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core.schema import SUMMARY_LABELS
 from ..errors import InvalidInputError
 from ..run import Run
+from .figures import decode_rows
+from .names import layer_label, summary_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -20,10 +28,17 @@ if TYPE_CHECKING:
 
 TABLE_COLUMNS = (
     "label", "run_id", "model", "status", "level", "max_new_tokens", "input_tokens",
-    "output_tokens", "batch_size", "dtype", "device", "decode_j_per_token", "tokens_per_s",
-    "decode_tokens_per_s", "ttft_ms", "total_energy_j", "net_energy_j", "prefill_energy_j",
-    "decode_energy_j", "prefill_share", "decode_share", "avg_power_w", "duration_ms",
-    "energy_kind", "energy_source", "energy_resolution_ms",
+    "output_tokens", "batch_size", "dtype", "device", "decode_j_per_token",
+    "prefill_j_per_prompt_token", "decode_tokens_per_s", "tokens_per_s", "ttft_ms",
+    "total_energy_j", "net_energy_j", "net_energy_reliable", "prefill_energy_j",
+    "decode_energy_j", "tail_energy_j", "prefill_share", "decode_share", "avg_power_w",
+    "layer_coverage", "duration_ms", "energy_kind", "energy_scope", "energy_source",
+    "energy_resolution_ms",
+)  # fmt: skip
+TEXT_COLUMNS = (
+    "label", "run_id", "status", "output_tokens", "decode_j_per_token",
+    "prefill_j_per_prompt_token", "decode_tokens_per_s", "ttft_ms", "total_energy_j",
+    "prefill_share", "energy_kind",
 )  # fmt: skip
 
 
@@ -151,11 +166,13 @@ class Comparison:
             )
         return out
 
+    def _named(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The table with its summary columns headed by their names ('decode J/token')."""
+        return df.rename(columns={c: summary_name(c) for c in df.columns})
+
     def to_text(self) -> str:
-        cols = ["label", "run_id", "status", "output_tokens", "decode_j_per_token", "tokens_per_s",
-                "ttft_ms", "total_energy_j", "prefill_share", "energy_kind"]  # fmt: skip
-        df = self.table[[c for c in cols if c in self.table.columns]]
-        text = df.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+        df = self.table[[c for c in TEXT_COLUMNS if c in self.table.columns]]
+        text = self._named(df).to_string(index=False, float_format=lambda v: f"{v:.4g}")
         return "\n".join([text, *(f"note: {n}" for n in self.notes)])
 
     # -- figures ----------------------------------------------------------------------------------
@@ -183,18 +200,20 @@ class Comparison:
         from plotly.subplots import make_subplots
 
         t = self.table
+        panels = (
+            ("decode_j_per_token", self._kind()),
+            ("prefill_j_per_prompt_token", self._kind()),
+            ("decode_tokens_per_s", "measured"),
+        )
         fig = make_subplots(
             rows=1,
-            cols=2,
-            subplot_titles=(
-                f"energy per token (J, {self._kind()})",
-                "tokens per second (measured)",
-            ),
+            cols=len(panels),
+            subplot_titles=[f"{SUMMARY_LABELS[k]} ({kind})" for k, kind in panels],
         )
-        fig.add_trace(go.Bar(x=t["label"], y=t["decode_j_per_token"], name="J/token"), 1, 1)
-        fig.add_trace(go.Bar(x=t["label"], y=t["tokens_per_s"], name="tokens/s"), 1, 2)
-        fig.update_yaxes(title_text="J / token", row=1, col=1)
-        fig.update_yaxes(title_text="tokens / s", row=1, col=2)
+        for col, (key, _) in enumerate(panels, start=1):
+            y = t[key] if key in t.columns else [None] * len(t)
+            fig.add_trace(go.Bar(x=t["label"], y=y, name=SUMMARY_LABELS[key]), 1, col)
+            fig.update_yaxes(title_text=SUMMARY_LABELS[key], row=1, col=col)
         fig.update_layout(showlegend=False)
         return _style(fig, f"Efficiency per run (energy {self._kind()})")
 
@@ -206,12 +225,16 @@ class Comparison:
         for col, name, color in (
             ("prefill_energy_j", "prefill", "#d62728"),
             ("decode_energy_j", "decode", "#1f77b4"),
+            ("tail_energy_j", "tail", "#9467bd"),
         ):
-            fig.add_trace(go.Bar(x=t["label"], y=t[col], name=name, marker_color=color))
+            if col in t.columns and t[col].notna().any():
+                fig.add_trace(go.Bar(x=t["label"], y=t[col], name=name, marker_color=color))
         fig.update_layout(barmode="stack", yaxis_title=f"energy (J, {self._kind()})")
         return _style(fig, f"Prefill vs decode energy (J, {self._kind()})")
 
     def layer_energy_figure(self) -> go.Figure:
+        """Each layer's modeled energy per decode token (the prefill token excluded: it runs the
+        whole prompt, and prompts differ between runs)."""
         import plotly.graph_objects as go
 
         fig = go.Figure()
@@ -220,14 +243,17 @@ class Comparison:
             if arr.size == 0 or "energy_j" not in r.metric_names:
                 continue
             ei = r.metric_names.index("energy_j")
-            per_layer = np.nansum(arr[:, :, :, ei], axis=(0, 2)) / max(arr.shape[0], 1)
+            rows, how = decode_rows(arr.shape[0])
+            per_layer = np.nansum(arr[rows, :, :, ei], axis=(0, 2)) / max(len(rows), 1)
             fig.add_trace(
-                go.Scatter(x=list(range(len(per_layer))), y=per_layer, name=label,
-                           mode="lines+markers", text=r.layer_names)
+                go.Scatter(x=[layer_label(n) for n in r.layer_names], y=per_layer,
+                           name=f"{label} ({how})", mode="lines+markers", text=r.layer_names)
             )  # fmt: skip
-        fig.update_layout(xaxis_title="layer index", yaxis_title="energy per token (J, modeled)")
+        fig.update_layout(xaxis_title="layer", yaxis_title="energy per decode token (J, modeled)")
         return _style(
-            fig, f"Energy per layer per token (J, modeled: {self._kind()} split by measured time)"
+            fig,
+            f"Energy per layer, mean over decode tokens (prefill excluded) "
+            f"(J, modeled: {self._kind()} split by measured time)",
         )
 
     def power_figure(self) -> go.Figure:
@@ -250,9 +276,8 @@ class Comparison:
     # -- display ----------------------------------------------------------------------------------
     def _table_html(self) -> str:
         notes = "".join(f"<p><b>note:</b> {html.escape(n)}</p>" for n in self.notes)
-        return (
-            self.table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–") + notes
-        )
+        table = self._named(self.table)
+        return table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–") + notes
 
     def to_html(self, include_plotlyjs: bool | str = True) -> str:
         """Table and figures as one HTML fragment (plotly.js inline once: renders offline)."""

@@ -2,15 +2,25 @@
 
 They are plain `go.Figure`s: JupyterLab (plotly's bundled extension), VS Code (plotly mimetype) and
 exported HTML (`fig.to_html()` or nbconvert with the notebook renderer) all render them.
+
+Layer energies are the token's energy x cell time / token time (`core.attribution`): the hooked
+layers hold only part of a token (its layer coverage), so the treemap and the sankey carry the rest
+as an explicit `outside layers` node and their leaves add up to the tokens' energy. Figures that
+average over tokens average the decode tokens only: the prefill token runs the whole prompt at
+once and would pull a per-token mean towards the prompt's length. Layers are labelled L0, L1, ….
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core.attribution import OUTSIDE_LAYERS
+from ..core.schema import METRIC_LABELS, METRIC_UNITS, SUMMARY_LABELS
 from ..errors import InvalidInputError
+from .names import kind_scope, layer_label, window_note
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -23,18 +33,51 @@ PHASE_COLORS = {
     "to_device": "rgba(255,140,0,0.18)",
     "prefill": "rgba(220,60,60,0.16)",
     "decode": "rgba(40,120,220,0.14)",
+    "tail": "rgba(160,90,200,0.16)",
     "detokenize": "rgba(120,200,80,0.18)",
 }
 RAIL_COLORS = {"cpu_w": "#1f77b4", "gpu_w": "#2ca02c", "ane_w": "#9467bd", "dram_w": "#8c564b"}
 SUM_METRICS = ("time_ms", "energy_j")  # summed over tokens; activation statistics are averaged
+NO_LAYER_DATA = "no layer data"
+"""Energy of tokens whose layers were not profiled (a run cut short), kept so totals still add."""
+BETWEEN_TOKENS = "in phase, outside tokens"
+"""A phase's energy outside its tokens' intervals (clock gaps), kept so the sankey conserves."""
 
 
 def energy_label(run: Run) -> str:
-    """'estimated, source estimate, resolution 100 ms' for titles."""
+    """'estimated · process, source estimate, resolution 100 ms' for titles.
+
+    The resolution is the real one (`Run.resolution_ms`: the source's own, else the poll
+    interval); a source whose power readings are averages says over how long.
+    """
     info = run.power_info
-    res = info.get("resolution_ms") or info.get("interval_ms")
-    res_s = f", resolution {res:g} ms" if isinstance(res, (int, float)) else ""
-    return f"{info.get('kind', 'estimated')}, source {info.get('source', 'unknown')}{res_s}"
+    res = run.resolution_ms
+    res_s = f", resolution {res:g} ms" if res is not None else ""
+    win = window_note(info.get("power_window_ms"))
+    win_s = f", power readings are {win}s" if win else ""
+    kind = kind_scope(info.get("kind", "estimated"), info.get("scope"))
+    return f"{kind}, source {info.get('source', 'unknown')}{res_s}{win_s}"
+
+
+def decode_rows(n_rows: int) -> tuple[list[int], str]:
+    """Token rows a per-token mean is taken over, and how to say so.
+
+    The decode tokens (2nd to last, as `decode J/token`); a run with only its prefill token
+    falls back to that token and says so.
+    """
+    rows = list(range(1, n_rows))
+    if rows:
+        n = len(rows)
+        return rows, f"mean over {n} decode token{'s' if n != 1 else ''} (prefill excluded)"
+    return list(range(n_rows)), "prefill token only (no decode tokens)"
+
+
+def _coverage_note(run: Run) -> str:
+    """'layer coverage (hooked / token time) 75.0 %' from the summary ('' when unknown)."""
+    cov = run.summary().get("layer_coverage")
+    if cov is None:
+        return ""
+    return f"{SUMMARY_LABELS['layer_coverage']} {100 * cov:.1f} %"
 
 
 class RunFigures:
@@ -130,7 +173,11 @@ class RunFigures:
         )
 
     def layer_heatmap(self, metric: str = "energy_j", token: int | None = None) -> go.Figure:
-        """Layers x components for one metric: one token, or all tokens (sum or mean)."""
+        """Layers x components for one metric: one token, or over the run.
+
+        Over the run, time and energy are summed over all tokens (prefill included: totals) and
+        activation statistics are the mean over the decode tokens (prefill excluded).
+        """
         import plotly.graph_objects as go
 
         run = self.run
@@ -142,89 +189,128 @@ class RunFigures:
         if arr.size == 0:
             raise InvalidInputError(f"run {run.run_id} has no layer data (level {run.level!r})")
         m = run.metric_names.index(metric)
+        note = ""
         if token is None:
-            agg = "sum over tokens" if metric in SUM_METRICS else "mean over tokens"
-            with np.errstate(all="ignore"):
-                z = (np.nansum if metric in SUM_METRICS else np.nanmean)(arr[:, :, :, m], axis=0)
+            if metric in SUM_METRICS:
+                z = np.nansum(arr[:, :, :, m], axis=0)
+                agg = f"sum over all {arr.shape[0]} tokens, prefill included"
+                cov = _coverage_note(run)
+                if metric == "energy_j" and cov:
+                    note = f"; {cov}, the rest is '{OUTSIDE_LAYERS}'"
+            else:
+                rows, agg = decode_rows(arr.shape[0])
+                with np.errstate(all="ignore"):
+                    z = np.nanmean(arr[rows, :, :, m], axis=0)
         else:
             if not -arr.shape[0] <= token < arr.shape[0]:
                 raise InvalidInputError(f"token must be in [0, {arr.shape[0]}); got {token}")
             z, agg = arr[token, :, :, m], f"token {token}"
         kind = run.labels().get(f"layers.{metric}", run.labels()["layers.activations"])
-        unit = {"time_ms": "ms", "energy_j": "J"}.get(metric, "")
+        name = METRIC_LABELS.get(metric, metric)
+        unit = METRIC_UNITS.get(metric, "")
         src = (
             f", from {energy_label(run)} energy split by measured time"
             if metric == "energy_j"
             else ""
         )
         fig = go.Figure(
-            go.Heatmap(z=z, x=run.component_names, y=run.layer_names, colorscale="Viridis",
-                       colorbar={"title": f"{metric} ({unit or 'value'})"})
+            go.Heatmap(z=z, x=run.component_names, y=_layer_labels(run), colorscale="Viridis",
+                       colorbar={"title": f"{name} ({unit})" if unit else name})
         )  # fmt: skip
         fig.update_yaxes(autorange="reversed")
         return _layout(
             fig,
-            f"{metric} per layer x component ({unit + ', ' if unit else ''}{kind}{src}; {agg})",
+            f"{name} per layer x component ({unit + ', ' if unit else ''}{kind}{src}; {agg}{note})",
             "component",
             "layer",
         )
 
-    def _phase_layer_energy(self) -> dict[str, np.ndarray]:
-        """phase -> [layers, components] modeled energy (J) of the tokens in that phase."""
+    def _phase_splits(self) -> dict[str, _PhaseSplit]:
+        """phase -> its tokens' energy split into layer x component cells and the rest."""
         run = self.run
         arr = run.layers
         if arr.size == 0 or "energy_j" not in run.metric_names:
             return {}
         ei = run.metric_names.index("energy_j")
-        out: dict[str, np.ndarray] = {}
-        toks = run.tokens()
-        for i in range(min(arr.shape[0], len(toks))):
-            ph = toks[i]["phase"]
-            cell = np.nan_to_num(arr[i, :, :, ei].astype(np.float64))
-            out[ph] = out[ph] + cell if ph in out else cell
+        out: dict[str, _PhaseSplit] = {}
+        for i, tok in enumerate(run.tokens()):
+            e = tok["energy_j"]
+            if e is None:
+                continue
+            sp = out.setdefault(tok["phase"], _PhaseSplit(np.zeros(arr.shape[1:3])))
+            cells = (
+                np.nan_to_num(arr[i, :, :, ei].astype(np.float64))
+                if i < arr.shape[0]
+                else np.zeros(arr.shape[1:3])
+            )
+            sp.cells += cells
+            sp.tokens_j += e
+            outside = tok.get("outside_layers_j")
+            if outside is not None:
+                sp.outside_j += outside
+            else:  # layers not profiled for this token (cut short): keep its energy visible
+                sp.no_layers_j += e - float(cells.sum())
         return out
 
     def treemap(self) -> go.Figure:
-        """Phase > layer > component energy (component energy is modeled)."""
+        """Phase > layer > component energy, plus each phase's energy outside the layers.
+
+        A phase is its tokens' energy; its children are the layers (L0, …: modeled cells) and
+        `outside layers` (embedding, final norm, lm_head, sampling, the loop), so they add up.
+        """
         import plotly.graph_objects as go
 
         run = self.run
-        ids, labels, parents, values = [], [], [], []
-        for ph, cells in self._phase_layer_energy().items():
-            ids.append(ph)
-            labels.append(ph)
-            parents.append("")
-            values.append(float(cells.sum()))
-            for li, lname in enumerate(run.layer_names):
+        kind = str(run.power_info.get("kind", "estimated"))
+        names = _layer_labels(run)
+        ids: list[str] = []
+        labels: list[str] = []
+        parents: list[str] = []
+        values: list[float] = []
+        kinds: list[str] = []
+
+        def add(id_: str, label: str, parent: str, value: float, k: str) -> None:
+            ids.append(id_)
+            labels.append(label)
+            parents.append(parent)
+            values.append(value)
+            kinds.append(k)
+
+        for ph, sp in self._phase_splits().items():
+            add(ph, ph, "", sp.total_j, kind)
+            for li, lname in enumerate(names):
                 lid = f"{ph}/{lname}"
-                ids.append(lid)
-                labels.append(lname)
-                parents.append(ph)
-                values.append(float(cells[li].sum()))
+                add(lid, lname, ph, float(sp.cells[li].sum()), "modeled")
                 for ci, cname in enumerate(run.component_names):
-                    ids.append(f"{lid}/{cname}")
-                    labels.append(cname)
-                    parents.append(lid)
-                    values.append(float(cells[li, ci]))
+                    add(f"{lid}/{cname}", cname, lid, float(sp.cells[li, ci]), "modeled")
+            add(f"{ph}/{OUTSIDE_LAYERS}", OUTSIDE_LAYERS, ph, sp.outside_j, "modeled")
+            if sp.no_layers_j > 0:
+                add(f"{ph}/{NO_LAYER_DATA}", NO_LAYER_DATA, ph, sp.no_layers_j, kind)
         fig = go.Figure(
             go.Treemap(ids=ids, labels=labels, parents=parents, values=values,
-                       branchvalues="total", hovertemplate="%{label}: %{value:.4g} J (modeled)"
-                       "<extra></extra>")
+                       branchvalues="total", customdata=kinds,
+                       hovertemplate="%{label}: %{value:.4g} J (%{customdata})<extra></extra>")
         )  # fmt: skip
+        cov = _coverage_note(run)
         return _layout(
             fig,
-            f"Energy by phase > layer > component (J; phase totals {energy_label(run)}, "
-            "split by measured time: modeled)",
+            f"Energy by phase > layer > component (J; token energies {energy_label(run)}, "
+            f"split by measured time: modeled{'; ' + cov if cov else ''}, "
+            f"the rest '{OUTSIDE_LAYERS}')",
             None,
             None,
         )
 
     def sankey(self) -> go.Figure:
-        """Energy flow: total -> phases -> (prefill, decode) -> layers."""
+        """Energy flow: total -> phases -> (prefill, decode) -> layers and `outside layers`.
+
+        The idle baseline is measured before the run and is not part of its total.
+        """
         import plotly.graph_objects as go
 
         run = self.run
-        kind = run.power_info.get("kind", "estimated")
+        kind = str(run.power_info.get("kind", "estimated"))
+        names = _layer_labels(run)
         nodes: list[str] = []
 
         def node(name: str) -> int:
@@ -233,34 +319,39 @@ class RunFigures:
             return nodes.index(name)
 
         src, dst, val, note = [], [], [], []
-        phases = [p for p in run.phases() if p["energy_j"] is not None and p["energy_j"] > 0]
+
+        def link(a: str, b: str, value: float, k: str) -> None:
+            src.append(node(a))
+            dst.append(node(b))
+            val.append(value)
+            note.append(k)
+
+        phases = [
+            p
+            for p in run.phases()
+            if p["name"] != "baseline" and p["energy_j"] is not None and p["energy_j"] > 0
+        ]
         total = sum(p["energy_j"] for p in phases)
-        root = node(f"total {total:.3g} J ({kind})")
+        root = f"total {total:.3g} J ({kind})"
+        node(root)
         for ph in phases:
-            src.append(root)
-            dst.append(node(ph["name"]))
-            val.append(ph["energy_j"])
-            note.append(kind)
-        layer_e = self._phase_layer_energy()
+            link(root, ph["name"], ph["energy_j"], kind)
+        splits = self._phase_splits()
         for ph in phases:
-            cells = layer_e.get(ph["name"])
-            if cells is None or ph["name"] not in ("prefill", "decode"):
+            sp = splits.get(ph["name"])
+            if sp is None or ph["name"] not in ("prefill", "decode"):
                 continue
-            in_layers = 0.0
-            for li, lname in enumerate(run.layer_names):
-                e = float(cells[li].sum())
+            for li, lname in enumerate(names):
+                e = float(sp.cells[li].sum())
                 if e > 0:
-                    src.append(node(ph["name"]))
-                    dst.append(node(lname))
-                    val.append(e)
-                    note.append("modeled")
-                    in_layers += e
-            rest = ph["energy_j"] - in_layers
-            if rest > 1e-12:
-                src.append(node(ph["name"]))
-                dst.append(node("outside hooked layers"))
-                val.append(rest)
-                note.append(kind)
+                    link(ph["name"], lname, e, "modeled")
+            if sp.outside_j > 0:
+                link(ph["name"], OUTSIDE_LAYERS, sp.outside_j, "modeled")
+            if sp.no_layers_j > 0:
+                link(ph["name"], NO_LAYER_DATA, sp.no_layers_j, kind)
+            gap = ph["energy_j"] - sp.tokens_j
+            if gap > 1e-9 * ph["energy_j"]:
+                link(ph["name"], BETWEEN_TOKENS, gap, kind)
         fig = go.Figure(
             go.Sankey(
                 node={"label": nodes, "pad": 12},
@@ -268,12 +359,35 @@ class RunFigures:
                       "hovertemplate": "%{value:.4g} J (%{customdata})<extra></extra>"},
             )
         )  # fmt: skip
+        cov = _coverage_note(run)
         return _layout(
             fig,
-            f"Energy flow (J): total and phases {energy_label(run)}; layers modeled",
+            f"Energy flow (J): total and phases {energy_label(run)}; layers and "
+            f"'{OUTSIDE_LAYERS}' modeled{'; ' + cov if cov else ''}",
             None,
             None,
         )
+
+
+@dataclass
+class _PhaseSplit:
+    """One phase's token energy (J): layer x component cells, outside the layers, unprofiled."""
+
+    cells: np.ndarray
+    outside_j: float = 0.0
+    no_layers_j: float = 0.0
+    tokens_j: float = 0.0
+
+    @property
+    def total_j(self) -> float:
+        """Cells + outside layers + unprofiled: the phase's tokens' energy, as its children add."""
+        return float(self.cells.sum()) + self.outside_j + self.no_layers_j
+
+
+def _layer_labels(run: Run) -> list[str]:
+    """L0, L1, … for the run's layers (their own names if the short ones would collide)."""
+    short = [layer_label(n) for n in run.layer_names]
+    return short if len(set(short)) == len(short) else list(run.layer_names)
 
 
 def _layout(fig: Any, title: str, x: str | None, y: str | None) -> Any:

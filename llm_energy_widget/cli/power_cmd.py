@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..analysis.names import window_note
 from ..errors import InvalidInputError, SourceError
 from ..power.base import PowerSource
 from ..power.powermetrics import SkippedSampleWarning
@@ -218,6 +219,13 @@ def _print_summary(
     energy_j = last.energy_j - first.energy_j
     avg = f"{energy_j / span_s:.2f} W" if span_s > 0 else "n/a (one reading)"
     peak = max(r.total_w for r in readings)
+    # a source that averages power over a window (NVML: 1 s) or resolves coarser than it is
+    # polled says so; read with getattr: not every source has these attributes
+    win = window_note(getattr(source, "power_window_ms", None))
+    resolution = f"{resolution_ms:.0f} ms between readings (asked {interval_ms:g} ms)"
+    native = getattr(source, "resolution_ms", None) or source.native_interval_ms
+    if isinstance(native, (int, float)) and native > resolution_ms:
+        resolution = f"{native:g} ms (the source's own; {resolution})"
     rows = [
         ("source", f"{source.name} ({source.describe()})"),
         (
@@ -235,8 +243,8 @@ def _print_summary(
             f"{energy_j:.3f} J over that span ({last.energy_j:.3f} J since the source opened)",
         ),
         ("average power", avg),
-        ("peak power", f"{peak:.2f} W"),
-        ("resolution", f"{resolution_ms:.0f} ms between readings (asked {interval_ms:g} ms)"),
+        ("peak power", f"{peak:.2f} W" + (f" (readings are {win}s)" if win else "")),
+        ("resolution", resolution),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:

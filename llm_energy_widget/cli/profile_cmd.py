@@ -1,4 +1,7 @@
-"""`llm-energy profile` (the main job) and `llm-energy demo` (what `make demo` runs)."""
+"""`llm-energy profile` (the main job) and `llm-energy demo` (what `make demo` runs).
+
+The run is printed by `run_text.print_run` (also `llm-energy show`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from typing import Any
 
 from ..errors import InvalidInputError
 from ..run import LEVELS, Run
+from .run_text import print_run
 
 DEMO_PROMPT = "What is the capital of France? Answer in one word."
 
@@ -72,14 +76,6 @@ def _load(model_arg: str | None) -> tuple[Any, Any]:
     return load_model(model_arg) if model_arg else load_default_model()
 
 
-def _fmt(v: Any, unit: str = "", digits: int = 3) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}{unit}"
-    return f"{v}{unit}"
-
-
 def run_profile(args: argparse.Namespace, out: Any = sys.stdout) -> Run:
     from ..profiler import EnergyProfiler
 
@@ -132,78 +128,6 @@ def run_profile(args: argparse.Namespace, out: Any = sys.stdout) -> Run:
 def cmd_profile(args: argparse.Namespace) -> int:
     run = run_profile(args, out=sys.stderr if args.json == "-" else sys.stdout)
     return 0 if run.status in ("completed", "cancelled") else 1
-
-
-def print_run(run: Run, out: Any = sys.stdout, quiet: bool = False) -> None:
-    p = run.power_info
-    kind = p.get("kind")
-    w = out.write
-    w(f"run {run.run_id}  status {run.status} ({run.end_reason})\n")
-    resolution = p.get("resolution_ms") or p.get("interval_ms")
-    about = f" — {p['description']}" if p.get("description") else ""
-    w(f"power: {p.get('source')} [{kind}], resolution {_fmt(resolution, ' ms', 4)}{about}\n")
-    if run.error_message:
-        w(f"error: {run.error_message}\n")
-    for msg in run.warnings:
-        w(f"warning: {msg}\n")
-    if not quiet:
-        w(f"\n{'#':>3}  {'token':<18} {'phase':<8} {'ms':>8} {'J':>9} {'W':>7}\n")
-        for t in run.tokens():
-            text = json.dumps(t["text"], ensure_ascii=False)[1:-1][:18]
-            w(
-                f"{t['index']:>3}  {text:<18} {t['phase']:<8} {t['duration_ms']:>8.1f} "
-                f"{_fmt(t['energy_j']):>9} {_fmt(t['avg_power_w']):>7}\n"
-            )
-        w("\nphases:\n")
-        for ph in run.phases():
-            w(
-                f"  {ph['name']:<11} {_fmt(ph['duration_ms'], ' ms', 4):>10}  "
-                f"{_fmt(ph['energy_j'], ' J'):>10}  {_fmt(ph['avg_power_w'], ' W'):>8}\n"
-            )
-        _print_layers(run, w)
-    s = run.summary()
-    w(f"\nresponse: {run.response!r}\n")
-    w(f"summary ({kind} energy; layer shares modeled):\n")
-    rows = [
-        ("total energy", s["total_energy_j"], " J"),
-        ("net of idle baseline", s["net_energy_j"], " J"),
-        ("idle baseline", s["baseline_w"], " W"),
-        ("decode J/token", s["decode_j_per_token"], " J"),
-        ("decode tokens/J", s["decode_tokens_per_j"], ""),
-        ("tokens / s", s["tokens_per_s"], ""),
-        ("time to first token", s["ttft_ms"], " ms"),
-        ("prefill energy", s["prefill_energy_j"], " J"),
-        ("decode energy", s["decode_energy_j"], " J"),
-        ("energy-delay product", s["edp_js"], " J·s"),
-        ("peak power (total)", s["peak_power_w"].get("total_w"), " W"),
-        ("cost (modeled)", s["cost_usd"], " USD"),
-        ("CO2 (modeled)", s["co2_g"], " g"),
-    ]
-    for name, v, unit in rows:
-        w(f"  {name:<22} {_fmt(v, unit, 4)}\n")
-
-
-def _print_layers(run: Run, w: Any) -> None:
-    arr = run.layers
-    if arr.size == 0:
-        return
-    import numpy as np
-
-    ei = run.metric_names.index("energy_j")
-    ti = run.metric_names.index("time_ms")
-    energy = np.nansum(arr[:, :, :, ei], axis=0)
-    time_ms = np.nansum(arr[:, :, :, ti], axis=0)
-    nl, nc = energy.shape
-    w(f"\nlayer x component: {nl} layers x {nc} components ({', '.join(run.component_names)})\n")
-    per_comp = energy.sum(axis=0)
-    per_comp_t = time_ms.sum(axis=0)
-    total = per_comp.sum() or 1.0
-    w("  component                 time ms   energy J (modeled)   share\n")
-    for j in np.argsort(-per_comp):
-        w(
-            f"  {run.component_names[j]:<24} {per_comp_t[j]:>8.1f}   {per_comp[j]:>12.4f}"
-            f"        {100 * per_comp[j] / total:>5.1f} %\n"
-        )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -8,9 +8,14 @@ import math
 import sys
 from typing import Any
 
+from ..analysis.names import kind_scope
+from ..core.schema import SUMMARY_LABELS
 from ..errors import InvalidInputError
 
 FORMATS = ("json", "csv", "parquet", "trace")
+RUNS_COLUMNS = ("decode_j_per_token", "prefill_j_per_prompt_token", "decode_tokens_per_s",
+                "total_energy_j")  # fmt: skip
+"""Summary figures of the `runs` table, headed by their SUMMARY_LABELS names."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +40,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add("show", "Show one run: settings, summary, phases.")
     p.add_argument("run_id", metavar="RUN_ID", help="a run id or a unique prefix of one")
     p.add_argument("--json", action="store_true", help="print the whole run as JSON")
+    p.add_argument(
+        "--price-per-kwh",
+        type=float,
+        metavar="USD",
+        help="re-price the cost at this electricity price (shown only, not saved; by default a "
+        "stored run keeps the price it was measured with, whatever LLM_ENERGY_PRICE_PER_KWH says)",
+    )
+    p.add_argument(
+        "--carbon-g-per-kwh",
+        type=float,
+        metavar="G",
+        help="re-compute CO2 at this carbon intensity (shown only, not saved)",
+    )
     p.set_defaults(func=cmd_show)
 
     p = add("export", "Export a run as JSON, CSV tables, Parquet tables or a Perfetto trace.")
@@ -43,7 +61,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="PATH", help="a file (json, trace) or a folder")
     p.set_defaults(func=cmd_export)
 
-    p = add("compare", "Compare runs side by side (J/token, tokens/s, prefill/decode split, …).")
+    p = add(
+        "compare",
+        "Compare runs side by side (decode J/token, prefill J/prompt token, decode tokens/s, "
+        "prefill/decode split, …).",
+    )
     p.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     p.add_argument("--json", action="store_true", help="print the comparison table as JSON")
     p.set_defaults(func=cmd_compare)
@@ -84,7 +106,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not records:
         print(f"no runs in {store.path}")
         return 0
-    header = ("RUN", "CREATED", "STATUS", "MODEL", "TOKENS", "J/TOKEN", "TOK/S", "ENERGY", "KIND")
+    header = (
+        "run", "created", "status", "model", "tokens",
+        *(SUMMARY_LABELS[k] for k in RUNS_COLUMNS), "kind",
+    )  # fmt: skip
     rows = []
     for r in records:
         s = r["summary"] or {}
@@ -95,10 +120,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 r["status"],
                 _short(r["model"] or "", 32),
                 str(r["n_tokens"]),
-                _fmt(s.get("decode_j_per_token"), " J"),
-                _fmt(s.get("tokens_per_s")),
-                _fmt(s.get("total_energy_j"), " J"),
-                r["power_kind"] or "–",
+                *(_fmt(s.get(k), " J" if k.endswith("_j") else "") for k in RUNS_COLUMNS),
+                kind_scope(r["power_kind"] or s.get("energy_kind"), s.get("energy_scope")),
             )
         )
     widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
@@ -109,18 +132,25 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     run = _store(args).load(args.run_id)
+    price_note = None
+    if args.price_per_kwh is not None or args.carbon_g_per_kwh is not None:
+        measured = run.summary()
+        run.reprice(price_per_kwh=args.price_per_kwh, carbon_g_per_kwh=args.carbon_g_per_kwh)
+        price_note = "re-priced (measured with {:g} USD/kWh, {:g} g/kWh)".format(
+            measured["price_per_kwh"], measured["carbon_g_per_kwh"]
+        )
     if args.json:
         from ..jsonutil import strict_json
 
         print(json.dumps(strict_json(run.to_dict()), indent=1, allow_nan=False))
         return 0
-    from .profile_cmd import print_run
+    from .run_text import print_run
 
     print(f"created    {run.created_at}")
     print(f"model      {run.model.get('name')}")
     print(f"level      {run.level}   experiment {run.experiment or '–'}   tags {run.tags or '–'}")
     print(f"prompt     {run.prompt[:200]!r}")
-    print_run(run, sys.stdout)
+    print_run(run, sys.stdout, price_note=price_note)
     return 0
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lew_hand_runs as hr
 import pytest
+from lew_hand_runs import hand_run
 
 from llm_energy_widget.analysis import Comparison, compare
+from llm_energy_widget.core.schema import SUMMARY_LABELS
 from llm_energy_widget.errors import InvalidInputError, UnknownRunError
 from llm_energy_widget.run import Run
 from llm_energy_widget.store import Store
@@ -32,6 +35,41 @@ def test_table_has_one_row_per_run_with_efficiency() -> None:
     assert {"ttft_ms", "total_energy_j", "net_energy_j", "output_tokens"} <= set(c.table.columns)
     recs = c.records()
     assert recs[0]["run_id"] == a.run_id and isinstance(recs[0]["decode_j_per_token"], float)
+
+
+def test_headline_columns_by_their_names() -> None:
+    """The hand run: decode 0.75 J/token, prefill 0.25 J/prompt token, 2 decode tokens in 150 ms."""
+    a, b = hand_run(), hand_run()
+    c = compare([a, b])
+    row = c.table.iloc[0]
+    assert row["decode_j_per_token"] == pytest.approx(hr.DECODE_J_PER_TOKEN)
+    assert row["prefill_j_per_prompt_token"] == pytest.approx(hr.PREFILL_J_PER_PROMPT_TOKEN)
+    assert row["decode_tokens_per_s"] == pytest.approx(2 / 0.150)
+    assert row["tokens_per_s"] == pytest.approx(3 / 0.250)
+    assert row["layer_coverage"] == pytest.approx(hr.COVERAGE)
+    assert row["energy_scope"] == "device"
+    text = c.to_text()
+    for key in ("decode_j_per_token", "prefill_j_per_prompt_token", "decode_tokens_per_s"):
+        assert SUMMARY_LABELS[key] in text
+    assert "decode_j_per_token" not in text
+    assert "decode J/token" in c._table_html()
+    eff = c.figures["efficiency"]
+    assert [t.name for t in eff.data] == [
+        "decode J/token", "prefill J/prompt token", "decode tokens/s"
+    ]  # fmt: skip
+    assert list(eff.data[1].y) == pytest.approx([0.25, 0.25])
+    assert list(eff.data[2].y) == pytest.approx([2 / 0.150] * 2)
+    assert [t.name for t in c.figures["phase_split"].data] == ["prefill", "decode", "tail"]
+
+
+def test_layer_energy_is_the_mean_over_decode_tokens() -> None:
+    # decode cells per layer: L0 0.2 (token 1) and 0.4 (token 2), L1 0.2 and 0.4: mean 0.3 each
+    # (with the prefill token it would be 0.333 and 0.267)
+    fig = compare([hand_run()]).figures["layer_energy"]
+    assert list(fig.data[0].x) == ["L0", "L1"]
+    assert list(fig.data[0].y) == pytest.approx([0.3, 0.3])
+    assert "mean over 2 decode tokens (prefill excluded)" in fig.data[0].name
+    assert "prefill excluded" in fig.layout.title.text
 
 
 def test_figures_and_display() -> None:

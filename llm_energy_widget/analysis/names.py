@@ -1,0 +1,52 @@
+"""How the consumers (figures, comparison, CLI) write a figure's name, unit and kind.
+
+The names themselves live in `core.schema` (SUMMARY_LABELS, METRIC_LABELS); this module only adds
+what a column header or a title needs around them: the unit, the layer's short name, the
+kind with its scope, the averaging window of the power readings.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..core.schema import SUMMARY_LABELS
+
+__all__ = ["kind_scope", "layer_label", "summary_name", "window_note"]
+
+_UNITS = (("_ms", "ms"), ("_js", "J·s"), ("_j", "J"), ("_w", "W"), ("_usd", "USD"), ("_g", "g"))
+
+
+def summary_name(key: str) -> str:
+    """'total energy (J)' for `total_energy_j`: the SUMMARY_LABELS name with the key's unit.
+
+    A rate names its unit already ('decode J/token'); a name with a parenthesis takes the unit
+    inside it ('net energy (above baseline; J)'). Keys without a label are returned as they are.
+    """
+    label = SUMMARY_LABELS.get(key)
+    if label is None or "/" in label.split("(")[0]:
+        return label or key
+    for suffix, unit in _UNITS:
+        if key.endswith(suffix):
+            return f"{label[:-1]}; {unit})" if label.endswith(")") else f"{label} ({unit})"
+    return label
+
+
+def layer_label(name: str) -> str:
+    """'L12' for a layer named '12' or 'model.layers.12' (the widget's rule); else the name."""
+    m = re.search(r"(\d+)$", name)
+    return f"L{m.group(1)}" if m else name
+
+
+def window_note(window_ms: object) -> str:
+    """'1-s average' for a source that averages power over 1000 ms ('' when it does not)."""
+    if not isinstance(window_ms, (int, float)) or window_ms != window_ms or window_ms <= 0:
+        return ""
+    if window_ms >= 1000:
+        return f"{window_ms / 1000:g}-s average"
+    return f"{window_ms:g}-ms average"
+
+
+def kind_scope(kind: object, scope: object) -> str:
+    """'estimated · process': the kind of the energy figures and what they cover."""
+    k = str(kind) if kind else "estimated"
+    return f"{k} · {scope}" if scope else k
