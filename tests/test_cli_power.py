@@ -54,12 +54,19 @@ def test_power_summary_names_a_coarse_source_and_its_power_window(
     # an NVML-like source: power is a 1-s average, and it resolves 1000 ms however often polled
     from llm_energy_widget.power.estimate import EstimateSource
 
-    monkeypatch.setattr(EstimateSource, "power_window_ms", 1000.0, raising=False)
-    monkeypatch.setattr(EstimateSource, "native_interval_ms", 1000.0)
+    opened = EstimateSource.open
+
+    def open_like_nvml(self: EstimateSource, interval_ms: float) -> None:
+        opened(self, interval_ms)  # what a source decides at open is what the CLI reports
+        self.power_window_ms = 1000.0
+        self.native_interval_ms = 1000.0
+
+    monkeypatch.setattr(EstimateSource, "open", open_like_nvml)
     assert main(["power", "--seconds", "0.5", "--source", "estimate"]) == 0
     lines = {ln.split("  ")[0]: ln for ln in capsys.readouterr().out.splitlines()}
     assert lines["peak power"].endswith("W (readings are 1-s averages)")
     assert lines["resolution"].split(None, 1)[1].startswith("1000 ms (the source's own; ")
+    assert lines["scope"].split(None, 1)[1] == "process"
 
 
 def test_complete_file_is_read_to_its_end(capsys: pytest.CaptureFixture[str]) -> None:

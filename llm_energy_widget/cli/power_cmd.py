@@ -223,7 +223,7 @@ def _print_summary(
     # polled says so; read with getattr: not every source has these attributes
     win = window_note(getattr(source, "power_window_ms", None))
     resolution = f"{resolution_ms:.0f} ms between readings (asked {interval_ms:g} ms)"
-    native = getattr(source, "resolution_ms", None) or source.native_interval_ms
+    native = source.native_interval_ms
     if isinstance(native, (int, float)) and native > resolution_ms:
         resolution = f"{native:g} ms (the source's own; {resolution})"
     rows = [
@@ -233,6 +233,7 @@ def _print_summary(
             source.kind
             + ("  <- an ESTIMATE, not a measurement" if source.kind != "measured" else ""),
         ),
+        ("scope", source.scope),
         (
             "readings",
             f"{len(readings)}" + (f" ({skipped} malformed samples skipped)" if skipped else ""),
