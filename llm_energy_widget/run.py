@@ -529,9 +529,8 @@ class Run:
             [range(t), self.layer_names, self.component_names],
             names=["token", "layer", "component"],
         )
-        return pd.DataFrame(
-            arr.reshape(t * nl * nc, -1), index=idx, columns=self.metric_names
-        ).reset_index()
+        flat = arr.reshape(t * nl * nc, len(self.metric_names))  # -1 fails on zero tokens
+        return pd.DataFrame(flat, index=idx, columns=self.metric_names).reset_index()
 
     # -- summary and serialization ----------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
