@@ -115,13 +115,19 @@ def _jsonable_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class _CancelCriteria:
-    """A stopping criterion that ends generation when the run is cancelled."""
+class _StepCriteria:
+    """A stopping criterion: marks each token boundary, and ends generation on cancel.
 
-    def __init__(self, run: Run) -> None:
+    `generate` calls its stopping criteria once per decoding step, right after the step chose its
+    token, on every stop-check path: the place to end a token (`TokenClock.step`).
+    """
+
+    def __init__(self, run: Run, clock: TokenClock) -> None:
         self.run = run
+        self.step = clock.step
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kw: Any) -> torch.Tensor:
+        self.step()
         return torch.full(
             (input_ids.shape[0],),
             self.run.cancel_requested,
@@ -421,8 +427,7 @@ class EnergyProfiler:
             t_ready = end("to_device")
             self._check_cancel(run)
 
-            def on_token(token_id: int) -> None:
-                t = sampler.now_ms()
+            def on_token(token_id: int, t: float, taken: Any) -> None:
                 start = state["prev_ms"]
                 if state["first"]:
                     state["first"] = False
@@ -436,13 +441,14 @@ class EnergyProfiler:
                 i = run._record_token(token_id, text, tok_phase, start, t)
                 state["prev_ms"] = t
                 if layer_profiler is not None:
-                    layer_profiler.collect_async(functools.partial(_deliver_layers, run, i))
+                    layer_profiler.submit(taken, functools.partial(_deliver_layers, run, i))
 
             from transformers import StoppingCriteriaList
 
+            take = layer_profiler.take if layer_profiler is not None else None
+            clock = TokenClock(on_token, sampler.now_ms, self.model.device, take)
             stopping = StoppingCriteriaList(list(gen_kw.pop("stopping_criteria", []) or []))
-            stopping.append(_CancelCriteria(run))
-            clock = TokenClock(on_token, self.model.device)
+            stopping.append(_StepCriteria(run, clock))
             state["prev_ms"] = phase("prefill", t_ready)
             with torch.inference_mode():
                 try:
@@ -456,6 +462,7 @@ class EnergyProfiler:
                         run, inputs, stopping, gen_kw, detok, sampler, exc
                     )
                     state["first"], state["prev_ms"] = False, sampler.now_ms()
+            clock.discard()  # the deferred path's undone step is no token
             # decode ends when generate returns: its wrap-up after the last token is decode work
             t_gen = end("prefill" if state["first"] else "decode")
             if run.cancel_requested:

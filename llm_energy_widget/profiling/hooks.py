@@ -12,9 +12,10 @@ Cheap by construction, because 270 hooked modules run ~15 times a second here:
   version counter moved) gets NaN for that token and is reduced in the hook from then on;
 - on CUDA/MPS the wrappers record device events, read after the token's last event completes, so
   a time is execution time, not launch time;
-- `collect_async` takes the token's times and held outputs on the generating thread (~0.1 ms)
-  and leaves the reduction and event reading to the reducer thread (`reducer.py`), so they
-  overlap the next token's forward instead of delaying it.
+- `take` gets the token's times and held outputs on the generating thread (~0.1 ms) at the
+  token boundary (the profiler's `TokenClock.step`); `submit` leaves the reduction and event
+  reading to the reducer thread (`reducer.py`), so they overlap the next token's forward
+  instead of delaying it (`collect_async` is both at once).
 Each component is timed around its own forward. "gaps" (attention kernel, MLP activation) are
 the time between two components' forwards, and "other" is the rest of the layer's time.
 """
@@ -524,7 +525,16 @@ class LayerProfiler:
         Calls are delivered in order. Takes only what must be taken at the token boundary
         (times, references to outputs, host copies of the deep/MoE buffers) on this thread.
         """
-        token = self._take()
+        self.submit(self.take(), deliver)
+
+    def take(self) -> _Token:
+        """What the forwards since the last take left behind, taken at a token boundary on the
+        generating thread; `submit` it later, or drop it (its device events are then freed, not
+        pooled)."""
+        return self._take()
+
+    def submit(self, token: _Token, deliver: Deliver) -> None:
+        """Reduce a taken token on the reducer thread and `deliver(values, extras)` it, in order."""
 
         def job() -> None:
             try:

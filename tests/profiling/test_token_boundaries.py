@@ -1,0 +1,228 @@
+"""Token boundaries: each token ends where the decoding step that chose it ended.
+
+transformers 5.x hands tokens to the streamer one step late on its deferred stop-check path
+(`DeferredStopCheck`, MPS only today) and runs one extra forward whose token is undone. Both paths
+are run here on CPU (the deferred one forced) with a tiny model whose forward i sleeps a known,
+distinct time, so each token's duration, end and layer row can be checked against its forward's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import torch
+import transformers as T
+from lew_testkit import ConstantSource
+from prof_tiny import CONFIGS, prompt_ids
+from torch import nn
+from transformers.generation import utils as gen_utils
+
+from llm_energy_widget.power.sampler import PowerSampler
+from llm_energy_widget.profiler import EnergyProfiler
+from llm_energy_widget.profiling.tokens import TokenClock
+from llm_energy_widget.run import METRICS
+
+SLEEP_MS = (120, 80, 30, 100, 50, 150, 40)  # forward i sleeps SLEEP_MS[i] (neighbours >= 40 apart)
+N_NEW = 6
+TOL_MS = 25.0  # forward work besides the sleep, plus scheduling noise on a loaded 2-core machine
+TI = METRICS.index("time_ms")
+
+
+class SleepySiLU(nn.Module):
+    """SiLU that first sleeps SLEEP_MS[i] on its i-th call (one call per forward in layer 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.enabled = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            time.sleep(SLEEP_MS[min(self.calls, len(SLEEP_MS) - 1)] / 1000.0)
+            self.calls += 1
+        return nn.functional.silu(x)
+
+
+class _HostEvent:
+    """Stand-in for `torch.Event` on CPU, whose backend has none in torch 2.13 ("cpu backend
+    doesn't support events" on record). CPU work and copies are synchronous, so there is
+    nothing to wait for: recording and synchronizing do nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def record(self, *args: Any) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+
+@pytest.fixture(params=["ordinary", "deferred"])
+def stop_check(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run generate on the ordinary stop check, or on the deferred one forced on CPU."""
+    if request.param == "deferred":
+        monkeypatch.setattr(
+            gen_utils.DeferredStopCheck, "is_supported", staticmethod(lambda *a, **k: True)
+        )
+        monkeypatch.setattr(torch, "Event", _HostEvent)
+    return str(request.param)
+
+
+@pytest.fixture
+def sampler_t0(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+    """The start time (time.monotonic) of each sampler started: the run's clock origin."""
+    starts: list[float] = []
+    original = PowerSampler.start
+
+    def start(self: PowerSampler) -> PowerSampler:
+        out = original(self)
+        assert self.t0_s is not None
+        starts.append(self.t0_s)
+        return out
+
+    monkeypatch.setattr(PowerSampler, "start", start)
+    yield starts
+
+
+def _sleepy_llama() -> tuple[nn.Module, SleepySiLU, list[float]]:
+    """A fresh tiny Llama (warmed up), its layer-0 SleepySiLU, and the list its forward ends
+    (time.monotonic, after the whole top-level forward) are appended to."""
+    torch.manual_seed(0)
+    model = T.AutoModelForCausalLM.from_config(CONFIGS["llama"]()).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.mul_(4.0)  # as prof_tiny.build: sharper logits, so tokens vary
+    act = SleepySiLU()
+    model.model.layers[0].mlp.act_fn = act
+    ends: list[float] = []
+    original: Callable[..., Any] = model.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        ends.append(time.monotonic())
+        return out
+
+    model.forward = forward  # type: ignore[method-assign]
+    return model, act, ends
+
+
+def _plain_ids(model: nn.Module, n: int, **kw: Any) -> list[int]:
+    ids = prompt_ids()
+    with torch.inference_mode():
+        out = model.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False, **kw
+        )
+    return [int(x) for x in out[0, ids.shape[1] :]]
+
+
+def _profile(
+    model: nn.Module, act: SleepySiLU, ends: list[float], t0: list[float], **kw: Any
+) -> tuple[Any, list[float]]:
+    """A layer-level profiled run with the sleeps on, and its forward ends on the run's clock."""
+    ends.clear()
+    act.calls, act.enabled = 0, True
+    try:
+        run = EnergyProfiler(
+            model, None, power=ConstantSource(10.0), level="layer", baseline_s=0.0, store=False
+        ).generate(prompt_ids(), do_sample=False, pad_token_id=0, **kw)
+        assert run.wait(60) and run.status == "completed", run.end_reason
+    finally:
+        act.enabled = False
+    return run, [(e - t0[-1]) * 1000.0 for e in ends]
+
+
+def _check_tokens_match_forwards(run: Any, forward_end_ms: list[float]) -> None:
+    toks = run.tokens()
+    prefill = next(p for p in run.phases() if p["name"] == "prefill")
+    ttft = toks[0]["end_ms"] - prefill["start_ms"]
+    # the prefill forward (plus the first use of a fresh generation thread), no decode step
+    assert SLEEP_MS[0] <= ttft < SLEEP_MS[0] + SLEEP_MS[1]
+    layer0 = run.layers[:, 0, 0, TI]
+    assert run.layers.shape[0] == len(toks)  # the last token has its row too
+    for k, t in enumerate(toks):
+        assert abs(t["end_ms"] - forward_end_ms[k]) <= TOL_MS, (k, t, forward_end_ms)
+        if k:
+            assert SLEEP_MS[k] <= t["duration_ms"] <= SLEEP_MS[k] + TOL_MS, (k, t)
+        assert SLEEP_MS[k] <= layer0[k] <= SLEEP_MS[k] + TOL_MS, (k, layer0)
+        assert t["energy_j"] == pytest.approx(10.0 * t["duration_ms"] / 1000.0, rel=1e-6)
+
+
+def test_each_token_ends_with_its_forward(stop_check: str, sampler_t0: list[float]) -> None:
+    model, act, ends = _sleepy_llama()
+    expected = _plain_ids(model, N_NEW, min_new_tokens=N_NEW, pad_token_id=0)
+    run, forward_end_ms = _profile(
+        model, act, ends, sampler_t0, max_new_tokens=N_NEW, min_new_tokens=N_NEW
+    )
+    assert [t["token_id"] for t in run.tokens()] == expected
+    assert len(forward_end_ms) == N_NEW  # stopped by length: no extra step on either path
+    _check_tokens_match_forwards(run, forward_end_ms)
+
+
+def test_undone_extra_forward_is_no_token(stop_check: str, sampler_t0: list[float]) -> None:
+    """Stopped by EOS: the deferred path runs forward 4 after the EOS token 3 and undoes it."""
+    model, act, ends = _sleepy_llama()
+    plain = _plain_ids(model, N_NEW, min_new_tokens=N_NEW, pad_token_id=0)
+    eos = plain[3]
+    assert eos not in plain[:3]
+    run, forward_end_ms = _profile(
+        model, act, ends, sampler_t0, max_new_tokens=N_NEW, eos_token_id=eos
+    )
+    assert [t["token_id"] for t in run.tokens()] == plain[:4]
+    assert len(forward_end_ms) == (5 if stop_check == "deferred" else 4)
+    _check_tokens_match_forwards(run, forward_end_ms)
+
+
+class _FakeClock:
+    """now_ms() returns 10, 20, 30, ... and take() returns "L1", "L2", ... (one per call)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.n = 0
+
+    def now_ms(self) -> float:
+        self.t += 10.0
+        return self.t
+
+    def take(self) -> str:
+        self.n += 1
+        return f"L{self.n}"
+
+
+def _clock_run(events: str) -> tuple[list[tuple[int, float, Any]], int]:
+    """Feed a TokenClock `events` ("s" a step, "p" a put of token id 100+i, after the prompt);
+    return what on_token got and how many steps were left unclaimed."""
+    got: list[tuple[int, float, Any]] = []
+    fake = _FakeClock()
+    clock = TokenClock(
+        lambda i, t, taken: got.append((i, t, taken)), fake.now_ms, torch.device("cpu"), fake.take
+    )
+    clock.put(torch.tensor([[1, 2, 3]]))  # the prompt
+    puts = 0
+    for e in events:
+        if e == "s":
+            clock.step()
+        else:
+            clock.put(torch.tensor([100 + puts]))
+            puts += 1
+    return got, clock.discard()
+
+
+def test_token_clock_pairs_puts_with_steps_in_order() -> None:
+    # ordinary stop check: step k, then its put
+    assert _clock_run("spspsp") == ([(100, 10, "L1"), (101, 20, "L2"), (102, 30, "L3")], 0)
+    # deferred, stopped by length: put k comes after step k+1; the last put in finish()
+    assert _clock_run("sspspp") == ([(100, 10, "L1"), (101, 20, "L2"), (102, 30, "L3")], 0)
+    # deferred, stopped by EOS at token 1: step 2 is the undone extra one, never put
+    assert _clock_run("ssps" + "p") == ([(100, 10, "L1"), (101, 20, "L2")], 1)
+    # streamed before the step (assisted generation): timed at each put from then on
+    assert _clock_run("pspsp") == ([(100, 10, "L1"), (101, 20, "L2"), (102, 30, "L3")], 0)
+
+
+def test_token_clock_stays_bounded_when_nothing_is_put() -> None:
+    got, unclaimed = _clock_run("s" * 50)
+    assert got == [] and unclaimed == 2
