@@ -44,7 +44,7 @@ EVENTS = ("power", "phase", "token", "token_energy", "layers", "status", "done",
 """
 
 STATUSES = ("pending", "running", "completed", "cancelled", "failed", "incomplete")
-PHASES = ("baseline", "tokenize", "to_device", "prefill", "decode", "detokenize")
+PHASES = ("baseline", "tokenize", "to_device", "prefill", "decode", "tail", "detokenize")
 METRICS = ("time_ms", "energy_j", "act_mean", "act_std", "act_max", "sparsity")
 LEVELS = ("token", "layer", "component", "deep")
 

@@ -27,7 +27,7 @@ from llm_energy_widget.run import METRICS
 
 SLEEP_MS = (120, 80, 30, 100, 50, 150, 40)  # forward i sleeps SLEEP_MS[i] (neighbours >= 40 apart)
 N_NEW = 6
-TOL_MS = 25.0  # forward work besides the sleep, plus scheduling noise on a loaded 2-core machine
+TOL_MS = 25.0  # from a forward's end to its step's boundary, scheduling noise included
 TI = METRICS.index("time_ms")
 
 
@@ -88,9 +88,12 @@ def sampler_t0(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
     yield starts
 
 
-def _sleepy_llama() -> tuple[nn.Module, SleepySiLU, list[float]]:
-    """A fresh tiny Llama (warmed up), its layer-0 SleepySiLU, and the list its forward ends
-    (time.monotonic, after the whole top-level forward) are appended to."""
+Spans = list[tuple[float, float]]  # (start, end) of each top-level forward
+
+
+def _sleepy_llama() -> tuple[nn.Module, SleepySiLU, Spans]:
+    """A fresh tiny Llama, its layer-0 SleepySiLU, and the list each top-level forward's
+    (start, end) is appended to (time.monotonic)."""
     torch.manual_seed(0)
     model = T.AutoModelForCausalLM.from_config(CONFIGS["llama"]()).eval()
     with torch.no_grad():
@@ -99,19 +102,21 @@ def _sleepy_llama() -> tuple[nn.Module, SleepySiLU, list[float]]:
                 p.mul_(4.0)  # as prof_tiny.build: sharper logits, so tokens vary
     act = SleepySiLU()
     model.model.layers[0].mlp.act_fn = act
-    ends: list[float] = []
+    spans: Spans = []
     original: Callable[..., Any] = model.forward
 
     def forward(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.monotonic()
         out = original(*args, **kwargs)
-        ends.append(time.monotonic())
+        spans.append((t0, time.monotonic()))
         return out
 
     model.forward = forward  # type: ignore[method-assign]
-    return model, act, ends
+    return model, act, spans
 
 
 def _plain_ids(model: nn.Module, n: int, **kw: Any) -> list[int]:
+    """Token ids of unprofiled greedy generation (sleeps off; also warms the model up)."""
     ids = prompt_ids()
     with torch.inference_mode():
         out = model.generate(
@@ -121,10 +126,10 @@ def _plain_ids(model: nn.Module, n: int, **kw: Any) -> list[int]:
 
 
 def _profile(
-    model: nn.Module, act: SleepySiLU, ends: list[float], t0: list[float], **kw: Any
-) -> tuple[Any, list[float]]:
-    """A layer-level profiled run with the sleeps on, and its forward ends on the run's clock."""
-    ends.clear()
+    model: nn.Module, act: SleepySiLU, spans: Spans, t0: list[float], **kw: Any
+) -> tuple[Any, Spans]:
+    """A layer-level profiled run with the sleeps on, and its forwards on the run's clock (ms)."""
+    spans.clear()
     act.calls, act.enabled = 0, True
     try:
         run = EnergyProfiler(
@@ -133,48 +138,54 @@ def _profile(
         assert run.wait(60) and run.status == "completed", run.end_reason
     finally:
         act.enabled = False
-    return run, [(e - t0[-1]) * 1000.0 for e in ends]
+    return run, [((a - t0[-1]) * 1000.0, (b - t0[-1]) * 1000.0) for a, b in spans]
 
 
-def _check_tokens_match_forwards(run: Any, forward_end_ms: list[float]) -> None:
+def _check_tokens_match_forwards(run: Any, fwd: Spans) -> None:
+    """Token k ends where forward k ends, spans it, and has its layer row. The sleeps tell the
+    forwards apart: a token one forward late would end >= 30 ms (the shortest sleep) off."""
     toks = run.tokens()
     prefill = next(p for p in run.phases() if p["name"] == "prefill")
     ttft = toks[0]["end_ms"] - prefill["start_ms"]
-    # the prefill forward (plus the first use of a fresh generation thread), no decode step
-    assert SLEEP_MS[0] <= ttft < SLEEP_MS[0] + SLEEP_MS[1]
+    # TTFT is the prefill forward plus generate's set-up, never a decode forward too
+    assert SLEEP_MS[0] <= fwd[0][1] - fwd[0][0] <= ttft < fwd[0][1] - fwd[0][0] + SLEEP_MS[1]
     layer0 = run.layers[:, 0, 0, TI]
     assert run.layers.shape[0] == len(toks)  # the last token has its row too
     for k, t in enumerate(toks):
-        assert abs(t["end_ms"] - forward_end_ms[k]) <= TOL_MS, (k, t, forward_end_ms)
-        if k:
-            assert SLEEP_MS[k] <= t["duration_ms"] <= SLEEP_MS[k] + TOL_MS, (k, t)
-        assert SLEEP_MS[k] <= layer0[k] <= SLEEP_MS[k] + TOL_MS, (k, layer0)
+        start_ms, end_ms = fwd[k]
+        assert abs(t["end_ms"] - end_ms) <= TOL_MS, (k, t, fwd)
+        assert t["start_ms"] <= start_ms  # the whole forward k is inside token k
+        assert t["duration_ms"] >= SLEEP_MS[k] and t["energy_j"] > 0, (k, t)
+        assert SLEEP_MS[k] <= layer0[k] <= end_ms - start_ms, (k, layer0, fwd)
         assert t["energy_j"] == pytest.approx(10.0 * t["duration_ms"] / 1000.0, rel=1e-6)
 
 
 def test_each_token_ends_with_its_forward(stop_check: str, sampler_t0: list[float]) -> None:
-    model, act, ends = _sleepy_llama()
+    model, act, spans = _sleepy_llama()
     expected = _plain_ids(model, N_NEW, min_new_tokens=N_NEW, pad_token_id=0)
-    run, forward_end_ms = _profile(
-        model, act, ends, sampler_t0, max_new_tokens=N_NEW, min_new_tokens=N_NEW
-    )
+    run, fwd = _profile(model, act, spans, sampler_t0, max_new_tokens=N_NEW, min_new_tokens=N_NEW)
     assert [t["token_id"] for t in run.tokens()] == expected
-    assert len(forward_end_ms) == N_NEW  # stopped by length: no extra step on either path
-    _check_tokens_match_forwards(run, forward_end_ms)
+    assert len(fwd) == N_NEW  # stopped by length: no extra step on either path
+    _check_tokens_match_forwards(run, fwd)
 
 
 def test_undone_extra_forward_is_no_token(stop_check: str, sampler_t0: list[float]) -> None:
     """Stopped by EOS: the deferred path runs forward 4 after the EOS token 3 and undoes it."""
-    model, act, ends = _sleepy_llama()
+    model, act, spans = _sleepy_llama()
     plain = _plain_ids(model, N_NEW, min_new_tokens=N_NEW, pad_token_id=0)
     eos = plain[3]
     assert eos not in plain[:3]
-    run, forward_end_ms = _profile(
-        model, act, ends, sampler_t0, max_new_tokens=N_NEW, eos_token_id=eos
-    )
+    run, fwd = _profile(model, act, spans, sampler_t0, max_new_tokens=N_NEW, eos_token_id=eos)
     assert [t["token_id"] for t in run.tokens()] == plain[:4]
-    assert len(forward_end_ms) == (5 if stop_check == "deferred" else 4)
-    _check_tokens_match_forwards(run, forward_end_ms)
+    assert len(fwd) == (5 if stop_check == "deferred" else 4)
+    _check_tokens_match_forwards(run, fwd)
+    # the undone forward is in the tail (what follows the last token), not in a token
+    tail = next(p for p in run.phases() if p["name"] == "tail")
+    assert tail["start_ms"] == run.tokens()[-1]["end_ms"]
+    if stop_check == "deferred":
+        assert tail["start_ms"] <= fwd[4][0] and tail["end_ms"] >= fwd[4][1]
+    else:
+        assert tail["duration_ms"] < SLEEP_MS[4]
 
 
 class _FakeClock:
