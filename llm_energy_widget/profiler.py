@@ -1,9 +1,10 @@
 """EnergyProfiler: runs `generate` on a background thread while power is sampled, and fills a Run.
 
 Order of work in a run: sampler start -> idle baseline -> tokenize -> to_device -> prefill
-(until the first new token) -> decode -> detokenize -> sampler stop (one last reading so the energy
-curve covers the whole run) -> Run finished. Hooks and the sampler are released in `finally`,
-whatever happened.
+(until the first new token) -> decode (until the last token) -> tail (generate's wrap-up after
+the last token) -> detokenize -> sampler stop (one last reading so the energy curve covers the
+whole run) -> Run finished. Phases are contiguous, so tokens plus the other phases add up to the
+run. Hooks and the sampler are released in `finally`, whatever happened.
 """
 
 from __future__ import annotations
@@ -117,13 +118,19 @@ def _jsonable_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class _CancelCriteria:
-    """A stopping criterion that ends generation when the run is cancelled."""
+class _StepCriteria:
+    """A stopping criterion: marks each token boundary, and ends generation on cancel.
 
-    def __init__(self, run: Run) -> None:
+    `generate` calls its stopping criteria once per decoding step, right after the step chose its
+    token, on every stop-check path: the place to end a token (`TokenClock.step`).
+    """
+
+    def __init__(self, run: Run, clock: TokenClock) -> None:
         self.run = run
+        self.step = clock.step
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kw: Any) -> torch.Tensor:
+        self.step()
         return torch.full(
             (input_ids.shape[0],),
             self.run.cancel_requested,
@@ -345,11 +352,14 @@ class EnergyProfiler:
                     else env_carbon_g_per_kwh(),
                     **(settings or {}),
                 },
+                # completed by the sampler's info() once the source is open (_record_power_info)
                 power={
                     "source": source.name,
                     "kind": source.kind,
+                    "scope": source.scope,
                     "interval_ms": self.interval_ms,
                     "resolution_ms": max(self.interval_ms, source.native_interval_ms or 0.0),
+                    "power_window_ms": source.power_window_ms,
                     "description": source.describe(),
                 },
                 level=self.level,
@@ -397,7 +407,7 @@ class EnergyProfiler:
     ) -> None:
         sampler = PowerSampler(source, self.interval_ms)
         status, reason, error = "completed", "generation finished", None
-        state: dict[str, Any] = {"prev_ms": None, "first": True}
+        state: dict[str, Any] = {"prev_ms": None, "n": 0}  # last token's end, tokens so far
         detok = IncrementalDetokenizer(self.tokenizer) if self.tokenizer is not None else None
         try:
             sampler.add_listener(lambda rec, phase: run._record_power(rec.to_dict(), phase))
@@ -406,6 +416,7 @@ class EnergyProfiler:
             )
             run._record_status("running")
             sampler.start()
+            run._record_power_info(sampler.info())  # described after opening, as opened
 
             def phase(name: str, t_ms: float | None = None) -> float:
                 """Start a phase; pass the previous phase's end so phases leave no gap."""
@@ -434,28 +445,29 @@ class EnergyProfiler:
             t_ready = end("to_device")
             self._check_cancel(run)
 
-            def on_token(token_id: int) -> None:
-                t = sampler.now_ms()
+            def on_token(token_id: int, t: float, taken: Any) -> None:
                 start = state["prev_ms"]
-                if state["first"]:
-                    state["first"] = False
+                if state["n"] == 0:
                     run._record_phase_end("prefill", t)
                     sampler.phase = "decode"
-                    run._record_phase_start("decode", t)
                     tok_phase = "prefill"
                 else:
+                    if state["n"] == 1:  # decode starts at the first token's end, once it has one
+                        run._record_phase_start("decode", start)
                     tok_phase = "decode"
                 text = detok.push(token_id) if detok is not None else ""
                 i = run._record_token(token_id, text, tok_phase, start, t)
                 state["prev_ms"] = t
+                state["n"] += 1
                 if layer_profiler is not None:
-                    layer_profiler.collect_async(functools.partial(_deliver_layers, run, i))
+                    layer_profiler.submit(taken, functools.partial(_deliver_layers, run, i))
 
             from transformers import StoppingCriteriaList
 
+            take = layer_profiler.take if layer_profiler is not None else None
+            clock = TokenClock(on_token, sampler.now_ms, self.model.device, take)
             stopping = StoppingCriteriaList(list(gen_kw.pop("stopping_criteria", []) or []))
-            stopping.append(_CancelCriteria(run))
-            clock = TokenClock(on_token, self.model.device)
+            stopping.append(_StepCriteria(run, clock))
             state["prev_ms"] = phase("prefill", t_ready)
             with torch.inference_mode():
                 try:
@@ -465,20 +477,29 @@ class EnergyProfiler:
                 except (TypeError, ValueError) as exc:
                     if "streamer" not in str(exc) or run.n_tokens:
                         raise
-                    self._generate_without_stream(
+                    state["prev_ms"] = self._generate_without_stream(
                         run, inputs, stopping, gen_kw, detok, sampler, exc
                     )
-                    state["first"], state["prev_ms"] = False, sampler.now_ms()
-            # decode ends when generate returns: its wrap-up after the last token is decode work
-            t_gen = end("prefill" if state["first"] else "decode")
+                    state["n"] = -1  # tokens without times: prefill ended when generate did
+            clock.discard()  # the deferred path's undone step is no token
+            # prefill/decode end with the last token; generate's wrap-up after it (and the
+            # deferred path's undone step) is the tail, so they hold exactly their tokens' energy
+            if state["n"] == 0:  # no token streamed: all of generate was prefill
+                t_last = end("prefill")
+            elif state["n"] > 1:
+                t_last = end("decode", state["prev_ms"])
+            else:
+                t_last = state["prev_ms"]  # prefill already ended at the first token
+            phase("tail", t_last)
+            t_gen = end("tail")
             if run.cancel_requested:
                 status, reason = "cancelled", "cancelled by the user"
 
             phase("detokenize", t_gen)
             if detok is not None:
-                tail = detok.flush()
-                if tail and run.n_tokens:
-                    run._record_token_text(run.n_tokens - 1, run.tokens()[-1]["text"] + tail)
+                held = detok.flush()
+                if held and run.n_tokens:
+                    run._record_token_text(run.n_tokens - 1, run.tokens()[-1]["text"] + held)
                 ids = detok.ids
                 run.response_text = str(self.tokenizer.decode(ids, skip_special_tokens=True))
             end("detokenize")
@@ -513,8 +534,11 @@ class EnergyProfiler:
         detok: IncrementalDetokenizer | None,
         sampler: PowerSampler,
         cause: BaseException,
-    ) -> None:
-        """Fallback for models whose generate cannot stream: tokens get no per-token timing."""
+    ) -> float:
+        """Fallback for models whose generate cannot stream: tokens get no per-token timing.
+
+        Returns when prefill ended: when generate returned (no decode phase, an empty tail).
+        """
         msg = (
             f"this model's generate() cannot stream tokens ({cause}); per-token timing and "
             "energy are unavailable for this run (phases and totals are still measured)"
@@ -524,12 +548,12 @@ class EnergyProfiler:
         out = self.model.generate(**inputs, stopping_criteria=stopping, **gen_kw)
         t = sampler.now_ms()
         run._record_phase_end("prefill", t)
-        run._record_phase_start("decode", t)
         new_ids = out[0, inputs["input_ids"].shape[1] :].tolist()
         nan = float("nan")
         for k, token_id in enumerate(new_ids):
             text = detok.push(token_id) if detok is not None else ""
             run._record_token(token_id, text, "prefill" if k == 0 else "decode", nan, nan)
+        return t
 
     @staticmethod
     def _check_cancel(run: Run) -> None:

@@ -31,10 +31,22 @@ log = logging.getLogger(__name__)
 
 Listener = Callable[[str, dict[str, Any]], None]
 
-EVENTS = ("power", "phase", "token", "token_energy", "layers", "status", "done", "error")
+EVENTS = (
+    "power",
+    "power_info",
+    "phase",
+    "token",
+    "token_energy",
+    "layers",
+    "status",
+    "done",
+    "error",
+)
 """Event names sent to listeners, each with a JSON-serializable payload dict:
 
 - power: a power record (part-1 fields) plus `phase`
+- power_info: the run's power info once the source is open (what it chose: scope, resolution,
+  power averaging, description)
 - phase: {name, start_ms, end_ms (None while open), state: "start" | "end"}
 - token: {index, token_id, text, phase, start_ms, end_ms, duration_ms}
 - token_energy: {index, energy_j, avg_power_w} once the energy curve covers the token
@@ -211,6 +223,13 @@ class Run:
             self._power_phase.append(phase)
             self._emit("power", {**rec, "phase": phase})
             self._flush_token_energies()
+
+    def _record_power_info(self, info: dict[str, Any]) -> None:
+        """What the source chose when it opened (NVML's power fallback, RAPL's zones, its
+        resolution): known only after open, so the run's power info is completed here."""
+        with self._lock:
+            self.power_info.update(info)
+            self._emit("power_info", dict(self.power_info))
 
     def _record_phase_start(self, name: str, t_ms: float) -> None:
         with self._lock:

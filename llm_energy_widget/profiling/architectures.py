@@ -1,10 +1,20 @@
 """Where the decoder layers and their components live, per architecture, plus a generic fallback.
 
 A registry entry lists components in execution order, so the heatmap reads top to bottom like the
-forward pass; `gaps` name the work between two hooked components that no submodule owns (the
-attention kernel between v_proj and o_proj, the activation before down_proj), timed from
-timestamps we take anyway. Unknown models get the generic discovery: the longest ModuleList of
-same-class blocks and their Linear/Conv1D/norm leaves, in registration order.
+forward pass; `gaps` name the work between two hooked components that no hooked module owns,
+timed from timestamps we take anyway:
+- "attention": from the last of q/k/v (or the fused qkv projection, or q/k norms) to the output
+  projection: the rotary embedding applied to q and k, the KV-cache update, the attention kernel
+  (scores, mask, softmax, weighted sum) and the reshapes around it. The rotary cos/sin table
+  is computed once per forward outside the layers, so it is in no layer;
+- "mlp_act": the MLP's activation function and, in gated MLPs, the multiply by the up
+  projection. In a gated MLP, down_proj(act_fn(gate_proj(x)) * up_proj(x)), the activation runs
+  between gate_proj and up_proj, outside the up_proj -> down_proj gap, so `gap_modules` times
+  the act_fn module itself into the same cell; ungated MLPs (fc1 -> act -> fc2) and fused
+  gate_up projections (act and multiply after it) have both inside the gap.
+Whatever else runs between hooked modules (views, residual adds) is "other". Unknown models get
+the generic discovery: the longest ModuleList of same-class blocks and their Linear/Conv1D/norm
+leaves, in registration order.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ class ArchSpec:
     layers_paths: tuple[str, ...]
     components: tuple[tuple[str, str], ...]  # (relative path, display name)
     gaps: tuple[tuple[str, str, str], ...] = ()  # (display name, after component, before component)
+    gap_modules: tuple[tuple[str, str], ...] = ()  # (relative path, gap): timed into that gap
     attention: str | None = "self_attn"
     gate: str | None = "mlp.gate_proj"  # pre-activation of the MLP gate (for the kill ratio)
     gate_first_half: bool = False  # fused gate_up projection: the gate is the first half
@@ -46,6 +57,7 @@ _GATED_MLP = (
     ("mlp.down_proj", "down_proj"),
 )
 _LLAMA_GAPS = (("attention", "v_proj", "o_proj"), ("mlp_act", "up_proj", "down_proj"))
+_GATED_ACT = (("mlp.act_fn", "mlp_act"),)  # runs before up_proj, outside the gap (docstring)
 _QK_NORM_ATTN = (
     ("input_layernorm", "input_layernorm"),
     ("self_attn.q_proj", "q_proj"),
@@ -71,7 +83,7 @@ _GEMMA2_MLP = (
     *_GATED_MLP,
     ("post_feedforward_layernorm", "post_feedforward_layernorm"),
 )
-_LLAMA = ArchSpec(("model.layers",), _LLAMA_ATTN + _GATED_MLP, _LLAMA_GAPS)
+_LLAMA = ArchSpec(("model.layers",), _LLAMA_ATTN + _GATED_MLP, _LLAMA_GAPS, _GATED_ACT)
 
 REGISTRY: dict[str, ArchSpec] = {
     "llama": _LLAMA,
@@ -79,12 +91,13 @@ REGISTRY: dict[str, ArchSpec] = {
     "qwen2": _LLAMA,
     "gemma": _LLAMA,
     "stablelm": _LLAMA,
-    "qwen3": ArchSpec(("model.layers",), _QK_NORM_ATTN + _GATED_MLP, _LLAMA_GAPS),
-    "gemma2": ArchSpec(("model.layers",), _LLAMA_ATTN + _GEMMA2_MLP, _LLAMA_GAPS),
+    "qwen3": ArchSpec(("model.layers",), _QK_NORM_ATTN + _GATED_MLP, _LLAMA_GAPS, _GATED_ACT),
+    "gemma2": ArchSpec(("model.layers",), _LLAMA_ATTN + _GEMMA2_MLP, _LLAMA_GAPS, _GATED_ACT),
     "gemma3_text": ArchSpec(
         ("model.layers", "model.language_model.layers"),
         _GEMMA3_ATTN + _GEMMA2_MLP,
         (("attention", "k_norm", "o_proj"), ("mlp_act", "up_proj", "down_proj")),
+        _GATED_ACT,
     ),
     "mixtral": ArchSpec(
         ("model.layers",),
@@ -104,6 +117,7 @@ REGISTRY: dict[str, ArchSpec] = {
             *_GATED_MLP,  # dense layers (mlp_only_layers / decoder_sparse_step)
         ),
         _LLAMA_GAPS,
+        _GATED_ACT,
         router="mlp.gate",
     ),
     "phi": ArchSpec(
@@ -180,6 +194,7 @@ class Discovery:
     component_names: list[str]
     components: list[dict[str, nn.Module]]  # per layer: display name -> module
     gaps: list[tuple[str, str, str]]
+    gap_modules: list[list[tuple[str, nn.Module]]]  # per layer: (gap, module timed into it)
     attention: list[nn.Module | None]
     gates: list[nn.Module | None]
     gate_first_half: bool
@@ -198,9 +213,16 @@ class Discovery:
             "n_layers": self.n_layers,
             "component_names": list(self.component_names),
             "component_modules": _component_classes(self),
-            "gaps": [{"name": g, "after": a, "before": b} for g, a, b in self.gaps],
+            "gaps": [
+                {"name": g, "after": a, "before": b, "plus": self._gap_plus(g)}
+                for g, a, b in self.gaps
+            ],
             "skipped": list(self.skipped),
         }
+
+    def _gap_plus(self, gap: str) -> list[str]:
+        """Classes of the modules whose own time is added to `gap` (e.g. the act_fn)."""
+        return sorted({type(m).__name__ for row in self.gap_modules for g, m in row if g == gap})
 
 
 def model_type(model: nn.Module) -> str:
@@ -254,6 +276,17 @@ def _from_spec(model: nn.Module, mtype: str, spec: ArchSpec) -> Discovery | None
         if name not in present
     ]
     gaps = [g for g in spec.gaps if g[1] in present and g[2] in present]
+    ends = {g: (a, b) for g, a, b in gaps}
+    gap_modules = [
+        [
+            (gap, mod)
+            for rel, gap in spec.gap_modules
+            if gap in ends
+            and all(c in row for c in ends[gap])  # this layer has the gap (dense vs MoE layers)
+            and (mod := _get(layer, rel)) is not None
+        ]
+        for layer, row in zip(layers, comps, strict=True)
+    ]
     return Discovery(
         architecture=type(model).__name__,
         how=f"registry:{mtype}",
@@ -262,6 +295,7 @@ def _from_spec(model: nn.Module, mtype: str, spec: ArchSpec) -> Discovery | None
         component_names=names,
         components=comps,
         gaps=gaps,
+        gap_modules=gap_modules,
         attention=[_get(la, spec.attention) if spec.attention else None for la in layers],
         gates=[_get(la, spec.gate) if spec.gate else None for la in layers],
         gate_first_half=spec.gate_first_half,
@@ -328,6 +362,7 @@ def _generic(model: nn.Module, mtype: str, registry_miss: bool) -> Discovery:
         component_names=[display[r] for r in rels],
         components=comps,
         gaps=[],
+        gap_modules=[[] for _ in layers],
         attention=[_get(la, attn_rel) if attn_rel else None for la in layers],
         gates=[_get(la, gate_rel) if gate_rel else None for la in layers],
         gate_first_half=False,

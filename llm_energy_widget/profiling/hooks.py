@@ -12,15 +12,18 @@ Cheap by construction, because 270 hooked modules run ~15 times a second here:
   version counter moved) gets NaN for that token and is reduced in the hook from then on;
 - on CUDA/MPS the wrappers record device events, read after the token's last event completes, so
   a time is execution time, not launch time;
-- `collect_async` takes the token's times and held outputs on the generating thread (~0.1 ms)
-  and leaves the reduction and event reading to the reducer thread (`reducer.py`), so they
-  overlap the next token's forward instead of delaying it.
+- `take` gets the token's times and held outputs on the generating thread (~0.1 ms) at the
+  token boundary (the profiler's `TokenClock.step`); `submit` leaves the reduction and event
+  reading to the reducer thread (`reducer.py`), so they overlap the next token's forward
+  instead of delaying it (`collect_async` is both at once).
 Each component is timed around its own forward. "gaps" (attention kernel, MLP activation) are
-the time between two components' forwards, and "other" is the rest of the layer's time.
+the time between two components' forwards plus the modules timed into them (a gated MLP's act_fn,
+see `architectures`), and "other" is the rest of the layer's time.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -256,9 +259,9 @@ class LayerProfiler:
         stats = self._stats
         for li, layer in enumerate(d.layers):
             if self.level == "layer":
-                self._hook(layer, li, li, stats=False)
+                self._hook(layer, li, stats=False, block=True)
                 continue
-            self._hook(layer, li, self._n_cells + li, stats=False)
+            self._hook(layer, self._n_cells + li, stats=False, block=True)
             gaps_before = {b: (a, g) for g, a, b in d.gaps}
             for name, mod in d.components[li].items():
                 if id(mod) in hooked:
@@ -270,7 +273,15 @@ class LayerProfiler:
                     after, gname = gaps_before[name]
                     if after in d.components[li]:
                         gap = (self._cell(li, after), self._cell(li, gname))
-                self._hook(mod, li, self._cell(li, name), stats=True, gap=gap)
+                self._hook(mod, self._cell(li, name), stats=True, gap=gap)
+            for gname, mod in d.gap_modules[li]:  # e.g. a gated MLP's act_fn into mlp_act
+                if id(mod) in hooked:
+                    skipped.append(
+                        {"what": f"{li}.{gname} module", "reason": "module shared, hooked once"}
+                    )
+                    continue
+                hooked.add(id(mod))
+                self._hook(mod, self._cell(li, gname), stats=False)
         deep: dict[str, Any] = {}
         if self.level == "deep":
             deep = self._attach_deep(dev)
@@ -284,7 +295,9 @@ class LayerProfiler:
             "timing_method": self._clock.method if self._clock else "perf_counter_ns",
             "timing": (
                 "each component around its own forward; gaps = time between two components' "
-                "forwards; other = layer time minus components and gaps"
+                "forwards (attention: rotary, KV-cache update and attention kernel; mlp_act: "
+                "activation and gate multiply, with the act_fn module's own time where it runs "
+                "outside the gap); other = layer time minus components and gaps"
                 if self.level != "layer"
                 else "each decoder layer around its forward"
             ),
@@ -303,13 +316,18 @@ class LayerProfiler:
     def _hook(
         self,
         mod: nn.Module,
-        layer: int,
         slot: int,
         stats: bool,
         gap: tuple[int, int] | None = None,
+        block: bool = False,
     ) -> None:
-        make = self._event_forward if self._clock else self._cpu_forward
-        self._handles.append(_ForwardWrap(mod, lambda f: make(f, slot, stats, gap)))
+        """Time `mod` into `slot` (adding to it); `block`: a decoder layer (see `refresh`)."""
+        make: Callable[[_Forward], _Forward] = (
+            functools.partial(self._event_forward, i=slot, stats=stats, gap=gap, block=block)
+            if self._clock
+            else functools.partial(self._cpu_forward, i=slot, stats=stats, gap=gap)
+        )
+        self._handles.append(_ForwardWrap(mod, make))
 
     def _cpu_forward(
         self, f: _Forward, i: int, stats: bool, gap: tuple[int, int] | None
@@ -361,7 +379,7 @@ class LayerProfiler:
         return forward
 
     def _event_forward(
-        self, f: _Forward, i: int, stats: bool, gap: tuple[int, int] | None
+        self, f: _Forward, i: int, stats: bool, gap: tuple[int, int] | None, block: bool
     ) -> _Forward:
         clock = self._clock
         assert clock is not None
@@ -369,7 +387,7 @@ class LayerProfiler:
         last_end = self._ends_ev
         keep = self._keep
         a, g = gap if gap is not None else (-1, -1)
-        refresh = clock.refresh if not stats else None  # a decoder layer: look the stream up
+        refresh = clock.refresh if block else None  # a decoder layer: look the stream up
 
         def forward(*args: Any, **kwargs: Any) -> Any:
             if refresh is not None:
@@ -524,7 +542,16 @@ class LayerProfiler:
         Calls are delivered in order. Takes only what must be taken at the token boundary
         (times, references to outputs, host copies of the deep/MoE buffers) on this thread.
         """
-        token = self._take()
+        self.submit(self.take(), deliver)
+
+    def take(self) -> _Token:
+        """What the forwards since the last take left behind, taken at a token boundary on the
+        generating thread; `submit` it later, or drop it (its device events are then freed, not
+        pooled)."""
+        return self._take()
+
+    def submit(self, token: _Token, deliver: Deliver) -> None:
+        """Reduce a taken token on the reducer thread and `deliver(values, extras)` it, in order."""
 
         def job() -> None:
             try:

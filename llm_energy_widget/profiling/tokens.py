@@ -1,12 +1,13 @@
 """Token boundaries on the generating thread, and text for each token.
 
-`TokenClock` is a transformers streamer: `generate` calls `put` with the prompt, then with each new
-token right after it is chosen. That call is the token's end time (after a device sync on
-CUDA/MPS, so it is execution time, not launch time), and the start of the next one.
+`TokenClock` ends each token where the decoding step that chose it ends, on both stop-check
+paths of transformers 5.x `generate` (see the class). Boundaries are taken after a device sync on
+CUDA/MPS, so they are execution time, not launch time.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -65,23 +66,79 @@ def device_sync_fn(device: torch.device) -> Callable[[], None]:
     return lambda: None
 
 
-class TokenClock(BaseStreamer):
-    """Streamer that hands each new token to `on_token(token_id)` on the generating thread."""
+OnToken = Callable[[int, float, Any], None]  # (token id, end ms, what `take` returned)
+MAX_QUEUED_STEPS = 2  # at a step: 0 queued on the ordinary path, 1 on the deferred one
 
-    def __init__(self, on_token: Callable[[int], None], device: torch.device) -> None:
+
+class TokenClock(BaseStreamer):
+    """Streamer that hands each new token, its end time and its step's measurements to `on_token`.
+
+    `generate` reaches us twice per decoding step, both on the generating thread:
+    - `step` (through a stopping criterion, see `profiler._StepCriteria`), right after the step's
+      forward and token choice: exactly once per chosen token, chunked prefill forwards included
+      in the first. The boundary is timed here and queued with `take()` (the step's layer
+      measurements, taken before the next forward adds to them);
+    - `put`, with the token itself: in the same step on the ordinary path, but one step late on
+      the deferred stop-check path (`DeferredStopCheck`, MPS in transformers 5.x), after the next
+      step's forward ran. Each put claims the oldest queued step, so token k ends where step k
+      ended on both paths. The deferred path's extra step (its token is undone, never put) stays
+      queued: `discard` drops it after generate, its time belongs to what follows the last token.
+    A put that finds no queued step (a loop that streams before its stopping criteria, such as
+    assisted generation) makes this clock time that token and every later one at the put.
+    """
+
+    def __init__(
+        self,
+        on_token: OnToken,
+        now_ms: Callable[[], float],
+        device: torch.device,
+        take: Callable[[], Any] | None = None,
+    ) -> None:
         self._on_token = on_token
+        self._now = now_ms
+        self._take = take
         self._sync = device_sync_fn(device)
+        self._ends_ms: deque[float] = deque()  # queued steps, oldest first
+        self._taken: deque[Any] = deque()
+        self._at_put = False  # fallback: no step queued when a token came
         self._prompt_seen = False
         self.batch_size = 1
+
+    def step(self) -> None:
+        """A decoding step chose its token: time the boundary (execution time) and queue it."""
+        if self._at_put:
+            return
+        if len(self._ends_ms) >= MAX_QUEUED_STEPS:  # a generate that never streams: stay bounded
+            self._ends_ms.popleft()
+            if self._take is not None:
+                self._taken.popleft()
+        self._sync()
+        self._ends_ms.append(self._now())
+        if self._take is not None:
+            self._taken.append(self._take())
 
     def put(self, value: torch.Tensor) -> None:
         if not self._prompt_seen:
             self._prompt_seen = True  # the first call is the prompt itself
             return
-        self._sync()
         flat = value.reshape(-1)
         self.batch_size = int(flat.numel())
-        self._on_token(int(flat[0]))  # one record per step; batch rows share the step's time
+        if self._ends_ms:
+            t = self._ends_ms.popleft()
+            taken = self._taken.popleft() if self._take is not None else None
+        else:
+            self._at_put = True
+            self._sync()
+            t = self._now()
+            taken = self._take() if self._take is not None else None
+        self._on_token(int(flat[0]), t, taken)  # one record per step; batch rows share its time
+
+    def discard(self) -> int:
+        """Drop the steps no token claimed (the deferred path's undone one); return how many."""
+        n = len(self._ends_ms)
+        self._ends_ms.clear()
+        self._taken.clear()
+        return n
 
     def end(self) -> None:
         pass
