@@ -21,13 +21,12 @@ export function meanLabel(s: RunStore): string {
  */
 export function heatCaption(s: RunStore, mode: TokenMode, t: number, metric: string): string[] {
   const out = outsideName(s.meta);
-  const energy = metric === "energy_j";
   if (mode === "mean") {
     const m = s.meanCoverage();
     return [
       meanLabel(s),
       `layers cover ${fmtPct(m.coverage)} of token time · ${out}: ${fmtMs(m.outsideMs)}, ` +
-        `${fmtEnergy(m.outsideJ)} per token` + (energy ? " (cells: the rest of the energy)" : ""),
+        `${fmtEnergy(m.outsideJ)} per token`,
     ];
   }
   const head = `token ${t}${s.tokText[t] !== undefined ? `: ${JSON.stringify(s.tokText[t])}` : ""}`;
@@ -37,7 +36,7 @@ export function heatCaption(s: RunStore, mode: TokenMode, t: number, metric: str
     head,
     `layers cover ${fmtPct(cov)} of ${fmtMs(s.tokenMs(t))} · ${out}: ${fmtMs(s.outsideMs(t))}, ` +
       `${fmtEnergy(s.outsideJ(t))}` +
-      (energy ? ` · cells sum to ${fmtEnergy(s.tokEnergy.data[t] * cov)} of ${fmtEnergy(s.tokEnergy.data[t])}` : ""),
+      (metric === "energy_j" ? ` · cells sum to ${fmtEnergy(s.tokEnergy.data[t] * cov)} of ${fmtEnergy(s.tokEnergy.data[t])}` : ""),
   ];
 }
 
