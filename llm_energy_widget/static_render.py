@@ -216,7 +216,8 @@ def _power_svg(run: Run, x: float, y: float, w: float, h: float) -> list[str]:
     pw = run.power_arrays()
     t = pw["t_ms"] / 1000.0
     out = [f'<g transform="translate({x:.0f},{y:.0f})">']
-    out.append(f'<text x="0" y="-6" class="t">Power (W) · {_esc(_source_line(run))}</text>')
+    out.append('<text x="0" y="-18" class="t">Power (W)</text>')
+    out.append(f'<text x="0" y="-5" class="m">{_esc(_source_line(run))}</text>')
     if t.size < 2:
         out.append(f'<text x="10" y="{h / 2:.0f}" class="m">no power samples</text></g>')
         return out
@@ -377,9 +378,10 @@ def render_svg(run: Run, width: int = 720) -> str:
     """SVG: the power curve with phase bands, then the layer × component heatmap (if any)."""
     w = float(width)
     power_h = 160.0
-    parts = _power_svg(run, 44, 24, w - 60, power_h)
-    heat, heat_h = _heatmap_svg(run, 0, 24 + power_h + 44, w - 10)
-    height = 24 + power_h + 44 + heat_h + (0 if heat else -30)
+    top = 36.0  # the title and the source line above the chart
+    parts = _power_svg(run, 44, top, w - 60, power_h)
+    heat, heat_h = _heatmap_svg(run, 0, top + power_h + 44, w - 10)
+    height = top + power_h + 44 + heat_h + (0 if heat else -30)
     title = f"{run.model.get('name', 'run')} · {run.run_id} · {run.status}"
     style = (
         "<style>.t{font:600 12px sans-serif;fill:#333}.m{font:10px sans-serif;fill:#666}"
@@ -403,7 +405,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def phase_rows(run: Run) -> list[list[str]]:
-    kind = run.labels()["phases"]
+    kind = kind_text(run.labels()["phases"], run.power_info.get("scope"))
     return [
         [
             p["name"],

@@ -250,6 +250,7 @@ def test_kind_badges_carry_the_scope_when_the_source_says():
     assert "power source: synthetic (estimated · process, resolution 100 ms)" in text
     assert f"{SUMMARY_LABELS['total_energy_j']}: " in text and "J (estimated · process)" in text
     assert "TTFT: 200 ms (measured)" in text
+    assert {r[-1] for r in _phase_table(run)} == {"estimated · process"}
 
 
 # -- 6. net energy shown as unreliable; the warnings shown --------------------------------------
