@@ -77,6 +77,9 @@ export class RunStore {
   meanTokens = 0;
   private meanSums = { hooked: 0, token: 0, outsideJ: 0, outsideN: 0 };
   private timeM = -1;
+  /** For each of meta.metric_names: the live metric its value is decoded from (-1: none). */
+  private metricLive: number[] = [];
+  private table = new Float64Array(0);
   metricNames: string[] = [];
 
   phases: Phase[] = [];
@@ -118,6 +121,9 @@ export class RunStore {
     this.M = m ? m.live_metrics.length : 0;
     this.metricNames = m ? m.metric_names.slice() : [];
     this.timeM = m ? m.live_metrics.indexOf("time_ms") : -1;
+    this.metricLive = this.metricNames.map((name) =>
+      m ? m.live_metrics.indexOf(name === "energy_j" ? "time_ms" : name) : -1,
+    );
     this.q = new Grow((n) => new Uint8Array(n).fill(Q_NAN));
     this.range = new Grow((n) => new Float32Array(n));
     this.hasRow = new Grow((n) => new Uint8Array(n));
@@ -278,6 +284,21 @@ export class RunStore {
     }
   }
 
+  /** All 256 codes of token t's live metric m, decoded, into out[at..at + 256). */
+  private decodeTable(t: number, m: number, out: Float64Array, at: number): void {
+    const r = (t * this.M + m) * 2;
+    const lo = this.range.data[r];
+    const hi = this.range.data[r + 1];
+    if (this.logCodes && lo > 0) {
+      const k = Math.log(hi / lo) / Q_LOG_STEPS;
+      out[at] = 0;
+      for (let c = 1; c <= Q_MAX; c++) out[at + c] = lo * Math.exp((c - 1) * k);
+    } else {
+      for (let c = 0; c <= Q_MAX; c++) out[at + c] = lo + (c / Q_MAX) * (hi - lo);
+    }
+    out[at + Q_NAN] = NaN;
+  }
+
   private liveValue(t: number, lc: number, m: number): number {
     const code = this.q.data[(t * this.L * this.C + lc) * this.M + m];
     if (code === Q_NAN) return NaN;
@@ -414,21 +435,35 @@ export class RunStore {
 
   private accumulate(t: number, sign: number): void {
     if (!this.inMean(t)) return;
+    // the same values as `value`, decoded through one table per live metric of this token
     const nm = this.metricNames.length;
-    for (let l = 0; l < this.L; l++) {
-      for (let c = 0; c < this.C; c++) {
-        for (let m = 0; m < nm; m++) {
-          const v = this.value(t, l, c, m);
-          if (v !== v) continue;
-          const k = (l * this.C + c) * nm + m;
-          this.sums[k] += sign * v;
-          this.counts[k] += sign;
-        }
+    const M = this.M;
+    if (this.table.length < 256 * M) this.table = new Float64Array(256 * M);
+    const tab = this.table;
+    for (let m = 0; m < M; m++) this.decodeTable(t, m, tab, m * 256);
+    const e = this.tokEnergy.data[t];
+    const d = this.shareMs(t);
+    const scale = this.timeScale.data[t];
+    const eScale = d > 0 && e === e ? (scale * e) / d : NaN;
+    const mult = this.metricLive.map((_, m) =>
+      this.metricNames[m] === "energy_j" ? eScale : this.metricNames[m] === "time_ms" ? scale : 1,
+    );
+    const q = this.q.data;
+    const LC = this.L * this.C;
+    for (let lc = 0; lc < LC; lc++) {
+      const base = (t * LC + lc) * M;
+      for (let m = 0; m < nm; m++) {
+        const li = this.metricLive[m];
+        if (li < 0) continue;
+        const v = tab[li * 256 + q[base + li]] * mult[m];
+        if (v !== v) continue;
+        const k = lc * nm + m;
+        this.sums[k] += sign * v;
+        this.counts[k] += sign;
       }
     }
     this.meanTokens += sign;
     const hooked = this.hookedMs(t);
-    const d = this.shareMs(t);
     if (hooked === hooked && d > 0) {
       this.meanSums.hooked += sign * hooked;
       this.meanSums.token += sign * d;

@@ -415,8 +415,17 @@ def test_the_mean_heatmap_leaves_out_the_prefill_token_and_says_so():
         run,
         """const v = []; for (let l = 0; l < store.L; l++) { const r = [];
   for (let c = 0; c < store.C; c++) r.push(store.mean(l, c, 0)); v.push(r); }
-return { mean: v, caption: mod.heatCaption(store, "mean", 0, "time_ms") };""",
+// the incremental mean agrees with the values shown per token, for every metric
+const agree = store.metricNames.map((_, m) => { let sum = 0, n = 0;
+  for (let t = 1; t < store.nRows; t++) {
+    const x = store.value(t, 1, 2, m);
+    if (x === x) { sum += x; n++; }
+  }
+  return [store.mean(1, 2, m), sum / n]; });
+return { mean: v, agree, caption: mod.heatCaption(store, "mean", 0, "time_ms") };""",
     )
+    for m, (incremental, direct) in enumerate(out["agree"]):
+        assert incremental == pytest.approx(direct, rel=1e-9), METRICS[m]
     ref = run.layers[1:, :, :, TI].mean(axis=0)  # tokens 1..8: the decode tokens
     with_prefill = run.layers[:, :, :, TI].mean(axis=0)
     got = np.asarray(out["mean"])
