@@ -7,6 +7,7 @@ tokens take 60-72 ms, the prefill token 200 ms, power is read every 100 ms.
 
 from __future__ import annotations
 
+import base64
 import re
 import xml.etree.ElementTree as ET
 
@@ -448,3 +449,35 @@ def test_meta_names_the_power_source_fully():
     p = run_meta(run, "k")["power"]
     assert p["scope"] == "system" and p["resolution_ms"] == 20.0 and p["power_window_ms"] == 1000.0
     assert set(p) >= {"source", "kind", "interval_ms", "native_interval_ms", "description"}
+
+
+@needs_node
+def test_a_snapshot_saved_before_log_codes_still_decodes_and_says_its_precision():
+    """A notebook saved with the older widget: linear codes, no `codes` key, no names in meta."""
+    run = full_run(n_tokens=5, n_layers=2)
+    meta, items = snapshot_items(run)
+    del meta["names"]
+    header = items[0][1]
+    names = header["buffers"]
+    live = [m for m in METRICS if m != "energy_j"]
+    rows = run.layers[..., [METRICS.index(m) for m in live]].astype(np.float64)
+    lo, hi = np.nanmin(rows, axis=(1, 2)), np.nanmax(rows, axis=(1, 2))
+    span = (hi - lo)[:, None, None, :]
+    codes = np.rint((rows - lo[:, None, None, :]) / span * 254).astype(np.uint8)
+    ranges = np.stack([lo, hi], axis=-1).astype(np.float32)
+    del header["layers"]["codes"]
+    i_q, i_r = names.index("layer_q"), names.index("layer_range")
+    items[0][2][i_q] = base64.b64encode(codes.tobytes()).decode()
+    items[0][2][i_r] = base64.b64encode(ranges.tobytes()).decode()
+    out = eval_store(
+        meta,
+        items,
+        """return { v: store.value(2, 1, 3, 0),
+  tip: mod.cellTip(store, "token", 2, 0, 1, 3, store.value(2, 1, 3, 0)),
+  card: mod.summaryCards(store)[0].label };""",
+    )
+    ref = float(run.layers[2, 1, 3, TI])
+    bound = float(hi[2, live.index("time_ms")] - lo[2, live.index("time_ms")]) / 254 * 0.51
+    assert abs(out["v"] - ref) <= bound * 1.01 + 1e-3 * ref  # + the hooked-time scaling
+    assert out["tip"][-1] == "8-bit linear display precision; exact values in run.layers"
+    assert out["card"] == "decode j per token", "no names in an old meta: the key, readable"
