@@ -77,7 +77,7 @@ export class Heatmap {
   private modeSel = h("select", "lew-select");
   private slider = h("input", "lew-slider");
   private caption = h("div", "lew-caption");
-  private captionSub = h("div", "lew-caption lew-caption-sub");
+  private captionSub = h("div", "lew-caption-sub");
   private empty = h("div", "lew-empty", "No layer data in this run (profile with level ≥ layer).");
   metric = 0;
   mode: TokenMode = "latest";
