@@ -25,6 +25,7 @@ export interface Decoded {
   layer_idx?: Uint32Array;
   layer_range?: Float32Array;
   layer_q?: Uint8Array;
+  layer_ms?: Float32Array;
 }
 
 const KINDS: Record<string, Ctor<any>> = {
@@ -36,7 +37,14 @@ const KINDS: Record<string, Ctor<any>> = {
   layer_idx: Uint32Array,
   layer_range: Float32Array,
   layer_q: Uint8Array,
+  layer_ms: Float32Array,
 };
+
+function run(first: number, n: number): Uint32Array {
+  const a = new Uint32Array(n);
+  for (let i = 0; i < n; i++) a[i] = first + i;
+  return a;
+}
 
 export function decode(header: Header, buffers: Buffer[]): Decoded {
   const out: Record<string, unknown> = {};
@@ -44,7 +52,15 @@ export function decode(header: Header, buffers: Buffer[]): Decoded {
     const C = KINDS[name];
     if (C && buffers[i] !== undefined) out[name] = typed(buffers[i], C);
   });
-  return out as Decoded;
+  const d = out as Decoded;
+  // indices in a row are sent as their first one
+  const te = header.token_energy?.first;
+  if (!d.te_idx && te !== undefined && d.te_j) d.te_idx = run(te, d.te_j.length);
+  const ly = header.layers;
+  if (!d.layer_idx && ly?.first !== undefined && d.layer_range && ly.shape) {
+    d.layer_idx = run(ly.first, d.layer_range.length / (2 * ly.shape[2]));
+  }
+  return d;
 }
 
 /** base64 -> DataView, for data embedded in the HTML report. */

@@ -1,5 +1,7 @@
 // Tiny DOM helpers. Token text is untrusted: it only ever goes through textContent.
 
+import { kindText } from "./names";
+
 export function h<K extends keyof HTMLElementTagNameMap>(
   tag: K,
   cls?: string,
@@ -34,7 +36,8 @@ export class Tooltip {
   }
 }
 
-export function badge(kind: string | null | undefined): HTMLSpanElement {
+/** The kind of a figure (measured / estimated / modeled), with its scope when known. */
+export function badge(kind: string | null | undefined, scope?: string | null): HTMLSpanElement {
   const k = kind || "estimated";
-  return h("span", `lew-badge lew-kind-${k}`, k);
+  return h("span", `lew-badge lew-kind-${k}`, kindText(k, scope));
 }

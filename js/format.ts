@@ -32,14 +32,16 @@ export function fmtMetric(metric: string, v: number): string {
   return v.toPrecision(4);
 }
 
-export const METRIC_LABELS: Record<string, string> = {
-  time_ms: "time",
-  energy_j: "energy",
-  act_mean: "activation mean",
-  act_std: "activation std",
-  act_max: "activation max",
-  sparsity: "sparsity",
-};
+/** A percentage of a share in [0, 1]. */
+export function fmtPct(x: number | null | undefined, digits = 3): string {
+  if (x === null || x === undefined || !isFinite(x)) return "–";
+  return `${(x * 100).toPrecision(digits)} %`;
+}
+
+/** A power averaging window as an adjective: 1000 -> "1-s", 100 -> "100-ms". */
+export function fmtWindow(ms: number): string {
+  return ms >= 1000 ? `${+(ms / 1000).toPrecision(3)}-s` : `${+ms.toPrecision(3)}-ms`;
+}
 
 /** Nice axis ticks between lo and hi (about `count` of them). */
 export function ticks(lo: number, hi: number, count: number): number[] {

@@ -1,12 +1,74 @@
-// Layer x component heatmap: a metric selector, the token shown (latest, any, mean over the run).
+// Layer x component heatmap: a metric selector, the token shown (latest, any, or the mean over
+// the decode tokens), and what the layers leave out: the token's time and energy outside them.
 
 import { h, Tooltip } from "./dom";
-import { fmtMetric, METRIC_LABELS } from "./format";
+import { fmtEnergy, fmtMetric, fmtMs, fmtPct } from "./format";
+import { metricLabel, outsideName } from "./names";
 import type { RunStore } from "./store";
 import { colormap, fitCanvas, readTheme, rgb } from "./theme";
 
 export type TokenMode = "latest" | "token" | "mean";
 const PAD = { l: 64, r: 56, t: 70, b: 16 };
+
+/** What the mean shows: the decode tokens only (the prefill token carries the whole prompt). */
+export function meanLabel(s: RunStore): string {
+  return `mean over ${s.meanTokens} decode tokens (prefill excluded)`;
+}
+
+/**
+ * The caption: which token (or the mean), then how much of it the layers cover and what is left
+ * outside them, so the cells are read as the part of the token they are.
+ */
+export function heatCaption(s: RunStore, mode: TokenMode, t: number, metric: string): string[] {
+  const out = outsideName(s.meta);
+  if (mode === "mean") {
+    const m = s.meanCoverage();
+    return [
+      meanLabel(s),
+      `layers cover ${fmtPct(m.coverage)} of token time · ${out}: ${fmtMs(m.outsideMs)}, ` +
+        `${fmtEnergy(m.outsideJ)} per token`,
+    ];
+  }
+  const head = `token ${t}${s.tokText[t] !== undefined ? `: ${JSON.stringify(s.tokText[t])}` : ""}`;
+  const cov = s.coverage(t);
+  if (cov !== cov) return [head];
+  return [
+    head,
+    `layers cover ${fmtPct(cov)} of ${fmtMs(s.tokenMs(t))} · ${out}: ${fmtMs(s.outsideMs(t))}, ` +
+      `${fmtEnergy(s.outsideJ(t))}` +
+      (metric === "energy_j" ? ` · cells sum to ${fmtEnergy(s.tokEnergy.data[t] * cov)} of ${fmtEnergy(s.tokEnergy.data[t])}` : ""),
+  ];
+}
+
+/** The tooltip of cell (l, c): its value with unit, kind, and how exact the value shown is. */
+export function cellTip(
+  s: RunStore,
+  mode: TokenMode,
+  t: number,
+  metricIdx: number,
+  l: number,
+  c: number,
+  value: number,
+): string[] {
+  const metric = s.metricNames[metricIdx] ?? "";
+  const kind = metric === "energy_j" ? "modeled: token energy × cell time / token time" : "measured";
+  const where = mode === "mean" ? meanLabel(s) : `token ${t}`;
+  const lines = [
+    `${s.meta?.layer_names[l] ?? l} · ${s.meta?.component_names[c] ?? c}`,
+    `${metricLabel(s.meta, metric)}: ${fmtMetric(metric, value)}`,
+    `${where} · ${kind}`,
+  ];
+  if (mode !== "mean" && metric === "energy_j") {
+    lines.push(`token energy ${fmtEnergy(s.tokEnergy.data[t])} · ${outsideName(s.meta)} ${fmtEnergy(s.outsideJ(t))}`);
+  }
+  const p = mode === "mean" ? s.worstPrecision(metricIdx) : s.precision(t, metricIdx);
+  lines.push(
+    p === p
+      ? `within ±${fmtPct(p, 2)} of run.layers (8-bit log scale)`
+      : "8-bit linear display precision; exact values in run.layers",
+  );
+  return lines;
+}
 
 export class Heatmap {
   el = h("div", "lew-panel lew-heatmap");
@@ -15,6 +77,7 @@ export class Heatmap {
   private modeSel = h("select", "lew-select");
   private slider = h("input", "lew-slider");
   private caption = h("div", "lew-caption");
+  private captionSub = h("div", "lew-caption-sub");
   private empty = h("div", "lew-empty", "No layer data in this run (profile with level ≥ layer).");
   metric = 0;
   mode: TokenMode = "latest";
@@ -28,7 +91,7 @@ export class Heatmap {
     this.slider.min = "0";
     this.slider.step = "1";
     this.slider.setAttribute("aria-label", "token");
-    for (const [v, label] of [["latest", "latest token (live)"], ["token", "token…"], ["mean", "mean over run"]]) {
+    for (const [v, label] of [["latest", "latest token (live)"], ["token", "token…"], ["mean", "mean over decode tokens"]]) {
       const o = h("option", "", label);
       o.value = v;
       this.modeSel.append(o);
@@ -47,7 +110,7 @@ export class Heatmap {
     this.slider.addEventListener("input", () => this.showToken(Number(this.slider.value)));
     const head = h("div", "lew-panel-head");
     head.append(h("span", "lew-title", "Layer × component"), this.metricSel, this.modeSel, this.slider);
-    this.el.append(head, this.caption, this.canvas, this.empty);
+    this.el.append(head, this.caption, this.captionSub, this.canvas, this.empty);
     this.canvas.addEventListener("mousemove", (ev) => this.onMove(ev));
     this.canvas.addEventListener("mouseleave", () => this.tip.hide());
   }
@@ -84,7 +147,7 @@ export class Heatmap {
         ...s.metricNames.map((m, i) => {
           const kind =
             m === "time_ms" ? labels["layers.time_ms"] : m === "energy_j" ? labels["layers.energy_j"] : labels["layers.activations"];
-          const o = h("option", "", `${METRIC_LABELS[m] ?? m}${kind ? ` (${kind})` : ""}`);
+          const o = h("option", "", `${metricLabel(s.meta, m)}${kind ? ` (${kind})` : ""}`);
           o.value = String(i);
           return o;
         }),
@@ -119,6 +182,7 @@ export class Heatmap {
     this.canvas.hidden = !has;
     if (!has) {
       this.caption.textContent = L > 0 && C > 0 ? "waiting for the first token…" : "";
+      this.captionSub.textContent = "";
       return true;
     }
     const th = readTheme(this.el);
@@ -175,11 +239,9 @@ export class Heatmap {
     ctx.fillStyle = th.muted;
     ctx.fillText(fmtMetric(metric, hi), bx - 4, PAD.t - 6);
     ctx.fillText(fmtMetric(metric, lo), bx - 4, PAD.t + L * ch + 10);
-    const t = this.shownToken();
-    this.caption.textContent =
-      this.mode === "mean"
-        ? `mean over ${s.nRows} tokens`
-        : `token ${t}${s.tokText[t] !== undefined ? `: ${JSON.stringify(s.tokText[t])}` : ""}`;
+    const [head, sub] = heatCaption(s, this.mode, this.shownToken(), metric);
+    this.caption.textContent = head;
+    this.captionSub.textContent = sub ?? "";
     return true;
   }
 
@@ -193,16 +255,7 @@ export class Heatmap {
       this.tip.hide();
       return;
     }
-    const metric = s.metricNames[this.metric] ?? "";
-    const kind =
-      metric === "time_ms" ? "measured" : metric === "energy_j" ? "modeled: time share × token energy" : "measured";
-    const where = this.mode === "mean" ? "mean over run" : `token ${this.shownToken()}`;
-    this.tip.show(ev, [
-      `${s.meta?.layer_names[l] ?? l} · ${s.meta?.component_names[c] ?? c}`,
-      `${METRIC_LABELS[metric] ?? metric}: ${fmtMetric(metric, this.valueAt(l, c))}`,
-      `${where} · ${kind}`,
-      "8-bit display precision; exact values in run.layers",
-    ]);
+    this.tip.show(ev, cellTip(s, this.mode, this.shownToken(), this.metric, l, c, this.valueAt(l, c)));
   }
 }
 

@@ -1,7 +1,8 @@
 // Power against time: rails and total, phase bands, a hover readout and the source badge.
 
 import { badge, h, Tooltip } from "./dom";
-import { fmtMs, fmtNum, ticks } from "./format";
+import { fmtMs, fmtNum, fmtWindow, ticks } from "./format";
+import { definition, kindText } from "./names";
 import type { RunStore } from "./store";
 import { fitCanvas, readTheme } from "./theme";
 
@@ -13,6 +14,22 @@ const RAIL_LABELS: Record<string, string> = {
   dram_w: "DRAM",
 };
 const PAD = { l: 44, r: 10, t: 8, b: 24 };
+
+/**
+ * The source line's text after the badge: the energy figures' real resolution (the source's
+ * native one, not the poll interval), the poll interval where it differs, and the power
+ * averaging window where readings are averages (NVML: 1 s).
+ */
+export function sourceNote(s: RunStore): string {
+  const p = s.powerInfo();
+  const parts: string[] = [];
+  if (p.resolution_ms) parts.push(`resolution ${fmtMs(p.resolution_ms)}`);
+  if (p.interval_ms && p.resolution_ms && p.interval_ms !== p.resolution_ms) {
+    parts.push(`polled every ${fmtMs(p.interval_ms)}`);
+  }
+  if (p.power_window_ms) parts.push(`power: ${fmtWindow(p.power_window_ms)} average`);
+  return parts.join(" · ");
+}
 const HEIGHT = 190;
 
 export class PowerChart {
@@ -115,10 +132,20 @@ export class PowerChart {
 
     const t = s.col("t_ms");
     const rails = this.rails();
+    // phases named in the legend too: a short one (the tail, say) is too narrow for its label
+    const phaseNames = [...new Set(s.phases.map((p) => p.name))];
     this.legend.replaceChildren(
       ...rails.map((r) => {
         const item = h("span", "lew-legend-item", RAIL_LABELS[r] || r);
         item.style.setProperty("--lew-swatch", th.series[r] || th.fg);
+        return item;
+      }),
+      ...phaseNames.map((p) => {
+        const item = h("span", "lew-legend-item lew-legend-phase", p);
+        item.dataset.phase = p;
+        item.style.setProperty("--lew-swatch", th.phase[p] || "rgba(128,128,128,0.1)");
+        const def = definition(s.meta, `${p}_energy_j`);
+        if (def) item.title = def;
         return item;
       }),
     );
@@ -165,11 +192,12 @@ export class PowerChart {
       ctx.stroke();
       ctx.globalAlpha = 1;
     }
-    const info = s.meta ? s.meta.power : null;
+    const info = s.powerInfo();
+    this.source.title = info.description ?? "";
     this.source.replaceChildren(
-      h("span", "", `source: ${info?.source ?? "–"}`),
-      badge(info?.kind),
-      h("span", "lew-muted", info?.interval_ms ? `resolution ${fmtMs(info.interval_ms)}` : ""),
+      h("span", "", `source: ${info.source ?? "–"}`),
+      badge(info.kind, info.scope),
+      h("span", "lew-muted", sourceNote(s)),
     );
     return true;
   }
@@ -192,8 +220,12 @@ export class PowerChart {
     const phase = s.phases.find(
       (p) => t[best] >= p.start_ms && (p.end_ms === null || t[best] <= p.end_ms),
     );
-    if (phase) lines.push(`phase: ${phase.name}`);
-    lines.push(`${s.meta?.power.source ?? ""} · ${s.meta?.power.kind ?? ""}`);
+    if (phase) {
+      const def = definition(s.meta, `${phase.name}_energy_j`);
+      lines.push(`phase: ${phase.name}${phase.name === "tail" && def ? ` (${def})` : ""}`);
+    }
+    const info = s.powerInfo();
+    lines.push(`${info.source ?? ""} · ${kindText(info.kind, info.scope)}`);
     this.tip.show(ev, lines);
     this.hoverX = PAD.l + ((t[best] / 1000 - x0) / (x1 - x0)) * pw;
     this.drawnVersion = -1;

@@ -1,8 +1,42 @@
-// Current operation: phase, token k of N, tokens/s, elapsed, energy so far, and the Stop button.
+// Current operation: phase, token k of N, decode tokens/s, elapsed, energy so far, and Stop.
 
 import { badge, h } from "./dom";
 import { fmtEnergy, fmtMs, fmtNum } from "./format";
+import { label } from "./names";
 import type { RunStore } from "./store";
+
+export interface StatusItem {
+  label: string;
+  value: string;
+  kind?: string;
+  scope?: string | null;
+}
+
+/**
+ * The status line's fields. The rate is the summary's `decode_tokens_per_s` (decode tokens over
+ * the time from the first to the last token), named as the summary names it. Energy so far is
+ * over the run's window (first non-baseline phase to the latest token or phase end), clipped to
+ * the power curve: never the readings after the run.
+ */
+export function statusItems(s: RunStore): StatusItem[] {
+  const m = s.meta;
+  const st = s.status.status;
+  const live = st === "running" || st === "pending";
+  const open = [...s.phases].reverse().find((p) => p.end_ms === null);
+  const phase = open ? open.name : s.phases.length ? s.phases[s.phases.length - 1].name : "–";
+  const n = s.nTokens;
+  const N = m?.max_new_tokens;
+  const w = s.runWindow();
+  const tps = n > 1 ? (n - 1) / ((s.tokEnd.data[n - 1] - s.tokEnd.data[0]) / 1000) : NaN;
+  const info = s.powerInfo();
+  return [
+    { label: "phase", value: live ? phase : st },
+    { label: "token", value: N ? `${n} / ${N}` : String(n) },
+    { label: label(m, "decode_tokens_per_s"), value: fmtNum(tps, "", 3), kind: "measured" },
+    { label: "elapsed", value: fmtMs(w.end - w.start), kind: "measured" },
+    { label: "energy so far", value: fmtEnergy(s.energySoFar()), kind: info.kind, scope: info.scope },
+  ];
+}
 
 export class StatusBar {
   el = h("div", "lew-status");
@@ -46,30 +80,11 @@ export class StatusBar {
     );
     this.stop.hidden = !this.onStop || !m;
     this.stop.disabled = !live || this.stopping;
-    const open = [...s.phases].reverse().find((p) => p.end_ms === null);
-    const phase = open ? open.name : s.phases.length ? s.phases[s.phases.length - 1].name : "–";
-    const n = s.nTokens;
-    const N = m?.max_new_tokens;
-    const firstWork = s.phases.find((p) => p.name !== "baseline");
-    const t0 = firstWork ? firstWork.start_ms : s.nPower ? s.col("t_ms")[0] : NaN;
-    let tEnd = s.nPower ? s.col("t_ms")[s.nPower - 1] : NaN;
-    if (n) tEnd = Math.max(isFinite(tEnd) ? tEnd : -Infinity, s.tokEnd.data[n - 1]);
-    const tps = n > 1 ? (n - 1) / ((s.tokEnd.data[n - 1] - s.tokEnd.data[0]) / 1000) : NaN;
-    const eNow = s.nPower ? s.col("energy_j")[s.nPower - 1] : NaN;
-    const e0 = s.energyAt(t0);
-    const kind = m?.power.kind;
-    const items: [string, string, string?][] = [
-      ["phase", live ? phase : st],
-      ["token", N ? `${n} / ${N}` : String(n)],
-      ["tokens/s", fmtNum(tps, "", 3), "measured"],
-      ["elapsed", fmtMs(tEnd - t0), "measured"],
-      ["energy so far", fmtEnergy(eNow - (isFinite(e0) ? e0 : 0)), kind],
-    ];
     this.fields.replaceChildren(
-      ...items.map(([k, v, kd]) => {
+      ...statusItems(s).map((it) => {
         const f = h("span", "lew-field");
-        f.append(h("span", "lew-muted", `${k} `), h("span", "lew-value", v));
-        if (kd) f.append(badge(kd));
+        f.append(h("span", "lew-muted", `${it.label} `), h("span", "lew-value", it.value));
+        if (it.kind) f.append(badge(it.kind, it.scope));
         return f;
       }),
     );

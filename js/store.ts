@@ -7,6 +7,20 @@ import type { Buffer, Header, Meta, Phase } from "./types";
 
 const Q_NAN = 255;
 const Q_MAX = 254;
+const Q_LOG_STEPS = 253; // "log8" codes: 0 is exactly 0, 1..254 log-spaced from lo to hi
+
+/** What the views say about the power source: the summary's figures once the run is done. */
+export interface PowerInfo {
+  source: string | null;
+  kind: string;
+  scope: string | null;
+  resolution_ms: number | null;
+  interval_ms: number | null;
+  power_window_ms: number | null;
+  description: string | null;
+}
+
+const num = (x: unknown): number | null => (typeof x === "number" && isFinite(x) ? x : null);
 
 class Grow<T extends Float64Array | Int32Array | Uint8Array | Float32Array> {
   data: T;
@@ -44,18 +58,28 @@ export class RunStore {
   tokEnergy = new Grow((n) => new Float64Array(n).fill(NaN));
   tokText: string[] = [];
   tokPhase: (string | null)[] = [];
-  // layers: uint8 codes [token][layer][component][live metric], ranges [token][metric][lo, hi]
+  // layers: uint8 codes [token][layer][component][live metric], ranges [token][metric][lo, hi];
+  // layerMs: each row's hooked time, exact from the kernel; timeScale: layerMs / decoded sum.
   L = 0;
   C = 0;
   M = 0;
   private q = new Grow((n) => new Uint8Array(n).fill(Q_NAN));
   private range = new Grow((n) => new Float32Array(n));
   private hasRow = new Grow((n) => new Uint8Array(n));
-  private rowTime = new Grow((n) => new Float64Array(n));
+  private layerMs = new Grow((n) => new Float64Array(n).fill(NaN));
+  private timeScale = new Grow((n) => new Float64Array(n).fill(1));
+  private logCodes = false;
   nRows = 0;
+  // the mean over the run: decode tokens only (the prefill token carries the whole prompt)
   private sums = new Float64Array(0);
   private counts = new Float64Array(0);
+  /** Tokens in the mean; and their summed hooked time, token time, outside-layers energy. */
+  meanTokens = 0;
+  private meanSums = { hooked: 0, token: 0, outsideJ: 0, outsideN: 0 };
   private timeM = -1;
+  /** For each of meta.metric_names: the live metric its value is decoded from (-1: none). */
+  private metricLive: number[] = [];
+  private table = new Float64Array(0);
   metricNames: string[] = [];
 
   phases: Phase[] = [];
@@ -97,14 +121,21 @@ export class RunStore {
     this.M = m ? m.live_metrics.length : 0;
     this.metricNames = m ? m.metric_names.slice() : [];
     this.timeM = m ? m.live_metrics.indexOf("time_ms") : -1;
+    this.metricLive = this.metricNames.map((name) =>
+      m ? m.live_metrics.indexOf(name === "energy_j" ? "time_ms" : name) : -1,
+    );
     this.q = new Grow((n) => new Uint8Array(n).fill(Q_NAN));
     this.range = new Grow((n) => new Float32Array(n));
     this.hasRow = new Grow((n) => new Uint8Array(n));
-    this.rowTime = new Grow((n) => new Float64Array(n));
+    this.layerMs = new Grow((n) => new Float64Array(n).fill(NaN));
+    this.timeScale = new Grow((n) => new Float64Array(n).fill(1));
+    this.logCodes = false;
     this.nRows = 0;
     const cells = this.L * this.C * this.metricNames.length;
     this.sums = new Float64Array(cells);
     this.counts = new Float64Array(cells);
+    this.meanTokens = 0;
+    this.meanSums = { hooked: 0, token: 0, outsideJ: 0, outsideN: 0 };
     this.phases = [];
     this.status = { status: "pending", reason: null };
     this.error = null;
@@ -144,7 +175,8 @@ export class RunStore {
       for (let i = 0; i < d.te_idx.length; i++) this.setEnergy(d.te_idx[i], d.te_j[i]);
     }
     if (h.layers && d.layer_idx && d.layer_range && d.layer_q) {
-      this.applyLayers(h.layers.shape, d.layer_idx, d.layer_range, d.layer_q);
+      this.logCodes = h.layers.codes === "log8";
+      this.applyLayers(h.layers.shape, d.layer_idx, d.layer_range, d.layer_q, d.layer_ms);
     }
     if (h.phases) {
       for (const p of h.phases) {
@@ -188,12 +220,16 @@ export class RunStore {
       this.tokEnd.ensure(n);
       this.tokId.ensure(n);
       this.tokEnergy.ensure(n, NaN);
+      // its time and phase enter the row's energies and whether it is in the mean
+      const had = this.hasLayers(i);
+      if (had) this.accumulate(i, -1);
       this.tokStart.data[i] = times[2 * j];
       this.tokEnd.data[i] = times[2 * j + 1];
       this.tokId.data[i] = ids ? ids[j] : -1;
       this.tokText[i] = t.text[j];
       this.tokPhase[i] = t.phase[j];
       this.nTokens = n;
+      if (had) this.accumulate(i, +1);
     }
   }
 
@@ -210,6 +246,7 @@ export class RunStore {
     idx: Uint32Array,
     ranges: Float32Array,
     codes: Uint8Array,
+    hooked: Float32Array | undefined,
   ): void {
     const [L, C, M] = shape;
     if (L !== this.L || C !== this.C || M !== this.M) return;
@@ -219,7 +256,8 @@ export class RunStore {
       this.q.ensure((t + 1) * cell, Q_NAN);
       this.range.ensure((t + 1) * M * 2);
       this.hasRow.ensure(t + 1);
-      this.rowTime.ensure(t + 1);
+      this.layerMs.ensure(t + 1, NaN);
+      this.timeScale.ensure(t + 1, 1);
       const had = this.hasRow.data[t] === 1;
       if (had) this.accumulate(t, -1);
       this.q.data.set(codes.subarray(j * cell, (j + 1) * cell), t * cell);
@@ -227,15 +265,38 @@ export class RunStore {
       this.hasRow.data[t] = 1;
       this.nRows = Math.max(this.nRows, t + 1);
       let sum = 0;
+      let any = false;
       if (this.timeM >= 0) {
         for (let lc = 0; lc < L * C; lc++) {
           const v = this.liveValue(t, lc, this.timeM);
-          if (v === v) sum += v;
+          if (v === v) {
+            sum += v;
+            any = true;
+          }
         }
       }
-      this.rowTime.data[t] = sum;
+      // the exact hooked time when the kernel sent it: the decoded times are scaled to it, so
+      // the cells sum exactly to the token's energy x coverage
+      const exact = hooked && j < hooked.length ? hooked[j] : NaN;
+      this.layerMs.data[t] = exact === exact ? exact : any ? sum : NaN;
+      this.timeScale.data[t] = exact === exact && sum > 0 ? exact / sum : 1;
       this.accumulate(t, +1);
     }
+  }
+
+  /** All 256 codes of token t's live metric m, decoded, into out[at..at + 256). */
+  private decodeTable(t: number, m: number, out: Float64Array, at: number): void {
+    const r = (t * this.M + m) * 2;
+    const lo = this.range.data[r];
+    const hi = this.range.data[r + 1];
+    if (this.logCodes && lo > 0) {
+      const k = Math.log(hi / lo) / Q_LOG_STEPS;
+      out[at] = 0;
+      for (let c = 1; c <= Q_MAX; c++) out[at + c] = lo * Math.exp((c - 1) * k);
+    } else {
+      for (let c = 0; c <= Q_MAX; c++) out[at + c] = lo + (c / Q_MAX) * (hi - lo);
+    }
+    out[at + Q_NAN] = NaN;
   }
 
   private liveValue(t: number, lc: number, m: number): number {
@@ -244,11 +305,88 @@ export class RunStore {
     const r = (t * this.M + m) * 2;
     const lo = this.range.data[r];
     const hi = this.range.data[r + 1];
+    if (this.logCodes && lo > 0) {
+      return code === 0 ? 0 : lo * Math.pow(hi / lo, (code - 1) / Q_LOG_STEPS);
+    }
     return lo + (code / Q_MAX) * (hi - lo);
+  }
+
+  /**
+   * The worst relative error of token t's decoded `metric` (index into meta.metric_names) from
+   * the 8-bit code: half a log step, exp(ln(hi / lo) / 506) - 1; NaN on a linear scale (an older
+   * snapshot, or a metric with negative values), where small values have no relative bound.
+   */
+  precision(t: number, metric: number): number {
+    if (!this.hasLayers(t) || !this.logCodes) return NaN;
+    const name = this.metricNames[metric];
+    const live = name === "energy_j" ? "time_ms" : name;
+    const m = this.meta ? this.meta.live_metrics.indexOf(live) : -1;
+    if (m < 0) return NaN;
+    const r = (t * this.M + m) * 2;
+    const lo = this.range.data[r];
+    const hi = this.range.data[r + 1];
+    if (!(lo > 0)) return NaN;
+    const p = Math.expm1(Math.log(hi / lo) / (2 * Q_LOG_STEPS));
+    if (live !== "time_ms") return p;
+    // times are scaled to the exact hooked time: that factor's own deviation adds to the bound
+    const k = this.timeScale.data[t];
+    return (1 + p) * Math.max(k, 1 / k) - 1;
+  }
+
+  /** The worst `precision` over the tokens in the mean (NaN if any of them has no bound). */
+  worstPrecision(metric: number): number {
+    let worst = 0;
+    for (let t = 0; t < this.nRows; t++) {
+      if (!this.hasLayers(t) || !this.inMean(t)) continue;
+      const p = this.precision(t, metric);
+      if (p !== p) return NaN;
+      worst = Math.max(worst, p);
+    }
+    return this.meanTokens > 0 ? worst : NaN;
   }
 
   hasLayers(t: number): boolean {
     return t >= 0 && t < this.nRows && this.hasRow.data[t] === 1;
+  }
+
+  /** Token t's wall time (end - start). */
+  tokenMs(t: number): number {
+    return t >= 0 && t < this.nTokens ? this.tokEnd.data[t] - this.tokStart.data[t] : NaN;
+  }
+
+  /** Token t's time inside the hooked decoder layers (NaN without a layer row). */
+  hookedMs(t: number): number {
+    return this.hasLayers(t) ? this.layerMs.data[t] : NaN;
+  }
+
+  /**
+   * What cell shares are taken of: the token's time, or the hooked time if the clocks disagree
+   * and it is longer (core/attribution.share_denominator_ms), so a share never exceeds 1.
+   */
+  shareMs(t: number): number {
+    const tok = this.tokenMs(t);
+    const hooked = this.hookedMs(t);
+    if (!(tok > 0)) return hooked > 0 ? hooked : NaN;
+    return hooked === hooked ? Math.max(tok, hooked) : tok;
+  }
+
+  /** Hooked layer time / token time, at most 1. */
+  coverage(t: number): number {
+    const d = this.shareMs(t);
+    const hooked = this.hookedMs(t);
+    return d > 0 && hooked === hooked ? hooked / d : NaN;
+  }
+
+  /** The token's time outside the hooked layers (embedding, lm_head, sampling, the loop). */
+  outsideMs(t: number): number {
+    const d = this.shareMs(t);
+    const hooked = this.hookedMs(t);
+    return d > 0 && hooked === hooked ? d - hooked : NaN;
+  }
+
+  /** The token's energy outside the hooked layers: its energy x (1 - coverage). */
+  outsideJ(t: number): number {
+    return this.tokEnergy.data[t] * (1 - this.coverage(t));
   }
 
   /** Value of metric `metric` (index into meta.metric_names) at token t, layer l, component c. */
@@ -256,34 +394,84 @@ export class RunStore {
     if (!this.hasLayers(t)) return NaN;
     const name = this.metricNames[metric];
     const lc = l * this.C + c;
-    if (name === "energy_j") {
+    if (name === "time_ms" || name === "energy_j") {
+      if (this.timeM < 0) return NaN;
+      const ms = this.liveValue(t, lc, this.timeM) * this.timeScale.data[t];
+      if (name === "time_ms") return ms;
+      // modeled: the token's energy x cell time / token time (not / hooked time: the rest of the
+      // token is the outside-layers remainder, shown on its own)
       const e = this.tokEnergy.data[t];
-      const total = this.rowTime.data[t];
-      if (this.timeM < 0 || !(total > 0) || e !== e) return NaN;
-      return (this.liveValue(t, lc, this.timeM) / total) * e;
+      const d = this.shareMs(t);
+      return d > 0 && e === e ? (ms / d) * e : NaN;
     }
     const m = this.meta ? this.meta.live_metrics.indexOf(name) : -1;
     return m < 0 ? NaN : this.liveValue(t, lc, m);
   }
 
-  /** Mean over every token that has the value (kept incrementally, so it costs O(cells)). */
+  /** Whether token t is in the mean over the run: every token but the prefill. */
+  inMean(t: number): boolean {
+    return this.tokPhase[t] !== "prefill";
+  }
+
+  /**
+   * Mean over the decode tokens that have the value (kept incrementally, so it costs O(cells));
+   * the prefill token is left out: it carries the whole prompt's work.
+   */
   mean(l: number, c: number, metric: number): number {
     const k = (l * this.C + c) * this.metricNames.length + metric;
     return this.counts[k] > 0 ? this.sums[k] / this.counts[k] : NaN;
   }
 
+  /** Over the tokens in the mean: hooked time / token time, and the mean outside-layers figures. */
+  meanCoverage(): { coverage: number; outsideMs: number; outsideJ: number } {
+    const m = this.meanSums;
+    const n = this.meanTokens;
+    return {
+      coverage: m.token > 0 ? m.hooked / m.token : NaN,
+      outsideMs: n > 0 ? (m.token - m.hooked) / n : NaN,
+      outsideJ: m.outsideN > 0 ? m.outsideJ / m.outsideN : NaN,
+    };
+  }
+
   private accumulate(t: number, sign: number): void {
+    if (!this.inMean(t)) return;
+    // the same values as `value`, decoded through one table per live metric of this token
     const nm = this.metricNames.length;
-    for (let l = 0; l < this.L; l++) {
-      for (let c = 0; c < this.C; c++) {
-        for (let m = 0; m < nm; m++) {
-          const v = this.value(t, l, c, m);
-          if (v !== v) continue;
-          const k = (l * this.C + c) * nm + m;
-          this.sums[k] += sign * v;
-          this.counts[k] += sign;
-        }
+    const M = this.M;
+    if (this.table.length < 256 * M) this.table = new Float64Array(256 * M);
+    const tab = this.table;
+    for (let m = 0; m < M; m++) this.decodeTable(t, m, tab, m * 256);
+    const e = this.tokEnergy.data[t];
+    const d = this.shareMs(t);
+    const scale = this.timeScale.data[t];
+    const eScale = d > 0 && e === e ? (scale * e) / d : NaN;
+    const mult = this.metricLive.map((_, m) =>
+      this.metricNames[m] === "energy_j" ? eScale : this.metricNames[m] === "time_ms" ? scale : 1,
+    );
+    const q = this.q.data;
+    const LC = this.L * this.C;
+    for (let lc = 0; lc < LC; lc++) {
+      const base = (t * LC + lc) * M;
+      for (let m = 0; m < nm; m++) {
+        const li = this.metricLive[m];
+        if (li < 0) continue;
+        const v = tab[li * 256 + q[base + li]] * mult[m];
+        if (v !== v) continue;
+        const k = lc * nm + m;
+        this.sums[k] += sign * v;
+        this.counts[k] += sign;
       }
+    }
+    this.meanTokens += sign;
+    const hooked = this.hookedMs(t);
+    if (hooked === hooked && d > 0) {
+      this.meanSums.hooked += sign * hooked;
+      this.meanSums.token += sign * d;
+    }
+    const out = this.outsideJ(t);
+    if (out === out) {
+      this.meanSums.outsideJ += sign * out;
+      this.meanSums.outsideN += sign;
     }
   }
 
@@ -307,5 +495,56 @@ export class RunStore {
     }
     const span = t[hi] - t[lo];
     return span > 0 ? e[lo] + ((e[hi] - e[lo]) * (tMs - t[lo])) / span : e[lo];
+  }
+
+  /**
+   * The run's window so far: from the first non-baseline phase start to the latest token or
+   * phase end (an open phase counts from its start). `end` is that time, `energyEnd` the same
+   * never beyond the power curve: a source that delivers readings ahead of the run (a replay at
+   * speed 0 hands over the whole trace at once) must not add them to the run's energy.
+   */
+  runWindow(): { start: number; end: number; energyEnd: number } {
+    const work = this.phases.filter((p) => p.name !== "baseline");
+    const t = this.col("t_ms");
+    const start = work.length ? work[0].start_ms : this.nPower ? t[0] : NaN;
+    let end = -Infinity;
+    for (const p of work) end = Math.max(end, p.end_ms ?? p.start_ms);
+    for (let i = 0; i < this.nTokens; i++) end = Math.max(end, this.tokEnd.data[i]);
+    if (!isFinite(end)) end = start;
+    const energyEnd = this.nPower ? Math.min(end, t[this.nPower - 1]) : NaN;
+    return { start, end, energyEnd };
+  }
+
+  /** Energy over `runWindow()` from the power curve (NaN before the curve covers any of it). */
+  energySoFar(): number {
+    const w = this.runWindow();
+    if (!this.nPower || !(w.energyEnd >= w.start)) return NaN;
+    const t0 = this.col("t_ms")[0];
+    const e1 = this.energyAt(w.energyEnd);
+    const e0 = this.energyAt(Math.max(w.start, t0));
+    return e1 - e0;
+  }
+
+  /** The power source as the views describe it; the summary's figures win once it is there. */
+  powerInfo(): PowerInfo {
+    const p = this.meta?.power;
+    const s = this.summary ?? {};
+    const str = (x: unknown): string | null => (typeof x === "string" && x ? x : null);
+    return {
+      source: str(s.energy_source) ?? str(p?.source),
+      kind: str(s.energy_kind) ?? str(p?.kind) ?? "estimated",
+      scope: str(s.energy_scope) ?? str(p?.scope),
+      resolution_ms: num(s.energy_resolution_ms) ?? num(p?.resolution_ms) ?? num(p?.interval_ms),
+      interval_ms: num(p?.interval_ms),
+      power_window_ms: num(s.power_window_ms) ?? num(p?.power_window_ms),
+      description: str(p?.description),
+    };
+  }
+
+  /** Token t is shorter than the power source's resolution: its energy is interpolated. */
+  belowResolution(t: number): boolean {
+    const res = this.powerInfo().resolution_ms;
+    const d = this.tokenMs(t);
+    return res !== null && d === d && d < res;
   }
 }

@@ -1,8 +1,97 @@
-// Summary cards once the run is done, each with its kind (measured / estimated / modeled).
+// Summary cards once the run is done, each with its kind (measured / estimated / modeled), the
+// scope of the energy figures, and the run's warnings.
 
 import { badge, h } from "./dom";
-import { fmtEnergy, fmtMs, fmtNum } from "./format";
+import { fmtEnergy, fmtMs, fmtNum, fmtPct, fmtWindow } from "./format";
+import { definition, label } from "./names";
 import type { RunStore } from "./store";
+
+export interface Card {
+  key: string;
+  label: string;
+  value: string;
+  kind: string;
+  scope?: string | null;
+  /** A second line: which rail, the averaging window, why a figure is unreliable. */
+  sub?: string;
+  /** The definition (SUMMARY_DEFINITIONS), shown on hover. */
+  title?: string;
+  unreliable?: boolean;
+}
+
+/** The cards, in order, headline first (decode J/token); null figures of optional parts left out. */
+export function summaryCards(store: RunStore): Card[] {
+  const s = store.summary;
+  if (!s) return [];
+  const meta = store.meta;
+  const labels = meta?.labels ?? {};
+  const info = store.powerInfo();
+  const ek = info.kind;
+  const scope = info.scope;
+  const pk = labels.power ?? ek;
+  const phk = labels.phases ?? ek;
+  const timing = labels.timing ?? "measured";
+  const peak = s.peak_power_w ?? {};
+  const out: Card[] = [];
+  const add = (key: string, value: string, kind: string, extra: Partial<Card> = {}) => {
+    out.push({ key, label: label(meta, key), value, kind, title: definition(meta, key) || undefined, ...extra });
+  };
+  // energy and power figures cover what the source covers: say so next to their kind
+  const E = { scope };
+  add("decode_j_per_token", fmtEnergy(s.decode_j_per_token), ek, E);
+  add("decode_tokens_per_j", fmtNum(s.decode_tokens_per_j), ek, E);
+  add("prefill_j_per_prompt_token", fmtEnergy(s.prefill_j_per_prompt_token), ek, {
+    ...E,
+    sub: s.input_tokens ? `${s.input_tokens} prompt tokens` : undefined,
+  });
+  add("prefill_energy_j", fmtEnergy(s.prefill_energy_j), phk, E);
+  add("decode_energy_j", fmtEnergy(s.decode_energy_j), phk, E);
+  if (s.tail_energy_j != null) {
+    add("tail_energy_j", fmtEnergy(s.tail_energy_j), phk, { ...E, sub: s.tail_ms != null ? fmtMs(s.tail_ms) : undefined });
+  }
+  add("total_energy_j", fmtEnergy(s.total_energy_j), ek, E);
+  if (s.net_energy_j != null) {
+    const bad = s.net_energy_reliable === false;
+    add("net_energy_j", fmtEnergy(s.net_energy_j), ek, {
+      ...E,
+      unreliable: bad,
+      sub: bad ? "unreliable: the idle baseline is above the run's average power" : `baseline ${fmtNum(s.baseline_w, "W")}`,
+    });
+  }
+  const win = info.power_window_ms;
+  add("peak_power_w", fmtNum(peak.total_w, "W"), pk, {
+    ...E,
+    sub: `total${win ? ` · ${fmtWindow(win)} average` : ""}` +
+      (s.peak_power_readings != null ? ` · ${s.peak_power_readings} readings` : ""),
+  });
+  add("avg_power_w", fmtNum(s.avg_power_w, "W"), pk, E);
+  add("decode_tokens_per_s", fmtNum(s.decode_tokens_per_s), timing);
+  add("tokens_per_s", fmtNum(s.tokens_per_s), timing);
+  add("ttft_ms", fmtMs(s.ttft_ms), timing);
+  add("edp_js", fmtNum(s.edp_js, "J·s"), ek, E);
+  add("cost_usd", s.cost_usd == null ? "–" : `$${Number(s.cost_usd).toPrecision(3)}`, labels.cost ?? "modeled");
+  add("co2_g", fmtNum(s.co2_g, "g"), labels.co2 ?? "modeled");
+  if (s.layer_coverage != null) add("layer_coverage", fmtPct(s.layer_coverage), timing);
+  if (s.outside_layers_energy_j != null) {
+    const gen = s.generation_energy_j;
+    add("outside_layers_energy_j", fmtEnergy(s.outside_layers_energy_j), labels["layers.outside"] ?? "modeled", {
+      sub: gen ? `${fmtPct(s.outside_layers_energy_j / gen)} of generation energy` : undefined,
+    });
+  }
+  return out;
+}
+
+/** The line under the cards: source, kind and scope, resolution, price and carbon intensity. */
+export function summaryNote(store: RunStore): string {
+  const s = store.summary ?? {};
+  const info = store.powerInfo();
+  const res = info.resolution_ms ? ` · resolution ${fmtMs(info.resolution_ms)}` : "";
+  const scope = info.scope ? ` · ${info.scope}` : "";
+  return (
+    `energy source: ${info.source ?? "–"} (${info.kind}${scope})${res} · price ${s.price_per_kwh}/kWh · ` +
+    `${s.carbon_g_per_kwh} gCO₂e/kWh`
+  );
+}
 
 export class SummaryCards {
   el = h("div", "lew-cards");
@@ -19,37 +108,23 @@ export class SummaryCards {
       this.el.replaceChildren();
       return;
     }
-    const labels = this.store.meta?.labels ?? {};
-    const ek = s.energy_kind ?? labels.energy ?? "estimated";
-    const peak = s.peak_power_w ?? {};
-    const cards: [string, string, string][] = [
-      ["decode J/token", fmtEnergy(s.decode_j_per_token), ek],
-      ["decode tokens/J", fmtNum(s.decode_tokens_per_j), ek],
-      ["prefill energy", fmtEnergy(s.prefill_energy_j), labels.phases ?? ek],
-      ["decode energy", fmtEnergy(s.decode_energy_j), labels.phases ?? ek],
-      ["total energy", fmtEnergy(s.total_energy_j), ek],
-      ["peak power", fmtNum(peak.total_w, "W"), labels.power ?? ek],
-      ["avg power", fmtNum(s.avg_power_w, "W"), labels.power ?? ek],
-      ["EDP", fmtNum(s.edp_js, "J·s"), ek],
-      ["tokens / s", fmtNum(s.tokens_per_s), labels.timing ?? "measured"],
-      ["TTFT", fmtMs(s.ttft_ms), labels.timing ?? "measured"],
-      ["cost", s.cost_usd == null ? "–" : `$${Number(s.cost_usd).toPrecision(3)}`, labels.cost ?? "modeled"],
-      ["CO₂", fmtNum(s.co2_g, "g"), labels.co2 ?? "modeled"],
-    ];
-    const res = s.energy_resolution_ms ? ` · resolution ${fmtMs(s.energy_resolution_ms)}` : "";
-    const note = h(
-      "div",
-      "lew-muted lew-cards-note",
-      `energy source: ${s.energy_source ?? "–"} (${ek})${res} · price ${s.price_per_kwh}/kWh · ` +
-        `${s.carbon_g_per_kwh} gCO₂e/kWh`,
-    );
+    const warnings: string[] = Array.isArray(s.warnings) ? s.warnings : [];
     this.el.replaceChildren(
-      ...cards.map(([label, value, kind]) => {
-        const card = h("div", "lew-card");
-        card.append(h("div", "lew-card-label", label), h("div", "lew-card-value", value), badge(kind));
+      ...warnings.map((w) => {
+        const d = h("div", "lew-warning", `⚠ ${w}`);
+        d.setAttribute("role", "status");
+        return d;
+      }),
+      ...summaryCards(this.store).map((c, i) => {
+        const card = h("div", `lew-card${i === 0 ? " lew-card-headline" : ""}${c.unreliable ? " lew-unreliable" : ""}`);
+        card.dataset.key = c.key;
+        if (c.title) card.title = c.title;
+        card.append(h("div", "lew-card-label", c.label), h("div", "lew-card-value", c.value));
+        if (c.sub) card.append(h("div", "lew-card-sub", c.sub));
+        card.append(badge(c.kind, c.scope));
         return card;
       }),
-      note,
+      h("div", "lew-muted lew-cards-note", summaryNote(this.store)),
     );
   }
 }

@@ -10,6 +10,17 @@ export interface Theme {
   phase: Record<string, string>;
 }
 
+/** Phase bands of the power chart, one per phase of run.PHASES (the tail: after the last token). */
+export const PHASE_FILL: Record<string, string> = {
+  baseline: "rgba(128,128,128,0.14)",
+  tokenize: "rgba(23,190,207,0.14)",
+  to_device: "rgba(188,189,34,0.14)",
+  prefill: "rgba(255,127,14,0.16)",
+  decode: "rgba(31,119,180,0.12)",
+  tail: "rgba(227,119,194,0.18)",
+  detokenize: "rgba(148,103,189,0.14)",
+};
+
 let cached: { el: Element; at: number; theme: Theme } | null = null;
 
 /** Forget the colours read last: the page's theme changed. */
@@ -35,14 +46,7 @@ export function readTheme(el: Element): Theme {
       ane_w: "#9467bd",
       dram_w: "#ff7f0e",
     },
-    phase: {
-      baseline: "rgba(128,128,128,0.14)",
-      tokenize: "rgba(23,190,207,0.14)",
-      to_device: "rgba(188,189,34,0.14)",
-      prefill: "rgba(255,127,14,0.16)",
-      decode: "rgba(31,119,180,0.12)",
-      detokenize: "rgba(148,103,189,0.14)",
-    },
+    phase: PHASE_FILL,
   };
   cached = { el, at: now, theme };
   return theme;

@@ -1,9 +1,37 @@
 // The generated text as tokens coloured by energy; hover for details, click to show in the heatmap.
 
 import { h, Tooltip } from "./dom";
-import { fmtEnergy, fmtMs, fmtNum } from "./format";
+import { fmtEnergy, fmtMs, fmtNum, fmtPct } from "./format";
+import { kindText, outsideName } from "./names";
 import type { RunStore } from "./store";
 import { colormap, rgb, textOn } from "./theme";
+
+/**
+ * A token's tooltip. A token shorter than the power source's resolution says so: its energy is
+ * interpolated between readings, not resolved (never a bare "0 J").
+ */
+export function tokenTip(s: RunStore, i: number): string[] {
+  const dur = s.tokenMs(i);
+  const e = s.tokEnergy.data[i];
+  const info = s.powerInfo();
+  const kind = kindText(s.meta?.labels?.tokens ?? info.kind, info.scope);
+  const lines = [
+    `token ${i}: ${JSON.stringify(s.tokText[i] ?? "")}`,
+    `id ${s.tokId.data[i]} · phase ${s.tokPhase[i] ?? "–"}`,
+    `duration ${fmtMs(dur)}`,
+    `energy ${fmtEnergy(e)} (${kind})`,
+  ];
+  if (s.belowResolution(i)) {
+    lines.push(`< resolution (${fmtMs(info.resolution_ms)}), interpolated between readings`);
+  }
+  lines.push(`average power ${fmtNum(dur > 0 ? e / (dur / 1000) : NaN, "W")}`);
+  const cov = s.coverage(i);
+  if (cov === cov) {
+    lines.push(`layers ${fmtPct(cov)} of its time · ${outsideName(s.meta)} ${fmtEnergy(s.outsideJ(i))}`);
+  }
+  lines.push("click: show in the heatmap");
+  return lines;
+}
 
 export class TokenStream {
   el = h("div", "lew-panel lew-tokens");
@@ -109,17 +137,6 @@ export class TokenStream {
       this.tip.hide();
       return;
     }
-    const s = this.store;
-    const dur = s.tokEnd.data[i] - s.tokStart.data[i];
-    const e = s.tokEnergy.data[i];
-    const kind = s.meta?.labels?.tokens ?? s.meta?.power.kind ?? "";
-    this.tip.show(ev, [
-      `token ${i}: ${JSON.stringify(s.tokText[i] ?? "")}`,
-      `id ${s.tokId.data[i]} · phase ${s.tokPhase[i] ?? "–"}`,
-      `duration ${fmtMs(dur)}`,
-      `energy ${fmtEnergy(e)} (${kind})`,
-      `average power ${fmtNum(dur > 0 ? e / (dur / 1000) : NaN, "W")}`,
-      "click: show in the heatmap",
-    ]);
+    this.tip.show(ev, tokenTip(this.store, i));
   }
 }

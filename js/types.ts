@@ -19,13 +19,36 @@ export interface Meta {
   prompt: string;
   max_new_tokens: number | null;
   level: string;
-  power: { source: string | null; kind: Kind; interval_ms: number | null };
+  power: PowerMeta;
   layer_names: string[];
   component_names: string[];
   metric_names: string[];
   live_metrics: string[];
   power_cols: string[];
   labels: Record<string, Kind>;
+  /** Display names from core/schema.py: the views never spell a figure's name themselves. */
+  names?: Names;
+}
+
+export interface PowerMeta {
+  source: string | null;
+  kind: Kind;
+  scope?: string | null;
+  interval_ms: number | null;
+  native_interval_ms?: number | null;
+  /** The energy figures' real resolution (falls back to interval_ms on the kernel side). */
+  resolution_ms?: number | null;
+  /** The source's power averaging window (NVML: 1000); null: instantaneous readings. */
+  power_window_ms?: number | null;
+  description?: string | null;
+}
+
+export interface Names {
+  summary: Record<string, string>;
+  definitions: Record<string, string>;
+  metrics: Record<string, string>;
+  units: Record<string, string>;
+  outside_layers: string;
 }
 
 export interface Phase {
@@ -40,7 +63,13 @@ export interface Header {
   run_key: string;
   buffers: string[];
   tokens?: { first: number; text: string[]; phase: (string | null)[] };
-  layers?: { shape: [number, number, number] };
+  /**
+   * codes "log8": per-token log scale (widget.quantize_rows); absent: the older linear scale.
+   * `first`: the rows' token indices run from it, in a row, and no layer_idx buffer is sent.
+   */
+  layers?: { shape: [number, number, number]; codes?: string; first?: number };
+  /** `first`: the indices run from it, in a row, and no te_idx buffer is sent. */
+  token_energy?: { first?: number };
   phases?: Phase[];
   status?: { status: string; reason: string | null };
   error?: { message: string; type: string };

@@ -177,5 +177,12 @@ export function staticModel(data: {
   };
 }
 
+// The views' text, as pure functions of the store: what the tests check without a browser.
+export { cellTip, heatCaption } from "./heatmap";
+export { sourceNote } from "./power_chart";
+export { statusItems } from "./status";
+export { summaryCards, summaryNote } from "./summary";
+export { PHASE_FILL } from "./theme";
+export { tokenTip } from "./tokens";
 export { RunStore };
 export default { initialize, render };

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInputError
-from .static_render import phase_rows, render_svg, render_text, summary_rows
+from .static_render import (
+    below_resolution_line,
+    phase_rows,
+    render_svg,
+    render_text,
+    summary_rows,
+    summary_warnings,
+)
 from .widget import BUNDLE_CSS, BUNDLE_JS, run_meta, snapshot_of
 
 if TYPE_CHECKING:
@@ -90,11 +97,17 @@ def _table(headers: list[str], rows: list[list[str]], numeric: set[int] | None =
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+TOKEN_HEADERS = ["#", "text", "phase", "duration ms", "energy J", "avg power W", "layers", "note"]
+
+
 def _token_rows(run: Run) -> list[list[str]]:
+    """One row per token; one shorter than the power source's resolution is flagged, never a
+    bare energy: its energy is interpolated between readings."""
     rows = []
     for t in run.tokens()[:MAX_TOKEN_ROWS]:
         e = t["energy_j"]
         p = t["avg_power_w"]
+        cov = t.get("layer_coverage")
         rows.append(
             [
                 str(t["index"]),
@@ -103,6 +116,8 @@ def _token_rows(run: Run) -> list[list[str]]:
                 f"{t['duration_ms']:.2f}",
                 "–" if e is None else f"{e:.6g}",
                 "–" if p is None else f"{p:.4g}",
+                "–" if cov is None else f"{cov * 100:.3g} %",
+                "< resolution, interpolated" if t.get("below_resolution") else "",
             ]
         )
     return rows
@@ -144,6 +159,7 @@ def to_html(run: Run, path: str | os.PathLike[str]) -> Path:
     parts += [
         f'<section id="lew-fallback">{render_svg(run)}</section>',
         "<section><h2>Summary</h2>",
+        *(f'<p class="note">⚠ {_esc(w)}</p>' for w in summary_warnings(run)),
         _table(["figure", "value", "kind"], [list(r) for r in summary_rows(run)]),
         "<h2>Phases</h2>",
         _table(["phase", "duration", "energy", "avg power", "kind"], phase_rows(run)),
@@ -154,11 +170,8 @@ def to_html(run: Run, path: str | os.PathLike[str]) -> Path:
         "<h2>Response</h2>",
         f"<pre>{_esc(run.response)}</pre>",
         f"<details><summary>Tokens ({run.n_tokens}; energy {_esc(kind)}, from E(t))</summary>",
-        _table(
-            ["#", "text", "phase", "duration ms", "energy J", "avg power W"],
-            _token_rows(run),
-            numeric={0, 3, 4, 5},
-        ),
+        *([f"<p>{_esc(below)}</p>"] if (below := below_resolution_line(run)) else []),
+        _table(TOKEN_HEADERS, _token_rows(run), numeric={0, 3, 4, 5, 6}),
         "</details></section>",
         '<script type="application/json" id="lew-data">'
         f"{_script_json(_embedded_data(run))}</script>",

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import html
 import math
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .core.attribution import OUTSIDE_LAYERS
+from .core.schema import METRIC_LABELS, METRIC_UNITS, SUMMARY_LABELS
 from .power.record import RAILS
 
 if TYPE_CHECKING:
@@ -30,6 +33,7 @@ PHASE_COLORS = {
     "to_device": "#bcbd22",
     "prefill": "#ff7f0e",
     "decode": "#1f77b4",
+    "tail": "#e377c2",
     "detokenize": "#9467bd",
 }
 VIRIDIS = [
@@ -80,34 +84,109 @@ def _color(x: float) -> str:
     return f"#{r:02x}{g:02x}{bl:02x}"
 
 
+def kind_text(kind: str | None, scope: str | None = None) -> str:
+    """A figure's kind with the scope it covers, where known: "estimated · process"."""
+    k = kind or "estimated"
+    return f"{k} · {scope}" if scope else k
+
+
+def _window(ms: float) -> str:
+    """A power averaging window as an adjective: 1000 -> "1-s", 100 -> "100-ms"."""
+    return f"{ms / 1000:.3g}-s" if ms >= 1000 else f"{ms:.3g}-ms"
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x * 100:.3g} %"
+
+
 def summary_rows(run: Run) -> list[tuple[str, str, str]]:
-    """(figure, value, kind) for the headline figures, shared by the text, HTML and report."""
+    """(figure, value, kind) for the headline figures, shared by the text, HTML and report.
+
+    Names are `core.schema.SUMMARY_LABELS`, headline first; energy and power kinds carry the
+    source's scope; the peak says its rail and averaging window; an unreliable net energy says so.
+    """
     s = run.summary()
     labels = run.labels()
-    ek = s.get("energy_kind") or labels["energy"]
+    scope = s.get("energy_scope") or run.power_info.get("scope")
+    ek = kind_text(s.get("energy_kind") or labels["energy"], scope)
+    pk = kind_text(labels["power"], scope)
+    phk = kind_text(labels["phases"], scope)
+    timing = labels["timing"]
+    rows: list[tuple[str, str, str]] = []
+
+    def add(key: str, value: str, kind: str) -> None:
+        rows.append((SUMMARY_LABELS[key], value, kind))
+
+    add("decode_j_per_token", fmt_energy(s.get("decode_j_per_token")), ek)
+    add("decode_tokens_per_j", _num(s.get("decode_tokens_per_j")), ek)
+    add("prefill_j_per_prompt_token", fmt_energy(s.get("prefill_j_per_prompt_token")), ek)
+    add("prefill_energy_j", fmt_energy(s.get("prefill_energy_j")), phk)
+    add("decode_energy_j", fmt_energy(s.get("decode_energy_j")), phk)
+    if s.get("tail_energy_j") is not None:
+        add("tail_energy_j", fmt_energy(s.get("tail_energy_j")), phk)
+    add("total_energy_j", fmt_energy(s.get("total_energy_j")), ek)
+    if s.get("net_energy_j") is not None:
+        net = fmt_energy(s.get("net_energy_j"))
+        add(
+            "net_energy_j",
+            f"{net} (unreliable)" if s.get("net_energy_reliable") is False else net,
+            ek,
+        )
     peak = (s.get("peak_power_w") or {}).get("total_w")
+    window = s.get("power_window_ms")
+    rail = "total" + (f", {_window(window)} average" if window else "")
+    add("peak_power_w", f"{_num(peak, 'W')} ({rail})" if peak is not None else "–", pk)
+    add("avg_power_w", _num(s.get("avg_power_w"), "W"), pk)
+    add("decode_tokens_per_s", _num(s.get("decode_tokens_per_s")), timing)
+    add("tokens_per_s", _num(s.get("tokens_per_s")), timing)
+    add("ttft_ms", _num(s.get("ttft_ms"), "ms"), timing)
+    add("edp_js", _num(s.get("edp_js"), "J·s"), ek)
     cost = s.get("cost_usd")
-    return [
-        ("decode J/token", fmt_energy(s.get("decode_j_per_token")), ek),
-        ("decode tokens/J", _num(s.get("decode_tokens_per_j")), ek),
-        ("total energy", fmt_energy(s.get("total_energy_j")), ek),
-        ("prefill energy", fmt_energy(s.get("prefill_energy_j")), labels["phases"]),
-        ("decode energy", fmt_energy(s.get("decode_energy_j")), labels["phases"]),
-        ("peak power", _num(peak, "W"), labels["power"]),
-        ("avg power", _num(s.get("avg_power_w"), "W"), labels["power"]),
-        ("EDP", _num(s.get("edp_js"), "J·s"), ek),
-        ("tokens / s", _num(s.get("tokens_per_s")), labels["timing"]),
-        ("TTFT", _num(s.get("ttft_ms"), "ms"), labels["timing"]),
-        ("cost", "–" if cost is None else f"${cost:.3g}", labels["cost"]),
-        ("CO₂", _num(s.get("co2_g"), "g"), labels["co2"]),
-    ]
+    add("cost_usd", "–" if cost is None else f"${cost:.3g}", labels["cost"])
+    add("co2_g", _num(s.get("co2_g"), "g"), labels["co2"])
+    if s.get("layer_coverage") is not None:
+        add("layer_coverage", _pct(s.get("layer_coverage")), timing)
+    if s.get("outside_layers_energy_j") is not None:
+        add(
+            "outside_layers_energy_j",
+            fmt_energy(s["outside_layers_energy_j"]),
+            labels["layers.outside"],
+        )
+    return rows
+
+
+def summary_warnings(run: Run) -> list[str]:
+    """The summary's warnings (unreliable net energy, tokens below the resolution...)."""
+    return [str(w) for w in run.summary().get("warnings") or []]
+
+
+def below_resolution_line(run: Run, limit: int = 20) -> str | None:
+    """Which tokens are shorter than the power source's resolution (None when none are)."""
+    toks = run.tokens()
+    below = [t["index"] for t in toks if t.get("below_resolution")]
+    if not below:
+        return None
+    res = run.resolution_ms
+    shown = ", ".join(f"#{i}" for i in below[:limit]) + (", …" if len(below) > limit else "")
+    return f"tokens < resolution ({res:g} ms), interpolated: {len(below)} of {len(toks)} ({shown})"
 
 
 def _source_line(run: Run) -> str:
+    """The power source, its kind and scope, the energy figures' real resolution (the source's
+    native one, not the poll interval), the poll interval where it differs, and the power
+    averaging window where readings are averages."""
     p = run.power_info
-    res = p.get("interval_ms")
-    res_s = f", resolution {res:g} ms" if isinstance(res, (int, float)) else ""
-    return f"power source: {p.get('source', '–')} ({p.get('kind', 'estimated')}{res_s})"
+    parts = [kind_text(p.get("kind", "estimated"), p.get("scope"))]
+    res = run.resolution_ms
+    if res is not None:
+        parts.append(f"resolution {res:g} ms")
+    interval = p.get("interval_ms")
+    if isinstance(interval, (int, float)) and res is not None and interval != res:
+        parts.append(f"polled every {interval:g} ms")
+    window = p.get("power_window_ms")
+    if isinstance(window, (int, float)) and window > 0:
+        parts.append(f"power: {_window(window)} average")
+    return f"power source: {p.get('source', '–')} ({', '.join(parts)})"
 
 
 def render_text(run: Run) -> str:
@@ -121,6 +200,10 @@ def render_text(run: Run) -> str:
     ]
     if run.n_tokens or run.done:
         lines += [f"{label}: {value} ({kind})" for label, value, kind in summary_rows(run)]
+        below = below_resolution_line(run)
+        if below:
+            lines.append(below)
+        lines += [f"warning: {w}" for w in summary_warnings(run)]
     if run.error_message:
         lines.append(f"error: {run.error_message}")
     if run.response:
@@ -133,7 +216,8 @@ def _power_svg(run: Run, x: float, y: float, w: float, h: float) -> list[str]:
     pw = run.power_arrays()
     t = pw["t_ms"] / 1000.0
     out = [f'<g transform="translate({x:.0f},{y:.0f})">']
-    out.append(f'<text x="0" y="-6" class="t">Power (W) · {_esc(_source_line(run))}</text>')
+    out.append('<text x="0" y="-18" class="t">Power (W)</text>')
+    out.append(f'<text x="0" y="-5" class="m">{_esc(_source_line(run))}</text>')
     if t.size < 2:
         out.append(f'<text x="10" y="{h / 2:.0f}" class="m">no power samples</text></g>')
         return out
@@ -176,22 +260,66 @@ def _power_svg(run: Run, x: float, y: float, w: float, h: float) -> list[str]:
         out.append(f'<text x="-4" y="{py(v) + 4:.1f}" class="m" text-anchor="end">{v:.3g}</text>')
     out.append(f'<text x="0" y="{h + 14:.0f}" class="m">{t0:.2f} s</text>')
     out.append(f'<text x="{w:.0f}" y="{h + 14:.0f}" class="m" text-anchor="end">{t1:.2f} s</text>')
+    # phases named in a legend too: a short one (the tail, say) is too narrow for its label
+    lx = 60.0
+    for name in dict.fromkeys(p["name"] for p in phases):
+        color = PHASE_COLORS.get(name, "#888888")
+        out.append(
+            f'<rect x="{lx:.0f}" y="{h + 6:.0f}" width="10" height="9" fill="{color}" '
+            f'fill-opacity="0.35" class="phase-key"><title>{_esc(name)}</title></rect>'
+        )
+        out.append(f'<text x="{lx + 13:.0f}" y="{h + 14:.0f}" class="m">{_esc(name)}</text>')
+        lx += 22 + 6 * len(name)
     out.append("</g>")
     return out
+
+
+def _mean_rows(run: Run) -> tuple[np.ndarray, list[int], str]:
+    """(layers of the tokens the mean is over, their indices, what to call it).
+
+    The decode tokens only: the prefill token carries the whole prompt's work. A run with no
+    decode token yet shows its prefill token, and says so.
+    """
+    toks = run.tokens()
+    n = min(len(toks), run.layers.shape[0])
+    decode = [i for i in range(n) if toks[i]["phase"] != "prefill"]
+    if decode:
+        return (
+            run.layers[decode],
+            decode,
+            f"mean over {len(decode)} decode tokens (prefill excluded)",
+        )
+    return run.layers[:n], list(range(n)), "prefill token only (no decode token yet)"
 
 
 def _heatmap_svg(run: Run, x: float, y: float, w: float) -> tuple[list[str], float]:
     arr = run.layers
     if arr.size == 0 or "time_ms" not in run.metric_names:
         return [], 0.0
+    rows, idx, what = _mean_rows(run)
+    if rows.shape[0] == 0:
+        return [], 0.0
     ti = run.metric_names.index("time_ms")
-    with np.errstate(invalid="ignore"):
-        finite = np.isfinite(arr[..., ti])
-        counts = finite.sum(axis=0)
-        mean = np.where(counts > 0, np.nansum(arr[..., ti], axis=0) / np.maximum(counts, 1), np.nan)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells stay NaN
+        means = np.nanmean(rows.astype(np.float64), axis=0)  # [L, C, M]
+    mean = means[..., ti]
+    toks = run.tokens()
+    hooked = [toks[i].get("layers_ms") for i in idx]
+    token_ms = [
+        max(toks[i]["duration_ms"] or 0.0, h)
+        for i, h in zip(idx, hooked, strict=True)
+        if h is not None
+    ]
+    hooked_ms = [h for h in hooked if h is not None]
+    cov = sum(hooked_ms) / sum(token_ms) if token_ms and sum(token_ms) > 0 else None
+    outside_j = [
+        toks[i]["outside_layers_j"] for i in idx if toks[i].get("outside_layers_j") is not None
+    ]
+    outside_ms = (sum(token_ms) - sum(hooked_ms)) / len(token_ms) if token_ms else None
     n_l, n_c = mean.shape
     ch = max(4.0, min(14.0, 300.0 / n_l))
-    label_w, top = 50.0, 16.0
+    label_w, top = 50.0, 30.0
     cw = (w - label_w) / n_c
     ok = np.isfinite(mean)
     lo = float(mean[ok].min()) if ok.any() else 0.0
@@ -199,17 +327,39 @@ def _heatmap_svg(run: Run, x: float, y: float, w: float) -> tuple[list[str], flo
     span = hi - lo if hi > lo else 1.0
     out = [f'<g transform="translate({x:.0f},{y:.0f})">']
     out.append(
-        f'<text x="0" y="0" class="t">Mean time per token by layer × component '
-        f"(measured; {lo:.3g}–{hi:.3g} ms)</text>"
+        f'<text x="0" y="0" class="t">{_esc(METRIC_LABELS["time_ms"].capitalize())} per token by '
+        f"layer × component (measured; {lo:.3g}–{hi:.3g} ms) · {_esc(what)}</text>"
     )
+    if cov is not None:
+        extra = f", {fmt_energy(sum(outside_j) / len(outside_j))}" if outside_j else ""
+        out.append(
+            f'<text x="0" y="14" class="m">layers cover {_pct(cov)} of token time · '
+            f"{_esc(OUTSIDE_LAYERS)}: {_num(outside_ms, 'ms')}{extra} per token</text>"
+        )
+
+    def cell_tip(li: int, ci: int) -> str:
+        parts = []
+        for mi, m in enumerate(run.metric_names):
+            v = float(means[li, ci, mi])
+            if not math.isfinite(v):
+                continue
+            if m == "energy_j":
+                val = f"{fmt_energy(v)} (modeled)"
+            elif m == "sparsity":
+                val = _pct(v)
+            else:
+                unit = METRIC_UNITS.get(m, "")
+                val = f"{v:.4g} {unit}".strip()
+            parts.append(f"{METRIC_LABELS.get(m, m)} {val}")
+        return f"{run.layer_names[li]} · {run.component_names[ci]}: " + " · ".join(parts)
+
     for li in range(n_l):
         for ci in range(n_c):
             v = float(mean[li, ci])
-            tip = f"{run.layer_names[li]} · {run.component_names[ci]}: {v:.4g} ms"
             out.append(
                 f'<rect x="{label_w + ci * cw:.1f}" y="{top + li * ch:.1f}" '
                 f'width="{max(1.0, cw - 1):.1f}" height="{max(1.0, ch - 1):.1f}" '
-                f'fill="{_color((v - lo) / span)}"><title>{_esc(tip)}</title></rect>'
+                f'fill="{_color((v - lo) / span)}"><title>{_esc(cell_tip(li, ci))}</title></rect>'
             )
         if li % max(1, math.ceil(10 / ch)) == 0:
             out.append(
@@ -228,9 +378,10 @@ def render_svg(run: Run, width: int = 720) -> str:
     """SVG: the power curve with phase bands, then the layer × component heatmap (if any)."""
     w = float(width)
     power_h = 160.0
-    parts = _power_svg(run, 44, 24, w - 60, power_h)
-    heat, heat_h = _heatmap_svg(run, 0, 24 + power_h + 40, w - 10)
-    height = 24 + power_h + 40 + heat_h + (0 if heat else -30)
+    top = 36.0  # the title and the source line above the chart
+    parts = _power_svg(run, 44, top, w - 60, power_h)
+    heat, heat_h = _heatmap_svg(run, 0, top + power_h + 44, w - 10)
+    height = top + power_h + 44 + heat_h + (0 if heat else -30)
     title = f"{run.model.get('name', 'run')} · {run.run_id} · {run.status}"
     style = (
         "<style>.t{font:600 12px sans-serif;fill:#333}.m{font:10px sans-serif;fill:#666}"
@@ -254,7 +405,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def phase_rows(run: Run) -> list[list[str]]:
-    kind = run.labels()["phases"]
+    kind = kind_text(run.labels()["phases"], run.power_info.get("scope"))
     return [
         [
             p["name"],
@@ -276,6 +427,10 @@ def render_html(run: Run) -> str:
         render_svg(run),
     ]
     if run.n_tokens or run.done:
+        parts += [f'<p class="warning">⚠ {_esc(w)}</p>' for w in summary_warnings(run)]
+        below = below_resolution_line(run)
+        if below:
+            parts.append(f"<p>{_esc(below)}</p>")
         parts.append(_table(["figure", "value", "kind"], [list(r) for r in summary_rows(run)]))
     if run.phases():
         parts.append(_table(["phase", "duration", "energy", "avg power", "kind"], phase_rows(run)))

@@ -65,7 +65,7 @@ def offline_page(browser, **kw):
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_report_renders_offline_and_xss_is_inert(browser, tmp_path, scheme):
-    run = full_run(n_tokens=30, n_layers=6, texts=XSS_TEXTS)
+    run = full_run(n_tokens=30, n_layers=6, texts=XSS_TEXTS, tail_ms=30.0)
     path = to_html(run, tmp_path / "report.html")
     page, trouble = offline_page(browser, color_scheme=scheme)
     page.goto(path.as_uri())
@@ -82,8 +82,21 @@ def test_report_renders_offline_and_xss_is_inert(browser, tmp_path, scheme):
         ".lew-tok", "els => els.filter(e => e.style.background).length"
     )
     assert coloured == 30, "every token has an energy colour"
-    assert page.locator(".lew-card").count() == 12
+    # headline, tokens/J, prefill per prompt token, prefill, decode, tail, total, peak, avg
+    # power, two rates, TTFT, EDP, cost, CO2, layer coverage, outside layers (no baseline: no net)
+    assert page.locator(".lew-card").count() == 17
+    assert page.locator(".lew-card").first.get_attribute("data-key") == "decode_j_per_token"
+    peak = page.locator('.lew-card[data-key="peak_power_w"] .lew-card-sub').inner_text()
+    assert peak.startswith("total")
     assert page.locator(".lew-badge.lew-kind-modeled").count() > 0
+    # the synthetic tokens (60-72 ms) are shorter than the 100 ms resolution: the warning says so
+    assert "shorter than the power source's resolution" in page.locator(".lew-warning").inner_text()
+    tail = page.locator('.lew-legend-phase[data-phase="tail"]')
+    assert tail.count() == 1
+    swatch = tail.evaluate("e => e.style.getPropertyValue('--lew-swatch')")
+    assert swatch == "rgba(227,119,194,0.18)"
+    heat = page.locator(".lew-heatmap .lew-caption-sub").inner_text()
+    assert heat.startswith("layers cover 75.0 % of ") and "outside layers" in heat
     assert page.locator("#lew-fallback").is_hidden()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"widget-report-{scheme}.png"), full_page=True)
@@ -160,6 +173,7 @@ def test_bundle_streams_live_updates_from_a_real_widget(browser):
     tok.hover()
     tip = page.locator(".lew-tooltip").inner_text()
     assert "token 5" in tip and "energy" in tip and "J (modeled)" in tip and "W" in tip
+    assert "< resolution (100 ms), interpolated between readings" in tip
     tok.click()
     page.wait_for_function(
         "document.querySelector('.lew-caption').textContent.startsWith('token 5')"
@@ -170,9 +184,19 @@ def test_bundle_streams_live_updates_from_a_real_widget(browser):
     page.mouse.move(box["x"] + 64 + 5, box["y"] + 70 + 3)
     tip = page.locator(".lew-tooltip").inner_text()
     assert "layers.0 · input_layernorm" in tip and "ms" in tip
+    assert "(8-bit log scale)" in tip and "display precision" not in tip
     page.select_option(".lew-heatmap select >> nth=0", label="energy (modeled)")
     page.mouse.move(box["x"] + 64 + 6, box["y"] + 70 + 3)
-    assert "J" in page.locator(".lew-tooltip").inner_text()
+    tip = page.locator(".lew-tooltip").inner_text()
+    assert "J" in tip and "token energy × cell time / token time" in tip
+    assert (
+        page.locator(".lew-heatmap select >> nth=0").locator("option", has_text="mean |x|").count()
+    )
+    page.select_option(".lew-heatmap select >> nth=1", value="mean")
+    page.wait_for_function(
+        "document.querySelector('.lew-caption').textContent"
+        " === 'mean over 39 decode tokens (prefill excluded)'"
+    )
     assert page.evaluate("document.querySelectorAll('img').length") == 0
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "widget-live.png"), full_page=True)

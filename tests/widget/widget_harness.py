@@ -50,11 +50,24 @@ def events_with_full_power(n_tokens: int, n_layers: int, **kw: Any) -> Iterator[
         yield "power", ({**last_power, "t_ms": t, "energy_j": e}, "decode")
 
 
-def full_run(n_tokens: int = 24, n_layers: int = 4, texts: list[str] | None = None) -> Run:
-    run = new_synthetic_run(n_layers=n_layers)
+def full_run(
+    n_tokens: int = 24,
+    n_layers: int = 4,
+    texts: list[str] | None = None,
+    tail_ms: float | None = None,
+    **kw: Any,
+) -> Run:
+    """A finished synthetic run; `tail_ms`: a `tail` phase after the last token (wrap-up)."""
+    run = new_synthetic_run(n_layers=n_layers, **kw)
     run._record_status("running")
-    for name, args in events_with_full_power(n_tokens, n_layers, texts=texts):
+    last_end = 0.0
+    for name, args in events_with_full_power(n_tokens, n_layers, texts=texts, **kw):
         apply_event(run, name, args)
+        if name == "token":
+            last_end = float(args[4])
+    if tail_ms is not None:
+        run._record_phase_start("tail", last_end)
+        run._record_phase_end("tail", last_end + tail_ms)
     run._finish("completed", "synthetic run complete")
     return run
 
@@ -132,6 +145,7 @@ DTYPES = {
     "layer_idx": np.uint32,
     "layer_range": np.float32,
     "layer_q": np.uint8,
+    "layer_ms": np.float32,
 }
 
 
@@ -140,6 +154,13 @@ def decode(header: dict[str, Any], buffers: list[bytes]) -> dict[str, np.ndarray
         name: np.frombuffer(buf, dtype=DTYPES[name])
         for name, buf in zip(header["buffers"], buffers, strict=True)
     }
+    # indices in a row come as their first one (header "first"), not as a buffer
+    if "te_j" in out and "te_idx" not in out:
+        first = header["token_energy"]["first"]
+        out["te_idx"] = np.arange(first, first + out["te_j"].size, dtype=np.uint32)
+    if "layer_q" in out and "layer_idx" not in out:
+        first, n_m = header["layers"]["first"], header["layers"]["shape"][2]
+        out["layer_idx"] = np.arange(first, first + out["layer_range"].size // (2 * n_m))
     if "layer_q" in out:
         n_l, n_c, n_m = header["layers"]["shape"]
         n = out["layer_idx"].size
