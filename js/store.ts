@@ -189,6 +189,7 @@ export class RunStore {
     if (h.status) this.status = h.status;
     if (h.error) this.error = h.error;
     if (h.summary) this.summary = h.summary;
+    if (h.power_info && this.meta) this.meta = { ...this.meta, power: h.power_info };
     this.last = { seq: h.seq, event_ms: h.event_ms, sent_ms: h.sent_ms, recv_ms: Date.now() };
     this.changed();
   }

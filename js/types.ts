@@ -74,6 +74,8 @@ export interface Header {
   status?: { status: string; reason: string | null };
   error?: { message: string; type: string };
   summary?: Record<string, any>;
+  /** The power source as it opened (scope, resolution, averaging): replaces meta.power. */
+  power_info?: PowerMeta;
   event_ms?: number;
   sent_ms: number;
 }

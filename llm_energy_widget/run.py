@@ -185,7 +185,8 @@ class Run:
 
     def _replay_events(self) -> list[tuple[str, dict[str, Any]]]:
         out: list[tuple[str, dict[str, Any]]] = [
-            ("status", {"status": self.status, "reason": self.end_reason})
+            ("status", {"status": self.status, "reason": self.end_reason}),
+            ("power_info", dict(self.power_info)),
         ]
         for rec in self.power_records():
             out.append(("power", rec))
@@ -229,6 +230,7 @@ class Run:
         resolution): known only after open, so the run's power info is completed here."""
         with self._lock:
             self.power_info.update(info)
+            self._summary = None  # its resolution and scope come from here
             self._emit("power_info", dict(self.power_info))
 
     def _record_phase_start(self, name: str, t_ms: float) -> None:

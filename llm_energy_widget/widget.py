@@ -92,6 +92,7 @@ class Batch:
     status: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     summary: dict[str, Any] | None = None
+    power_info: dict[str, Any] | None = None
     first_event_s: float | None = None
 
     def add(self, event: str, payload: dict[str, Any]) -> None:
@@ -118,6 +119,8 @@ class Batch:
             self.error = {"message": payload.get("message"), "type": payload.get("type")}
         elif event == "done":
             self.summary = payload
+        elif event == "power_info":  # what the source chose once open: badges follow it live
+            self.power_info = power_meta(payload)
 
     @property
     def empty(self) -> bool:
@@ -244,7 +247,7 @@ def encode(
             put("layer_ms", np.asarray(hooked, dtype=np.float32))
     if batch.phases:
         header["phases"] = list(batch.phases.values())
-    for key in ("status", "error", "summary"):
+    for key in ("status", "error", "summary", "power_info"):
         value = getattr(batch, key)
         if value is not None:
             header[key] = _jsonable(value)

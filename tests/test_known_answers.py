@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from llm_energy_widget.core.attribution import OUTSIDE_LAYERS, window_readings
 from llm_energy_widget.core.schema import METRIC_LABELS, SUMMARY_LABELS
@@ -330,3 +331,155 @@ def replay_trace(path: Path, power_w: Power, until_ms: float, step_ms: float = 1
         t += step_ms
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# -- through the profiler: a real tiny model, power sources with known answers ----------------
+class _HostEvent:
+    """`torch.Event` stand-in for CPU, which has no events: CPU work is synchronous."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def record(self, *args: Any) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+
+def _profile(model: Any, tok: Any, power: Any, **kw: Any) -> Run:
+    from llm_energy_widget.profiler import EnergyProfiler
+
+    prof = EnergyProfiler(
+        model,
+        tok,
+        power=power,
+        level=kw.pop("level", "component"),
+        interval_ms=kw.pop("interval_ms", 20),
+        baseline_s=kw.pop("baseline_s", 0.2),
+        store=False,
+    )
+    run = prof.generate("Energy is the capacity to do work", do_sample=False, pad_token_id=0, **kw)
+    assert run.wait(120) and run.status == "completed", run.end_reason
+    return run
+
+
+# -- 3. token boundaries where the step that chose the token ends, deferred stop check too ----
+def test_deferred_stop_check_tokens_get_their_own_forward(
+    tiny_model: Any, smollm_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lew_testkit import ConstantSource
+    from transformers.generation import utils as gen_utils
+
+    ordinary = _profile(tiny_model, smollm_tokenizer, ConstantSource(10.0), max_new_tokens=8)
+    # transformers' deferred path (MPS today) streams each token one forward late: force it
+    monkeypatch.setattr(
+        gen_utils.DeferredStopCheck, "is_supported", staticmethod(lambda *a, **k: True)
+    )
+    monkeypatch.setattr(torch, "Event", _HostEvent)
+    deferred = _profile(tiny_model, smollm_tokenizer, ConstantSource(10.0), max_new_tokens=8)
+    assert [t["token_id"] for t in deferred.tokens()] == [t["token_id"] for t in ordinary.tokens()]
+    toks = deferred.tokens()
+    ti = METRICS.index("time_ms")
+    assert deferred.layers.shape[0] == len(toks)  # the last token has its row (it had none)
+    for i, t in enumerate(toks):
+        hooked = float(np.nansum(deferred.layers[i, :, :, ti]))
+        # each token's layers ran inside its own interval (the old one held the next forward)
+        assert 0 < hooked <= t["duration_ms"] * 1.05 + 0.5, (i, hooked, t["duration_ms"])
+        # 10 W constant: energy = 10 W x duration, the last token included (it read ~0 J)
+        assert t["energy_j"] == pytest.approx(10.0 * t["duration_ms"] / 1e3, rel=1e-6)
+    assert toks[-1]["duration_ms"] > 0.5 * min(t["duration_ms"] for t in toks[1:-1])
+    s = deferred.summary()
+    assert s["ttft_ms"] == pytest.approx(toks[0]["duration_ms"])
+
+
+# -- 4, 5 and 9. a slow counter polled fast: NVML updating every 100 ms, polled every 20 ms -----
+def test_slow_nvml_counter_polled_fast_through_the_profiler(
+    tiny_model: Any, smollm_tokenizer: Any
+) -> None:
+    import time
+
+    from power.fake_nvml import FakeGpu, make_fake_nvml
+
+    from llm_energy_widget.power.nvml import NvmlSource
+
+    # a 300 W load; the counter takes a new value only every 100 ms (real time); no instant
+    # field, so power is nvmlDeviceGetPowerUsage's 1-second average
+    gpu = FakeGpu(
+        instant_mw=None,
+        energy_fn=lambda t_s: 300.0 * t_s,
+        power_fn=lambda t_s: 300.0,
+        update_ms=100.0,
+        phase_ms=7.0,
+        clock=time.monotonic,
+    )
+    run = _profile(
+        tiny_model, smollm_tokenizer, NvmlSource(nvml=make_fake_nvml([gpu])), max_new_tokens=12
+    )
+    info = run.power_info
+    # described after opening: what open() measured and chose
+    assert info["native_interval_ms"] == pytest.approx(100.0, abs=5.0)
+    assert info["resolution_ms"] == pytest.approx(100.0, abs=5.0)  # not the 20 ms poll
+    assert info["power_window_ms"] == 1000.0 and "1-second average" in info["description"]
+    assert info["scope"] == "GPU 0"
+    s = run.summary()
+    assert s["energy_resolution_ms"] == info["resolution_ms"]
+    assert s["energy_scope"] == "GPU 0" and s["power_window_ms"] == 1000.0
+    toks = run.tokens()
+    # readings placed at the counter's updates: every token, however short, gets 300 W x its
+    # time (stamped at poll time, 70 % of 10 ms tokens read exactly 0 J)
+    for t in toks:
+        assert t["energy_j"] == pytest.approx(300.0 * t["duration_ms"] / 1e3, rel=0.05), t
+    short = [t for t in toks if t["duration_ms"] < info["resolution_ms"]]
+    assert short and all(t["below_resolution"] for t in short)
+    assert s["tokens_below_resolution"] == len(short)
+    assert s["total_energy_j"] == pytest.approx(300.0 * s["duration_ms"] / 1e3, rel=0.01)
+
+
+# -- 8. the estimate's scope, by name, wherever its kind shows ----------------------------------
+@pytest.mark.parametrize("scope", ["process", "system"])
+def test_estimate_scope_is_chosen_by_name_and_carried_by_the_run(
+    scope: str, tiny_model: Any, smollm_tokenizer: Any
+) -> None:
+    run = _profile(tiny_model, smollm_tokenizer, f"estimate:{scope}", max_new_tokens=3)
+    assert run.power_info["scope"] == scope
+    assert run.summary()["energy_scope"] == scope
+    text = run.power_info["description"]
+    if scope == "system":  # it counts other programs: it must not say it ignores them
+        assert "every process counted" in text and "other processes" not in text
+    else:
+        assert "this process's CPU time only" in text and "not other programs" in text
+
+
+# -- 13. instant power aliases a periodic load; a counter never does -----------------------------
+def test_square_wave_counter_is_exact_and_sampled_power_aliases(tmp_path: Path) -> None:
+    from llm_energy_widget.power.replay import ReplaySource
+    from llm_energy_widget.power.sampler import PowerSampler
+
+    # 70 ms period, 300 W for the first 35 ms, 100 W after: 200 W on average, 1400 J in 7 s
+    def p(t: float) -> float:
+        return 300.0 if (t % 70.0) < 35.0 else 100.0
+
+    def e(t: float) -> float:
+        n, r = divmod(t, 70.0)
+        return n * (300.0 * 35.0 + 100.0 * 35.0) + 300.0 * min(r, 35.0) + 100.0 * max(r - 35.0, 0)
+
+    def total_j(with_counter: bool) -> float:
+        rows = ["t_ms,total_w" + (",energy_j" if with_counter else "")]
+        for k in range(71):  # a reading every 100 ms, 0..7000 ms
+            t = 100.0 * k
+            rows.append(f"{t:g},{p(t):g}" + (f",{e(t) / 1e3:.9f}" if with_counter else ""))
+        path = tmp_path / f"sq{int(with_counter)}.csv"
+        path.write_text("\n".join(rows) + "\n")
+        sampler = PowerSampler(ReplaySource(path, speed=0), 100.0).start()
+        sampler.wait(10)
+        sampler.stop()
+        energy = sampler.arrays()["energy_j"]
+        return float(energy[-1] - energy[0])
+
+    assert total_j(with_counter=True) == pytest.approx(1400.0, rel=1e-9)
+    # sampled every 100 ms the wave is seen at phases 0, 30, 60, 20, 50, 10, 40 ms: 4 of 7 on
+    # the high level, so the trapezoid reads 200 W x (1 + 1/14) over most of the 7 s
+    sampled = total_j(with_counter=False)
+    assert sampled != pytest.approx(1400.0, rel=0.01)
+    assert sampled / 1400.0 - 1 == pytest.approx(1 / 14, abs=0.01)

@@ -481,3 +481,20 @@ def test_a_snapshot_saved_before_log_codes_still_decodes_and_says_its_precision(
     assert abs(out["v"] - ref) <= bound * 1.01 + 1e-3 * ref  # + the hooked-time scaling
     assert out["tip"][-1] == "8-bit linear display precision; exact values in run.layers"
     assert out["card"] == "decode j per token", "no names in an old meta: the key, readable"
+
+
+@needs_node
+def test_what_the_source_chose_at_open_reaches_a_view_attached_before_it_opened():
+    # the widget's meta is taken when the run starts, before the source opens; the source then
+    # says it resolves 1 s (a slow counter) for process scope: the badges must follow
+    run = full_run(n_tokens=4, n_layers=2)
+    stale = run_meta(run, run.run_id)
+    assert stale["power"]["resolution_ms"] == 100.0
+    run._record_power_info({"resolution_ms": 1000.0, "scope": "process"})
+    snap = snapshot_of(run)
+    assert snap["header"]["power_info"]["resolution_ms"] == 1000.0
+    items = [
+        ["snapshot", snap["header"], [base64.b64encode(bytes(b)).decode() for b in snap["buffers"]]]
+    ]
+    out = eval_store(stale, items, "return mod.sourceNote(store);")
+    assert out == "resolution 1.00 s · polled every 100 ms"
