@@ -192,6 +192,12 @@ def connect_rw(path: Path, *, create: bool = True) -> sqlite3.Connection:
     check_path(path)
     if path.exists():
         probe(path, for_writing=True)
+        if not writable(path):
+            # SQLite would silently open it read-only (and fail on the first write)
+            raise StoreError(
+                f"run store {path} is read-only (the file or its directory cannot be written); "
+                "cannot open it for writing"
+            )
     elif not create:
         raise missing_store(path)
     else:
