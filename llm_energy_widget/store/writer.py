@@ -61,11 +61,10 @@ class RunWriter:
         self.run = run
         self.flush_ms = flush_ms
         self.error: BaseException | None = None
-        self.retries = 0  # batches written again after a failure (for tests and diagnostics)
+        self.retries = 0  # writes tried again after a failure (for tests and diagnostics)
         self._conn: sqlite3.Connection | None = None
         self._identity = identity
-        if getattr(run, "store_error", None) is None:
-            run.store_error = None  # type: ignore[attr-defined]
+        run.store_error = None  # type: ignore[attr-defined]  # this writer's outcome, None = fine
         self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
         self._finished = threading.Event()
         self._power_seq = 0
@@ -161,7 +160,8 @@ class RunWriter:
         run = self.run
         msg = (
             f"run {run.run_id} could not be stored in the run store {self.path}: {exc}. "
-            "It is complete in memory only; save it with Store(path).save(run) or export it."
+            "It is kept in memory only; once it has finished, save it with Store(path).save(run) "
+            "or export it."
         )
         log.error("%s", msg)
         with run._lock:
