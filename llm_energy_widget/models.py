@@ -3,6 +3,12 @@
 De-quantizing the GGUF takes most of a cold load, so the converted weights are cached (safetensors,
 in the user cache directory) under a key made of the GGUF's path, size and mtime plus the
 transformers version: a changed file or library makes a new entry, never a stale load.
+
+Loading never runs code from a model folder (`trust_remote_code=False` is always passed, so
+transformers never asks on stdin) unless the caller opts in with `trust_remote_code=True`, and
+refuses models that are not decoder-only (`check_decoder_only`): an encoder such as BERT loads
+as `BertLMHeadModel` and would be profiled as if it generated causally. A truncated or corrupt
+weight file is a ModelLoadError naming the file and what is wrong with it.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -75,27 +82,32 @@ def load_model(
     *,
     cache: bool = True,
     allow_download: bool = False,
+    trust_remote_code: bool = False,
     **kwargs: Any,
 ) -> tuple[Any, Any]:
     """(model, tokenizer) from a local transformers directory or a GGUF file.
 
     Nothing is downloaded unless `allow_download=True` (then `name_or_path` may be a hub id).
+    Code shipped with a model (a config's `auto_map`) runs only with `trust_remote_code=True`;
+    otherwise such a model is a ModelLoadError, and nothing is ever asked on stdin. Encoder-only
+    and encoder-decoder models are refused (see `check_decoder_only`).
     Extra kwargs go to `from_pretrained` (e.g. `dtype`, `device_map`).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     path = Path(os.fspath(name_or_path)).expanduser()
     t0 = time.perf_counter()
     quantization: str | None = None
+    trust = bool(trust_remote_code)
     if path.is_file() and path.suffix == ".gguf":
         quantization = _gguf_quant_name(path.name)
-        model, tok, from_cache = _load_gguf(path, cache=cache, **kwargs)
+        model, tok, from_cache = _load_gguf(path, cache=cache, trust=trust, **kwargs)
         name = path.stem
     elif path.is_dir():
         if not (path / "config.json").is_file():
             ggufs = sorted(path.glob("*.gguf"))
             if len(ggufs) == 1:
-                return load_model(ggufs[0], cache=cache, **kwargs)
+                return load_model(
+                    ggufs[0], cache=cache, trust_remote_code=trust_remote_code, **kwargs
+                )
             raise ModelLoadError(
                 f"{path} is not a transformers model directory (no config.json)"
                 + (
@@ -104,24 +116,20 @@ def load_model(
                     else ""
                 )
             )
-        try:
-            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kwargs)
-            tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"could not load a causal LM from {path}: {exc}") from exc
+        model, tok = _load_pretrained(path, str(path), trust, local_files_only=True, **kwargs)
         from_cache, name = False, path.name
     elif allow_download:
-        try:
-            model = AutoModelForCausalLM.from_pretrained(str(name_or_path), **kwargs)
-            tok = AutoTokenizer.from_pretrained(str(name_or_path))
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"could not load {name_or_path!r}: {exc}") from exc
+        model, tok = _load_pretrained(path, str(name_or_path), trust, **kwargs)
         from_cache, name = False, str(name_or_path)
     else:
         raise ModelLoadError(
             f"no model at {str(name_or_path)!r}: pass a local transformers model directory or a "
             ".gguf file (hub downloads are off; load_model(name, allow_download=True) allows them)"
         )
+    try:
+        check_decoder_only(model)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{name_or_path}: {exc}") from None
     model.eval()
     model.config._llm_energy_name = name
     if quantization:
@@ -131,32 +139,212 @@ def load_model(
     return model, tok
 
 
+def _load_pretrained(path: Path, source: str, trust: bool, **kwargs: Any) -> tuple[Any, Any]:
+    """Config first (custom code and encoder checks before any weight is read), then weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    local = {"local_files_only": True} if kwargs.pop("local_files_only", False) else {}
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust, **local)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(_config_problem(source, exc)) from exc
+    reason = _not_decoder_only_reason(config)
+    if reason:
+        raise ModelLoadError(
+            f"{source} holds {_arch_name(config)}, which cannot be profiled as a causal "
+            f"(decoder-only) language model: {reason}"
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, config=config, trust_remote_code=trust, **local, **kwargs
+        )
+    except Exception as exc:  # safetensors, torch and transformers raise many kinds
+        raise ModelLoadError(_weights_problem(path, source, exc)) from exc
+    try:
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust, **local)
+    except Exception as exc:
+        raise ModelLoadError(_config_problem(source, exc, what="the tokenizer of")) from exc
+    return model, tok
+
+
+def _config_problem(source: str, exc: BaseException, what: str = "a causal LM from") -> str:
+    msg = str(exc)
+    if "custom code" in msg or "trust_remote_code" in msg:
+        return (
+            f"{source} needs custom code: its config (auto_map) points to Python files that "
+            "transformers would have to run to load it. It was not run. Read that code; if you "
+            "trust it, load the model with load_model(path, trust_remote_code=True)."
+        )
+    return f"could not load {what} {source}: {exc}"
+
+
+def _weights_problem(path: Path, source: str, exc: BaseException) -> str:
+    """Which weight file is broken and how, for a load that failed."""
+    if path.is_dir():
+        for f in sorted(path.glob("*.safetensors")):
+            bad = _safetensors_problem(f)
+            if bad:
+                return bad
+    return f"could not load a causal LM from {source}: {type(exc).__name__}: {exc}"
+
+
+def _safetensors_problem(f: Path) -> str | None:
+    from safetensors import safe_open
+
+    size = f.stat().st_size
+    try:
+        with safe_open(str(f), framework="pt") as st:
+            st.keys()
+    except Exception as exc:
+        what = "empty" if size == 0 else "truncated or corrupt"
+        return (
+            f"{f} is not a valid safetensors file ({size:,} bytes, {what}: {exc}); copy or "
+            "download the model again"
+        )
+    return None
+
+
+def _gguf_problem(path: Path, exc: BaseException | None) -> str | None:
+    """What is wrong with a GGUF file (None if nothing is visibly wrong and exc is None)."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:  # a model file, never the run store: no SQLite locks involved
+        head = fh.read(4)
+    if size == 0:
+        return f"GGUF file {path} is empty (0 bytes); copy or download it again"
+    if head != b"GGUF":
+        if size < 4 and b"GGUF".startswith(head):
+            return f"GGUF file {path} is truncated: it has {size:,} bytes, not even its header"
+        return f"{path} is not a GGUF file (it starts with {head!r}, not b'GGUF')"
+    if exc is None:
+        return None
+    msg = str(exc)
+    if isinstance(exc, (struct.error, EOFError)) or "unpack" in msg or "buffer" in msg:
+        where = "its header or metadata"
+    elif "reshape" in msg or "mmap" in msg:
+        where = "its tensor data"
+    else:
+        return f"could not load GGUF {path} ({size:,} bytes): {type(exc).__name__}: {exc}"
+    return (
+        f"GGUF file {path} is truncated or corrupt: it has {size:,} bytes and ends inside {where} "
+        f"({type(exc).__name__}: {exc}); copy or download it again"
+    )
+
+
+# Families of encoders that AutoModelForCausalLM still maps to a "ForCausalLM" head; without
+# is_decoder=True they attend bidirectionally. Used when transformers' mapping is unavailable.
+_ENCODER_FAMILIES = frozenset(
+    [
+        "bert",
+        "big_bird",
+        "camembert",
+        "data2vec-text",
+        "electra",
+        "ernie",
+        "megatron-bert",
+        "reformer",
+        "rembert",
+        "roberta",
+        "roberta-prelayernorm",
+        "roc_bert",
+        "roformer",
+        "xlm",
+        "xlm-roberta",
+        "xlm-roberta-xl",
+        "xmod",
+    ]
+)
+
+
+def _encoder_families() -> frozenset[str]:
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    except ImportError:  # pragma: no cover - older or newer layout
+        return _ENCODER_FAMILIES
+    return _ENCODER_FAMILIES | frozenset(MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+
+def _arch_name(config: Any) -> str:
+    archs = list(getattr(config, "architectures", None) or [])
+    return (archs[0] if archs else None) or f"a {getattr(config, 'model_type', '?')!r} model"
+
+
+def _not_decoder_only_reason(config: Any) -> str | None:
+    """Why a config is not a decoder-only (causal) model, or None if it is one."""
+    model_type = str(getattr(config, "model_type", "") or "")
+    if getattr(config, "is_encoder_decoder", False):
+        return (
+            f"{model_type!r} is an encoder-decoder model; only decoder-only models are "
+            "supported (as a causal LM transformers would keep just its decoder)"
+        )
+    if getattr(config, "is_decoder", False):
+        return None  # an encoder family configured as a causal decoder (is_decoder=True)
+    archs = [str(a) for a in getattr(config, "architectures", None) or []]
+    if model_type in _encoder_families() or any(a.endswith("ForMaskedLM") for a in archs):
+        return (
+            f"{model_type!r} is an encoder-only (masked-LM) family and its config does not set "
+            "is_decoder=True, so it attends to every token in both directions; use a "
+            "decoder-only model (Llama, GPT-2, OLMo, ...)"
+        )
+    return None
+
+
+def check_decoder_only(model: Any) -> None:
+    """Raise ModelLoadError unless `model` generates causally (a decoder-only LM).
+
+    Refuses encoder-decoder models and encoder families (BERT, RoBERTa, ...) whose config does not
+    set `is_decoder=True`: AutoModelForCausalLM loads a BERT checkpoint as `BertLMHeadModel`,
+    which would be profiled as if it were causal. For the profiler, before any run starts.
+    """
+    config = getattr(model, "config", None)
+    name = type(model).__name__
+    reason = _not_decoder_only_reason(config) if config is not None else None
+    if reason is None and name.endswith("ForMaskedLM"):
+        reason = "a masked-LM head predicts tokens in place and does not generate"
+    if reason:
+        raise ModelLoadError(
+            f"{name} cannot be profiled as a causal (decoder-only) language model: {reason}"
+        )
+
+
 def _gguf_quant_name(filename: str) -> str | None:
     stem = filename.rsplit(".", 1)[0]
     part = stem.rsplit(".", 1)[-1] if "." in stem else ""
     return f"GGUF {part} (de-quantized to float32)" if part else "GGUF (de-quantized)"
 
 
-def _load_gguf(path: Path, cache: bool, **kwargs: Any) -> tuple[Any, Any, bool]:
+def _load_gguf(
+    path: Path, cache: bool, trust: bool = False, **kwargs: Any
+) -> tuple[Any, Any, bool]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     for dep in ("gguf", "accelerate"):
         if importlib.util.find_spec(dep) is None:
             raise ModelLoadError(f"loading GGUF files needs the '{dep}' package: pip install {dep}")
+    problem = _gguf_problem(path, None)  # empty or not GGUF at all: say so before transformers
+    if problem:
+        raise ModelLoadError(problem)
     entry = cache_root() / _cache_key(path) if cache else None
     if entry is not None and (entry / "complete.json").is_file() and not kwargs:
         try:
-            model = AutoModelForCausalLM.from_pretrained(entry, local_files_only=True)
-            tok = AutoTokenizer.from_pretrained(entry, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(
+                entry, local_files_only=True, trust_remote_code=False
+            )
+            tok = AutoTokenizer.from_pretrained(
+                entry, local_files_only=True, trust_remote_code=False
+            )
             return model, tok, True
         except Exception as exc:  # a broken cache entry must never block a load
             log.warning("model cache entry %s unusable (%s); converting the GGUF again", entry, exc)
             shutil.rmtree(entry, ignore_errors=True)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, **kwargs)
-        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"could not load GGUF {path}: {exc}") from exc
+        model = AutoModelForCausalLM.from_pretrained(
+            path.parent, gguf_file=path.name, trust_remote_code=trust, **kwargs
+        )
+        tok = AutoTokenizer.from_pretrained(
+            path.parent, gguf_file=path.name, trust_remote_code=trust
+        )
+    except Exception as exc:  # the gguf reader raises struct.error, ValueError, IndexError, ...
+        raise ModelLoadError(_gguf_problem(path, exc) or f"could not load GGUF {path}") from exc
     if entry is not None and not kwargs:
         _write_cache(entry, model, tok, path)
     return model, tok, False

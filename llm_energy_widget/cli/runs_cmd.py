@@ -76,10 +76,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_delete)
 
 
-def _store(args: argparse.Namespace, read_only: bool = False) -> Any:
+def _store(args: argparse.Namespace, read_only: bool = False, create: bool = True) -> Any:
+    """The store named by --store (else the default). Read commands pass create=False: a
+    mistyped path is an error naming it, not a new empty store."""
     from ..store import Store
 
-    return Store(args.store, read_only=read_only) if args.store else Store(read_only=read_only)
+    return Store(args.store, read_only=read_only, create=create)
 
 
 def _fmt(v: Any, unit: str = "", digits: int = 3) -> str:
@@ -91,7 +93,7 @@ def _fmt(v: Any, unit: str = "", digits: int = 3) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = _store(args, create=False)
     filters = {
         "model": args.model,
         "tag": args.tag,
@@ -131,7 +133,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    run = _store(args).load(args.run_id)
+    run = _store(args, create=False).load(args.run_id)
     price_note = None
     if args.price_per_kwh is not None or args.carbon_g_per_kwh is not None:
         measured = run.summary()
@@ -157,7 +159,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .. import exports
 
-    run = _store(args).load(args.run_id)
+    run = _store(args, create=False).load(args.run_id)
     if args.format == "json":
         paths = [exports.to_json(run, args.out)]
     elif args.format == "csv":
@@ -176,7 +178,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     if len(args.run_ids) < 1:
         raise InvalidInputError("compare needs at least one run id")
-    comparison = compare(args.run_ids, store=_store(args))
+    comparison = compare(args.run_ids, store=_store(args, create=False))
     if args.json:
         print(json.dumps(comparison.records(), indent=1))
     else:

@@ -9,6 +9,7 @@ in writer-sized batches and ~27 ms to load, against 20.5 MB, ~1.5 s and ~0.8 s f
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 
 MIGRATIONS: tuple[str, ...] = (
@@ -116,7 +117,9 @@ def migrate(conn: sqlite3.Connection) -> int:
             conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # keep the error that got us here
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
             raise
         version += 1
     return version

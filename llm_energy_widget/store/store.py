@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import difflib
 import logging
 import os
+import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import InvalidInputError, StoreError, UnknownRunError
 from ..run import Run, _now_iso
 from .codec import POWER_COLUMNS, layer_row, loads
-from .db import check_file, connect_ro, connect_rw, store_errors
+from .db import (
+    connect_ro,
+    connect_rw,
+    file_identity,
+    is_retryable,
+    rollback,
+    store_errors,
+    wal_file,
+    writable,
+)
 from .paths import default_path
 from .schema import SCHEMA_VERSION, user_version
 from .writer import RunWriter, _host, pid_alive
@@ -24,32 +36,47 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LIVE_STATUSES = ("pending", "running")
+T = TypeVar("T")
 
 
 class Store:
     """A SQLite file of runs (WAL: several notebooks may write at once).
 
     `Store()` opens `$LLM_ENERGY_STORE` or the user data directory's `runs.sqlite`. A store that
-    cannot be written (read-only location) opens read-only and says so on the first write.
+    cannot be written (read-only location) opens read-only and says so on the first write, or
+    earlier through `check_writable()`.
+
+    `read_only=True` never writes and never creates anything; `create=False` opens an existing
+    store for writing but raises StoreError, naming the path, if there is none (what read
+    commands use, so a mistyped path does not leave an empty store behind).
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, read_only: bool = False):
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        read_only: bool = False,
+        create: bool = True,
+    ):
         self.path = Path(path).expanduser() if path is not None else default_path()
-        check_file(self.path)
         self.read_only = read_only
+        self.read_only_reason: str | None = "opened with read_only=True" if read_only else None
         self._lock = threading.RLock()
         self._writers: list[RunWriter] = []
+        self._immutable = False
         if read_only:
-            self._conn = connect_ro(self.path)
+            self._conn, self._immutable = connect_ro(self.path)
         else:
             try:
-                self._conn = connect_rw(self.path)
+                self._conn = connect_rw(self.path, create=create)
             except StoreError as exc:
-                if not self.path.exists() or "read-only" not in str(exc):
+                if not self.path.is_file() or (writable(self.path) and "read-only" not in str(exc)):
                     raise
                 log.warning("%s; opened read-only", exc)
-                self._conn = connect_ro(self.path)
+                self._conn, self._immutable = connect_ro(self.path)
                 self.read_only = True
+                self.read_only_reason = str(exc)
+        self._identity = file_identity(self.path)
         self._has_schema = user_version(self._conn) == SCHEMA_VERSION
         if not self.read_only:
             self.mark_orphans_incomplete()
@@ -69,15 +96,70 @@ class Store:
         with self._lock:
             self._conn.close()
 
+    # -- connection -------------------------------------------------------------------------------
+    def _reconnect(self) -> None:
+        """A fresh connection after a failure a new one may not have (I/O error, lost lock)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+        if self.read_only:
+            self._conn, self._immutable = connect_ro(self.path)
+        else:
+            self._conn = connect_rw(self.path, create=False)
+        self._identity = file_identity(self.path)
+        self._has_schema = user_version(self._conn) == SCHEMA_VERSION
+
+    def _read(self, action: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)` under the lock, as StoreError; retried once on a fresh connection."""
+        with self._lock:
+            if self._immutable and wal_file(self.path).exists():
+                # a writer appeared: an immutable connection would not see its WAL
+                self._reconnect()
+            for attempt in range(2):
+                try:
+                    with store_errors(self.path, action):
+                        return fn(self._conn)
+                except StoreError as exc:
+                    if attempt or not is_retryable(exc):
+                        raise
+                    log.warning("run store %s: %s; reconnecting", self.path, exc)
+                    self._reconnect()
+        raise AssertionError("unreachable")  # pragma: no cover
+
     # -- writing ----------------------------------------------------------------------------------
     def _require_writable(self, action: str) -> None:
         if self.read_only:
-            raise StoreError(f"run store {self.path} is read-only; cannot {action}")
+            why = f" ({self.read_only_reason})" if self.read_only_reason else ""
+            raise StoreError(f"run store {self.path} is read-only; cannot {action}{why}")
+        now = file_identity(self.path)
+        if now != self._identity:
+            what = "deleted" if now is None else "replaced by another file"
+            raise StoreError(
+                f"run store {self.path} was {what} after it was opened; cannot {action}. "
+                "Open it again with Store(path)."
+            )
+
+    def check_writable(self) -> None:
+        """Raise StoreError now if runs cannot be saved here (call it before loading a model).
+
+        Covers a store that opened read-only (read-only file, directory or file system; opened
+        with read_only=True) and a store file deleted or replaced since it was opened.
+        """
+        self._require_writable("save runs to it")
+        if not writable(self.path):
+            raise StoreError(
+                f"run store {self.path} is read-only (the file or its directory cannot be "
+                "written); cannot save runs to it"
+            )
 
     def record(self, run: Run) -> RunWriter:
-        """Persist `run` from now on, incrementally (returns at once; writing is in a thread)."""
+        """Persist `run` from now on, incrementally (returns at once; writing is in a thread).
+
+        If writing fails for good (after reconnecting and retrying), the run says so: a sentence
+        in `run.warnings`, the same text in `run.store_error` (None while all is well), and a
+        `store_error` event.
+        """
         self._require_writable(f"record run {run.run_id}")
-        writer = RunWriter(self.path, run)
+        writer = RunWriter(self.path, run, identity=self._identity)
         self._writers = [w for w in self._writers if not w.finished] + [writer]
         return writer
 
@@ -102,12 +184,14 @@ class Store:
         """Runs left `running` by a process of this host that no longer exists -> `incomplete`."""
         if not self._has_schema:
             return []
-        with self._lock, store_errors(self.path, "check for interrupted runs"):
-            rows = self._conn.execute(
+        rows = self._read(
+            "check for interrupted runs",
+            lambda conn: conn.execute(
                 f"SELECT run_id, writer_pid FROM runs WHERE status IN "
                 f"({','.join('?' * len(LIVE_STATUSES))}) AND writer_host = ?",
                 (*LIVE_STATUSES, _host()),
-            ).fetchall()
+            ).fetchall(),
+        )
         orphans = [rid for rid, pid in rows if pid is None or not pid_alive(int(pid))]
         for rid in orphans:
             self._mark_incomplete(rid)
@@ -131,7 +215,7 @@ class Store:
                 )
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                rollback(self._conn)
                 raise
 
     def delete(self, run_id: str) -> str:
@@ -167,8 +251,7 @@ class Store:
     def _select_ids(self, sql: str, args: tuple[Any, ...]) -> list[str]:
         if not self._has_schema:
             return []
-        with self._lock, store_errors(self.path, "list runs"):
-            return [r[0] for r in self._conn.execute(sql, args)]
+        return self._read("list runs", lambda conn: [r[0] for r in conn.execute(sql, args)])
 
     def _delete_ids(self, ids: list[str]) -> None:
         if not ids:
@@ -179,7 +262,7 @@ class Store:
                 self._conn.executemany("DELETE FROM runs WHERE run_id = ?", [(i,) for i in ids])
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                rollback(self._conn)
                 raise
 
     # -- reading ----------------------------------------------------------------------------------
@@ -191,7 +274,7 @@ class Store:
         if not isinstance(run_id, str) or not run_id.strip():
             raise InvalidInputError(f"a run id must be a non-empty string, got {run_id!r}")
         run_id = run_id.strip()
-        like = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        like = _like_escape(run_id) + "%"
         matches = self._select_ids(
             "SELECT run_id FROM runs WHERE run_id LIKE ? ESCAPE '\\' ORDER BY created_at DESC",
             (like,),
@@ -212,31 +295,9 @@ class Store:
     def load(self, run_id: str) -> Run:
         """The run as a `Run` (the class a live run is), so every view works on it."""
         rid = self.resolve_id(run_id)
-        with self._lock, store_errors(self.path, f"load run {rid}"):
-            conn = self._conn
-            conn.execute("BEGIN")  # one snapshot even while a writer appends
-            try:
-                row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (rid,)).fetchone()
-                cols = [d[0] for d in conn.execute("SELECT * FROM runs LIMIT 0").description]
-                power = conn.execute(
-                    f"SELECT {', '.join(POWER_COLUMNS)}, phase FROM power WHERE run_id = ? "
-                    "ORDER BY seq",
-                    (rid,),
-                ).fetchall()
-                phases = conn.execute(
-                    "SELECT name, start_ms, end_ms FROM phases WHERE run_id = ? ORDER BY seq",
-                    (rid,),
-                ).fetchall()
-                tokens = conn.execute(
-                    "SELECT idx, token_id, text, phase, start_ms, end_ms FROM tokens "
-                    "WHERE run_id = ? ORDER BY idx",
-                    (rid,),
-                ).fetchall()
-                layers = conn.execute(
-                    "SELECT idx, values_f32 FROM layers WHERE run_id = ? ORDER BY idx", (rid,)
-                ).fetchall()
-            finally:
-                conn.execute("COMMIT")
+        row, cols, power, phases, tokens, layers = self._read(
+            f"load run {rid}", lambda conn: _load_rows(conn, rid)
+        )
         if row is None:
             raise UnknownRunError(f"run {rid} was deleted from {self.path} while loading")
         r = dict(zip(cols, row, strict=True))
@@ -300,8 +361,8 @@ class Store:
 
         where, args = [], []
         if model:
-            where.append("model_name LIKE ?")
-            args.append(f"%{model}%")
+            where.append("model_name LIKE ? ESCAPE '\\'")
+            args.append(f"%{_like_escape(model)}%")
         if tag:
             where.append("run_id IN (SELECT run_id FROM run_tags WHERE tag = ?)")
             args.append(tag)
@@ -325,8 +386,7 @@ class Store:
             sql += f" LIMIT {int(limit)}"
         rows: list[Any] = []
         if self._has_schema:
-            with self._lock, store_errors(self.path, "list runs"):
-                rows = self._conn.execute(sql, args).fetchall()
+            rows = self._read("list runs", lambda conn: conn.execute(sql, args).fetchall())
         records = [_run_record(row) for row in rows]
         base = [
             "run_id", "created_at", "updated_at", "status", "model", "experiment", "tags",
@@ -344,37 +404,73 @@ class Store:
         df = self.runs(**filters)
         ids = list(df["run_id"]) if not df.empty else []
         out = []
-        with self._lock, store_errors(self.path, "list runs"):
-            for rid in ids:
-                r = self._conn.execute(
+        rows = self._read(
+            "list runs",
+            lambda conn: [
+                conn.execute(
                     "SELECT run_id, model_name, prompt, status, created_at, updated_at, "
                     "experiment, tags_json, n_tokens, level, power_json, settings_json, "
                     "summary_json, end_reason FROM runs WHERE run_id = ?",
                     (rid,),
                 ).fetchone()
-                if r is None:
-                    continue
-                power = loads(r[10], {})
-                out.append(
-                    {
-                        "run_id": r[0],
-                        "model": r[1],
-                        "prompt": r[2],
-                        "status": r[3],
-                        "created_at": r[4],
-                        "updated_at": r[5],
-                        "experiment": r[6],
-                        "tags": loads(r[7], []),
-                        "n_tokens": r[8],
-                        "level": r[9],
-                        "power_source": power.get("source"),
-                        "power_kind": power.get("kind"),
-                        "settings": loads(r[11], {}),
-                        "summary": loads(r[12]),
-                        "end_reason": r[13],
-                    }
-                )
+                for rid in ids
+            ],
+        )
+        for r in rows:
+            if r is None:
+                continue
+            power = loads(r[10], {})
+            out.append(
+                {
+                    "run_id": r[0],
+                    "model": r[1],
+                    "prompt": r[2],
+                    "status": r[3],
+                    "created_at": r[4],
+                    "updated_at": r[5],
+                    "experiment": r[6],
+                    "tags": loads(r[7], []),
+                    "n_tokens": r[8],
+                    "level": r[9],
+                    "power_source": power.get("source"),
+                    "power_kind": power.get("kind"),
+                    "settings": loads(r[11], {}),
+                    "summary": loads(r[12]),
+                    "end_reason": r[13],
+                }
+            )
         return out
+
+
+def _load_rows(conn: sqlite3.Connection, rid: str) -> tuple[Any, ...]:
+    """Everything stored for one run, read in one snapshot even while a writer appends."""
+    conn.execute("BEGIN")
+    try:
+        row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (rid,)).fetchone()
+        cols = [d[0] for d in conn.execute("SELECT * FROM runs LIMIT 0").description]
+        power = conn.execute(
+            f"SELECT {', '.join(POWER_COLUMNS)}, phase FROM power WHERE run_id = ? ORDER BY seq",
+            (rid,),
+        ).fetchall()
+        phases = conn.execute(
+            "SELECT name, start_ms, end_ms FROM phases WHERE run_id = ? ORDER BY seq", (rid,)
+        ).fetchall()
+        tokens = conn.execute(
+            "SELECT idx, token_id, text, phase, start_ms, end_ms FROM tokens "
+            "WHERE run_id = ? ORDER BY idx",
+            (rid,),
+        ).fetchall()
+        layers = conn.execute(
+            "SELECT idx, values_f32 FROM layers WHERE run_id = ? ORDER BY idx", (rid,)
+        ).fetchall()
+    finally:
+        rollback(conn)  # read-only transaction: nothing to commit
+    return row, cols, power, phases, tokens, layers
+
+
+def _like_escape(text: str) -> str:
+    """`text` matched literally by `LIKE ? ESCAPE '\\'` (% and _ are wildcards otherwise)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _run_record(row: tuple[Any, ...]) -> dict[str, Any]:

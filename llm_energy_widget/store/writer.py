@@ -4,29 +4,43 @@ The generation thread only copies the payload into a queue (microseconds); the w
 commits what arrived in short transactions at most every `flush_ms`, so a crash or `kill -9` loses
 at most that window and leaves the run with status `running`, which the next open marks
 `incomplete`.
+
+A batch that fails (I/O error, lost lock, busy) is written again on a fresh connection, up to
+`RETRIES` times with doubling waits; every statement of a batch is idempotent (INSERT OR REPLACE
+by key, UPDATE to a value), so a retry after a half-known outcome stores the same thing. Before
+each batch the path is checked (os.stat, which opens nothing) against the file the connection
+has open: a store deleted or replaced mid-run is reported, not written into the void. A run that
+could not be stored says so on the run itself (`run.warnings`, `run.store_error`).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import functools
 import logging
 import os
 import queue
+import random
 import socket
 import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..errors import StoreError
 from ..run import Run, _now_iso
 from .codec import dumps, layer_blob, num
-from .db import connect_rw, store_errors
+from .db import connect_rw, file_identity, is_retryable, rollback, store_errors
 
 log = logging.getLogger(__name__)
 
 FLUSH_MS = 100.0
+RETRIES = 5
+RETRY_BASE_S = 0.05  # waits 0.05, 0.1, 0.2, 0.4, 0.8 s (+ up to 50 % jitter): ~1.5-2.3 s in all
 _WRITERS: weakref.WeakSet[RunWriter] = weakref.WeakSet()
 _STOP: tuple[str, dict[str, Any]] = ("__stop__", {})
 
@@ -34,11 +48,23 @@ _STOP: tuple[str, dict[str, Any]] = ("__stop__", {})
 class RunWriter:
     """Persists one run: subscribe (with replay) now, write from a background thread."""
 
-    def __init__(self, path: Path, run: Run, flush_ms: float = FLUSH_MS) -> None:
+    def __init__(
+        self,
+        path: Path,
+        run: Run,
+        flush_ms: float = FLUSH_MS,
+        identity: tuple[int, int] | None = None,
+    ) -> None:
+        """`identity`: (st_dev, st_ino) of the store file as its Store opened it; the writer
+        then never creates a file at `path` (one deleted meanwhile is reported instead)."""
         self.path = path
         self.run = run
         self.flush_ms = flush_ms
         self.error: BaseException | None = None
+        self.retries = 0  # writes tried again after a failure (for tests and diagnostics)
+        self._conn: sqlite3.Connection | None = None
+        self._identity = identity
+        run.store_error = None  # type: ignore[attr-defined]  # this writer's outcome, None = fine
         self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
         self._finished = threading.Event()
         self._power_seq = 0
@@ -74,24 +100,74 @@ class RunWriter:
 
     # -- writer thread ----------------------------------------------------------------------------
     def _loop(self) -> None:
-        conn: sqlite3.Connection | None = None
         try:
-            conn = connect_rw(self.path)
-            with store_errors(self.path, f"write run {self.run.run_id}"):
-                self._insert_run(conn)
-                done = False
-                while not done:
-                    batch = self._next_batch()
-                    done = any(e in ("done", _STOP[0]) for e, _ in batch)
-                    self._write_batch(conn, batch)
-        except BaseException as exc:  # the run goes on; the failure is kept and logged
+            self._attempt(self._insert_run)
+            done = False
+            while not done:
+                batch = self._next_batch()
+                done = any(e in ("done", _STOP[0]) for e, _ in batch)
+                self._attempt(functools.partial(self._commit, ops=self._prepare(batch)))
+        except BaseException as exc:  # the run goes on; the failure is kept and shown on it
             self.error = exc
-            log.error("run store %s: writing run %s failed: %s", self.path, self.run.run_id, exc)
+            self._report(exc)
         finally:
             self._unsubscribe()
-            if conn is not None:
-                conn.close()
+            self._close_conn()
             self._finished.set()
+
+    def _attempt(self, write: Callable[[sqlite3.Connection], None]) -> None:
+        """`write(conn)` in a transaction; on a failure a fresh connection may not have, again."""
+        delay = RETRY_BASE_S
+        for attempt in range(RETRIES + 1):
+            try:
+                if self._conn is None:
+                    self._check_same_file()
+                    self._conn = connect_rw(self.path, create=self._identity is None)
+                    if self._identity is None:
+                        self._identity = file_identity(self.path)
+                self._check_same_file()
+                with store_errors(self.path, f"write run {self.run.run_id}"):
+                    write(self._conn)
+                return
+            except StoreError as exc:
+                if attempt == RETRIES or not is_retryable(exc):
+                    raise
+                self.retries += 1
+                log.warning(
+                    "run store %s: writing run %s failed (%s); retrying on a new connection",
+                    self.path, self.run.run_id, exc,
+                )  # fmt: skip
+                self._close_conn()
+                time.sleep(delay * (1 + 0.5 * random.random()))
+                delay *= 2
+
+    def _check_same_file(self) -> None:
+        if self._identity is None:
+            return
+        now = file_identity(self.path)
+        if now != self._identity:
+            what = "deleted" if now is None else "replaced by another file"
+            raise StoreError(f"run store {self.path} was {what} while run {self.run.run_id} ran")
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+
+    def _report(self, exc: BaseException) -> None:
+        """Say on the run that it is not (fully) stored, so the widget and the CLI can show it."""
+        run = self.run
+        msg = (
+            f"run {run.run_id} could not be stored in the run store {self.path}: {exc}. "
+            "It is kept in memory only; once it has finished, save it with Store(path).save(run) "
+            "or export it."
+        )
+        log.error("%s", msg)
+        with run._lock:
+            run.warnings.append(msg)
+            run.store_error = msg  # type: ignore[attr-defined]
+            run._emit("store_error", {"message": msg, "path": str(self.path)})
 
     def _next_batch(self) -> list[tuple[str, dict[str, Any]]]:
         batch = [self._queue.get()]
@@ -120,12 +196,11 @@ class RunWriter:
             self._update_run_row(conn)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
 
-    def _write_batch(
-        self, conn: sqlite3.Connection, batch: list[tuple[str, dict[str, Any]]]
-    ) -> None:
+    def _prepare(self, batch: list[tuple[str, dict[str, Any]]]) -> tuple[Any, ...]:
+        """The rows of a batch, numbered once (so writing them again stores the same rows)."""
         rid = self.run.run_id
         power_rows, token_rows, energy_rows = [], [], []
         layer_rows: dict[int, bytes] = {}
@@ -152,6 +227,11 @@ class RunWriter:
                 layer_rows[p["index"]] = p["blob"]  # later rows of a token replace earlier ones
             elif event == "done":
                 summary = p
+        return power_rows, token_rows, energy_rows, layer_rows, phase_ops, summary
+
+    def _commit(self, conn: sqlite3.Connection, ops: tuple[Any, ...]) -> None:
+        rid = self.run.run_id
+        power_rows, token_rows, energy_rows, layer_rows, phase_ops, summary = ops
         conn.execute("BEGIN IMMEDIATE")
         try:
             if power_rows:
@@ -178,7 +258,7 @@ class RunWriter:
             self._update_run_row(conn, summary=summary)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
 
     def _phase_op(self, p: dict[str, Any]) -> list[tuple[str, tuple[Any, ...]]]:

@@ -89,7 +89,7 @@ def test_falls_back_to_read_only_when_writes_fail(
     with Store(p) as s:
         s.save(run)
 
-    def refuse(path: Path) -> sqlite3.Connection:
+    def refuse(path: Path, **kw: object) -> sqlite3.Connection:
         with db.store_errors(path, "open it for writing"):
             raise sqlite3.OperationalError("attempt to write a readonly database")
         raise AssertionError  # pragma: no cover
