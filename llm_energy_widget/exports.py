@@ -19,15 +19,22 @@ Table columns (CSV, Parquet):
   `max_abs_x` (max |x|) and `sparsity` (fraction |x| < 1e-4). Before, they were `act_mean`,
   `act_std` and `act_max`, names that hid the absolute value; the run's JSON keeps those keys.
 
+CSV only: a text cell that begins with `=`, `+`, `-`, `@`, a tab or a carriage return (token text
+is whatever the model wrote) is written with a leading `'`, as OWASP advises against formula
+injection, so a spreadsheet shows it as text instead of running it. JSON, Parquet and the trace
+keep the text as it is.
+
 The trace puts phases (the `tail` after the last token included), tokens and layer components on
 tracks; layers keep their measured length and each token ends with an `outside layers` slice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,11 +63,21 @@ EXPORT_METRIC_NAMES = {
 TOKEN_LAYER_COLUMNS = ("layers_ms", "layer_coverage", "outside_layers_j")
 
 
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """An unwritable path is the user's to fix: one line naming it, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
 def _file(path: str | os.PathLike[str]) -> Path:
     p = Path(path).expanduser()
     if p.is_dir():
         raise InvalidInputError(f"{p} is a directory; give a file path")
-    p.parent.mkdir(parents=True, exist_ok=True)
+    with _writing(p.parent):
+        p.parent.mkdir(parents=True, exist_ok=True)
     return p
 
 
@@ -68,14 +85,16 @@ def _directory(directory: str | os.PathLike[str]) -> Path:
     d = Path(directory).expanduser()
     if d.exists() and not d.is_dir():
         raise InvalidInputError(f"{d} is a file; give a directory for the tables")
-    d.mkdir(parents=True, exist_ok=True)
+    with _writing(d):
+        d.mkdir(parents=True, exist_ok=True)
     return d
 
 
 def to_json(run: Run, path: str | os.PathLike[str]) -> Path:
     """`run.to_dict()` as strict JSON (NaN written as null)."""
     p = _file(path)
-    p.write_text(json.dumps(strict_json(run.to_dict()), indent=1, allow_nan=False))
+    with _writing(p):
+        p.write_text(json.dumps(strict_json(run.to_dict()), indent=1, allow_nan=False))
     return p
 
 
@@ -173,13 +192,39 @@ def column_dictionary(run: Run) -> list[dict[str, str]]:
     return [dict(zip(COLUMN_FIELDS, r, strict=True)) for r in rows]
 
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+"""Characters that make a spreadsheet read a cell as a formula (OWASP CSV injection)."""
+
+
+def csv_safe_text(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula, with a leading `'`; else as is."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def pd_is_string_dtype(col: Any) -> bool:
+    from pandas.api.types import is_string_dtype
+
+    return bool(is_string_dtype(col))
+
+
 def to_csv(run: Run, directory: str | os.PathLike[str]) -> list[Path]:
-    """One CSV per table in `directory`: tokens, phases, power, layers, summary, labels, columns."""
+    """One CSV per table in `directory`: tokens, phases, power, layers, summary, labels, columns.
+
+    Text cells that a spreadsheet would run as a formula get a leading `'` (`csv_safe_text`).
+    """
     d = _directory(directory)
     out = []
     for name, df in tables(run).items():
         p = d / f"{name}.csv"
-        df.to_csv(p, index=False)
+        text_cols = [c for c in df.columns if df[c].dtype == object or pd_is_string_dtype(df[c])]
+        if text_cols:
+            df = df.copy()
+            for c in text_cols:
+                df[c] = df[c].map(csv_safe_text)
+        with _writing(p):
+            df.to_csv(p, index=False, lineterminator="\r\n")  # RFC 4180; quotes a lone CR
         out.append(p)
     return out
 
@@ -201,7 +246,8 @@ def to_parquet(run: Run, directory: str | os.PathLike[str]) -> list[Path]:
         for col in df.columns:
             if df[col].dtype == object and df[col].map(type).nunique() > 1:
                 df[col] = df[col].map(lambda v: None if v is None else str(v))
-        df.to_parquet(p, index=False, engine="pyarrow")
+        with _writing(p):
+            df.to_parquet(p, index=False, engine="pyarrow")
         out.append(p)
     return out
 
@@ -406,5 +452,6 @@ def to_chrome_trace(run: Run, path: str | os.PathLike[str], detail: str = "compo
             }
         ),
     }
-    p.write_text(json.dumps(doc, allow_nan=False, separators=(",", ":")))
+    with _writing(p):
+        p.write_text(json.dumps(doc, allow_nan=False, separators=(",", ":")))
     return p
