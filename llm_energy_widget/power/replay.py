@@ -33,6 +33,9 @@ from .base import Availability, PowerSource
 from .powermetrics import warn_skipped
 from .record import KINDS, RAILS, SourceSample
 
+MAX_POWER_W = 1e7
+"""No reading of one machine is above 10 MW: a larger one is a broken trace, not a measurement
+(1e308 W made the integral overflow to infinity, and `power --json` printed invalid JSON)."""
 VALUE_COLUMNS = ("t_ms", "total_w", *(f"{r}_w" for r in RAILS), "energy_j")
 TEXT_COLUMNS = ("source", "kind", "phase")
 
@@ -180,6 +183,18 @@ class ReplaySource(PowerSource):
                 if rows and row.t_ms <= rows[-1].t_ms:
                     raise MalformedSampleError(
                         f"t_ms {row.t_ms:g} is not after the previous {rows[-1].t_ms:g}"
+                    )
+                high = [w for w in row.power_w.values() if w > MAX_POWER_W]
+                if high:
+                    raise MalformedSampleError(
+                        f"{max(high):g} W is beyond any machine (> {MAX_POWER_W:g} W)"
+                    )
+                last_e = next((r.energy_j for r in reversed(rows) if r.energy_j is not None), None)
+                if row.energy_j is not None and last_e is not None and row.energy_j < last_e:
+                    raise InvalidInputError(
+                        f"trace {self.path}: line {n}: the energy counter goes backwards "
+                        f"({last_e:g} J, then {row.energy_j:g} J); a cumulative energy_j "
+                        "column never decreases"
                     )
                 if rec.get("kind") not in (None, ""):
                     if rec["kind"] not in KINDS:

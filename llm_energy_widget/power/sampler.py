@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -76,6 +77,12 @@ class PowerSampler:
         self._energy_j = 0.0
         self._last_t_ms: float | None = None
         self._last_total_w: float | None = None
+        #: the longest time between two readings (and from the last one to stop), in ms
+        self.max_gap_ms = 0.0
+        #: things the run should say about its power figures (a stall, an abandoned thread)
+        self.warnings: list[str] = []
+        self.join_timeout_s = max(5.0, 3 * self.interval_ms / 1000)
+        self._abandoned = False
 
     # -- life cycle -------------------------------------------------------------------------------
     @property
@@ -108,10 +115,20 @@ class PowerSampler:
     def stop(self, final_sample: bool = True) -> None:
         """Stop the thread, take one last reading (so the curve covers 'now'), close the source."""
         self._stop.set()
+        stuck = False
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=max(5.0, 3 * self.interval_ms / 1000))
+            self._thread.join(timeout=self.join_timeout_s)
+            stuck = self._thread.is_alive()
+        if stuck:
+            # the source hangs inside poll(): leave the thread behind (it drops whatever it
+            # reads from now on) rather than hang the run, and never poll it concurrently
+            self._abandoned = True
+            self.warnings.append(
+                f"power source {self.source.name!r} stopped answering: its sampler thread was "
+                f"abandoned after {self.join_timeout_s:g} s; the run ends at its last reading"
+            )
         if self._opened:
-            if final_sample and self.error is None and self.t0_s is not None:
+            if final_sample and not stuck and self.error is None and self.t0_s is not None:
                 try:
                     # The curve must reach "now", or the last token's energy is unknown. A
                     # counter that updates every native_interval_ms (NVML: up to 100 ms) gives
@@ -123,6 +140,24 @@ class PowerSampler:
                 self.source.close()
             finally:
                 self._opened = False
+        self._note_gap(self.now_ms() if self.t0_s is not None else None)
+
+    def _note_gap(self, now_ms: float | None) -> None:
+        """Warn once about a stall: readings more than 3 polls apart (or none since the last)."""
+        if now_ms is not None and self._last_t_ms is not None:
+            self.max_gap_ms = max(self.max_gap_ms, now_ms - self._last_t_ms)
+        expected_ms = max(self.interval_ms, self.source.native_interval_ms or 0.0)
+        if self.max_gap_ms > 3 * expected_ms and not any("gap" in w for w in self.warnings):
+            self.warnings.append(
+                f"power readings stopped for {self.max_gap_ms / 1000:.3g} s (longest gap; "
+                f"expected one every {expected_ms:g} ms): energy inside it is interpolated "
+                f"linearly, so the figures' resolution is {self.max_gap_ms:.0f} ms"
+            )
+
+    @property
+    def worst_resolution_ms(self) -> float:
+        """The resolution the figures really have: the poll/native one, or the worst gap."""
+        return max(self.interval_ms, self.source.native_interval_ms or 0.0, self.max_gap_ms)
 
     def _cover_timeout_s(self) -> float:
         """How long to wait for a reading after a given time: two polls or two source updates."""
@@ -232,8 +267,12 @@ class PowerSampler:
         assert self.t0_s is not None
         now = time.monotonic()
         t_ms = ((s.t_s if s.t_s is not None else now) - self.t0_s) * 1000.0
+        if self._abandoned:
+            return None  # a stalled poll that came back after the run ended
         if self._last_t_ms is not None and t_ms <= self._last_t_ms:
             return None  # not after the previous reading: the curve must stay monotone
+        if self._last_t_ms is not None:
+            self.max_gap_ms = max(self.max_gap_ms, t_ms - self._last_t_ms)
         total = s.total_w
         if s.energy_j is None and self._has_counter:
             # never splice integrated sampled power into a counter's curve (it would alias and
@@ -262,6 +301,11 @@ class PowerSampler:
                     0.5 * (total + self._last_total_w) * (t_ms - self._last_t_ms) / 1e3
                 )
             energy = self._energy_j
+        if not (math.isfinite(float(total)) and math.isfinite(float(energy))):
+            raise SourceError(
+                f"power source {self.source.name!r} gave a reading out of range "
+                f"({total} W, {energy} J): sampling stopped"
+            )
         reading = PowerReading(
             t_ms=t_ms,
             cpu_w=s.power_w.get("cpu"),
