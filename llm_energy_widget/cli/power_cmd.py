@@ -19,7 +19,14 @@ from ..errors import InvalidInputError, SourceError
 from ..power.base import PowerSource
 from ..power.powermetrics import SkippedSampleWarning
 from ..power.record import PowerReading
-from ..power.registry import FILE_SOURCES, SOURCES, auto_name, get_source, list_sources
+from ..power.registry import (
+    FILE_SOURCES,
+    SOURCES,
+    auto_name,
+    explain_auto,
+    get_source,
+    list_sources,
+)
 from ..power.sampler import PowerSampler
 
 EXIT_SKIPPED = 1  # readings printed, but some malformed samples were skipped
@@ -91,7 +98,7 @@ def cmd_sources(args: argparse.Namespace) -> int:
     for r in rows:
         yes = "yes" if r["available"] else "no"
         print(f"{r['name']:<{width}}  {yes:<9}  {r['kind']:<9}  {r['reason']}")
-    print(f"\nauto -> {auto_name()}")
+    print("\n" + explain_auto().splitlines()[0].split(":")[0])  # "auto -> NAME" or "-> none"
     return 0
 
 

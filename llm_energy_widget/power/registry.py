@@ -41,25 +41,35 @@ def list_sources() -> list[dict[str, Any]]:
     return out
 
 
-def _auto() -> tuple[str, list[tuple[str, Availability]]]:
+def _auto() -> tuple[str | None, list[tuple[str, Availability]]]:
+    """The best available source (None: not even the estimate), and why each better one isn't."""
     skipped: list[tuple[str, Availability]] = []
-    for name in AUTO_ORDER:
+    for name in (*AUTO_ORDER, "estimate"):
         a = SOURCES[name].availability()
         if a.available:
             return name, skipped
         skipped.append((name, a))
-    return "estimate", skipped
+    return None, skipped
 
 
 def auto_name() -> str:
-    """The name of the source `auto` picks here."""
-    return _auto()[0]
+    """The name of the source `auto` picks here (SourceUnavailableError when there is none)."""
+    name, skipped = _auto()
+    if name is None:
+        why = "; ".join(f"{n}: {a.reason}" for n, a in skipped)
+        raise SourceUnavailableError(f"no power source is available here ({why})")
+    return name
 
 
 def explain_auto() -> str:
     """Which source `auto` picks here, and why each better one is unavailable."""
     name, skipped = _auto()
-    lines = [f"auto -> {name}: {SOURCES[name].availability().reason}"]
+    head = (
+        f"auto -> {name}: {SOURCES[name].availability().reason}"
+        if name is not None
+        else "auto -> none: no power source is available here, not even the estimate"
+    )
+    lines = [head]
     lines += [f"  not {n}: {a.reason}" for n, a in skipped]
     if name == "estimate":
         lines.append(
@@ -84,7 +94,7 @@ def get_source(spec: str | PowerSource = "auto", **kwargs: Any) -> PowerSource:
     name, sep, path = spec.strip().partition(":")
     name = name.lower()
     if name == "auto" and not sep:
-        name = _auto()[0]
+        name = auto_name()
     if name not in SOURCES:
         raise InvalidInputError(
             f"unknown power source {spec!r}; valid: auto, {', '.join(SOURCES)} "
