@@ -121,6 +121,7 @@ class Run:
         self.extras: dict[str, Any] = {}  # deep / MoE arrays: name -> list per token
         self._summary: dict[str, Any] | None = None
         self._stored_summary: dict[str, Any] = {}  # as saved, for figures fixed at measurement
+        self._listener_failures: dict[str, tuple[int, str]] = {}  # name -> (count, first error)
         self._listeners: list[Listener] = []
         self._lock = threading.RLock()
         self._done = threading.Event()
@@ -180,8 +181,19 @@ class Run:
         for fn in list(self._listeners):
             try:
                 fn(event, payload)
-            except Exception:  # a broken consumer must not break the measurement
-                log.exception("run listener failed on %s", event)
+            except Exception as exc:  # a broken consumer must not break the measurement
+                self._listener_failed(fn, event, exc)
+
+    def _listener_failed(self, fn: Listener, event: str, exc: Exception) -> None:
+        """Log a consumer's first failure with its traceback, then only count (one log line per
+        event made 58 tracebacks for 8 tokens); the run's warnings say how often at the end."""
+        name = getattr(fn, "__qualname__", None) or type(fn).__name__
+        n, first = self._listener_failures.get(name, (0, f"{type(exc).__name__}: {exc}"))
+        self._listener_failures[name] = (n + 1, first)
+        if n == 0:
+            log.exception(
+                "run listener %s failed on %r (further failures are counted)", name, event
+            )
 
     def _replay_events(self) -> list[tuple[str, dict[str, Any]]]:
         out: list[tuple[str, dict[str, Any]]] = [
@@ -304,6 +316,11 @@ class Run:
                     self.error = error
                     self.error_message = f"{type(error).__name__}: {error}"
                 self._flush_token_energies(final=True)
+                for name, (n, first) in self._listener_failures.items():
+                    self.warnings.append(
+                        f"a consumer of this run's events ({name}) failed {n} time(s); "
+                        f"the measurement went on. First failure: {first}"
+                    )
                 for i in range(len(self._layer_rows)):
                     self._fill_modeled_energy(i)
                 self._record_status(status, reason)
