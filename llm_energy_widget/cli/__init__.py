@@ -34,6 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .tty import terminal_safe
+
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = terminal_safe(out), terminal_safe(err)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
