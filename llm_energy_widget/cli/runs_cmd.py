@@ -93,6 +93,15 @@ def _fmt(v: Any, unit: str = "", digits: int = 3) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from ..store.paths import default_path
+
+    if args.store is None and not default_path().exists():
+        # a first-time user, before any run: not an error (a mistyped --store still is)
+        if args.json:
+            print("[]")
+        else:
+            print(f"no runs yet: the default store {default_path()} does not exist until a run")
+        return 0
     store = _store(args, create=False)
     filters = {
         "model": args.model,

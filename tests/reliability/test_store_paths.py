@@ -112,3 +112,15 @@ def test_a_store_deleted_mid_run_is_reported_on_the_run(how: str, tmp_path: Path
         store.check_writable()
     with pytest.raises(StoreError, match=f"was {how}"):
         store.record(synthetic_run(n_tokens=2))
+
+
+def test_runs_before_any_run_is_not_an_error_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    default = tmp_path / "fresh" / "runs.sqlite"
+    monkeypatch.setenv("LLM_ENERGY_STORE", str(default))
+    assert main(["runs"]) == 0
+    assert "no runs yet" in capsys.readouterr().out
+    assert main(["runs", "--json"]) == 0
+    assert capsys.readouterr().out.strip() == "[]"
+    assert not default.exists() and not default.parent.exists()
