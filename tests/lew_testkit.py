@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 
@@ -46,3 +47,18 @@ def tiny_llama(vocab_size: int = 49152, max_positions: int = 256, layers: int = 
         max_position_embeddings=max_positions,
     )
     return AutoModelForCausalLM.from_config(cfg).eval()
+
+
+class HostEvent:
+    """Stand-in for `torch.Event` on CPU, whose backend has none in torch 2.13 ("cpu backend
+    doesn't support events" on record). CPU work and copies are synchronous, so there is
+    nothing to wait for: recording and synchronizing do nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def record(self, *args: Any) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass

@@ -334,19 +334,6 @@ def replay_trace(path: Path, power_w: Power, until_ms: float, step_ms: float = 1
 
 
 # -- through the profiler: a real tiny model, power sources with known answers ----------------
-class _HostEvent:
-    """`torch.Event` stand-in for CPU, which has no events: CPU work is synchronous."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def record(self, *args: Any) -> None:
-        pass
-
-    def synchronize(self) -> None:
-        pass
-
-
 def _profile(model: Any, tok: Any, power: Any, **kw: Any) -> Run:
     from llm_energy_widget.profiler import EnergyProfiler
 
@@ -368,7 +355,7 @@ def _profile(model: Any, tok: Any, power: Any, **kw: Any) -> Run:
 def test_deferred_stop_check_tokens_get_their_own_forward(
     tiny_model: Any, smollm_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lew_testkit import ConstantSource
+    from lew_testkit import ConstantSource, HostEvent
     from transformers.generation import utils as gen_utils
 
     ordinary = _profile(tiny_model, smollm_tokenizer, ConstantSource(10.0), max_new_tokens=8)
@@ -376,7 +363,7 @@ def test_deferred_stop_check_tokens_get_their_own_forward(
     monkeypatch.setattr(
         gen_utils.DeferredStopCheck, "is_supported", staticmethod(lambda *a, **k: True)
     )
-    monkeypatch.setattr(torch, "Event", _HostEvent)
+    monkeypatch.setattr(torch, "Event", HostEvent)
     deferred = _profile(tiny_model, smollm_tokenizer, ConstantSource(10.0), max_new_tokens=8)
     assert [t["token_id"] for t in deferred.tokens()] == [t["token_id"] for t in ordinary.tokens()]
     toks = deferred.tokens()

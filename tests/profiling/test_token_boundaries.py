@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 import transformers as T
-from lew_testkit import ConstantSource
+from lew_testkit import ConstantSource, HostEvent
 from prof_tiny import CONFIGS, prompt_ids
 from torch import nn
 from transformers.generation import utils as gen_utils
@@ -46,21 +46,6 @@ class SleepySiLU(nn.Module):
         return nn.functional.silu(x)
 
 
-class _HostEvent:
-    """Stand-in for `torch.Event` on CPU, whose backend has none in torch 2.13 ("cpu backend
-    doesn't support events" on record). CPU work and copies are synchronous, so there is
-    nothing to wait for: recording and synchronizing do nothing."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def record(self, *args: Any) -> None:
-        pass
-
-    def synchronize(self) -> None:
-        pass
-
-
 @pytest.fixture(params=["ordinary", "deferred"])
 def stop_check(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run generate on the ordinary stop check, or on the deferred one forced on CPU."""
@@ -68,7 +53,7 @@ def stop_check(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.setattr(
             gen_utils.DeferredStopCheck, "is_supported", staticmethod(lambda *a, **k: True)
         )
-        monkeypatch.setattr(torch, "Event", _HostEvent)
+        monkeypatch.setattr(torch, "Event", HostEvent)
     return str(request.param)
 
 
