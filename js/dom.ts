@@ -36,8 +36,26 @@ export class Tooltip {
   }
 }
 
-/** The kind of a figure (measured / estimated / modeled), with its scope when known. */
-export function badge(kind: string | null | undefined, scope?: string | null): HTMLSpanElement {
+/**
+ * The kind of a figure (measured / estimated / modeled), with its scope when known; `tip`: where
+ * the number comes from, shown on hover (names.kindTip).
+ */
+export function badge(kind: string | null | undefined, scope?: string | null, tip?: string[]): HTMLSpanElement {
   const k = kind || "estimated";
-  return h("span", `lew-badge lew-kind-${k}`, kindText(k, scope));
+  const b = h("span", `lew-badge lew-kind-${k}`, kindText(k, scope));
+  if (tip && tip.length) b.title = tip.join("\n");
+  return b;
+}
+
+const NAV_KEYS = new Set(["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Home", "End", "PageUp", "PageDown"]);
+
+/**
+ * Keep the navigation keys for a control: JupyterLab's notebook binds the arrows in command mode
+ * (move the cursor, collapse headings), so without this a focused slider never sees them.
+ */
+export function keepKeys(el: HTMLElement): void {
+  el.setAttribute("data-lm-suppress-shortcuts", "true");
+  el.addEventListener("keydown", (ev) => {
+    if (NAV_KEYS.has(ev.key)) ev.stopPropagation();
+  });
 }

@@ -17,10 +17,36 @@ export function fmtNum(x: number | null | undefined, unit = "", digits = 3): str
   return unit ? `${s} ${unit}` : s;
 }
 
+/** A duration in µs, ms or s, whichever reads best (3 significant digits). */
 export function fmtMs(ms: number | null | undefined): string {
   if (ms === null || ms === undefined || !isFinite(ms)) return "–";
-  if (Math.abs(ms) >= 1000) return `${(ms / 1000).toFixed(2)} s`;
-  return `${ms.toPrecision(3)} ms`;
+  const a = Math.abs(ms);
+  if (a >= 1000) return `${(ms / 1000).toFixed(2)} s`;
+  if (a >= 1 || a === 0) return `${ms.toPrecision(3)} ms`;
+  return `${(ms * 1000).toPrecision(3)} µs`;
+}
+
+/**
+ * Python's `format(x, ".{p}g")`: p significant digits, trailing zeros dropped, scientific below
+ * 1e-4 or from 10^p up, exponent with two digits at least ("3.1e-06"). The kernel's views format
+ * the same figures with it (core/format.py), so a number reads the same everywhere.
+ */
+export function fmtG(x: number, p = 3): string {
+  if (!isFinite(x)) return "–";
+  if (x === 0) return "0";
+  const [mant, e] = x.toExponential(p - 1).split("e");
+  const exp = Number(e);
+  const trim = (s: string) => (s.includes(".") ? s.replace(/\.?0+$/, "") : s);
+  if (exp < -4 || exp >= p) {
+    return `${trim(mant)}e${exp < 0 ? "-" : "+"}${String(Math.abs(exp)).padStart(2, "0")}`;
+  }
+  return trim(x.toFixed(Math.max(0, p - 1 - exp)));
+}
+
+/** Cost in US dollars, one format in every view: "$3.1e-06" (core/format.format_cost). */
+export function fmtCost(usd: number | null | undefined): string {
+  if (usd === null || usd === undefined || !isFinite(usd)) return "–";
+  return `$${fmtG(usd, 3)}`;
 }
 
 /** A metric value with its unit (time in ms, energy in J, sparsity as a share). */
@@ -54,4 +80,11 @@ export function ticks(lo: number, hi: number, count: number): number[] {
     out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
   }
   return out;
+}
+
+/** A "nice" step (1, 2 or 5 x 10^k) at least `raw`. */
+export function niceStep(raw: number): number {
+  if (!(raw > 0) || !isFinite(raw)) return 1;
+  const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+  return [1, 2, 5, 10].map((f) => f * mag).find((s) => s >= raw * (1 - 1e-12)) ?? 10 * mag;
 }

@@ -1,18 +1,76 @@
-// Layer x component heatmap: a metric selector, the token shown (latest, any, or the mean over
-// the decode tokens), and what the layers leave out: the token's time and energy outside them.
+// Layer x component heatmap: a metric and a colour scale, the token shown (latest, any, or the
+// mean over the decode tokens), and what the layers leave out: the token's time and energy
+// outside them.
 
-import { h, Tooltip } from "./dom";
+import { h, keepKeys, Tooltip } from "./dom";
 import { fmtEnergy, fmtMetric, fmtMs, fmtPct } from "./format";
 import { metricLabel, outsideName } from "./names";
 import type { RunStore } from "./store";
 import { colormap, fitCanvas, readTheme, rgb } from "./theme";
+import type { HeatScale, TokenMode, ViewState } from "./ui";
 
-export type TokenMode = "latest" | "token" | "mean";
-const PAD = { l: 64, r: 56, t: 70, b: 16 };
+export type { HeatScale, TokenMode } from "./ui";
+const PAD = { l: 40, r: 86, t: 70, b: 16 };
+const SCALES: [HeatScale, string][] = [
+  ["robust", "robust scale (2–98 %)"],
+  ["linear", "full range"],
+  ["log", "log scale"],
+];
+const ROBUST = [0.02, 0.98];
 
 /** What the mean shows: the decode tokens only (the prefill token carries the whole prompt). */
 export function meanLabel(s: RunStore): string {
   return `mean over ${s.meanTokens} decode tokens (prefill excluded)`;
+}
+
+/** The colour scale of one matrix: values in [lo, hi] spread over the colormap, on a log axis or not. */
+export interface ColorScale {
+  kind: HeatScale;
+  lo: number;
+  hi: number;
+  /** Values below lo / above hi exist and are drawn at the end colour ("≤ lo", "≥ hi"). */
+  clipLo: boolean;
+  clipHi: boolean;
+}
+
+/**
+ * The scale of `values` (NaN: no value). "robust": between the 2nd and 98th percentiles, taken
+ * inward (nearest rank), so one outlier cell cannot flatten the others; "linear": min to max;
+ * "log": the positive values' min to max on a log axis (zeros drawn at the low end).
+ */
+export function colorScale(values: ArrayLike<number>, kind: HeatScale): ColorScale {
+  const v: number[] = [];
+  for (let i = 0; i < values.length; i++) {
+    const x = values[i];
+    if (x === x && (kind !== "log" || x > 0)) v.push(x);
+  }
+  v.sort((a, b) => a - b);
+  const n = v.length;
+  if (!n) return { kind, lo: 0, hi: 1, clipLo: false, clipHi: false };
+  let lo = v[0];
+  let hi = v[n - 1];
+  if (kind === "robust") {
+    const a = v[Math.ceil(ROBUST[0] * (n - 1))];
+    const b = v[Math.floor(ROBUST[1] * (n - 1))];
+    if (b > a) [lo, hi] = [a, b];
+  }
+  let clipLo = v[0] < lo;
+  if (kind === "log") {
+    for (let i = 0; i < values.length; i++) if (values[i] <= 0) clipLo = true;
+  }
+  return { kind, lo, hi, clipLo, clipHi: v[n - 1] > hi };
+}
+
+/** Where value x falls on the scale, in [0, 1] (NaN: no value). */
+export function scalePos(s: ColorScale, x: number): number {
+  if (x !== x) return NaN;
+  if (s.kind === "log") {
+    if (!(x > 0)) return 0;
+    const span = Math.log(s.hi / s.lo);
+    return span > 0 ? Math.min(1, Math.max(0, Math.log(x / s.lo) / span)) : 0.5;
+  }
+  const span = s.hi - s.lo;
+  return span > 0 ? Math.min(1, Math.max(0, (x - s.lo) / span)) : 0.5;
 }
 
 /**
@@ -40,7 +98,13 @@ export function heatCaption(s: RunStore, mode: TokenMode, t: number, metric: str
   ];
 }
 
-/** The tooltip of cell (l, c): its value with unit, kind, and how exact the value shown is. */
+/** A layer's short name, as on the axis: "layers.16" -> "L16". */
+export function shortLayer(name: string): string {
+  const m = name.match(/(\d+)$/);
+  return m ? `L${m[1]}` : name.slice(-8);
+}
+
+/** The tooltip of cell (l, c): "L16 · attention", its value with unit, kind, and how exact it is. */
 export function cellTip(
   s: RunStore,
   mode: TokenMode,
@@ -54,7 +118,7 @@ export function cellTip(
   const kind = metric === "energy_j" ? "modeled: token energy × cell time / token time" : "measured";
   const where = mode === "mean" ? meanLabel(s) : `token ${t}`;
   const lines = [
-    `${s.meta?.layer_names[l] ?? l} · ${s.meta?.component_names[c] ?? c}`,
+    `${shortLayer(s.meta?.layer_names[l] ?? String(l))} · ${s.meta?.component_names[c] ?? c}`,
     `${metricLabel(s.meta, metric)}: ${fmtMetric(metric, value)}`,
     `${where} · ${kind}`,
   ];
@@ -70,23 +134,30 @@ export function cellTip(
   return lines;
 }
 
+/** The colour bar's end labels: "≥ 18.9 mJ" where cells above the scale are drawn at its end. */
+export function scaleLabels(sc: ColorScale, metric: string): { hi: string; lo: string } {
+  return {
+    hi: `${sc.clipHi ? "≥ " : ""}${fmtMetric(metric, sc.hi)}`,
+    lo: `${sc.clipLo ? "≤ " : ""}${fmtMetric(metric, sc.lo)}`,
+  };
+}
+
 export class Heatmap {
   el = h("div", "lew-panel lew-heatmap");
   private canvas = h("canvas", "lew-canvas");
   private metricSel = h("select", "lew-select");
+  private scaleSel = h("select", "lew-select");
   private modeSel = h("select", "lew-select");
   private slider = h("input", "lew-slider");
   private caption = h("div", "lew-caption");
   private captionSub = h("div", "lew-caption-sub");
   private empty = h("div", "lew-empty", "No layer data in this run (profile with level ≥ layer).");
-  metric = 0;
-  mode: TokenMode = "latest";
-  token = 0;
   private drawn = "";
   private metricsKey = "";
+  private liveLabel = "";
   private geom = { cw: 0, ch: 0, L: 0, C: 0 };
 
-  constructor(private store: RunStore, private tip: Tooltip, private redraw: () => void) {
+  constructor(private store: RunStore, private tip: Tooltip, private ui: ViewState) {
     this.slider.type = "range";
     this.slider.min = "0";
     this.slider.step = "1";
@@ -96,39 +167,59 @@ export class Heatmap {
       o.value = v;
       this.modeSel.append(o);
     }
+    for (const [v, label] of SCALES) {
+      const o = h("option", "", label);
+      o.value = v;
+      this.scaleSel.append(o);
+    }
     this.metricSel.setAttribute("aria-label", "metric");
+    this.scaleSel.setAttribute("aria-label", "colour scale");
+    this.scaleSel.title = "robust: from the 2nd to the 98th percentile of the cells shown, so one outlier does not flatten the rest";
     this.modeSel.setAttribute("aria-label", "token shown");
+    for (const el of [this.slider, this.metricSel, this.scaleSel, this.modeSel]) keepKeys(el);
     this.metricSel.addEventListener("change", () => {
-      this.metric = Number(this.metricSel.value);
-      this.redraw();
+      this.ui.set({ metric: this.store.metricNames[Number(this.metricSel.value)] ?? null });
     });
+    this.scaleSel.addEventListener("change", () => this.ui.set({ scale: this.scaleSel.value as HeatScale }));
     this.modeSel.addEventListener("change", () => {
-      this.mode = this.modeSel.value as TokenMode;
-      if (this.mode === "token") this.token = Math.max(0, this.store.nRows - 1);
-      this.redraw();
+      const mode = this.modeSel.value as TokenMode;
+      this.ui.set(mode === "token" ? { mode, token: this.shownToken() } : { mode });
     });
     this.slider.addEventListener("input", () => this.showToken(Number(this.slider.value)));
     const head = h("div", "lew-panel-head");
-    head.append(h("span", "lew-title", "Layer × component"), this.metricSel, this.modeSel, this.slider);
+    head.append(h("span", "lew-title", "Layer × component"), this.metricSel, this.scaleSel, this.modeSel, this.slider);
     this.el.append(head, this.caption, this.captionSub, this.canvas, this.empty);
     this.canvas.addEventListener("mousemove", (ev) => this.onMove(ev));
     this.canvas.addEventListener("mouseleave", () => this.tip.hide());
   }
 
   showToken(i: number): void {
-    this.mode = "token";
-    this.token = i;
-    this.redraw();
+    this.ui.set({ mode: "token", token: i });
+  }
+
+  /** The metric shown: the one chosen by name, else time (the measured one). */
+  get metric(): number {
+    const names = this.store.metricNames;
+    const i = this.ui.metric === null ? -1 : names.indexOf(this.ui.metric);
+    return i >= 0 ? i : Math.max(0, names.indexOf("time_ms"));
+  }
+
+  /** The user's choice, else the latest token while the run is live and the mean once done. */
+  get mode(): TokenMode {
+    const s = this.store;
+    if (this.ui.mode) return this.ui.mode;
+    return s.live || s.meanTokens === 0 ? "latest" : "mean";
   }
 
   private shownToken(): number {
     const s = this.store;
-    if (this.mode === "latest") {
+    const last = (): number => {
       let t = s.nRows - 1;
       while (t > 0 && !s.hasLayers(t)) t--;
       return t;
-    }
-    return Math.min(this.token, Math.max(0, s.nRows - 1));
+    };
+    if (this.mode === "latest" || this.ui.token < 0) return last();
+    return Math.min(this.ui.token, Math.max(0, s.nRows - 1));
   }
 
   /** The matrix value shown at (l, c) for the current metric and token mode. */
@@ -152,13 +243,15 @@ export class Heatmap {
           return o;
         }),
       );
-      this.metric = Math.max(0, s.metricNames.indexOf("time_ms"));
     }
+    // once the run is done there is no "live": the option says what it shows then
+    const liveLabel = s.live ? "latest token (live)" : "last token";
+    if (liveLabel !== this.liveLabel) this.modeSel.options[0].textContent = this.liveLabel = liveLabel;
     this.metricSel.value = String(this.metric);
+    this.scaleSel.value = this.ui.scale;
     this.modeSel.value = this.mode;
     this.slider.max = String(Math.max(0, s.nRows - 1));
     this.slider.value = String(this.shownToken());
-    this.slider.disabled = this.mode === "mean";
   }
 
   /** Draw again on the next frame even if nothing it shows changed (a new theme, say). */
@@ -171,7 +264,7 @@ export class Heatmap {
     const s = this.store;
     const w = this.el.clientWidth;
     if (w === 0) return false;
-    const key = `${s.version}|${w}|${this.metric}|${this.mode}|${this.token}`;
+    const key = `${s.version}|${w}|${this.metric}|${this.mode}|${this.shownToken()}|${this.ui.scale}`;
     if (key === this.drawn) return true;
     this.drawn = key;
     this.syncControls();
@@ -192,24 +285,13 @@ export class Heatmap {
     ctx.clearRect(0, 0, w, H);
     const cw = Math.max(8, (w - PAD.l - PAD.r) / C);
     this.geom = { cw, ch, L, C };
-    let lo = Infinity;
-    let hi = -Infinity;
     const vals = new Float64Array(L * C);
-    for (let l = 0; l < L; l++) {
-      for (let c = 0; c < C; c++) {
-        const v = this.valueAt(l, c);
-        vals[l * C + c] = v;
-        if (v === v) {
-          if (v < lo) lo = v;
-          if (v > hi) hi = v;
-        }
-      }
-    }
-    const span = hi > lo ? hi - lo : 1;
+    for (let l = 0; l < L; l++) for (let c = 0; c < C; c++) vals[l * C + c] = this.valueAt(l, c);
+    const sc = colorScale(vals, this.ui.scale);
     for (let l = 0; l < L; l++) {
       for (let c = 0; c < C; c++) {
         const v = vals[l * C + c];
-        ctx.fillStyle = v === v ? rgb(colormap((v - lo) / span)) : th.grid;
+        ctx.fillStyle = v === v ? rgb(colormap(scalePos(sc, v))) : th.grid;
         ctx.fillRect(PAD.l + c * cw, PAD.t + l * ch, Math.ceil(cw) - 1, ch - 1);
       }
     }
@@ -223,7 +305,9 @@ export class Heatmap {
     }
     ctx.textAlign = "left";
     const comps = s.meta?.component_names ?? [];
-    for (let c = 0; c < C; c++) {
+    // rotated labels need about 8 px each: thin them out on a narrow panel
+    const stepC = Math.ceil(9 / cw);
+    for (let c = 0; c < C; c += stepC) {
       ctx.save();
       ctx.translate(PAD.l + c * cw + cw / 2, PAD.t - 4);
       ctx.rotate(-Math.PI / 4);
@@ -231,14 +315,16 @@ export class Heatmap {
       ctx.restore();
     }
     const metric = s.metricNames[this.metric] ?? "";
-    const bx = w - PAD.r + 8;
+    const bx = PAD.l + C * cw + 10;
     for (let y = 0; y < L * ch; y++) {
       ctx.fillStyle = rgb(colormap(1 - y / (L * ch)));
       ctx.fillRect(bx, PAD.t + y, 10, 1);
     }
+    const lab = scaleLabels(sc, metric);
     ctx.fillStyle = th.muted;
-    ctx.fillText(fmtMetric(metric, hi), bx - 4, PAD.t - 6);
-    ctx.fillText(fmtMetric(metric, lo), bx - 4, PAD.t + L * ch + 10);
+    ctx.fillText(lab.hi, bx + 14, PAD.t + 8);
+    ctx.fillText(lab.lo, bx + 14, PAD.t + L * ch);
+    if (sc.kind === "log") ctx.fillText("log", bx + 14, PAD.t + (L * ch) / 2 + 3);
     const [head, sub] = heatCaption(s, this.mode, this.shownToken(), metric);
     this.caption.textContent = head;
     this.captionSub.textContent = sub ?? "";
@@ -257,11 +343,6 @@ export class Heatmap {
     }
     this.tip.show(ev, cellTip(s, this.mode, this.shownToken(), this.metric, l, c, this.valueAt(l, c)));
   }
-}
-
-function shortLayer(name: string): string {
-  const m = name.match(/(\d+)$/);
-  return m ? `L${m[1]}` : name.slice(-8);
 }
 
 function shortComp(name: string): string {

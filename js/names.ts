@@ -1,5 +1,6 @@
 // Display names come from the kernel (core/schema.py via the widget's meta), never spelled here.
 
+import type { PowerInfo } from "./store";
 import type { Meta } from "./types";
 
 const bare = (key: string) => key.replace(/_/g, " ");
@@ -28,4 +29,36 @@ export function outsideName(meta: Meta | null | undefined): string {
 export function kindText(kind: string | null | undefined, scope?: string | null): string {
   const k = kind || "estimated";
   return scope ? `${k} · ${scope}` : k;
+}
+
+/** Families of figures computed from the run's energy: they inherit its kind and uncertainty. */
+const FROM_ENERGY = new Set(["layers.energy_j", "layers.outside", "cost", "co2"]);
+
+/**
+ * What a kind badge says on hover: what the kind means (KIND_DEFINITIONS), where the number comes
+ * from (the power source's own description for energy and power; FIGURE_ORIGINS for the rest) and,
+ * for an estimate, its model and uncertainty. `family`: the figure's key in `meta.labels`
+ * ("energy", "timing", "layers.energy_j", "cost"…); energy, power, phases and tokens are the source's.
+ */
+export function kindTip(meta: Meta | null | undefined, info: PowerInfo, kind: string, family = "energy"): string[] {
+  const n = meta?.names;
+  const lines = [n?.kinds?.[kind] ?? kind];
+  const origin = n?.origins?.[family];
+  const src = `${info.source ?? "–"}${info.description ? `: ${info.description}` : ""}`;
+  const uncertainty = (): string =>
+    (info.source ?? "").startsWith("estimate")
+      ? `uncertainty: ${n?.estimate_uncertainty ?? "not stated"}`
+      : "uncertainty: that of the source's own model (not recorded with the run)";
+  if (origin) {
+    lines.push(`from ${origin}`);
+    if (FROM_ENERGY.has(family)) {
+      lines.push(`energy: ${kindText(info.kind, info.scope)}, from ${src}`);
+      if (info.kind === "estimated") lines.push(uncertainty());
+    }
+  } else {
+    lines.push(`source ${src}`);
+    if (info.scope) lines.push(`scope: ${info.scope}`);
+    if (kind === "estimated") lines.push(uncertainty());
+  }
+  return lines;
 }

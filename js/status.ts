@@ -2,7 +2,7 @@
 
 import { badge, h } from "./dom";
 import { fmtEnergy, fmtMs, fmtNum } from "./format";
-import { label } from "./names";
+import { definition, kindTip, label } from "./names";
 import type { RunStore } from "./store";
 
 export interface StatusItem {
@@ -10,37 +10,70 @@ export interface StatusItem {
   value: string;
   kind?: string;
   scope?: string | null;
+  /** What the kind badge says on hover (names.kindTip). */
+  tip?: string[];
+  /** What the figure is, on hover of its label. */
+  title?: string;
 }
 
 /**
- * The status line's fields. The rate is the summary's `decode_tokens_per_s` (decode tokens over
- * the time from the first to the last token), named as the summary names it. Energy so far is
- * over the run's window (first non-baseline phase to the latest token or phase end), clipped to
- * the power curve: never the readings after the run.
+ * The status line's fields. The rate is decode tokens/s, the one rate every view shows: decode
+ * tokens over the time from the first to the last token, live from the tokens so far and the
+ * summary's `decode_tokens_per_s` once it is there (the card's figure, to the digit). Elapsed
+ * and energy so far are over the run's window (first non-baseline phase to the latest token or
+ * phase end; the summary's window), energy clipped to the power curve: never the readings after
+ * the run. Elapsed ticks between events while a phase is open and never goes backwards.
  */
-export function statusItems(s: RunStore): StatusItem[] {
+export function statusItems(s: RunStore, now?: number): StatusItem[] {
   const m = s.meta;
   const st = s.status.status;
-  const live = st === "running" || st === "pending";
   const open = [...s.phases].reverse().find((p) => p.end_ms === null);
   const phase = open ? open.name : s.phases.length ? s.phases[s.phases.length - 1].name : "–";
   const n = s.nTokens;
   const N = m?.max_new_tokens;
-  const w = s.runWindow();
-  const tps = n > 1 ? (n - 1) / ((s.tokEnd.data[n - 1] - s.tokEnd.data[0]) / 1000) : NaN;
+  const fromSummary = s.summary?.decode_tokens_per_s;
+  const tps =
+    typeof fromSummary === "number"
+      ? fromSummary
+      : n > 1
+        ? (n - 1) / ((s.tokEnd.data[n - 1] - s.tokEnd.data[0]) / 1000)
+        : NaN;
   const info = s.powerInfo();
+  const timing = m?.labels?.timing ?? "measured";
+  const timeTip = kindTip(m, info, timing, "timing");
+  const ek = m?.labels?.energy ?? info.kind;
   return [
-    { label: "phase", value: live ? phase : st },
+    { label: "phase", value: s.live ? (st === "queued" ? "queued" : phase) : st },
     { label: "token", value: N ? `${n} / ${N}` : String(n) },
-    { label: label(m, "decode_tokens_per_s"), value: fmtNum(tps, "", 3), kind: "measured" },
-    { label: "elapsed", value: fmtMs(w.end - w.start), kind: "measured" },
-    { label: "energy so far", value: fmtEnergy(s.energySoFar()), kind: info.kind, scope: info.scope },
+    {
+      label: label(m, "decode_tokens_per_s"),
+      value: fmtNum(tps, "", 3),
+      kind: timing,
+      tip: timeTip,
+      title: definition(m, "decode_tokens_per_s"),
+    },
+    {
+      label: "elapsed",
+      value: fmtMs(s.elapsedMs(now)),
+      kind: timing,
+      tip: timeTip,
+      title: "the run's window: from the first phase after the baseline to the latest token or phase end",
+    },
+    {
+      label: "energy so far",
+      value: fmtEnergy(s.energySoFar()),
+      kind: ek,
+      scope: info.scope,
+      tip: kindTip(m, info, ek, "energy"),
+      title: "energy over the run's window so far (the baseline and readings after the run excluded)",
+    },
   ];
 }
 
 export class StatusBar {
   el = h("div", "lew-status");
   private title = h("div", "lew-run-title");
+  private prompt = h("div", "lew-prompt lew-muted");
   private fields = h("div", "lew-fields");
   private stop = h("button", "lew-stop", "Stop");
   private error = h("div", "lew-error");
@@ -61,30 +94,49 @@ export class StatusBar {
     row.append(this.title, this.stop);
     this.error.hidden = true;
     this.error.setAttribute("role", "alert");
-    this.el.append(row, this.fields, this.error);
+    this.el.append(row, this.prompt, this.fields, this.error);
   }
 
-  draw(): void {
+  /** `tick`: redraw even if the store did not change (the elapsed clock moves on). */
+  draw(tick = false): void {
     const s = this.store;
-    if (s.version === this.drawnVersion) return;
+    if (s.version === this.drawnVersion && !tick) return;
     this.drawnVersion = s.version;
     const m = s.meta;
     const st = s.status.status;
-    const live = st === "running" || st === "pending";
+    const live = s.live;
     if (!live) this.stopping = false;
+    this.stop.hidden = !this.onStop || !m;
+    this.stop.disabled = !live || this.stopping;
+    if (!m) {
+      // nothing to follow yet: no state, no fields, no Stop; the panels are hidden by the root
+      this.title.replaceChildren(
+        h("strong", "", "no run yet"),
+        h("span", "lew-muted", " · this widget shows the next run of its profiler (profiler.generate(…))"),
+      );
+      this.prompt.hidden = true;
+      this.fields.replaceChildren();
+      this.error.hidden = true;
+      return;
+    }
     this.title.replaceChildren(
-      h("strong", "", m?.model ?? "no run yet"),
-      h("span", "lew-muted", m ? ` · run ${m.run_id} · ` : ""),
+      h("strong", "", m.model ?? "model –"),
+      h("span", "lew-muted", ` · run ${m.run_id} · `),
       h("span", `lew-state lew-state-${st}`, this.stopping ? "stopping…" : st),
       ...(s.status.reason && !live ? [h("span", "lew-muted", ` (${s.status.reason})`)] : []),
     );
-    this.stop.hidden = !this.onStop || !m;
-    this.stop.disabled = !live || this.stopping;
+    // the user's text (meta.prompt), never as HTML; the whole of it on hover
+    const prompt = (m.prompt ?? "").trim();
+    this.prompt.hidden = !prompt;
+    this.prompt.textContent = prompt ? `prompt: ${prompt.replace(/\s+/g, " ")}` : "";
+    this.prompt.title = prompt;
     this.fields.replaceChildren(
       ...statusItems(s).map((it) => {
         const f = h("span", "lew-field");
-        f.append(h("span", "lew-muted", `${it.label} `), h("span", "lew-value", it.value));
-        if (it.kind) f.append(badge(it.kind, it.scope));
+        const name = h("span", "lew-muted", `${it.label} `);
+        if (it.title) name.title = it.title;
+        f.append(name, h("span", "lew-value", it.value));
+        if (it.kind) f.append(badge(it.kind, it.scope, it.tip));
         return f;
       }),
     );

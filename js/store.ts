@@ -20,6 +20,8 @@ export interface PowerInfo {
   description: string | null;
 }
 
+const LIVE = new Set(["queued", "pending", "running"]);
+const LAG_MS = 250;
 const num = (x: unknown): number | null => (typeof x === "number" && isFinite(x) ? x : null);
 
 class Grow<T extends Float64Array | Int32Array | Uint8Array | Float32Array> {
@@ -83,6 +85,10 @@ export class RunStore {
   metricNames: string[] = [];
 
   phases: Phase[] = [];
+  /** The latest event time of the run (token or phase) and when it arrived (performance.now). */
+  private anchor = { t: -Infinity, at: 0 };
+  /** The highest elapsed time shown for this run while live: elapsed never goes backwards. */
+  private elapsedShown = -Infinity;
   status: { status: string; reason: string | null } = { status: "pending", reason: null };
   error: { message: string; type: string } | null = null;
   summary: Record<string, any> | null = null;
@@ -137,6 +143,8 @@ export class RunStore {
     this.meanTokens = 0;
     this.meanSums = { hooked: 0, token: 0, outsideJ: 0, outsideN: 0 };
     this.phases = [];
+    this.anchor = { t: -Infinity, at: 0 };
+    this.elapsedShown = -Infinity;
     this.status = { status: "pending", reason: null };
     this.error = null;
     this.summary = null;
@@ -144,17 +152,20 @@ export class RunStore {
     this.changed();
   }
 
-  /** A delta or snapshot from the kernel (custom message or the `snapshot` trait). */
-  receive(header: Header, buffers: Buffer[]): void {
+  /**
+   * A delta or snapshot from the kernel (custom message or the `snapshot` trait); `now`: when it
+   * arrived (performance.now(); the elapsed clock runs from it).
+   */
+  receive(header: Header, buffers: Buffer[], now: number = performance.now()): void {
     if (!header || header.run_key !== this.runKey) return;
     if (header.type === "snapshot") {
-      this.apply(header, buffers);
+      this.apply(header, buffers, now);
       this.seq = Math.max(this.seq, header.seq);
       if (!this.synced) {
         this.synced = true;
         const queued = this.queue;
         this.queue = [];
-        for (const [h, b] of queued) if (h.seq > this.seq) this.receive(h, b);
+        for (const [h, b] of queued) if (h.seq > this.seq) this.receive(h, b, now);
       }
       return;
     }
@@ -164,11 +175,19 @@ export class RunStore {
     }
     if (header.seq <= this.seq) return;
     this.seq = header.seq;
-    this.apply(header, buffers);
+    this.apply(header, buffers, now);
   }
 
-  private apply(h: Header, buffers: Buffer[]): void {
+  private apply(h: Header, buffers: Buffer[], now: number): void {
     const d = decode(h, buffers);
+    if (h.phases) {
+      for (const p of h.phases) {
+        const i = this.phases.findIndex((x) => x.name === p.name && x.start_ms === p.start_ms);
+        if (i >= 0) this.phases[i] = p;
+        else this.phases.push(p);
+      }
+      this.phases.sort((a, b) => a.start_ms - b.start_ms);
+    }
     if (d.power) this.applyPower(d.power);
     if (h.tokens && d.tok_time) this.applyTokens(h.tokens, d.tok_time, d.tok_id);
     if (d.te_idx && d.te_j) {
@@ -178,18 +197,12 @@ export class RunStore {
       this.logCodes = h.layers.codes === "log8";
       this.applyLayers(h.layers.shape, d.layer_idx, d.layer_range, d.layer_q, d.layer_ms);
     }
-    if (h.phases) {
-      for (const p of h.phases) {
-        const i = this.phases.findIndex((x) => x.name === p.name && x.start_ms === p.start_ms);
-        if (i >= 0) this.phases[i] = p;
-        else this.phases.push(p);
-      }
-      this.phases.sort((a, b) => a.start_ms - b.start_ms);
-    }
     if (h.status) this.status = h.status;
     if (h.error) this.error = h.error;
     if (h.summary) this.summary = h.summary;
     if (h.power_info && this.meta) this.meta = { ...this.meta, power: h.power_info };
+    const latest = this.latestEvent(this.phases.filter((p) => p.name !== "baseline"));
+    if (latest > this.anchor.t) this.anchor = { t: latest, at: now };
     this.last = { seq: h.seq, event_ms: h.event_ms, sent_ms: h.sent_ms, recv_ms: Date.now() };
     this.changed();
   }
@@ -498,22 +511,56 @@ export class RunStore {
     return span > 0 ? e[lo] + ((e[hi] - e[lo]) * (tMs - t[lo])) / span : e[lo];
   }
 
+  /** The run is queued, pending or running: more is coming. */
+  get live(): boolean {
+    return this.meta !== null && LIVE.has(this.status.status);
+  }
+
   /**
-   * The run's window so far: from the first non-baseline phase start to the latest token or
-   * phase end (an open phase counts from its start). `end` is that time, `energyEnd` the same
-   * never beyond the power curve: a source that delivers readings ahead of the run (a replay at
-   * speed 0 hands over the whole trace at once) must not add them to the run's energy.
+   * The run's window so far: from the first non-baseline phase start (the summary's window; NaN
+   * while only the baseline has run) to the latest token or phase end (an open phase counts
+   * from its start). `end` is that time, `energyEnd` the same never beyond the power curve: a
+   * source that delivers readings ahead of the run (a replay at speed 0 hands over the whole
+   * trace at once) must not add them to the run's energy.
    */
   runWindow(): { start: number; end: number; energyEnd: number } {
     const work = this.phases.filter((p) => p.name !== "baseline");
     const t = this.col("t_ms");
-    const start = work.length ? work[0].start_ms : this.nPower ? t[0] : NaN;
+    const start = work.length ? work[0].start_ms : !this.phases.length && this.nPower ? t[0] : NaN;
+    const end = this.latestEvent(work);
+    const energyEnd = this.nPower ? Math.min(end, t[this.nPower - 1]) : NaN;
+    return { start, end, energyEnd };
+  }
+
+  private latestEvent(work: Phase[]): number {
     let end = -Infinity;
     for (const p of work) end = Math.max(end, p.end_ms ?? p.start_ms);
     for (let i = 0; i < this.nTokens; i++) end = Math.max(end, this.tokEnd.data[i]);
-    if (!isFinite(end)) end = start;
-    const energyEnd = this.nPower ? Math.min(end, t[this.nPower - 1]) : NaN;
-    return { start, end, energyEnd };
+    return end;
+  }
+
+  /** A phase of the run (not the baseline) is open: the run's clock is running. */
+  get working(): boolean {
+    return this.live && this.phases.some((p) => p.end_ms === null && p.name !== "baseline");
+  }
+
+  /**
+   * The run's elapsed time (ms) over `runWindow()`. Done: the exact window, the summary's
+   * duration. Live, with a phase open: a clock from the latest event, advancing at the browser's
+   * pace `LAG_MS` after it arrived (a long prefill has no other event; the lag keeps it behind the
+   * kernel's next event, which was sent later). It never goes backwards while live: the next
+   * event, or a clock that ran ahead of it, is held at the highest value shown.
+   */
+  elapsedMs(now: number = performance.now()): number {
+    const w = this.runWindow();
+    if (!(w.end >= w.start)) return NaN;
+    if (!this.live) return w.end - w.start;
+    let e = w.end - w.start;
+    if (this.working && this.anchor.t >= w.start) {
+      e = Math.max(e, this.anchor.t - w.start + Math.max(0, now - this.anchor.at - LAG_MS));
+    }
+    this.elapsedShown = Math.max(this.elapsedShown, e);
+    return this.elapsedShown;
   }
 
   /** Energy over `runWindow()` from the power curve (NaN before the curve covers any of it). */

@@ -2,8 +2,8 @@
 // scope of the energy figures, and the run's warnings.
 
 import { badge, h } from "./dom";
-import { fmtEnergy, fmtMs, fmtNum, fmtPct, fmtWindow } from "./format";
-import { definition, label } from "./names";
+import { fmtCost, fmtEnergy, fmtMs, fmtNum, fmtPct, fmtWindow } from "./format";
+import { definition, kindTip, label } from "./names";
 import type { RunStore } from "./store";
 
 export interface Card {
@@ -17,9 +17,15 @@ export interface Card {
   /** The definition (SUMMARY_DEFINITIONS), shown on hover. */
   title?: string;
   unreliable?: boolean;
+  /** What its kind badge says on hover: where the number comes from (names.kindTip). */
+  tip: string[];
 }
 
-/** The cards, in order, headline first (decode J/token); null figures of optional parts left out. */
+/**
+ * The cards, in order, headline first (decode J/token); null figures of optional parts left out.
+ * One rate: decode tokens/s (the status line's figure); the all-tokens rate, which counts the
+ * prefill's wait as a token, is not a second "tokens/s" (TTFT gives the prefill's time).
+ */
 export function summaryCards(store: RunStore): Card[] {
   const s = store.summary;
   if (!s) return [];
@@ -33,8 +39,14 @@ export function summaryCards(store: RunStore): Card[] {
   const timing = labels.timing ?? "measured";
   const peak = s.peak_power_w ?? {};
   const out: Card[] = [];
+  // each card's family in meta.labels: where its number comes from, for the badge's tooltip
+  const family = (key: string): string =>
+    key === "cost_usd" ? "cost" : key === "co2_g" ? "co2" : key === "outside_layers_energy_j" ? "layers.outside"
+      : ["decode_tokens_per_s", "ttft_ms", "layer_coverage"].includes(key) ? "timing"
+        : key.endsWith("_w") ? "power" : "energy";
   const add = (key: string, value: string, kind: string, extra: Partial<Card> = {}) => {
-    out.push({ key, label: label(meta, key), value, kind, title: definition(meta, key) || undefined, ...extra });
+    const tip = kindTip(meta, info, kind, family(key));
+    out.push({ key, label: label(meta, key), value, kind, title: definition(meta, key) || undefined, tip, ...extra });
   };
   // energy and power figures cover what the source covers: say so next to their kind
   const E = { scope };
@@ -66,10 +78,9 @@ export function summaryCards(store: RunStore): Card[] {
   });
   add("avg_power_w", fmtNum(s.avg_power_w, "W"), pk, E);
   add("decode_tokens_per_s", fmtNum(s.decode_tokens_per_s), timing);
-  add("tokens_per_s", fmtNum(s.tokens_per_s), timing);
   add("ttft_ms", fmtMs(s.ttft_ms), timing);
   add("edp_js", fmtNum(s.edp_js, "J·s"), ek, E);
-  add("cost_usd", s.cost_usd == null ? "–" : `$${Number(s.cost_usd).toPrecision(3)}`, labels.cost ?? "modeled");
+  add("cost_usd", fmtCost(s.cost_usd), labels.cost ?? "modeled");
   add("co2_g", fmtNum(s.co2_g, "g"), labels.co2 ?? "modeled");
   if (s.layer_coverage != null) add("layer_coverage", fmtPct(s.layer_coverage), timing);
   if (s.outside_layers_energy_j != null) {
@@ -88,7 +99,7 @@ export function summaryNote(store: RunStore): string {
   const res = info.resolution_ms ? ` · resolution ${fmtMs(info.resolution_ms)}` : "";
   const scope = info.scope ? ` · ${info.scope}` : "";
   return (
-    `energy source: ${info.source ?? "–"} (${info.kind}${scope})${res} · price ${s.price_per_kwh}/kWh · ` +
+    `energy source: ${info.source ?? "–"} (${info.kind}${scope})${res} · price ${s.price_per_kwh} USD/kWh · ` +
     `${s.carbon_g_per_kwh} gCO₂e/kWh`
   );
 }
@@ -121,7 +132,7 @@ export class SummaryCards {
         if (c.title) card.title = c.title;
         card.append(h("div", "lew-card-label", c.label), h("div", "lew-card-value", c.value));
         if (c.sub) card.append(h("div", "lew-card-sub", c.sub));
-        card.append(badge(c.kind, c.scope));
+        card.append(badge(c.kind, c.scope, c.tip));
         return card;
       }),
       h("div", "lew-muted lew-cards-note", summaryNote(this.store)),

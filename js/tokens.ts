@@ -1,8 +1,8 @@
 // The generated text as tokens coloured by energy; hover for details, click to show in the heatmap.
 
-import { h, Tooltip } from "./dom";
-import { fmtEnergy, fmtMs, fmtNum, fmtPct } from "./format";
-import { kindText, outsideName } from "./names";
+import { badge, h, Tooltip } from "./dom";
+import { fmtEnergy, fmtMs, fmtNum, fmtPct, niceStep } from "./format";
+import { kindText, kindTip, outsideName } from "./names";
 import type { RunStore } from "./store";
 import { colormap, rgb, textOn } from "./theme";
 
@@ -33,22 +33,93 @@ export function tokenTip(s: RunStore, i: number): string[] {
   return lines;
 }
 
+export interface TokenPart {
+  text: string;
+  /** A stand-in for whitespace (↵ newline, · space, → tab, ∅ nothing), shown muted. */
+  glyph: boolean;
+}
+
+const GLYPH: Record<string, string> = { " ": "·", "\t": "→", "\n": "↵", "\r": "" };
+
+/**
+ * How a token's text is shown. Whitespace-only tokens would be invisible (and not hoverable):
+ * their characters are shown as ·, → and ↵; every newline gets its ↵ and still breaks the line;
+ * an empty token shows ∅. The tooltip keeps the exact text.
+ */
+export function tokenParts(text: string): TokenPart[] {
+  if (text === "") return [{ text: "∅", glyph: true }];
+  const out: TokenPart[] = [];
+  const add = (t: string, glyph: boolean) => {
+    if (!t) return;
+    const last = out[out.length - 1];
+    if (last && last.glyph === glyph) last.text += t;
+    else out.push({ text: t, glyph });
+  };
+  const blank = /^\s+$/.test(text);
+  for (const ch of text) {
+    if (ch === "\n") {
+      add("↵", true);
+      add("\n", false);
+    } else if (blank) add(GLYPH[ch] ?? ch, true);
+    else add(ch, false);
+  }
+  return out.length ? out : [{ text: "∅", glyph: true }];
+}
+
+export interface TokenScale {
+  lo: number;
+  hi: number;
+  /** Taken from the prefill token alone (no decode token yet): dropped at the first one. */
+  prefillOnly: boolean;
+}
+
+/**
+ * The token colour scale: the decode tokens' energies from the 2nd to the 98th percentile (the
+ * prefill token, which carries the whole prompt, is clamped; it is used only while alone),
+ * widened outward to a round step. `prev` is kept while that range still fits in it, so colours
+ * stay put as tokens arrive: the scale changes in a few steps, not with every token.
+ */
+export function nextTokenScale(prev: TokenScale | null, s: RunStore): TokenScale | null {
+  const e = s.tokEnergy.data;
+  const v: number[] = [];
+  for (let i = 0; i < s.nTokens; i++) if (e[i] === e[i] && s.tokPhase[i] !== "prefill") v.push(e[i]);
+  const prefillOnly = !v.length;
+  if (prefillOnly) for (let i = 0; i < s.nTokens; i++) if (e[i] === e[i]) v.push(e[i]);
+  if (!v.length) return prev;
+  // the prefill token's energy is the whole prompt's: a scale made of it alone is no base to widen
+  if (prev && prev.prefillOnly && !prefillOnly) prev = null;
+  v.sort((a, b) => a - b);
+  const n = v.length;
+  const a = n >= 10 ? v[Math.ceil(0.02 * (n - 1))] : v[0];
+  const b = n >= 10 ? v[Math.floor(0.98 * (n - 1))] : v[n - 1];
+  if (prev && prev.lo <= a && b <= prev.hi) return prev;
+  const step = niceStep(b > a ? (b - a) / 4 : Math.abs(b) * 0.1 || 1e-6);
+  const lo = Math.max(0, Math.floor(a / step) * step);
+  let hi = Math.ceil(b / step) * step;
+  if (!(hi > lo)) hi = lo + step;
+  return { lo: prev ? Math.min(lo, prev.lo) : lo, hi: prev ? Math.max(hi, prev.hi) : hi, prefillOnly };
+}
+
+/** Tokens shown since the scale last changed, below which a live run says it is still growing. */
+const SETTLED_TOKENS = 10;
+
 export class TokenStream {
   el = h("div", "lew-panel lew-tokens");
   private box = h("div", "lew-token-box");
-  private scaleNote = h("span", "lew-muted");
+  private legend = h("span", "lew-scale");
   private spans: HTMLSpanElement[] = [];
   private texts: string[] = [];
   private coloured: Float64Array = new Float64Array(0); // energy each span was coloured with
-  private lo = Infinity;
-  private hi = -Infinity;
+  private scale: TokenScale | null = null;
+  private scaleAt = 0; // tokens when the scale last changed
   private drawnVersion = -1;
   private runKey = "";
+  private hot = -1;
   recolours = 0;
 
   constructor(private store: RunStore, private tip: Tooltip, private onPick: (i: number) => void) {
     const head = h("div", "lew-panel-head");
-    head.append(h("span", "lew-title", "Tokens (colour: energy per token)"), this.scaleNote);
+    head.append(h("span", "lew-title", "Tokens (colour: energy per token)"), this.legend);
     this.el.append(head, this.box);
     this.box.addEventListener("mousemove", (ev) => this.onMove(ev));
     this.box.addEventListener("mouseleave", () => this.tip.hide());
@@ -59,9 +130,22 @@ export class TokenStream {
   }
 
   private indexOf(target: EventTarget | null): number {
-    const el = target as HTMLElement | null;
-    if (!el || !el.dataset || el.dataset.i === undefined) return -1;
+    const el = (target as HTMLElement | null)?.closest?.(".lew-tok") as HTMLElement | null;
+    if (!el || el.dataset.i === undefined) return -1;
     return Number(el.dataset.i);
+  }
+
+  /** Mark token i (the one under the power chart's cursor); -1: none. */
+  highlight(i: number): void {
+    if (this.hot >= 0) this.spans[this.hot]?.classList.remove("lew-tok-hot");
+    this.hot = i;
+    if (i >= 0) this.spans[i]?.classList.add("lew-tok-hot");
+  }
+
+  private setText(span: HTMLSpanElement, text: string): void {
+    const parts = tokenParts(text);
+    span.classList.toggle("lew-tok-ws", parts.every((p) => p.glyph || !p.text.trim()));
+    span.replaceChildren(...parts.map((p) => (p.glyph ? h("span", "lew-glyph", p.text) : document.createTextNode(p.text))));
   }
 
   draw(): void {
@@ -73,8 +157,9 @@ export class TokenStream {
       this.spans = [];
       this.texts = [];
       this.box.replaceChildren();
-      this.lo = Infinity;
-      this.hi = -Infinity;
+      this.scale = null;
+      this.scaleAt = 0;
+      this.hot = -1;
       this.coloured = new Float64Array(0);
     }
     if (this.coloured.length < s.nTokens) {
@@ -84,8 +169,9 @@ export class TokenStream {
     }
     const frag = document.createDocumentFragment();
     for (let i = this.spans.length; i < s.nTokens; i++) {
-      const span = h("span", "lew-tok", s.tokText[i] ?? "");
+      const span = h("span", "lew-tok");
       span.dataset.i = String(i);
+      this.setText(span, s.tokText[i] ?? "");
       this.spans.push(span);
       this.texts.push(s.tokText[i] ?? "");
       frag.append(span);
@@ -93,42 +179,59 @@ export class TokenStream {
     if (frag.childNodes.length) this.box.append(frag);
     for (let i = 0; i < s.nTokens; i++) {
       const text = s.tokText[i] ?? "";
-      if (this.texts[i] !== text) this.spans[i].textContent = this.texts[i] = text;
+      if (this.texts[i] !== text) this.setText(this.spans[i], (this.texts[i] = text));
     }
-    // The colour scale only widens (with headroom), so a recolour of every token is rare.
-    let grow = false;
-    const e = s.tokEnergy.data;
-    for (let i = 0; i < s.nTokens; i++) {
-      const v = e[i];
-      if (v !== v || v === this.coloured[i]) continue;
-      if ((v < this.lo || v > this.hi) && (s.tokPhase[i] !== "prefill" || s.nTokens === 1)) grow = true;
-    }
-    if (grow || !(this.hi > this.lo)) {
-      let lo = Infinity;
-      let hi = -Infinity;
-      // The prefill token carries the whole prompt's work: it is clamped, not allowed to flatten
-      // the scale of the decode tokens.
-      for (let i = 0; i < s.nTokens; i++) {
-        if (e[i] === e[i] && (s.tokPhase[i] !== "prefill" || s.nTokens === 1)) {
-          lo = Math.min(lo, e[i]);
-          hi = Math.max(hi, e[i]);
-        }
-      }
-      const pad = (hi - lo) * 0.25 || Math.abs(hi) * 0.1;
-      this.lo = Math.min(this.lo, lo - pad);
-      this.hi = Math.max(this.hi, hi + pad);
+    const scale = nextTokenScale(this.scale, s);
+    if (scale !== this.scale) {
+      this.scale = scale;
+      this.scaleAt = s.nTokens;
       this.coloured.fill(NaN);
       this.recolours++;
-      this.scaleNote.textContent = `${fmtEnergy(Math.max(0, this.lo))} … ${fmtEnergy(this.hi)} per token (prefill clamped)`;
     }
+    const e = s.tokEnergy.data;
+    if (scale) {
+      for (let i = 0; i < s.nTokens; i++) {
+        const v = e[i];
+        if (v !== v || v === this.coloured[i]) continue;
+        const c = colormap((v - scale.lo) / (scale.hi - scale.lo));
+        this.spans[i].style.background = rgb(c);
+        this.spans[i].style.color = textOn(c);
+        this.coloured[i] = v;
+      }
+    }
+    this.drawLegend();
+  }
+
+  /** The colour legend: a gradient from lo to hi with units, what is clamped, the kind. */
+  private drawLegend(): void {
+    const s = this.store;
+    const sc = this.scale;
+    if (!sc) {
+      this.legend.replaceChildren();
+      return;
+    }
+    const e = s.tokEnergy.data;
+    let above = false;
+    let prefillAbove = false;
     for (let i = 0; i < s.nTokens; i++) {
-      const v = e[i];
-      if (v !== v || v === this.coloured[i]) continue;
-      const c = colormap((v - this.lo) / (this.hi - this.lo || 1));
-      this.spans[i].style.background = rgb(c);
-      this.spans[i].style.color = textOn(c);
-      this.coloured[i] = v;
+      if (!(e[i] > sc.hi)) continue;
+      if (s.tokPhase[i] === "prefill") prefillAbove = true;
+      else above = true;
     }
+    const bar = h("span", "lew-gradient");
+    bar.style.background = `linear-gradient(to right, ${[0, 0.25, 0.5, 0.75, 1].map((x) => rgb(colormap(x))).join(", ")})`;
+    const info = s.powerInfo();
+    const kind = s.meta?.labels?.tokens ?? info.kind;
+    const notes: string[] = [];
+    if (prefillAbove) notes.push("prefill clamped");
+    if (s.live && s.nTokens - this.scaleAt < SETTLED_TOKENS) notes.push("scale still growing");
+    this.legend.replaceChildren(
+      h("span", "", fmtEnergy(sc.lo)),
+      bar,
+      h("span", "", `${above ? "≥ " : ""}${fmtEnergy(sc.hi)} per token`),
+      badge(kind, info.scope, kindTip(s.meta, info, kind, "tokens")),
+      ...(notes.length ? [h("span", "lew-muted", `(${notes.join(", ")})`)] : []),
+    );
   }
 
   private onMove(ev: MouseEvent): void {

@@ -49,6 +49,10 @@ export interface Names {
   metrics: Record<string, string>;
   units: Record<string, string>;
   outside_layers: string;
+  /** KIND_DEFINITIONS, FIGURE_ORIGINS, ESTIMATE_UNCERTAINTY: what a kind badge says on hover. */
+  kinds?: Record<string, string>;
+  origins?: Record<string, string>;
+  estimate_uncertainty?: string;
 }
 
 export interface Phase {

@@ -10,22 +10,33 @@ import { SummaryCards } from "./summary";
 import { clearThemeCache } from "./theme";
 import { TokenStream } from "./tokens";
 import type { AnyModel, Buffer, Callback, Header, Meta } from "./types";
+import { ViewState } from "./ui";
 
-const stores = new WeakMap<AnyModel, RunStore>();
+/** What every view of one widget model shares: the run's data and the user's choices. */
+interface Shared {
+  store: RunStore;
+  ui: ViewState;
+}
+
+// anywidget hands initialize and each render a fresh proxy of the model, so the proxy is no key:
+// the model's `meta` value is (the same object for every proxy until it changes, and re-keyed
+// when it does), so a re-render finds the store and the choices its model already has.
+const shared = new WeakMap<object, Shared>();
 const MAX_HIDDEN_FRAMES = 60; // about a second of frames
+const CLOCK_MS = 100; // the elapsed clock's tick while a phase runs
 
 interface Snapshot {
   header?: Header;
   buffers?: Buffer[];
 }
 
-function storeFor(model: AnyModel): RunStore {
-  let store = stores.get(model);
-  if (!store) {
-    store = new RunStore();
-    stores.set(model, store);
-  }
-  return store;
+function keyOf(model: AnyModel): object {
+  const meta = model.get("meta");
+  return meta && typeof meta === "object" ? meta : model;
+}
+
+function sharedFor(model: AnyModel): Shared | undefined {
+  return shared.get(keyOf(model));
 }
 
 function applySnapshotTrait(store: RunStore, snap: Snapshot | null | undefined): boolean {
@@ -36,13 +47,18 @@ function applySnapshotTrait(store: RunStore, snap: Snapshot | null | undefined):
 
 /** Once per model: the store every view of this model reads, fed by traits and messages. */
 function initialize({ model }: { model: AnyModel }): () => void {
-  const store = storeFor(model);
+  const sh: Shared = sharedFor(model) ?? { store: new RunStore(), ui: new ViewState() };
+  shared.set(keyOf(model), sh);
+  const store = sh.store;
   const meta = model.get("meta") as Meta | null;
   store.reset(meta, false);
   if (!applySnapshotTrait(store, model.get("snapshot")) && store.meta) {
     model.send({ type: "snapshot" }); // a late view of a live run: catch up, then follow deltas
   }
-  const onMeta: Callback = () => store.reset(model.get("meta"), true);
+  const onMeta: Callback = () => {
+    shared.set(keyOf(model), sh);
+    store.reset(model.get("meta"), true);
+  };
   const onSnap: Callback = () => applySnapshotTrait(store, model.get("snapshot"));
   const onMsg: Callback = (msg: Header, buffers: Buffer[]) => {
     if (msg && (msg.type === "delta" || msg.type === "snapshot")) store.receive(msg, buffers ?? []);
@@ -65,8 +81,13 @@ export interface FrameDetail {
 }
 
 function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void {
-  if (!stores.has(model)) initialize({ model });
-  const store = storeFor(model);
+  let sh = sharedFor(model);
+  let offInit: (() => void) | null = null;
+  if (!sh) {
+    offInit = initialize({ model });
+    sh = sharedFor(model)!;
+  }
+  const { store, ui } = sh;
   const root = h("div", "lew-root");
   root.dataset.testid = "llm-energy-widget";
   el.replaceChildren(root);
@@ -77,9 +98,9 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
   };
   const interactive = model.get("_static") !== true;
   const status = new StatusBar(store, interactive ? () => model.send({ type: "stop" }) : null);
-  const power = new PowerChart(store, tip, schedule);
-  const heat = new Heatmap(store, tip, schedule);
+  const heat = new Heatmap(store, tip, ui);
   const tokens = new TokenStream(store, tip, (i) => heat.showToken(i));
+  const power = new PowerChart(store, tip, schedule, ui, (i) => tokens.highlight(i), (i) => heat.showToken(i));
   const cards = new SummaryCards(store);
   const grid = h("div", "lew-grid");
   grid.append(heat.el, tokens.el);
@@ -89,11 +110,17 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
   // again within the same frame) is skipped and no resize is ever observed: look again on the
   // next frames, for a while; a longer hide ends with a resize, which schedules a frame.
   let hiddenFrames = 0;
+  let tick = false;
   function frame(): void {
     raf = 0;
     const t0 = performance.now();
-    status.draw();
-    const shown = [power.draw(), heat.draw()].every(Boolean);
+    // no run yet: nothing but the status line's "no run yet" (no panels claiming data)
+    const empty = !store.meta;
+    root.classList.toggle("lew-no-run", empty);
+    power.el.hidden = grid.hidden = empty;
+    status.draw(tick);
+    tick = false;
+    const shown = empty || [power.draw(), heat.draw()].every(Boolean);
     tokens.draw();
     cards.draw();
     if (shown) hiddenFrames = 0;
@@ -104,6 +131,13 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
     el.dispatchEvent(new CustomEvent("lew-frame", { detail }));
   }
   const off = store.onChange(schedule);
+  const offUi = ui.onChange(schedule);
+  // the elapsed clock moves between events while a phase of the run is open
+  const clock = setInterval(() => {
+    if (!store.working) return;
+    tick = true;
+    schedule();
+  }, CLOCK_MS);
   // The panels themselves: each can go from hidden (width 0) to shown without the root resizing.
   const ro = new ResizeObserver(schedule);
   ro.observe(root);
@@ -118,7 +152,10 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
   schedule();
   return () => {
     off();
+    offUi();
     offTheme();
+    offInit?.();
+    clearInterval(clock);
     ro.disconnect();
     if (raf) cancelAnimationFrame(raf);
     tip.hide();
@@ -178,11 +215,14 @@ export function staticModel(data: {
 }
 
 // The views' text, as pure functions of the store: what the tests check without a browser.
-export { cellTip, heatCaption } from "./heatmap";
-export { sourceNote } from "./power_chart";
+export { cellTip, colorScale, heatCaption, scaleLabels, scalePos } from "./heatmap";
+export { fmtCost, fmtG, fmtMs } from "./format";
+export { kindTip } from "./names";
+export { baselineGap, fitLabels, powerTip, sourceNote, timeTicks, tokenAt } from "./power_chart";
 export { statusItems } from "./status";
 export { summaryCards, summaryNote } from "./summary";
 export { PHASE_FILL } from "./theme";
-export { tokenTip } from "./tokens";
+export { nextTokenScale, tokenParts, tokenTip } from "./tokens";
+export { ViewState };
 export { RunStore };
 export default { initialize, render };

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .core.attribution import OUTSIDE_LAYERS
+from .core.format import format_cost
 from .core.schema import METRIC_LABELS, METRIC_UNITS, SUMMARY_LABELS
 from .power.record import RAILS
 
@@ -141,8 +142,7 @@ def summary_rows(run: Run) -> list[tuple[str, str, str]]:
     add("tokens_per_s", _num(s.get("tokens_per_s")), timing)
     add("ttft_ms", _num(s.get("ttft_ms"), "ms"), timing)
     add("edp_js", _num(s.get("edp_js"), "J·s"), ek)
-    cost = s.get("cost_usd")
-    add("cost_usd", "–" if cost is None else f"${cost:.3g}", labels["cost"])
+    add("cost_usd", format_cost(s.get("cost_usd")), labels["cost"])
     add("co2_g", _num(s.get("co2_g"), "g"), labels["co2"])
     if s.get("layer_coverage") is not None:
         add("layer_coverage", _pct(s.get("layer_coverage")), timing)

@@ -36,7 +36,15 @@ import numpy as np
 import traitlets
 
 from .core.attribution import OUTSIDE_LAYERS, layers_time_ms
-from .core.schema import METRIC_LABELS, METRIC_UNITS, SUMMARY_DEFINITIONS, SUMMARY_LABELS
+from .core.schema import (
+    ESTIMATE_UNCERTAINTY,
+    FIGURE_ORIGINS,
+    KIND_DEFINITIONS,
+    METRIC_LABELS,
+    METRIC_UNITS,
+    SUMMARY_DEFINITIONS,
+    SUMMARY_LABELS,
+)
 from .errors import InvalidInputError
 from .power.record import RAILS
 
@@ -276,6 +284,9 @@ VIEW_NAMES: dict[str, Any] = {
     "metrics": METRIC_LABELS,
     "units": METRIC_UNITS,
     "outside_layers": OUTSIDE_LAYERS,
+    "kinds": KIND_DEFINITIONS,
+    "origins": FIGURE_ORIGINS,
+    "estimate_uncertainty": ESTIMATE_UNCERTAINTY,
 }
 """The display names every view uses (`core.schema`), sent once in the meta: the frontend never
 spells a figure's name itself."""

@@ -177,7 +177,7 @@ def test_show_keeps_the_measured_price_and_reprices_only_when_asked(
     # 3 J = 3 / 3.6e6 kWh: at the measured 0.30 USD/kWh, 2.5e-7 USD; CO2 at 400 g/kWh
     assert main(["show", run.run_id, "--store", str(path)]) == 0
     out = capsys.readouterr().out
-    assert _line(out, "cost") == "2.5e-07 USD (modeled, at 0.3 USD/kWh)"
+    assert _line(out, "cost") == "$2.5e-07 (modeled, at 0.3 USD/kWh)"
     assert _line(out, "CO₂") == "0.0003333 g (modeled, at 400 g/kWh)"
     assert "re-priced" not in out
     # a run saved with no price in its settings keeps the one its stored summary had
@@ -190,7 +190,7 @@ def test_show_keeps_the_measured_price_and_reprices_only_when_asked(
     assert main(["show", run.run_id, "--store", str(path), "--price-per-kwh", "0.6"]) == 0
     out = capsys.readouterr().out
     assert _line(out, "cost") == (
-        "5e-07 USD (modeled, at 0.6 USD/kWh) — re-priced (measured with 0.3 USD/kWh, 400 g/kWh)"
+        "$5e-07 (modeled, at 0.6 USD/kWh) — re-priced (measured with 0.3 USD/kWh, 400 g/kWh)"
     )
     args = ["show", run.run_id, "--store", str(path), "--json", "--carbon-g-per-kwh", "100"]
     assert main(args) == 0

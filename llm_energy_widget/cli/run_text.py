@@ -16,6 +16,7 @@ import numpy as np
 
 from ..analysis.names import kind_scope, window_note
 from ..core.attribution import OUTSIDE_LAYERS
+from ..core.format import format_cost
 from ..core.schema import SUMMARY_DEFINITIONS, SUMMARY_LABELS
 from ..run import Run
 
@@ -106,7 +107,7 @@ def summary_rows(run: Run, price_note: str | None = None) -> list[tuple[str, str
     row("edp_js", fmt(s.get("edp_js"), " J·s"))
     price = s.get("price_per_kwh")
     carbon = s.get("carbon_g_per_kwh")
-    cost = f"{fmt(s.get('cost_usd'), ' USD')} (modeled, at {fmt(price)} USD/kWh)"
+    cost = f"{format_cost(s.get('cost_usd'), 'n/a')} (modeled, at {fmt(price)} USD/kWh)"
     co2 = f"{fmt(s.get('co2_g'), ' g')} (modeled, at {fmt(carbon)} g/kWh)"
     if price_note:
         cost += f" — {price_note}"

@@ -63,3 +63,29 @@ SUMMARY_DEFINITIONS: dict[str, str] = {
     "layer_coverage": "time inside hooked decoder layers / token time",
     "tail_energy_j": "from the last token to generate's return (wrap-up), in no token",
 }
+
+KIND_DEFINITIONS: dict[str, str] = {
+    "measured": "measured: read from a hardware or OS counter, meter or clock",
+    "estimated": "estimated: a model of power, not a measurement",
+    "modeled": "modeled: computed from measured or estimated figures by the model stated",
+}
+"""What each kind label means, shown where a badge is hovered."""
+
+ESTIMATE_UNCERTAINTY = (
+    "±50 % or worse in absolute terms (frequency, memory traffic and the platform are ignored): "
+    "compare runs on one machine, never as a measured figure"
+)
+"""The uncertainty of the built-in CPU-time estimate (power/estimate.py, README "Limits of the
+estimate"); an estimate from elsewhere (a replay trace) has its own model's."""
+
+FIGURE_ORIGINS: dict[str, str] = {
+    "timing": "the host clock at each token boundary, after the device finished its work",
+    "layers.time_ms": "timers around each hooked module's forward (device events on a GPU)",
+    "layers.activations": "statistics of each hooked module's output, reduced per token",
+    "layers.energy_j": "the token's energy × cell time / token time",
+    "layers.outside": "the token's energy × (1 − hooked time / token time)",
+    "cost": "total energy × the price per kWh",
+    "co2": "total energy × the carbon intensity per kWh",
+}
+"""Where the figures of each `Run.labels()` family come from, besides the power source (energy,
+power, phases, tokens: the source's own description says)."""

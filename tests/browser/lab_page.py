@@ -197,6 +197,30 @@ def canvas_colour_count(canvas: Locator) -> int:
     )
 
 
+TOAST_CSS = ".jp-toastContainer, .Toastify { display: none !important; }"
+
+
+def hide_toasts(page: Page) -> list[str]:
+    """Hide JupyterLab's notification toasts (they float over the outputs in screenshots) and
+    return what they said, so a test can still see them. Idempotent."""
+    texts = list(
+        page.evaluate(
+            """(css) => {
+              if (!document.getElementById('lew-no-toasts')) {
+                const s = document.createElement('style');
+                s.id = 'lew-no-toasts';
+                s.textContent = css;
+                document.head.appendChild(s);
+              }
+              return [...document.querySelectorAll('.jp-toastContainer .Toastify__toast')]
+                .map((t) => t.textContent || '');
+            }""",
+            TOAST_CSS,
+        )
+    )
+    return texts
+
+
 def set_theme(page: Page, theme: str) -> None:
     page.evaluate(
         "(theme) => window.jupyterapp.commands.execute('apputils:change-theme', {theme})", theme

@@ -23,6 +23,7 @@ from lab_harness import ARTIFACTS, REPO, LabServer
 from lab_page import (
     canvas_colour_count,
     cell_outputs,
+    hide_toasts,
     install_probe,
     open_notebook,
     outputs_text,
@@ -66,6 +67,9 @@ class Quickstart:
 
 def shot(root: Any, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    toasts = hide_toasts(root.page)  # a notification toast never hides the widget
+    if toasts:
+        print(f"{name}: toasts hidden: {toasts}")
     root.scroll_into_view_if_needed()
     root.screenshot(path=str(ARTIFACTS / name), animations="disabled")
 
@@ -169,14 +173,16 @@ def test_heatmap_cells_and_tokens_appear(qs: Quickstart) -> None:
     assert root.locator(".lew-token-box").inner_text().strip()
     canvas = root.locator(".lew-heatmap canvas")
     assert canvas.is_visible()
-    assert re.match(r"token \d+: ", root.locator(".lew-heatmap .lew-caption").inner_text())
+    # once the run is done the heatmap shows the mean over the decode tokens
+    caption = root.locator(".lew-heatmap .lew-caption").inner_text()
+    assert re.fullmatch(rf"mean over {n_tokens - 1} decode tokens \(prefill excluded\)", caption)
     assert canvas_colour_count(canvas) >= 8  # viridis cells, not a blank canvas
     canvas.hover(position={"x": 66, "y": 72})  # inside the cell of layer 0, first component
     tip = root.locator(".lew-tooltip")
     tip.wait_for(state="visible", timeout=5_000)
     lines = tip.inner_text().splitlines()
     assert re.fullmatch(r".+ · .+", lines[0]), lines
-    assert re.fullmatch(r"time: [\d.]+ (ms|s)", lines[1]), lines
+    assert re.fullmatch(r"time: [\d.]+ (µs|ms|s)", lines[1]), lines
     assert "measured" in lines[2], lines
     assert root.locator(".lew-cards").is_visible()
     assert root.locator(".lew-card-label", has_text="decode J/token").count() == 1
@@ -187,6 +193,11 @@ def test_token_tooltip_shows_energy_with_its_kind(qs: Quickstart) -> None:
     kind = root.locator(".lew-power .lew-source .lew-badge").inner_text().strip()
     # the kind, and the scope the estimate covers where the source says: "estimated · process"
     assert kind.split(" · ")[0] in ("measured", "estimated"), kind
+    # the badge explains itself: where the number comes from, an estimate's uncertainty
+    why = root.locator(".lew-power .lew-source .lew-badge").get_attribute("title") or ""
+    assert why.startswith(kind.split(" · ")[0] + ": "), why
+    if kind.startswith("estimated"):
+        assert "source estimate: ESTIMATE, not a measurement" in why and "±50 %" in why, why
     root.locator('.lew-tok[data-i="1"]').hover()
     tip = root.locator(".lew-tooltip")
     tip.wait_for(state="visible", timeout=5_000)
@@ -236,6 +247,71 @@ def test_dark_theme_restyles_the_widget(qs: Quickstart) -> None:
         _wait_light(page)
         _wait_charts_fit(page)
     _maybe_update_docs()
+
+
+def test_slider_takes_arrow_keys_inside_jupyterlab(qs: Quickstart) -> None:
+    """JupyterLab binds the arrows in command mode (move the cell cursor, collapse headings):
+    a focused token slider must get them instead."""
+    page = qs.page
+    root = widget(page, 0)
+    caption = root.locator(".lew-heatmap .lew-caption")
+    root.locator('.lew-tok[data-i="5"]').click()
+    expect(caption).to_have_text(re.compile(r"^token 5: "), timeout=5_000)
+    active = "() => window.jupyterapp.shell.currentWidget.content.activeCellIndex"
+    before = page.evaluate(active)
+    slider = root.locator(".lew-heatmap .lew-slider")
+    slider.focus()
+    page.keyboard.press("ArrowRight")
+    expect(caption).to_have_text(re.compile(r"^token 6: "), timeout=5_000)
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")
+    expect(caption).to_have_text(re.compile(r"^token 5: "), timeout=5_000)
+    page.keyboard.press("ArrowDown")  # a range input: one token back, not the next cell
+    expect(caption).to_have_text(re.compile(r"^token 4: "), timeout=5_000)
+    assert page.evaluate(active) == before, "the notebook took the arrow keys"
+    assert slider.evaluate("(s) => document.activeElement === s")
+
+
+def test_choices_survive_a_re_render_and_a_new_run(qs: Quickstart) -> None:
+    """anywidget gives each view a fresh proxy of the model: the user's metric, scale and token
+    are kept per model, for a second view of the widget and for the profiler's next run."""
+    page = qs.page
+    root = widget(page, 0)
+    metric = root.locator(".lew-heatmap select[aria-label='metric']")
+    scale = root.locator(".lew-heatmap select[aria-label='colour scale']")
+    metric.select_option(label="energy (modeled)")
+    scale.select_option(value="log")
+    root.locator('.lew-tok[data-i="2"]').click()
+    caption = root.locator(".lew-heatmap .lew-caption")
+    expect(caption).to_have_text(re.compile(r"^token 2: "), timeout=5_000)
+    n_roots = page.locator(".jp-Notebook .lew-root").count()
+
+    run_code(page, "w")  # the profiler's widget again: a new view of the same model
+    view = widget(page, n_roots)
+    view.locator(".lew-tok").first.wait_for(timeout=30_000)
+    for v in (root, view):
+        sel = v.locator(".lew-heatmap select[aria-label='metric']")
+        assert sel.evaluate("(s) => s.selectedOptions[0].textContent") == "energy (modeled)"
+        assert v.locator(".lew-heatmap select[aria-label='colour scale']").input_value() == "log"
+    expect(view.locator(".lew-heatmap .lew-caption")).to_have_text(re.compile(r"^token 2: "))
+
+    out = run_code(
+        page,
+        'run2 = profiler.generate("Say hello.", max_new_tokens=6, min_new_tokens=6,'
+        " do_sample=False)\nrun2.wait()\nprint(run2.status, run2.run_id)",
+        timeout_ms=RUN_MS,
+    )
+    text = outputs_text([out])
+    assert text.startswith("completed "), text
+    run_id = text.split()[1]
+    for v in (root, view):
+        expect(v.locator(".lew-run-title")).to_contain_text(run_id, timeout=30_000)
+        wait_state(v, "completed", 30_000)
+        sel = v.locator(".lew-heatmap select[aria-label='metric']")
+        assert sel.evaluate("(s) => s.selectedOptions[0].textContent") == "energy (modeled)"
+        assert v.locator(".lew-heatmap select[aria-label='colour scale']").input_value() == "log"
+        expect(v.locator(".lew-heatmap .lew-caption")).to_have_text(re.compile(r"^token 2: "))
 
 
 def test_stop_button_ends_a_long_run_early(pages: Pages, lab: LabServer) -> None:

@@ -193,7 +193,7 @@ const el = document.getElementById("w");
 el.addEventListener("lew-frame", (ev) => frames.push(ev.detail));
 const mod = await import("data:text/javascript;base64,%BUNDLE%");
 window.lew = {
-  model, sent, frames, state,
+  model, sent, frames, state, mod,
   set(k, v) { state[k] = v; (listeners["change:" + k] || []).forEach((cb) => cb()); },
   setSnapshot(h, bufs) { this.set("snapshot", { header: h, buffers: bufs.map(b64) }); },
   msg(h, bufs) {
