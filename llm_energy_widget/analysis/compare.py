@@ -398,7 +398,7 @@ class Comparison:
             tt, yy = _envelope(t_s, pw["total_w"], MAX_LINE_POINTS)
             reduced = reduced or tt.size < t_s.size
             fig.add_trace(
-                go.Scatter(x=compact(tt, 7), y=compact(yy), name=label, mode="lines",
+                go.Scatter(x=compact(tt, 6), y=compact(yy), name=label, mode="lines",
                            hovertemplate="%{x:.3f} s: %{y:.4g} W<extra></extra>")
             )  # fmt: skip
         drawn = f"; lines drawn from <= {MAX_LINE_POINTS} points (min/max per bucket)"

@@ -66,11 +66,12 @@ NO_LAYER_DATA = "no layer data"
 BETWEEN_TOKENS = "in phase, outside tokens"
 """A phase's energy outside its tokens' intervals (clock gaps), kept so the sankey conserves."""
 
-MAX_LINE_POINTS = 1200
-"""Points per power line at most (a min/max pair per bucket): a line wider than the plot in
-pixels draws nothing more, and every point is paid twice in the saved notebook."""
-MAX_TOKEN_BARS = 512
-"""Bars of the token waterfall at most; longer runs bin their decode tokens."""
+MAX_LINE_POINTS = 800
+"""Points per power line at most (a min/max pair per bucket, about one bucket per 2 px of a
+notebook-wide plot): more draws nothing new, and every point is paid twice in the saved notebook."""
+MAX_TOKEN_BARS = 300
+"""Bars of the token waterfall at most (under 3 px a bar is no longer one token to the eye);
+longer runs bin their decode tokens."""
 MAX_TREEMAP_LAYERS = 12
 MAX_TREEMAP_COMPONENTS = 8
 MAX_SANKEY_LAYERS = 10
@@ -208,7 +209,7 @@ class RunFigures:
             width = 2.2 if col == "total_w" else 1.3
             fig.add_trace(
                 go.Scatter(
-                    x=compact(tt, 7), y=compact(yy), name=label, mode="lines",
+                    x=compact(tt, 6), y=compact(yy), name=label, mode="lines",
                     line={"color": RAIL_COLORS.get(col, FONT_COLOR), "width": width},
                     hovertemplate=f"{label}: %{{y:.4g}} W<extra></extra>",
                 ),
@@ -323,7 +324,7 @@ class RunFigures:
             )  # fmt: skip
             fig.add_trace(
                 go.Bar(
-                    x=compact(centres, 7), y=compact(means), width=[k] * len(centres),
+                    x=compact(centres, 6), y=compact(means), width=[k] * len(centres),
                     name=f"decode, mean J/token per {k} tokens ({kind})", marker_color=decode_c,
                     marker_line_width=0, hovertext=labels,
                     customdata=[[lo, hi] for lo, hi in zip(compact(lows), compact(highs),

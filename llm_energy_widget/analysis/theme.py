@@ -105,8 +105,10 @@ def style(
     wrapped title never runs into the plot; `extra_top_px` makes room for subplot titles.
     """
     text, n_lines = title_text(main, details)
+    # assigned, not merged: update_layout would merge it into plotly's default template (7 KB
+    # of defaults in every figure, twice per output)
+    fig.layout.template = template()
     fig.update_layout(
-        template=template(),
         title={
             "text": text, "x": 0.0, "xanchor": "left", "xref": "paper",
             "y": 1.0, "yref": "container", "yanchor": "top", "pad": {"t": 14},

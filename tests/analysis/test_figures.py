@@ -289,7 +289,7 @@ def test_long_runs_stay_small_and_keep_their_peaks() -> None:
     total = next(t for t in fig.data if t.name == "total")
     assert max(total.y) == pytest.approx(float(np.nanmax(pw["total_w"])), rel=1e-3)
     assert min(total.y) == pytest.approx(float(np.nanmin(pw["total_w"])), rel=1e-3)
-    assert "drawn from <= 1200 points" in _title(fig)
+    assert "drawn from <= 800 points" in _title(fig)
 
     wf = r.figures.token_waterfall()
     prefill, decode, line = wf.data
