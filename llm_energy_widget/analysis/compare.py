@@ -500,7 +500,7 @@ class Comparison:
 
 
 _NUM = "text-align:right;font-variant-numeric:tabular-nums"
-_SUB = "font-weight:normal;font-size:85%;opacity:0.75"
+_SUB = "font-weight:normal;font-size:85%;opacity:0.75;white-space:nowrap"
 
 
 def _fmt(v: Any) -> str:

@@ -349,6 +349,7 @@ class RunFigures:
                 "title": {"text": f"cumulative energy (J, {kind})"},
                 "overlaying": "y",
                 "side": "right",
+                "tickmode": "auto",  # round numbers of its own, not ticks synced to the left axis
                 "showgrid": False,
                 "rangemode": "tozero",
                 "linecolor": GRID_COLOR,
@@ -420,7 +421,7 @@ class RunFigures:
         fig.update_xaxes(showgrid=False)
         return style(
             fig,
-            f"{name} per layer x component",
+            f"{name[:1].upper()}{name[1:]} per layer x component",
             f"{unit + ', ' if unit else ''}{kind}{src}; {agg}{note}",
             height_px=int(min(max(200 + 18 * len(run.layer_names), 380), 1000)),
             x="component",

@@ -73,7 +73,7 @@ def test_layer_heatmap(run: Run) -> None:
     assert "measured" in _title(t) and "token 2" in _title(t)
     # activation statistics are averaged over the decode tokens only (8 tokens: 7 decode)
     act = run.figures.layer_heatmap("act_max")
-    assert "max |x|" in _title(act) and "mean over 7 decode tokens (prefill excluded)" in _title(
+    assert "Max |x|" in _title(act) and "mean over 7 decode tokens (prefill excluded)" in _title(
         act
     )
     assert list(act.data[0].y) == ["L0", "L1", "L2"]
@@ -160,7 +160,7 @@ def test_heatmap_means_exclude_the_prefill_token() -> None:
     fig = r.figures.layer_heatmap("act_mean")
     # mean |x| is 10 in the prefill token, 1 and 3 in the decode tokens
     assert np.asarray(fig.data[0].z, dtype=float) == pytest.approx(np.full((2, 2), 2.0))
-    assert _title(fig).startswith("mean |x| per layer x component measured;")
+    assert _title(fig).startswith("Mean |x| per layer x component measured;")
     assert "mean over 2 decode tokens (prefill excluded)" in _title(fig)
     assert fig.data[0].colorbar.title.text == "mean |x|"
     energy = r.figures.layer_heatmap()
