@@ -315,14 +315,25 @@ def test_saved_notebook_plotlyjs_once_and_small_outputs_after_a_rerun(
     shutil.copy(lab.root / NAME, ARTIFACTS / "figures-saved.ipynb")
 
 
-def test_reopened_notebook_renders_without_running(fx: Figures, lab: LabServer, pages: Any) -> None:
+def test_reopened_untrusted_notebook_renders_without_running(
+    fx: Figures, lab: LabServer, pages: Any
+) -> None:
     saved = lab.root / NAME
     assert PLOTLYJS_MARKER in saved.read_text(), "run the save test first (module order)"
+    # as a colleague receives it: edited elsewhere, so its signature no longer matches and
+    # JupyterLab opens it untrusted (no script in any HTML output runs)
+    nb = json.loads(saved.read_text())
+    nb["cells"][0]["source"] = "# received from a colleague\n" + "".join(nb["cells"][0]["source"])
     reopened = lab.root / "figures-reopened.ipynb"
-    shutil.copy(saved, reopened)
+    reopened.write_text(json.dumps(nb, indent=1))
     p = pages.new("reopened")
     p.page.set_viewport_size(TALL)
     open_notebook(p.page, lab.url, reopened.name)
+    trusted = p.page.evaluate(
+        """() => window.jupyterapp.shell.currentWidget.content.widgets
+             .filter((c) => c.model.type === 'code').map((c) => c.model.trusted)"""
+    )
+    assert trusted == [False] * len(trusted) and trusted, trusted
     p.page.wait_for_function(
         "(n) => [...document.querySelectorAll('.jp-Notebook .jp-RenderedPlotly')]"
         ".filter((o) => o.getBoundingClientRect().height >= 300).length >= n",
