@@ -284,6 +284,9 @@ class Comparison:
         sources = sorted({str(r.power_info.get("source", "unknown")) for r in self.runs})
         return f"{'/'.join(kinds)}, source {'/'.join(sources)}"
 
+    def _plot_labels(self) -> list[str]:
+        return [_plot_text(label) for label in self.labels]
+
     def _bars_height(self) -> int:
         return int(min(max(150 + 34 * len(self.runs), 300), 900))
 
@@ -308,7 +311,7 @@ class Comparison:
             x = t[key] if key in t.columns else [None] * len(t)
             fig.add_trace(
                 go.Bar(
-                    y=list(t["label"]), x=compact(x), orientation="h",
+                    y=self._plot_labels(), x=compact(x), orientation="h",
                     name=SUMMARY_LABELS[key], marker_color=PALETTE[col - 1],
                     marker_line_width=0, customdata=list(t["run_id"]),
                     hovertemplate=f"%{{y}}<br>{SUMMARY_LABELS[key]}: %{{x:.4g}}"
@@ -342,7 +345,7 @@ class Comparison:
             if col in t.columns and t[col].notna().any():
                 fig.add_trace(
                     go.Bar(
-                        y=list(t["label"]), x=compact(t[col]), name=name, orientation="h",
+                        y=self._plot_labels(), x=compact(t[col]), name=name, orientation="h",
                         marker_color=PHASE_COLORS.get(name), marker_line_width=0,
                         hovertemplate=f"%{{y}}<br>{name}: %{{x:.4g}} J<extra></extra>",
                     )
@@ -372,7 +375,8 @@ class Comparison:
             per_layer = np.nansum(arr[rows, :, :, ei], axis=(0, 2)) / max(len(rows), 1)
             fig.add_trace(
                 go.Scatter(x=[layer_label(n) for n in r.layer_names], y=compact(per_layer),
-                           name=f"{label} ({how})", mode="lines+markers", text=r.layer_names,
+                           name=_plot_text(f"{label} ({how})"), mode="lines+markers",
+                           text=r.layer_names,
                            hovertemplate="%{x} (%{text}): %{y:.4g} J<extra></extra>")
             )  # fmt: skip
         return style(
@@ -398,7 +402,7 @@ class Comparison:
             tt, yy = _envelope(t_s, pw["total_w"], MAX_LINE_POINTS)
             reduced = reduced or tt.size < t_s.size
             fig.add_trace(
-                go.Scatter(x=compact(tt, 6), y=compact(yy), name=label, mode="lines",
+                go.Scatter(x=compact(tt, 6), y=compact(yy), name=_plot_text(label), mode="lines",
                            hovertemplate="%{x:.3f} s: %{y:.4g} W<extra></extra>")
             )  # fmt: skip
         drawn = f"; lines drawn from <= {MAX_LINE_POINTS} points (min/max per bucket)"
@@ -497,6 +501,12 @@ class Comparison:
         for i, n in enumerate(names):
             tabs.set_title(i, n.replace("_", " "))
         return widgets.VBox([table, tabs])
+
+
+def _plot_text(text: str) -> str:
+    """A run label as plotly text: plotly reads tags in it ('<b>' in a prompt would turn bold),
+    and shows entities as the characters they stand for."""
+    return html.escape(text, quote=False)
 
 
 _NUM = "text-align:right;font-variant-numeric:tabular-nums"

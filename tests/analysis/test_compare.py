@@ -186,3 +186,13 @@ def test_the_headline_says_each_columns_kind() -> None:
     mixed = compare([a, b]).headline_html()
     assert ">J · kind per run →<" in mixed and "measured · device (rapl)" in mixed
     assert "not comparable" in mixed
+
+
+def test_labels_with_markup_are_shown_as_text() -> None:
+    a = _run_with(1, prompt="<b>bold</b> <img src=x onerror=alert(1)>")
+    b = _run_with(2, prompt="plain")
+    c = compare([a, b])
+    head = c.headline_html()
+    assert "<img" not in head and "&lt;b&gt;bold&lt;/b&gt; &lt;img src=x…" in head
+    ticks = list(c.figures["efficiency"].data[0].y)
+    assert all("<" not in t for t in ticks) and "&lt;b&gt;bold&lt;/b&gt;" in ticks[0]
