@@ -1,14 +1,17 @@
 """Side-by-side comparison of runs: one table and a few figures on common axes.
 
-The headline columns are `decode_j_per_token`, `prefill_j_per_prompt_token` and
-`decode_tokens_per_s`; the table keeps the summary's keys, the text, the HTML and the figures show
-them by their `core.schema` names (`decode J/token`, …).
+Displayed, a comparison leads with the headline numbers (`HEADLINE`: decode J/token, prefill
+J/prompt token, decode tokens/s, the prefill / decode / tail energies and the total, each column
+with its kind), its runs labelled by what differs between them (model, prompt, level, power
+source, settings), then its figures, each a full-size output. The table keeps the summary's keys;
+the text, the HTML and the figures show them by their `core.schema` names (`decode J/token`, …).
 """
 
 from __future__ import annotations
 
 import html
 import math
+import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +20,9 @@ import numpy as np
 from ..core.schema import SUMMARY_LABELS
 from ..errors import InvalidInputError
 from ..run import Run
-from .figures import decode_rows
-from .names import layer_label, summary_name
+from .figures import MAX_LINE_POINTS, PHASE_COLORS, _envelope, decode_rows
+from .names import kind_scope, layer_label, summary_name, summary_unit
+from .theme import PALETTE, compact, style
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,9 +40,9 @@ TABLE_COLUMNS = (
     "energy_resolution_ms",
 )  # fmt: skip
 TEXT_COLUMNS = (
-    "label", "run_id", "status", "output_tokens", "decode_j_per_token",
-    "prefill_j_per_prompt_token", "decode_tokens_per_s", "ttft_ms", "total_energy_j",
-    "prefill_share", "energy_kind",
+    "label", "run_id", "status", "decode_j_per_token", "prefill_j_per_prompt_token",
+    "decode_tokens_per_s", "prefill_energy_j", "decode_energy_j", "tail_energy_j",
+    "total_energy_j", "energy_kind", "energy_scope",
 )  # fmt: skip
 
 
@@ -74,39 +78,124 @@ def _resolve(runs: Any, store: Store | None) -> list[Run]:
     return out
 
 
-def _labels(runs: Sequence[Run]) -> list[str]:
-    """Short labels from what differs between the runs (settings, model, level)."""
+PROMPT_CHARS = 28
+"""A prompt in a run label is cut to this many characters (after the prefix all prompts share)."""
+SETTING_ORDER = (
+    "max_new_tokens", "input_tokens", "batch_size", "dtype", "device", "do_sample",
+    "temperature", "top_p", "top_k", "num_beams", "repetition_penalty",
+)  # fmt: skip
+"""Settings in labels come in this order, the rest alphabetically after them."""
+NOT_IN_LABELS = frozenset(
+    {"generate_kwargs", "sweep_point", "price_per_kwh", "carbon_g_per_kwh", "pad_token_id",
+     "eos_token_id", "streamer", "interval_ms", "baseline_s"}
+)  # fmt: skip
+"""Keys that do not tell runs apart for a reader (bookkeeping, prices, the poll rhythm)."""
 
-    def facets(r: Run) -> dict[str, Any]:
-        f: dict[str, Any] = {"model": r.model.get("name"), "level": r.level}
-        for k in ("max_new_tokens", "batch_size", "dtype", "device", "input_tokens"):
-            if r.settings.get(k) is not None:
-                f[k] = r.settings[k]
-        for k, v in (r.settings.get("generate_kwargs") or {}).items():
-            if k not in ("max_new_tokens", "pad_token_id") and isinstance(v, (int, float, str)):
-                f[k] = v
-        return f
 
-    fs = [facets(r) for r in runs]
-    keys = sorted({k for f in fs for k in f})
-    varying = [k for k in keys if len({repr(f.get(k)) for f in fs}) > 1]
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str))
+
+
+def _facets(r: Run) -> dict[str, Any]:
+    """What a run was: its model, prompt, level, power source and every scalar setting."""
+    name = r.model.get("name")
+    f: dict[str, Any] = {
+        "model": str(name).rstrip("/").rsplit("/", 1)[-1] if name else None,
+        "prompt": r.prompt,
+        "level": r.level,
+        "power": r.power_info.get("source"),
+    }
+    for k, v in (r.settings.get("generate_kwargs") or {}).items():
+        if k not in NOT_IN_LABELS and _scalar(v):
+            f[k] = v
+    for k, v in r.settings.items():
+        if k not in NOT_IN_LABELS and _scalar(v) and v is not None:
+            f[k] = v
+    return f
+
+
+def _setting_rank(key: str) -> tuple[int, str]:
+    return (SETTING_ORDER.index(key) if key in SETTING_ORDER else len(SETTING_ORDER), key)
+
+
+def _shared_rank(key: str) -> tuple[int, int, str]:
+    """What all runs share, in the caption: model, level, power source, then the settings."""
+    first = ("model", "level", "power")
+    return (0, first.index(key), key) if key in first else (1, *_setting_rank(key))
+
+
+def _prompt_parts(prompts: Sequence[str]) -> list[str]:
+    """Each prompt shortened to what tells it apart: the shared prefix dropped (at a word
+    boundary), the rest cut to PROMPT_CHARS (at a word boundary where one is near)."""
+    texts = [" ".join(str(p).split()) for p in prompts]
+    common = os.path.commonprefix(texts)  # noqa: RUF071 (characters are what is meant)
+    cut = common.rfind(" ") + 1 if len(set(texts)) > 1 else 0
+    out = []
+    for t in texts:
+        rest = t[cut:]
+        short = rest
+        if len(rest) > PROMPT_CHARS:
+            cut_at = rest[: PROMPT_CHARS - 1]
+            word = cut_at.rfind(" ")
+            short = (cut_at[:word] if word > PROMPT_CHARS // 2 else cut_at).rstrip() + "…"
+        out.append(f"prompt “{'…' if cut else ''}{short}”")
+    return out
+
+
+def run_labels(runs: Sequence[Run]) -> tuple[list[str], dict[str, Any]]:
+    """Each run's label from what differs between the runs, and what they all share.
+
+    The model, the prompt, the level, the power source and the settings that vary make the
+    label ("SmolLM2-135M-Instruct · max_new_tokens=16"); runs alike in all of them are told
+    apart by their order and id ("run 2 · 3f2a9c").
+    """
+    fs = [_facets(r) for r in runs]
+    keys = {k for f in fs for k in f}
+    varying = {k for k in keys if len({repr(f.get(k)) for f in fs}) > 1}
+    shared = {k: fs[0].get(k) for k in keys - varying if fs and fs[0].get(k) is not None}
+    prompts = _prompt_parts([f.get("prompt") or "" for f in fs]) if "prompt" in varying else None
+    settings = sorted(varying - {"model", "prompt", "level", "power"}, key=_setting_rank)
     labels = []
-    for r, f in zip(runs, fs, strict=True):
-        parts = [f"{k}={f.get(k)}" for k in varying if k != "model"]
+    for i, f in enumerate(fs):
+        parts: list[str] = []
         if "model" in varying:
-            parts.insert(0, str(f.get("model")).rsplit("/", 1)[-1])
-        labels.append(" ".join(parts) or r.run_id[:8])
+            parts.append(str(f.get("model")))
+        if prompts is not None:
+            parts.append(prompts[i])
+        for k in ("level", "power"):
+            if k in varying:
+                parts.append(f"{k}={f.get(k)}")
+        parts += [f"{k}={f.get(k)}" for k in settings]
+        labels.append(" · ".join(parts))
     if len(set(labels)) < len(labels):
-        labels = [f"{lab} [{r.run_id[:6]}]" for lab, r in zip(labels, runs, strict=True)]
-    return labels
+        labels = [
+            " · ".join(p for p in (lab, f"run {i + 1}", r.run_id[:6]) if p)
+            for i, (lab, r) in enumerate(zip(labels, runs, strict=True))
+        ]
+    shared.pop("prompt", None)
+    return labels, shared
+
+
+HEADLINE = (
+    "decode_j_per_token", "prefill_j_per_prompt_token", "decode_tokens_per_s",
+    "prefill_energy_j", "decode_energy_j", "tail_energy_j", "total_energy_j",
+)  # fmt: skip
+"""The columns `compare()` leads with, in this order; `.table` has the rest."""
+TIMING_KEYS = frozenset({"decode_tokens_per_s", "tokens_per_s", "ttft_ms", "duration_ms"})
+"""Headline numbers measured by the clock whatever the power source (the rest are energies)."""
 
 
 class Comparison:
-    """`.table` (one row per run), `.figures` (plotly), rich display in notebooks."""
+    """`.table` (one row per run), `.figures` (plotly), rich display in notebooks.
+
+    Displayed, it leads with the headline numbers of each run (names from
+    `core.schema.SUMMARY_LABELS`, each column with its kind), then shows every figure as its own
+    full-size output (`analysis.html`).
+    """
 
     def __init__(self, runs: Sequence[Run]) -> None:
         self.runs = list(runs)
-        self.labels = _labels(self.runs)
+        self.labels, self.shared = run_labels(self.runs)
         self.table = self._table()
         kinds = {r.power_info.get("kind") for r in self.runs}
         sources = {r.power_info.get("source") for r in self.runs}
@@ -178,7 +267,7 @@ class Comparison:
     # -- figures ----------------------------------------------------------------------------------
     @property
     def figures(self) -> dict[str, go.Figure]:
-        """name -> figure: efficiency, phase_split, layer_energy, power."""
+        """name -> figure: efficiency, phase_split, power, layer_energy (when layers exist)."""
         if self._figures is None:
             figs = {
                 "efficiency": self.efficiency_figure(),
@@ -195,6 +284,12 @@ class Comparison:
         sources = sorted({str(r.power_info.get("source", "unknown")) for r in self.runs})
         return f"{'/'.join(kinds)}, source {'/'.join(sources)}"
 
+    def _plot_labels(self) -> list[str]:
+        return [_plot_text(label) for label in self.labels]
+
+    def _bars_height(self) -> int:
+        return int(min(max(150 + 34 * len(self.runs), 300), 900))
+
     def efficiency_figure(self) -> go.Figure:
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
@@ -208,29 +303,62 @@ class Comparison:
         fig = make_subplots(
             rows=1,
             cols=len(panels),
-            subplot_titles=[f"{SUMMARY_LABELS[k]} ({kind})" for k, kind in panels],
+            shared_yaxes=True,
+            horizontal_spacing=0.04,
+            subplot_titles=[f"{SUMMARY_LABELS[k]} ({kind.split(',')[0]})" for k, kind in panels],
         )
         for col, (key, _) in enumerate(panels, start=1):
-            y = t[key] if key in t.columns else [None] * len(t)
-            fig.add_trace(go.Bar(x=t["label"], y=y, name=SUMMARY_LABELS[key]), 1, col)
-            fig.update_yaxes(title_text=SUMMARY_LABELS[key], row=1, col=col)
+            x = t[key] if key in t.columns else [None] * len(t)
+            fig.add_trace(
+                go.Bar(
+                    y=self._plot_labels(), x=compact(x), orientation="h",
+                    name=SUMMARY_LABELS[key], marker_color=PALETTE[col - 1],
+                    marker_line_width=0, customdata=list(t["run_id"]),
+                    hovertemplate=f"%{{y}}<br>{SUMMARY_LABELS[key]}: %{{x:.4g}}"
+                    "<br>run %{customdata}<extra></extra>",
+                ),
+                1, col,
+            )  # fmt: skip
+            fig.update_xaxes(title_text=SUMMARY_LABELS[key], rangemode="tozero", row=1, col=col)
+        fig.update_yaxes(autorange="reversed", showgrid=False)
         fig.update_layout(showlegend=False)
-        return _style(fig, f"Efficiency per run (energy {self._kind()})")
+        fig.update_annotations(font={"size": 12})
+        return style(
+            fig,
+            "Efficiency per run",
+            f"energy {self._kind()}; decode tokens/s measured",
+            height_px=self._bars_height() + 24,
+            legend_below=False,
+            extra_top_px=24,
+        )
 
     def phase_split_figure(self) -> go.Figure:
         import plotly.graph_objects as go
 
         t = self.table
         fig = go.Figure()
-        for col, name, color in (
-            ("prefill_energy_j", "prefill", "#d62728"),
-            ("decode_energy_j", "decode", "#1f77b4"),
-            ("tail_energy_j", "tail", "#9467bd"),
+        for col, name in (
+            ("prefill_energy_j", "prefill"),
+            ("decode_energy_j", "decode"),
+            ("tail_energy_j", "tail"),
         ):
             if col in t.columns and t[col].notna().any():
-                fig.add_trace(go.Bar(x=t["label"], y=t[col], name=name, marker_color=color))
-        fig.update_layout(barmode="stack", yaxis_title=f"energy (J, {self._kind()})")
-        return _style(fig, f"Prefill vs decode energy (J, {self._kind()})")
+                fig.add_trace(
+                    go.Bar(
+                        y=self._plot_labels(), x=compact(t[col]), name=name, orientation="h",
+                        marker_color=PHASE_COLORS.get(name), marker_line_width=0,
+                        hovertemplate=f"%{{y}}<br>{name}: %{{x:.4g}} J<extra></extra>",
+                    )
+                )  # fmt: skip
+        fig.update_layout(barmode="stack")
+        fig.update_yaxes(autorange="reversed", showgrid=False)
+        return style(
+            fig,
+            "Prefill vs decode energy",
+            f"J, {self._kind()}; tail: after the last token",
+            height_px=self._bars_height() + 40,
+            x=f"energy (J, {self._kind().split(',')[0]})",
+        )
 
     def layer_energy_figure(self) -> go.Figure:
         """Each layer's modeled energy per decode token (the prefill token excluded: it runs the
@@ -246,49 +374,121 @@ class Comparison:
             rows, how = decode_rows(arr.shape[0])
             per_layer = np.nansum(arr[rows, :, :, ei], axis=(0, 2)) / max(len(rows), 1)
             fig.add_trace(
-                go.Scatter(x=[layer_label(n) for n in r.layer_names], y=per_layer,
-                           name=f"{label} ({how})", mode="lines+markers", text=r.layer_names)
+                go.Scatter(x=[layer_label(n) for n in r.layer_names], y=compact(per_layer),
+                           name=_plot_text(f"{label} ({how})"), mode="lines+markers",
+                           text=r.layer_names,
+                           hovertemplate="%{x} (%{text}): %{y:.4g} J<extra></extra>")
             )  # fmt: skip
-        fig.update_layout(xaxis_title="layer", yaxis_title="energy per decode token (J, modeled)")
-        return _style(
+        return style(
             fig,
-            f"Energy per layer, mean over decode tokens (prefill excluded) "
-            f"(J, modeled: {self._kind()} split by measured time)",
+            "Energy per layer, mean over decode tokens (prefill excluded)",
+            f"J, modeled: {self._kind()} split by measured time",
+            height_px=420,
+            x="layer",
+            y="energy per decode token (J, modeled)",
         )
 
     def power_figure(self) -> go.Figure:
         import plotly.graph_objects as go
 
         fig = go.Figure()
+        reduced = False
         for label, r in zip(self.labels, self.runs, strict=True):
             pw = r.power_arrays()
             t0 = next((p["start_ms"] for p in r.phases() if p["name"] == "prefill"), None)
             if t0 is None:
                 t0 = float(pw["t_ms"][0]) if pw["t_ms"].size else 0.0
+            t_s = (pw["t_ms"] - t0) / 1000.0
+            tt, yy = _envelope(t_s, pw["total_w"], MAX_LINE_POINTS)
+            reduced = reduced or tt.size < t_s.size
             fig.add_trace(
-                go.Scatter(x=(pw["t_ms"] - t0) / 1000.0, y=pw["total_w"], name=label, mode="lines")
-            )
-        fig.update_layout(
-            xaxis_title="time since prefill start (s)", yaxis_title=f"power (W, {self._kind()})"
+                go.Scatter(x=compact(tt, 6), y=compact(yy), name=_plot_text(label), mode="lines",
+                           hovertemplate="%{x:.3f} s: %{y:.4g} W<extra></extra>")
+            )  # fmt: skip
+        drawn = f"; lines drawn from <= {MAX_LINE_POINTS} points (min/max per bucket)"
+        return style(
+            fig,
+            "Total power over time, aligned at prefill start",
+            f"W, {self._kind()}{drawn if reduced else ''}",
+            height_px=420,
+            x="time since prefill start (s)",
+            y=f"power (W, {self._kind().split(',')[0]})",
         )
-        return _style(fig, f"Total power over time, aligned at prefill start (W, {self._kind()})")
 
     # -- display ----------------------------------------------------------------------------------
-    def _table_html(self) -> str:
-        notes = "".join(f"<p><b>note:</b> {html.escape(n)}</p>" for n in self.notes)
-        table = self._named(self.table)
-        return table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–") + notes
+    def headline_html(self) -> str:
+        """The headline numbers of every run, each column with its kind, as an HTML table."""
+        t = self.table
+        kinds = [str(r.power_info.get("kind", "estimated")) for r in self.runs]
+        uniform = kinds[0] if len(set(kinds)) == 1 else None
+        cols = [k for k in HEADLINE if k in t.columns]
 
-    def to_html(self, include_plotlyjs: bool | str = True) -> str:
-        """Table and figures as one HTML fragment (plotly.js inline once: renders offline)."""
+        def kind_of(key: str) -> str:
+            if key in TIMING_KEYS:
+                return "measured"
+            return uniform if uniform is not None else "kind per run →"
+
+        def sub_of(key: str) -> str:
+            unit = summary_unit(key)
+            return f"{unit} · {kind_of(key)}" if unit else kind_of(key)
+
+        head = "".join(f"<th>{html.escape(SUMMARY_LABELS[k])}</th>" for k in cols)
+        sub = "".join(f'<th style="{_SUB}">{html.escape(sub_of(k))}</th>' for k in cols)
+        share = "prefill share (of prefill + decode)"
+        body = []
+        for i, (label, r) in enumerate(zip(self.labels, self.runs, strict=True)):
+            row = t.iloc[i]
+            cells = "".join(f'<td style="{_NUM}">{_fmt(row.get(k))}</td>' for k in cols)
+            sh = row.get("prefill_share")
+            share_cell = f"{100 * sh:.0f} %" if sh is not None and sh == sh else "–"
+            info = r.power_info
+            kind = kind_scope(info.get("kind", "estimated"), info.get("scope"))
+            body.append(
+                f'<tr><td style="text-align:left" title="run {html.escape(r.run_id)}">'
+                f"{html.escape(label)}</td>{cells}"
+                f'<td style="{_NUM}">{share_cell}</td>'
+                f'<td style="text-align:left">{html.escape(kind)} '
+                f"({html.escape(str(info.get('source', 'unknown')))})</td></tr>"
+            )
+        shared = ", ".join(
+            f"{k} {v}" if k in ("model", "level", "power") else f"{k}={v}"
+            for k, v in sorted(self.shared.items(), key=lambda kv: _shared_rank(kv[0]))
+            if k in ("model", "level", "power", *SETTING_ORDER)
+        )
+        caption = f"compare(): {len(self.runs)} run{'s' if len(self.runs) != 1 else ''}"
+        if self.experiment:
+            caption += f", experiment {self.experiment}"
+        if shared:
+            caption += f"; all share {shared}"
+        notes = "".join(
+            f'<p style="margin:0.3em 0"><b>note:</b> {html.escape(n)}</p>' for n in self.notes
+        )
+        return (
+            f'<div class="lew-compare"><p style="margin:0 0 0.4em 0">{html.escape(caption)}</p>'
+            f'<table><thead><tr><th style="text-align:left">run</th>{head}'
+            f'<th>{html.escape(share)}</th><th style="text-align:left">energy kind</th></tr>'
+            f'<tr><th></th>{sub}<th style="{_SUB}">{html.escape(kind_of("prefill_energy_j"))}'
+            f"</th><th></th></tr></thead><tbody>{''.join(body)}</tbody></table>{notes}"
+            '<p style="margin:0.4em 0 0 0;opacity:0.75">every column: <code>.table</code>; '
+            "the figures: <code>.figures</code></p></div>"
+        )
+
+    def to_html(self, include_plotlyjs: bool = True) -> str:
+        """Headline table and figures as one HTML fragment (plotly.js inline once: offline)."""
         from .html import figures_html
 
-        return self._table_html() + figures_html(
+        return self.headline_html() + figures_html(
             list(self.figures.values()), include_plotlyjs=include_plotlyjs
         )
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        return {"text/plain": repr(self), "text/html": self.to_html()}
+    def _ipython_display_(self) -> None:
+        """The headline table, then each figure as its own full-size output."""
+        from IPython.display import display
+
+        from .html import display_figures
+
+        display({"text/html": self.headline_html(), "text/plain": repr(self)}, raw=True)
+        display_figures(list(self.figures.values()))
 
     def widget(self) -> Any:
         """An ipywidgets Tab of plotly FigureWidgets (live kernel only; see `to_html` otherwise)."""
@@ -296,26 +496,35 @@ class Comparison:
         import plotly.graph_objects as go
 
         names = list(self.figures)
-        table = widgets.HTML(self._table_html())
+        table = widgets.HTML(self.headline_html())
         tabs = widgets.Tab(children=[go.FigureWidget(self.figures[n]) for n in names])
         for i, n in enumerate(names):
             tabs.set_title(i, n.replace("_", " "))
         return widgets.VBox([table, tabs])
 
 
+def _plot_text(text: str) -> str:
+    """A run label as plotly text: plotly reads tags in it ('<b>' in a prompt would turn bold),
+    and shows entities as the characters they stand for."""
+    return html.escape(text, quote=False)
+
+
+_NUM = "text-align:right;font-variant-numeric:tabular-nums"
+_SUB = "font-weight:normal;font-size:85%;opacity:0.75;white-space:nowrap"
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, (int, float, np.floating, np.integer)):
+        return f"{float(v):.4g}"
+    return html.escape(str(v))
+
+
 def _py(v: Any) -> Any:
     if isinstance(v, (np.floating, np.integer, np.bool_)):
         return v.item()
     return v
-
-
-def _style(fig: Any, title: str) -> Any:
-    fig.update_layout(
-        title={"text": title, "font": {"size": 14}},
-        template="plotly_white",
-        margin={"l": 60, "r": 30, "t": 70, "b": 60},
-    )
-    return fig
 
 
 def compare(runs: Any, store: Store | None = None) -> Comparison:

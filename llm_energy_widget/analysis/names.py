@@ -11,9 +11,18 @@ import re
 
 from ..core.schema import SUMMARY_LABELS
 
-__all__ = ["kind_scope", "layer_label", "summary_name", "window_note"]
+__all__ = ["kind_scope", "layer_label", "summary_name", "summary_unit", "window_note"]
 
 _UNITS = (("_ms", "ms"), ("_js", "J·s"), ("_j", "J"), ("_w", "W"), ("_usd", "USD"), ("_g", "g"))
+
+
+def summary_unit(key: str) -> str:
+    """'J' for `total_energy_j`: the unit its name does not say yet ('' for a rate such as
+    'decode J/token', which names its unit, and for keys without a unit suffix)."""
+    label = SUMMARY_LABELS.get(key)
+    if label is not None and "/" in label.split("(")[0]:
+        return ""
+    return next((unit for suffix, unit in _UNITS if key.endswith(suffix)), "")
 
 
 def summary_name(key: str) -> str:
@@ -23,12 +32,10 @@ def summary_name(key: str) -> str:
     inside it ('net energy (above baseline; J)'). Keys without a label are returned as they are.
     """
     label = SUMMARY_LABELS.get(key)
-    if label is None or "/" in label.split("(")[0]:
+    unit = summary_unit(key)
+    if label is None or not unit:
         return label or key
-    for suffix, unit in _UNITS:
-        if key.endswith(suffix):
-            return f"{label[:-1]}; {unit})" if label.endswith(")") else f"{label} ({unit})"
-    return label
+    return f"{label[:-1]}; {unit})" if label.endswith(")") else f"{label} ({unit})"
 
 
 def layer_label(name: str) -> str:

@@ -9,6 +9,8 @@ import pytest
 from lew_hand_runs import hand_run
 
 from llm_energy_widget.analysis import Comparison, compare
+from llm_energy_widget.analysis.compare import HEADLINE
+from llm_energy_widget.analysis.theme import plain_title
 from llm_energy_widget.core.schema import SUMMARY_LABELS
 from llm_energy_widget.errors import InvalidInputError, UnknownRunError
 from llm_energy_widget.run import Run
@@ -52,13 +54,15 @@ def test_headline_columns_by_their_names() -> None:
     for key in ("decode_j_per_token", "prefill_j_per_prompt_token", "decode_tokens_per_s"):
         assert SUMMARY_LABELS[key] in text
     assert "decode_j_per_token" not in text
-    assert "decode J/token" in c._table_html()
+    head = c.headline_html()
+    for key in HEADLINE:
+        assert f"<th>{SUMMARY_LABELS[key]}</th>" in head
     eff = c.figures["efficiency"]
     assert [t.name for t in eff.data] == [
         "decode J/token", "prefill J/prompt token", "decode tokens/s"
     ]  # fmt: skip
-    assert list(eff.data[1].y) == pytest.approx([0.25, 0.25])
-    assert list(eff.data[2].y) == pytest.approx([2 / 0.150] * 2)
+    assert list(eff.data[1].x) == pytest.approx([0.25, 0.25])
+    assert list(eff.data[2].x) == pytest.approx([2 / 0.150] * 2, rel=1e-3)
     assert [t.name for t in c.figures["phase_split"].data] == ["prefill", "decode", "tail"]
 
 
@@ -77,18 +81,17 @@ def test_figures_and_display() -> None:
     c = compare([a, b])
     assert set(c.figures) == {"efficiency", "phase_split", "power", "layer_energy"}
     eff = c.figures["efficiency"]
-    assert list(eff.data[0].y) == pytest.approx(
-        [a.summary()["decode_j_per_token"], b.summary()["decode_j_per_token"]]
+    assert list(eff.data[0].x) == pytest.approx(
+        [a.summary()["decode_j_per_token"], b.summary()["decode_j_per_token"]], rel=1e-3
     )
-    assert "modeled" in eff.layout.title.text
+    assert list(eff.data[0].y) == c.labels  # horizontal bars: run labels read on the y axis
+    assert "modeled" in plain_title(eff.layout.title.text)
     split = c.figures["phase_split"]
     assert split.layout.barmode == "stack" and [t.name for t in split.data] == ["prefill", "decode"]
     power = c.figures["power"]
     assert len(power.data) == 2 and power.data[0].x[0] <= 0.0  # aligned at prefill start
     assert "time since prefill start" in power.layout.xaxis.title.text
-    bundle = c._repr_mimebundle_()
-    assert "<table" in bundle["text/html"] and bundle["text/html"].count("Plotly.newPlot") == 4
-    assert a.run_id in bundle["text/plain"]
+    assert a.run_id in repr(c)
     w = c.widget()
     assert len(w.children[1].children) == 4
 
@@ -122,3 +125,74 @@ def test_bad_input() -> None:
         compare([])
     with pytest.raises(InvalidInputError, match="Run objects, run dicts or run ids"):
         compare([3.5])
+
+
+def _run_with(seed: int, model: str = "synthetic", prompt: str = "p", **settings: object) -> Run:
+    r = synthetic_run(n_tokens=6, n_layers=2, seed=seed)
+    r.model = {**r.model, "name": model}
+    r.prompt = prompt
+    gen = {k: v for k, v in settings.items() if k in ("do_sample", "temperature")}
+    r.settings = {
+        "generate_kwargs": {"max_new_tokens": 6, "pad_token_id": 0, **gen},
+        "max_new_tokens": 6, "interval_ms": 100.0 + seed, "price_per_kwh": 0.1 * seed,
+        **{k: v for k, v in settings.items() if k not in gen},
+    }  # fmt: skip
+    return r
+
+
+def test_runs_are_labelled_by_what_differs_between_them() -> None:
+    a = _run_with(1, "HuggingFaceTB/SmolLM2-135M-Instruct", "Tell a story about a lighthouse")
+    b = _run_with(2, "openai-community/gpt2", "Tell a story about a dragon", do_sample=True)
+    c = compare([a, b])
+    # model (its last path part), the prompt's distinct end, then the settings that differ;
+    # the poll interval, prices and pad_token_id tell runs apart for no reader
+    assert c.labels == [
+        "SmolLM2-135M-Instruct · prompt “…lighthouse” · do_sample=None",
+        "gpt2 · prompt “…dragon” · do_sample=True",
+    ]
+    assert c.shared["max_new_tokens"] == 6 and c.shared["level"] == "component"
+    assert "all share level component, power synthetic, max_new_tokens=6" in c.headline_html()
+    long = _run_with(3, prompt="Summarise the following article in three sentences please")
+    short = _run_with(4, prompt="Hi")
+    assert compare([long, short]).labels == [
+        "prompt “Summarise the following…”", "prompt “Hi”"
+    ]  # fmt: skip
+
+
+def test_settings_order_and_a_last_resort_for_repeats() -> None:
+    runs = [_run_with(i, batch_size=bs, dtype=dt) for i, (bs, dt) in
+            enumerate([(1, "float32"), (2, "float32"), (1, "bfloat16")])]  # fmt: skip
+    assert compare(runs).labels == [
+        "batch_size=1 · dtype=float32", "batch_size=2 · dtype=float32",
+        "batch_size=1 · dtype=bfloat16",
+    ]  # fmt: skip
+    same = [_run_with(5), _run_with(6)]
+    labels = compare(same).labels
+    assert labels == [f"run 1 · {same[0].run_id[:6]}", f"run 2 · {same[1].run_id[:6]}"]
+
+
+def test_the_headline_says_each_columns_kind() -> None:
+    a, b = _runs()
+    c = compare([a, b])
+    head = c.headline_html()
+    sub = head.split("</tr>", 1)[1].split("</tr>", 1)[0]  # the second header row: unit · kind
+    assert sub.count(">modeled<") == 3  # decode J/token, prefill J/prompt token, prefill share
+    assert sub.count(">measured<") == 1  # decode tokens/s, whatever the power source
+    assert sub.count(">J · modeled<") == 4  # prefill, decode, tail and total energy
+    s = a.summary()
+    for key in ("decode_j_per_token", "decode_tokens_per_s", "total_energy_j"):
+        assert f">{s[key]:.4g}<" in head
+    b.power_info = {**b.power_info, "kind": "measured", "scope": "device", "source": "rapl"}
+    mixed = compare([a, b]).headline_html()
+    assert ">J · kind per run →<" in mixed and "measured · device (rapl)" in mixed
+    assert "not comparable" in mixed
+
+
+def test_labels_with_markup_are_shown_as_text() -> None:
+    a = _run_with(1, prompt="<b>bold</b> <img src=x onerror=alert(1)>")
+    b = _run_with(2, prompt="plain")
+    c = compare([a, b])
+    head = c.headline_html()
+    assert "<img" not in head and "&lt;b&gt;bold&lt;/b&gt; &lt;img src=x…" in head
+    ticks = list(c.figures["efficiency"].data[0].y)
+    assert all("<" not in t for t in ticks) and "&lt;b&gt;bold&lt;/b&gt;" in ticks[0]

@@ -64,8 +64,8 @@ def test_sweep_stores_every_point_under_one_experiment(
     assert all(r.prompt_tokens == 6 and r.settings["input_tokens"] == 6 for r in c.runs)
     assert all(r.n_tokens == r.settings["max_new_tokens"] for r in c.runs)
     assert set(c.table["label"]) == {
-        "batch_size=1 max_new_tokens=2", "batch_size=2 max_new_tokens=2",
-        "batch_size=1 max_new_tokens=4", "batch_size=2 max_new_tokens=4",
+        "max_new_tokens=2 · batch_size=1", "max_new_tokens=2 · batch_size=2",
+        "max_new_tokens=4 · batch_size=1", "max_new_tokens=4 · batch_size=2",
     }  # fmt: skip
     store = Store(path)
     store.flush()
