@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TOKEN_TABLE_ROWS",
     "bundle_payload",
+    "pack_snapshot",
     "saved_bundle",
     "saved_html",
 ]
@@ -139,11 +140,11 @@ def bundle_payload() -> tuple[str, str] | None:
     return _bundle_for(js_m, css_m)
 
 
-def _data_payload(run: Run) -> str:
-    """The run's saved snapshot and meta, as one deflated, base64 blob (`BOOT_JS` unpacks it)."""
-    from ..widget import run_meta, saved_snapshot
+def pack_snapshot(run: Run, snap: dict[str, Any]) -> str:
+    """A snapshot and the run's meta as one deflated, base64 blob: a little-endian uint32 length,
+    the JSON {meta, header, sizes}, then the buffers (`UNPACK_JS` reads it back)."""
+    from ..widget import run_meta
 
-    snap = saved_snapshot(run)
     head = {
         "meta": run_meta(run, snap["header"]["run_key"]),
         "header": snap["header"],
@@ -152,6 +153,12 @@ def _data_payload(run: Run) -> str:
     text = json.dumps(head, ensure_ascii=False, allow_nan=False).encode("utf-8")
     blob = struct.pack("<I", len(text)) + text + b"".join(bytes(b) for b in snap["buffers"])
     return _b64(zlib.compress(blob, 9))
+
+
+def _data_payload(run: Run) -> str:
+    from ..widget import saved_snapshot
+
+    return pack_snapshot(run, saved_snapshot(run))
 
 
 def _table(headers: list[str], rows: list[list[str]], cls: str) -> str:
