@@ -1,4 +1,7 @@
-"""Execute a notebook headless, keeping widget state so the saved file reopens with its results."""
+"""Execute a notebook headless (`make demo`): no frontend renders it, so each run's outputs are
+made in the kernel (image, text, HTML: `view.saved`) and the saved file reopens with its results
+anywhere. Widget state is not stored: no output needs it, and nbclient would keep every widget
+model ever opened, the bundle included (~40 KB each)."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ def execute_notebook(
     timeout_s: int = 600,
     kernel_name: str = "python3",
 ) -> Path:
-    """Run every cell of `src` with nbclient; write it with outputs and widget state to `dest`."""
+    """Run every cell of `src` with nbclient; write it with its outputs to `dest`."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -23,7 +26,7 @@ def execute_notebook(
         timeout=timeout_s,
         kernel_name=kernel_name,
         resources={"metadata": {"path": os.fspath(cwd or Path(src).parent)}},
-        store_widget_state=True,
+        store_widget_state=False,
     )
     client.execute()
     dest_path = Path(dest)
