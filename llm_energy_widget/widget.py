@@ -757,16 +757,18 @@ class EnergyWidget(anywidget.AnyWidget):
             self._stop = threading.Event()
         self.snapshot = {}
         self.meta = run_meta(run, self._run_key)
+        if not run.done:
+            # subscribed before the run's outputs are: the live view gets the `done` summary
+            # before those outputs are replaced (which renders the image, ~0.5 s)
+            self._unsubscribe = run.subscribe(self._on_event, replay=True)
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name=f"energy-widget-{run.run_id}", daemon=True
+            )
+            self._flusher.start()
         if run is not previous:
             self._move_outputs(run)
         if run.done:
             self._write_final_snapshot(run)
-            return self
-        self._unsubscribe = run.subscribe(self._on_event, replay=True)
-        self._flusher = threading.Thread(
-            target=self._flush_loop, name=f"energy-widget-{run.run_id}", daemon=True
-        )
-        self._flusher.start()
         return self
 
     def _move_outputs(self, run: Run) -> None:
