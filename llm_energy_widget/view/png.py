@@ -41,6 +41,7 @@ __all__ = ["HEADLINE_KEYS", "headline_figures", "render_png"]
 
 WIDTH_PX = 860
 HEIGHT_PX = 560
+POWER_ONLY_HEIGHT_PX = 330
 LEFT_PX = 130  # room for the longest component name on the heatmap's rows
 DPI = 100
 PALETTE_COLORS = 64
@@ -100,11 +101,14 @@ def _draw_power(ax: Any, run: Run) -> None:
         ax.axvspan(
             a, max(b, a + 1e-3), color=PHASE_COLORS.get(p["name"], "#888888"), alpha=0.16, lw=0
         )
+    total = pw["total_w"]
     for rail in RAILS:
         col = pw[f"{rail}_w"]
-        if np.isfinite(col).any():
-            ax.plot(t, col, color=RAIL_COLORS[rail], lw=1.0, label=rail)
-    total = pw["total_w"]
+        if not np.isfinite(col).any():
+            continue
+        if np.allclose(col, total, equal_nan=True):  # the only rail: it is the total
+            continue
+        ax.plot(t, col, color=RAIL_COLORS[rail], lw=1.0, label=rail)
     if np.isfinite(total).any():
         ax.plot(t, total, color=RAIL_COLORS["total"], lw=1.8, label="total")
         top = float(np.nanmax(total))
@@ -198,16 +202,25 @@ def header_lines(run: Run) -> list[str]:
         extra += f" · layers cover {cov * 100:.3g} % of token time"
         if outside is not None:
             extra += f", {OUTSIDE_LAYERS} {fmt_energy(outside)} (modeled)"
+    if run.error_message:
+        lines.append(f"error: {run.error_message[:160]}")
     return [*lines, extra]
 
 
-def render_png(run: Run, width_px: int = WIDTH_PX, height_px: int = HEIGHT_PX) -> bytes:
-    """The run as PNG bytes (palette PNG, ~20-40 KB). Thread-safe; no global matplotlib state."""
+def render_png(run: Run, width_px: int = WIDTH_PX, height_px: int | None = None) -> bytes:
+    """The run as PNG bytes (palette PNG, ~20-40 KB). Thread-safe; no global matplotlib state.
+
+    Without layer data (level "token", or no token yet) there is no heatmap, and the image is
+    `POWER_ONLY_HEIGHT_PX` tall unless `height_px` says otherwise.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from PIL import Image
 
     lines = header_lines(run)
+    heat = _mean_time(run) is not None
+    if height_px is None:
+        height_px = HEIGHT_PX if heat else POWER_ONLY_HEIGHT_PX
     with _LOCK:
         fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI, facecolor="white")
         canvas = FigureCanvasAgg(fig)
@@ -226,10 +239,11 @@ def render_png(run: Run, width_px: int = WIDTH_PX, height_px: int = HEIGHT_PX) -
             y -= (13 if last else 15) / height_px
         top = y - 24 / height_px
         left = LEFT_PX / width_px
-        power_ax = fig.add_axes((left, 0.56, 0.985 - left, top - 0.56))
-        heat_ax = fig.add_axes((left, 0.07, 0.94 - left, 0.29))
+        bottom = 0.56 if heat else 80 / height_px  # room for the phase legend below
+        power_ax = fig.add_axes((left, bottom, 0.985 - left, top - bottom))
         _draw_power(power_ax, run)
-        _draw_heatmap(fig, heat_ax, run)
+        if heat:
+            _draw_heatmap(fig, fig.add_axes((left, 0.07, 0.94 - left, 0.29)), run)
         canvas.draw()
         rgba = np.asarray(canvas.buffer_rgba())
         image = Image.fromarray(rgba[..., :3].copy())

@@ -13,6 +13,7 @@ import zlib
 import numpy as np
 import pytest
 from notebook_harness import WIDGET_VIEW, FakeNotebook, png_size, shown_run_id
+from store_node import eval_store, needs_node
 from widget_harness import events_with_full_power
 
 from llm_energy_widget import widget as widget_mod
@@ -268,3 +269,89 @@ def test_the_embedded_data_is_the_saved_snapshot_and_the_bundle_is_the_built_one
     assert bundle is not None
     code = json.loads(zlib.decompress(base64.b64decode(bundle.group(1))))
     assert code["js"] == widget_mod.BUNDLE_JS.read_text()
+
+
+# -- what a view of a saved snapshot shows (the bundle's store under node) ----------------------
+
+
+def _saved_items(w: EnergyWidget) -> tuple[dict, list]:
+    snap = w.snapshot
+    b64 = [base64.b64encode(bytes(b)).decode("ascii") for b in snap["buffers"]]
+    return w.meta, [["snapshot", snap["header"], b64]]
+
+
+SAVED_VIEW_JS = """
+const am = store.metricNames.indexOf("act_mean"), ti = store.metricNames.indexOf("time_ms");
+return {
+  meanAct: store.mean(1, 2, am), meanTime: store.mean(1, 2, ti),
+  exactAct: store.meanIsExact(am), exactTime: store.meanIsExact(ti),
+  time: store.value(5, 1, 2, ti), act: store.value(5, 1, 2, am), timesOnly: store.timesOnly(5),
+  caption: mod.heatCaption(store, "token", 5, "act_mean"),
+  captionTime: mod.heatCaption(store, "token", 5, "time_ms"),
+  tipMean: mod.cellTip(store, "mean", 0, am, 1, 2, store.mean(1, 2, am)),
+  tipToken: mod.cellTip(store, "token", 5, am, 1, 2, store.value(5, 1, 2, am)),
+  meanTokens: store.meanTokens, cov: store.meanCoverage(), left: store.rowLeftOut(7),
+};"""
+
+
+@needs_node
+def test_a_saved_snapshots_view_shows_exact_means_each_tokens_times_and_what_it_left_out():
+    run = synthetic_run(n_tokens=20, n_layers=3)
+    w = EnergyWidget(run)
+    meta, items = _saved_items(w)
+    out = eval_store(meta, items, SAVED_VIEW_JS)
+    am, ti = run.metric_names.index("act_mean"), run.metric_names.index("time_ms")
+    decode = run.layers[1:]
+    assert out["exactAct"] and not out["exactTime"], "times come from every token's row"
+    assert out["meanAct"] == pytest.approx(float(decode[:, 1, 2, am].mean()), rel=1e-6)
+    assert out["meanTime"] == pytest.approx(float(decode[:, 1, 2, ti].mean()), rel=0.02)
+    assert out["time"] == pytest.approx(float(run.layers[5, 1, 2, ti]), rel=0.02)
+    assert out["act"] is None and out["timesOnly"], "no single token's activation statistics"
+    assert "activation statistics are not in this saved view" in out["caption"][-1]
+    assert "not in this saved view" not in " ".join(out["captionTime"])
+    assert out["tipMean"][-1] == "the exact mean of run.layers (float32), saved with the run"
+    assert "activation statistics are not in this saved view" in out["tipToken"][-1]
+    assert out["meanTokens"] == 19 and out["left"] is False
+    tokens = run.tokens()[1:]
+    hooked = sum(t["layers_ms"] for t in tokens)
+    share = sum(max(t["duration_ms"], t["layers_ms"]) for t in tokens)
+    assert out["cov"]["coverage"] == pytest.approx(hooked / share, rel=1e-6)
+
+
+@needs_node
+def test_a_row_the_kernel_sends_on_demand_fills_the_saved_view():
+    run = synthetic_run(n_tokens=20, n_layers=3)
+    w = EnergyWidget(run)
+    meta, items = _saved_items(w)
+    sent: list[tuple[dict, list]] = []
+    w.send = lambda content, buffers=None: sent.append((content, buffers or []))  # type: ignore[method-assign]
+    w._on_frontend_msg(w, {"type": "rows", "index": [5]}, [])
+    header, buffers = sent[-1]
+    items.append(["msg", header, [base64.b64encode(bytes(b)).decode("ascii") for b in buffers]])
+    out = eval_store(meta, items, SAVED_VIEW_JS)
+    am = run.metric_names.index("act_mean")
+    assert not out["timesOnly"]
+    assert out["act"] == pytest.approx(float(run.layers[5, 1, 2, am]), rel=0.01)
+    assert "not in this saved view" not in " ".join(out["caption"])
+
+
+@needs_node
+def test_a_token_whose_times_were_left_out_says_so(monkeypatch):
+    monkeypatch.setattr(widget_mod, "SAVED_TIME_ROWS", 8)
+    run = synthetic_run(n_tokens=40, n_layers=3)
+    snap = saved_snapshot(run)
+    assert snap["header"]["layer_means"]["rows"] == {"all": 0, "time": 8, "of": 40}
+    assert "time_ms" in snap["header"]["layer_means"]["metrics"], "then the times' mean is exact"
+    meta = widget_mod.run_meta(run, snap["header"]["run_key"])
+    b64 = [base64.b64encode(bytes(b)).decode("ascii") for b in snap["buffers"]]
+    out = eval_store(meta, [["snapshot", snap["header"], b64]], SAVED_VIEW_JS)
+    ti = run.metric_names.index("time_ms")
+    assert out["exactTime"]
+    assert out["meanTime"] == pytest.approx(float(run.layers[1:, 1, 2, ti].mean()), rel=1e-6)
+    assert out["left"] is True  # token 7 is not among the 8 spread over the run
+    cap = eval_store(
+        meta,
+        [["snapshot", snap["header"], b64]],
+        ('return mod.heatCaption(store, "token", 7, "time_ms");'),
+    )
+    assert cap[1].startswith("its layer row is not in this saved view (times kept for 8 of 40")
