@@ -15,8 +15,14 @@ def execute_notebook(
     cwd: str | os.PathLike[str] | None = None,
     timeout_s: int = 600,
     kernel_name: str = "python3",
+    sign: bool = True,
 ) -> Path:
-    """Run every cell of `src` with nbclient; write it with its outputs to `dest`."""
+    """Run every cell of `src` with nbclient; write it with its outputs to `dest`.
+
+    `sign`: record the executed notebook as trusted in this user's Jupyter signature store, as
+    JupyterLab does for a notebook it saves: its outputs' interactive views then render when
+    it is opened here (an untrusted notebook shows their static image and tables).
+    """
     import nbformat
     from nbclient import NotebookClient
 
@@ -31,5 +37,9 @@ def execute_notebook(
     client.execute()
     dest_path = Path(dest)
     dest_path.parent.mkdir(parents=True, exist_ok=True)
+    if sign:
+        from nbformat.sign import NotebookNotary
+
+        NotebookNotary().sign(nb)
     nbformat.write(nb, os.fspath(dest_path))
     return dest_path

@@ -984,6 +984,7 @@ class EnergyWidget(anywidget.AnyWidget):
     def _display_live(self, run: Run | None, cell: str | None, auto: bool) -> None:
         if self.comm is None:
             return
+        _warm_up_image_renderer()
         data, metadata = self._live_bundle()
         handle = _display_raw(data, metadata)
         if handle is None:
@@ -995,6 +996,25 @@ class EnergyWidget(anywidget.AnyWidget):
 
 
 MAX_ROWS_PER_REQUEST = 16
+
+_WARMED = threading.Event()
+
+
+def _warm_up_image_renderer() -> None:
+    """Import matplotlib and PIL (~0.7 s) while the run generates, not when it ends (its final
+    image is drawn before `run.wait()` returns)."""
+    if _WARMED.is_set():
+        return
+    _WARMED.set()
+
+    def load() -> None:
+        try:
+            import matplotlib.backends.backend_agg  # noqa: F401
+            import PIL.Image  # noqa: F401
+        except Exception:  # the saved view says why when it is made
+            pass
+
+    threading.Thread(target=load, name="energy-widget-warm-up", daemon=True).start()
 
 
 def _update_output(handle: Any, bundle: tuple[dict[str, Any], dict[str, Any]], run: Run) -> None:

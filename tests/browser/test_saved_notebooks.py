@@ -654,9 +654,11 @@ def test_f_executed_headless_the_saved_outputs_carry_images_and_numbers(tmp_path
 
     src = tmp_path / "headless.ipynb"
     _write(src, _notebook_cells())
+    data_dir = tmp_path / "jupyter-data"  # the signature store: not the user's
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "JUPYTER_DATA_DIR": str(data_dir),
     }
     dest = tmp_path / "out" / "headless.ipynb"
     t0 = time.monotonic()
@@ -670,6 +672,10 @@ def test_f_executed_headless_the_saved_outputs_carry_images_and_numbers(tmp_path
     assert out.returncode == 0, out.stderr[-3000:]
     assert execute_notebook  # the function `make demo` uses
     nb = nbformat.read(dest, as_version=4)
+    from nbformat.sign import NotebookNotary
+
+    assert NotebookNotary(data_dir=str(data_dir)).check_signature(nb), "signed: opens trusted"
+    assert "widgets" not in nb.metadata, "no widget state: no output needs it"
     text = json.dumps(nb)
     assert WIDGET_VIEW not in text
     m = re.search(r"RUNS (\w{12}) (\w{12}) completed", text)
@@ -685,7 +691,4 @@ def test_f_executed_headless_the_saved_outputs_carry_images_and_numbers(tmp_path
         figure = r"decode J/token: [\d.]+ (µJ|mJ|J) \((measured|estimated)"
         assert re.search(figure, data["text/plain"]), data["text/plain"]
         assert data["image/png"] in data["text/html"]
-    print(
-        f"headless execution: {time.monotonic() - t0:.0f} s, {dest.stat().st_size:,} bytes, "
-        f"widget state saved: {'widgets' in nb.metadata}"
-    )
+    print(f"headless execution: {time.monotonic() - t0:.0f} s, {dest.stat().st_size:,} bytes")
