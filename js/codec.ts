@@ -26,6 +26,11 @@ export interface Decoded {
   layer_range?: Float32Array;
   layer_q?: Uint8Array;
   layer_ms?: Float32Array;
+  lt_idx?: Uint32Array;
+  lt_range?: Float32Array;
+  lt_q?: Uint8Array;
+  lt_ms?: Float32Array;
+  lm?: Float32Array;
 }
 
 const KINDS: Record<string, Ctor<any>> = {
@@ -38,6 +43,11 @@ const KINDS: Record<string, Ctor<any>> = {
   layer_range: Float32Array,
   layer_q: Uint8Array,
   layer_ms: Float32Array,
+  lt_idx: Uint32Array,
+  lt_range: Float32Array,
+  lt_q: Uint8Array,
+  lt_ms: Float32Array,
+  lm: Float32Array,
 };
 
 function run(first: number, n: number): Uint32Array {
@@ -60,6 +70,8 @@ export function decode(header: Header, buffers: Buffer[]): Decoded {
   if (!d.layer_idx && ly?.first !== undefined && d.layer_range && ly.shape) {
     d.layer_idx = run(ly.first, d.layer_range.length / (2 * ly.shape[2]));
   }
+  const lt = header.layer_time;
+  if (!d.lt_idx && lt?.first !== undefined && d.lt_range) d.lt_idx = run(lt.first, d.lt_range.length / 2);
   return d;
 }
 

@@ -88,13 +88,16 @@ export function heatCaption(s: RunStore, mode: TokenMode, t: number, metric: str
     ];
   }
   const head = `token ${t}${s.tokText[t] !== undefined ? `: ${JSON.stringify(s.tokText[t])}` : ""}`;
+  const saved = savedNote(s, t, metric);
+  if (saved && !s.hasLayers(t)) return [head, saved];
   const cov = s.coverage(t);
   if (cov !== cov) return [head];
   return [
     head,
     `layers cover ${fmtPct(cov)} of ${fmtMs(s.tokenMs(t))} · ${out}: ${fmtMs(s.outsideMs(t))}, ` +
       `${fmtEnergy(s.outsideJ(t))}` +
-      (metric === "energy_j" ? ` · cells sum to ${fmtEnergy(s.tokEnergy.data[t] * cov)} of ${fmtEnergy(s.tokEnergy.data[t])}` : ""),
+      (metric === "energy_j" ? ` · cells sum to ${fmtEnergy(s.tokEnergy.data[t] * cov)} of ${fmtEnergy(s.tokEnergy.data[t])}` : "") +
+      (saved ? ` · ${saved}` : ""),
   ];
 }
 
@@ -102,6 +105,19 @@ export function heatCaption(s: RunStore, mode: TokenMode, t: number, metric: str
 export function shortLayer(name: string): string {
   const m = name.match(/(\d+)$/);
   return m ? `L${m[1]}` : name.slice(-8);
+}
+
+/** What a saved snapshot left out of token t's row, for `metric` (null: nothing). */
+export function savedNote(s: RunStore, t: number, metric: string): string | null {
+  const sv = s.saved;
+  if (!sv) return null;
+  if (s.rowLeftOut(t)) {
+    return `its layer row is not in this saved view (times kept for ${sv.rows.time} of ${sv.rows.of} tokens; the mean is exact; run.layers has every row)`;
+  }
+  if (s.timesOnly(t) && metric !== "time_ms" && metric !== "energy_j") {
+    return "a single token's activation statistics are not in this saved view (their mean is; run.layers has them)";
+  }
+  return null;
 }
 
 /** The tooltip of cell (l, c): "L16 · attention", its value with unit, kind, and how exact it is. */
@@ -124,6 +140,15 @@ export function cellTip(
   ];
   if (mode !== "mean" && metric === "energy_j") {
     lines.push(`token energy ${fmtEnergy(s.tokEnergy.data[t])} · ${outsideName(s.meta)} ${fmtEnergy(s.outsideJ(t))}`);
+  }
+  if (mode === "mean" && s.meanIsExact(metricIdx)) {
+    lines.push("the exact mean of run.layers (float32), saved with the run");
+    return lines;
+  }
+  const saved = mode === "mean" ? null : savedNote(s, t, metric);
+  if (saved && value !== value) {
+    lines.push(saved);
+    return lines;
   }
   const p = mode === "mean" ? s.worstPrecision(metricIdx) : s.precision(t, metricIdx);
   lines.push(
@@ -211,7 +236,7 @@ export class Heatmap {
     return s.live || s.meanTokens === 0 ? "latest" : "mean";
   }
 
-  private shownToken(): number {
+  shownToken(): number {
     const s = this.store;
     const last = (): number => {
       let t = s.nRows - 1;

@@ -3,7 +3,7 @@
 // never doubles anything.
 
 import { decode } from "./codec";
-import type { Buffer, Header, Meta, Phase } from "./types";
+import type { Buffer, Header, Meta, Phase, SavedMeans } from "./types";
 
 const Q_NAN = 255;
 const Q_MAX = 254;
@@ -76,13 +76,22 @@ export class RunStore {
   private sums = new Float64Array(0);
   private counts = new Float64Array(0);
   /** Tokens in the mean; and their summed hooked time, token time, outside-layers energy. */
-  meanTokens = 0;
+  private meanCount = 0;
   private meanSums = { hooked: 0, token: 0, outsideJ: 0, outsideN: 0 };
   private timeM = -1;
   /** For each of meta.metric_names: the live metric its value is decoded from (-1: none). */
   private metricLive: number[] = [];
   private table = new Float64Array(0);
   metricNames: string[] = [];
+  /**
+   * A saved snapshot (widget.snapshot_of with full_rows / time_rows): the exact means it carries
+   * ([layer][component][metric], NaN for a metric it does not carry), and which of the rows it
+   * holds. Rows of `partial` tokens hold their times only (no activation statistics).
+   */
+  saved: SavedMeans | null = null;
+  private exactMean: Float64Array | null = null;
+  private exactMetric: boolean[] = [];
+  private partial = new Grow((n) => new Uint8Array(n));
 
   phases: Phase[] = [];
   /** The latest event time of the run (token or phase) and when it arrived (performance.now). */
@@ -140,7 +149,11 @@ export class RunStore {
     const cells = this.L * this.C * this.metricNames.length;
     this.sums = new Float64Array(cells);
     this.counts = new Float64Array(cells);
-    this.meanTokens = 0;
+    this.meanCount = 0;
+    this.saved = null;
+    this.exactMean = null;
+    this.exactMetric = [];
+    this.partial = new Grow((n) => new Uint8Array(n));
     this.meanSums = { hooked: 0, token: 0, outsideJ: 0, outsideN: 0 };
     this.phases = [];
     this.anchor = { t: -Infinity, at: 0 };
@@ -197,6 +210,11 @@ export class RunStore {
       this.logCodes = h.layers.codes === "log8";
       this.applyLayers(h.layers.shape, d.layer_idx, d.layer_range, d.layer_q, d.layer_ms);
     }
+    if (h.layer_time && d.lt_idx && d.lt_range && d.lt_q) {
+      this.logCodes = h.layer_time.codes === "log8";
+      this.applyTimeRows(d.lt_idx, d.lt_range, d.lt_q, d.lt_ms);
+    }
+    if (h.layer_means && d.lm) this.applyMeans(h.layer_means, d.lm);
     if (h.status) this.status = h.status;
     if (h.error) this.error = h.error;
     if (h.summary) this.summary = h.summary;
@@ -261,6 +279,7 @@ export class RunStore {
     ranges: Float32Array,
     codes: Uint8Array,
     hooked: Float32Array | undefined,
+    keep = false,
   ): void {
     const [L, C, M] = shape;
     if (L !== this.L || C !== this.C || M !== this.M) return;
@@ -273,7 +292,10 @@ export class RunStore {
       this.layerMs.ensure(t + 1, NaN);
       this.timeScale.ensure(t + 1, 1);
       const had = this.hasRow.data[t] === 1;
+      if (had && keep) continue; // a saved row's times never replace a full row
       if (had) this.accumulate(t, -1);
+      this.partial.ensure(t + 1);
+      this.partial.data[t] = keep ? 1 : 0;
       this.q.data.set(codes.subarray(j * cell, (j + 1) * cell), t * cell);
       this.range.data.set(ranges.subarray(j * M * 2, (j + 1) * M * 2), t * M * 2);
       this.hasRow.data[t] = 1;
@@ -296,6 +318,65 @@ export class RunStore {
       this.timeScale.data[t] = exact === exact && sum > 0 ? exact / sum : 1;
       this.accumulate(t, +1);
     }
+  }
+
+  /**
+   * A saved snapshot's time-only rows: expanded to full rows (the other metrics NaN) and applied
+   * where the token has no row yet, marked partial.
+   */
+  private applyTimeRows(idx: Uint32Array, ranges: Float32Array, codes: Uint8Array, hooked?: Float32Array): void {
+    const { L, C, M } = this;
+    if (this.timeM < 0 || !M) return;
+    const n = idx.length;
+    const LC = L * C;
+    if (codes.length < n * LC || ranges.length < n * 2) return;
+    const full = new Uint8Array(n * LC * M).fill(Q_NAN);
+    const r = new Float32Array(n * M * 2);
+    for (let j = 0; j < n; j++) {
+      for (let lc = 0; lc < LC; lc++) full[(j * LC + lc) * M + this.timeM] = codes[j * LC + lc];
+      r[(j * M + this.timeM) * 2] = ranges[j * 2];
+      r[(j * M + this.timeM) * 2 + 1] = ranges[j * 2 + 1];
+    }
+    this.applyLayers([L, C, M], idx, r, full, hooked, true);
+  }
+
+  /** A saved snapshot's exact means: the mean view shows them for the metrics they cover. */
+  private applyMeans(info: SavedMeans, lm: Float32Array): void {
+    const nm = this.metricNames.length;
+    const k = info.metrics.length;
+    const LC = this.L * this.C;
+    if (lm.length < LC * k) return;
+    const out = new Float64Array(LC * nm).fill(NaN);
+    const exact = this.metricNames.map(() => false);
+    info.metrics.forEach((name, j) => {
+      const m = this.metricNames.indexOf(name);
+      if (m < 0) return;
+      exact[m] = true;
+      for (let lc = 0; lc < LC; lc++) out[lc * nm + m] = lm[lc * k + j];
+    });
+    this.saved = info;
+    this.exactMean = out;
+    this.exactMetric = exact;
+  }
+
+  /** The mean of `metric` is the kernel's exact one (a saved snapshot), not decoded codes. */
+  meanIsExact(metric: number): boolean {
+    return this.exactMetric[metric] === true;
+  }
+
+  /** Token t has a row with its layer times only: its activation statistics were not saved. */
+  timesOnly(t: number): boolean {
+    return this.hasLayers(t) && this.partial.data[t] === 1;
+  }
+
+  /** A saved snapshot left out token t's layer row (a live view can ask the kernel for it). */
+  rowLeftOut(t: number): boolean {
+    return this.saved !== null && t >= 0 && t < this.nTokens && !this.hasLayers(t);
+  }
+
+  /** Tokens in the mean over the run (the decode tokens). */
+  get meanTokens(): number {
+    return this.saved ? this.saved.tokens : this.meanCount;
   }
 
   /** All 256 codes of token t's live metric m, decoded, into out[at..at + 256). */
@@ -349,6 +430,7 @@ export class RunStore {
 
   /** The worst `precision` over the tokens in the mean (NaN if any of them has no bound). */
   worstPrecision(metric: number): number {
+    if (this.meanIsExact(metric)) return 0;
     let worst = 0;
     for (let t = 0; t < this.nRows; t++) {
       if (!this.hasLayers(t) || !this.inMean(t)) continue;
@@ -356,7 +438,7 @@ export class RunStore {
       if (p !== p) return NaN;
       worst = Math.max(worst, p);
     }
-    return this.meanTokens > 0 ? worst : NaN;
+    return this.meanCount > 0 ? worst : NaN;
   }
 
   hasLayers(t: number): boolean {
@@ -433,13 +515,16 @@ export class RunStore {
    */
   mean(l: number, c: number, metric: number): number {
     const k = (l * this.C + c) * this.metricNames.length + metric;
+    if (this.exactMean !== null && this.exactMetric[metric]) return this.exactMean[k];
     return this.counts[k] > 0 ? this.sums[k] / this.counts[k] : NaN;
   }
 
   /** Over the tokens in the mean: hooked time / token time, and the mean outside-layers figures. */
   meanCoverage(): { coverage: number; outsideMs: number; outsideJ: number } {
+    const sv = this.saved;
+    if (sv) return { coverage: sv.coverage ?? NaN, outsideMs: sv.outside_ms ?? NaN, outsideJ: sv.outside_j ?? NaN };
     const m = this.meanSums;
-    const n = this.meanTokens;
+    const n = this.meanCount;
     return {
       coverage: m.token > 0 ? m.hooked / m.token : NaN,
       outsideMs: n > 0 ? (m.token - m.hooked) / n : NaN,
@@ -476,7 +561,7 @@ export class RunStore {
         this.counts[k] += sign;
       }
     }
-    this.meanTokens += sign;
+    this.meanCount += sign;
     const hooked = this.hookedMs(t);
     if (hooked === hooked && d > 0) {
       this.meanSums.hooked += sign * hooked;

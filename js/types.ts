@@ -74,6 +74,17 @@ export interface Header {
   layers?: { shape: [number, number, number]; codes?: string; first?: number };
   /** `first`: the indices run from it, in a row, and no te_idx buffer is sent. */
   token_energy?: { first?: number };
+  /**
+   * A saved snapshot's layer times of tokens sent without their full row (widget.snapshot_of):
+   * codes [n][layer][component] for `time_ms` alone, buffers lt_range, lt_q, lt_ms (+ lt_idx).
+   */
+  layer_time?: { shape: [number, number]; codes?: string; first?: number };
+  /**
+   * A saved snapshot's exact means over the decode tokens (buffer lm: [layer][component][metric]
+   * float32, for `metrics`), and how many tokens' rows it holds: `all` with every metric, `time`
+   * with at least their times, `of` the run's rows.
+   */
+  layer_means?: SavedMeans;
   phases?: Phase[];
   status?: { status: string; reason: string | null };
   error?: { message: string; type: string };
@@ -82,6 +93,15 @@ export interface Header {
   power_info?: PowerMeta;
   event_ms?: number;
   sent_ms: number;
+}
+
+export interface SavedMeans {
+  metrics: string[];
+  tokens: number;
+  coverage: number | null;
+  outside_ms: number | null;
+  outside_j: number | null;
+  rows: { all: number; time: number; of: number };
 }
 
 export type Buffer = DataView | ArrayBuffer | ArrayBufferView;

@@ -123,6 +123,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
     const shown = empty || [power.draw(), heat.draw()].every(Boolean);
     tokens.draw();
     cards.draw();
+    fetchRow();
     if (shown) hiddenFrames = 0;
     else if (hiddenFrames++ < MAX_HIDDEN_FRAMES) schedule();
     const drawMs = performance.now() - t0;
@@ -130,6 +131,16 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
     const detail: FrameDetail = { version: store.version, seq: store.seq, drawMs, frameAt: Date.now() };
     el.dispatchEvent(new CustomEvent("lew-frame", { detail }));
   }
+  // A saved snapshot holds a token's layer times, not its full row: a view with a kernel behind
+  // it asks for the row of the token it shows (once each); the answer is applied like a snapshot.
+  const asked = new Set<number>();
+  const fetchRow = () => {
+    if (!interactive || heat.mode === "mean") return;
+    const t = heat.shownToken();
+    if (t < 0 || asked.has(t) || !(store.rowLeftOut(t) || store.timesOnly(t))) return;
+    asked.add(t);
+    model.send({ type: "rows", index: [t] });
+  };
   const off = store.onChange(schedule);
   const offUi = ui.onChange(schedule);
   // the elapsed clock moves between events while a phase of the run is open
@@ -196,14 +207,17 @@ function onThemeChange(fn: () => void): () => void {
   };
 }
 
-/** A read-only model over data embedded in a page (the HTML report): no kernel behind it. */
+/**
+ * A read-only model over data embedded in a page (the HTML report, a saved notebook output): no
+ * kernel behind it. Buffers as base64 strings or already decoded.
+ */
 export function staticModel(data: {
   meta: Meta;
-  snapshot: { header: Header; buffers: string[] };
+  snapshot: { header: Header; buffers: (string | Buffer)[] };
 }): AnyModel {
   const snapshot = {
     header: data.snapshot.header,
-    buffers: data.snapshot.buffers.map((b) => fromBase64(b)),
+    buffers: data.snapshot.buffers.map((b) => (typeof b === "string" ? fromBase64(b) : b)),
   };
   const state: Record<string, unknown> = { meta: data.meta, snapshot, _static: true };
   return {

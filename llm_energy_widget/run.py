@@ -756,11 +756,15 @@ class Run:
         return widget_for(self)
 
     def _ipython_display_(self) -> None:
-        """Display the widget (its static fallback is refreshed when the run ends)."""
-        self.widget()._ipython_display_()
+        """A live view, replaced by the run's image, text and HTML when it ends (no widget)."""
+        from .widget import display_run
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        return self.widget()._repr_mimebundle_(**kwargs)
+        display_run(self)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        from .widget import run_mimebundle
+
+        return run_mimebundle(self)
 
     def __repr__(self) -> str:
         return (

@@ -171,7 +171,7 @@ def below_resolution_line(run: Run, limit: int = 20) -> str | None:
     return f"tokens < resolution ({res:g} ms), interpolated: {len(below)} of {len(toks)} ({shown})"
 
 
-def _source_line(run: Run) -> str:
+def source_line(run: Run) -> str:
     """The power source, its kind and scope, the energy figures' real resolution (the source's
     native one, not the poll interval), the poll interval where it differs, and the power
     averaging window where readings are averages."""
@@ -195,7 +195,7 @@ def render_text(run: Run) -> str:
         f"Run {run.run_id} · {run.status}"
         + (f" ({run.end_reason})" if run.end_reason else "")
         + f" · model {run.model.get('name', '–')}",
-        _source_line(run),
+        source_line(run),
         f"tokens: {run.prompt_tokens} in, {run.n_tokens} out",
     ]
     if run.n_tokens or run.done:
@@ -217,7 +217,7 @@ def _power_svg(run: Run, x: float, y: float, w: float, h: float) -> list[str]:
     t = pw["t_ms"] / 1000.0
     out = [f'<g transform="translate({x:.0f},{y:.0f})">']
     out.append('<text x="0" y="-18" class="t">Power (W)</text>')
-    out.append(f'<text x="0" y="-5" class="m">{_esc(_source_line(run))}</text>')
+    out.append(f'<text x="0" y="-5" class="m">{_esc(source_line(run))}</text>')
     if t.size < 2:
         out.append(f'<text x="10" y="{h / 2:.0f}" class="m">no power samples</text></g>')
         return out
@@ -274,7 +274,7 @@ def _power_svg(run: Run, x: float, y: float, w: float, h: float) -> list[str]:
     return out
 
 
-def _mean_rows(run: Run) -> tuple[np.ndarray, list[int], str]:
+def mean_rows(run: Run) -> tuple[np.ndarray, list[int], str]:
     """(layers of the tokens the mean is over, their indices, what to call it).
 
     The decode tokens only: the prefill token carries the whole prompt's work. A run with no
@@ -296,7 +296,7 @@ def _heatmap_svg(run: Run, x: float, y: float, w: float) -> tuple[list[str], flo
     arr = run.layers
     if arr.size == 0 or "time_ms" not in run.metric_names:
         return [], 0.0
-    rows, idx, what = _mean_rows(run)
+    rows, idx, what = mean_rows(run)
     if rows.shape[0] == 0:
         return [], 0.0
     ti = run.metric_names.index("time_ms")
@@ -423,7 +423,7 @@ def render_html(run: Run) -> str:
     parts = [
         '<div class="llm-energy-static">',
         f"<p><strong>{_esc(render_text(run).splitlines()[0])}</strong><br>"
-        f"{_esc(_source_line(run))}</p>",
+        f"{_esc(source_line(run))}</p>",
         render_svg(run),
     ]
     if run.n_tokens or run.done:

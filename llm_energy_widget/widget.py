@@ -26,6 +26,7 @@ import hashlib
 import logging
 import threading
 import time
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ import anywidget
 import numpy as np
 import traitlets
 
-from .core.attribution import OUTSIDE_LAYERS, layers_time_ms
+from .core.attribution import OUTSIDE_LAYERS, layers_time_ms, share_denominator_ms
 from .core.schema import (
     ESTIMATE_UNCERTAINTY,
     FIGURE_ORIGINS,
@@ -216,15 +217,10 @@ def encode(
     buffers: list[bytes] = []
 
     def put(name: str, arr: np.ndarray) -> None:
-        header["buffers"].append(name)
-        buffers.append(np.ascontiguousarray(arr).tobytes())
+        _put(header, buffers, name, arr)
 
     def put_index(name: str, idx: list[int], part: dict[str, Any]) -> None:
-        """Indices in a row (a snapshot, most deltas) go as `first` only, not as a buffer."""
-        if idx == list(range(idx[0], idx[0] + len(idx))):
-            part["first"] = int(idx[0])
-        else:
-            put(name, np.asarray(idx, dtype=np.uint32))
+        _put_index(header, buffers, name, idx, part)
 
     if batch.power:
         put("power", np.asarray(batch.power, dtype=np.float32))
@@ -348,19 +344,171 @@ def replay_batch(run: Run) -> Batch:
     return batch
 
 
-def snapshot_of(run: Run, run_key: str | None = None, seq: int = 0) -> dict[str, Any]:
-    """The whole run as {"header", "buffers"}: the `snapshot` trait and the report's data."""
+SAVED_FULL_ROWS = 0
+"""Tokens whose activation statistics a saved view carries (the `snapshot` trait saved with
+widget state, a finished run's notebook output): none; their exact means are always there."""
+SAVED_TIME_ROWS = 512
+"""Tokens whose layer times (8-bit log codes) a saved view carries: all of them up to this many,
+then this many spread over the run, the first and last included."""
+MEAN_ALWAYS = ("act_mean", "act_std", "act_max", "sparsity")
+"""Metrics whose exact means a reduced snapshot always carries: no token's row holds them. The
+times' and modeled energies' means are added only when some token's time row is left out."""
+
+
+def _spread(indices: list[int], n: int | None) -> list[int]:
+    """At most `n` of `indices`, the first and the last included, the rest evenly spaced."""
+    if n is None or len(indices) <= n:
+        return list(indices)
+    if n <= 0:
+        return []
+    if n == 1:
+        return [indices[-1]]
+    picks = np.unique(np.rint(np.linspace(0, len(indices) - 1, n)).astype(int))
+    return [indices[int(i)] for i in picks]
+
+
+def layer_means(run: Run) -> dict[str, Any] | None:
+    """The mean over the decode tokens (the prefill token alone when there is none), exact from
+    `run.layers`: every metric per cell, the tokens' layer coverage and what lies outside.
+
+    Computed as the views compute them (`core.attribution`), so a view of a saved snapshot that
+    lacks some tokens' rows still shows the run's exact means.
+    """
+    arr = run.layers
+    if arr.size == 0:
+        return None
+    toks = run.tokens()
+    n = min(len(toks), arr.shape[0])
+    idx = [i for i in range(n) if toks[i]["phase"] != "prefill"] or list(range(n))
+    if not idx:
+        return None
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a cell never measured stays NaN
+        means = np.nanmean(arr[idx].astype(np.float64), axis=0)  # [L, C, M]
+    hooked_sum = share_sum = outside_j = 0.0
+    n_cov = n_out = 0
+    for i in idx:
+        hooked = toks[i].get("layers_ms")
+        dur = toks[i].get("duration_ms")
+        if hooked is None:
+            continue
+        share = share_denominator_ms(float("nan") if dur is None else dur, hooked)
+        if not share > 0:
+            continue
+        hooked_sum += hooked
+        share_sum += share
+        n_cov += 1
+        e = toks[i].get("energy_j")
+        if e is not None:
+            outside_j += e * (1.0 - hooked / share)
+            n_out += 1
+    return {
+        "values": means.astype(np.float32),
+        "tokens": len(idx),
+        "coverage": hooked_sum / share_sum if share_sum > 0 else None,
+        "outside_ms": (share_sum - hooked_sum) / n_cov if n_cov else None,
+        "outside_j": outside_j / n_out if n_out else None,
+    }
+
+
+def snapshot_of(
+    run: Run,
+    run_key: str | None = None,
+    seq: int = 0,
+    *,
+    full_rows: int | None = None,
+    time_rows: int | None = None,
+    final: bool | None = None,
+) -> dict[str, Any]:
+    """The run as {"header", "buffers"}: a late view's catch-up, the trait, the saved views' data.
+
+    By default every token's full layer row (the HTML report, a live run's catch-up). With
+    `full_rows` / `time_rows` (`saved_snapshot`), a finished run keeps every metric for
+    `full_rows` tokens, the layer times of `time_rows` tokens and the exact means over the
+    decode tokens (`layer_means`): a 2,000-token 30 x 12 component run is 0.3 MB instead of
+    3.8 MB. A live view asks the kernel for a row it lacks when it shows that token.
+    `final`: the run has ended (default `run.done`; True from its `done` listener, which runs
+    before that flag is set), so its summary is in the snapshot.
+    """
     key = run_key or run.run_id
     live_idx = _live_metric_idx(run)
+    batch = replay_batch(run)
+    final = run.done if final is None else final
+    if final and batch.summary is None:
+        batch.summary = run.summary()
+    time_col = _time_col(run)
+    reduce = final and batch.layers and (full_rows is not None or time_rows is not None)
+    kept_time: list[int] = []
+    rows: list[int] = []
+    if reduce:
+        rows = sorted(batch.layers)
+        full = _spread(rows, full_rows)
+        if time_col is not None:
+            kept_time = [i for i in _spread(rows, time_rows) if i not in set(full)]
+        time_only = {i: batch.layers[i] for i in kept_time}
+        batch.layers = {i: batch.layers[i] for i in full}
     header, buffers = encode(
-        replay_batch(run),
+        batch,
         kind="snapshot",
         seq=seq,
         run_key=key,
         live_metric_idx=live_idx,
-        time_col=_time_col(run),
+        time_col=time_col,
     )
+    if reduce:
+        n_rows = len(batch.layers) + len(kept_time)
+        if kept_time and time_col is not None:
+            ti = live_idx[time_col]
+            rows_t = np.stack([np.asarray(time_only[i])[..., ti : ti + 1] for i in kept_time])
+            codes, ranges = quantize_rows(rows_t)
+            part: dict[str, Any] = {"shape": list(rows_t.shape[1:3]), "codes": LAYER_CODES}
+            _put_index(header, buffers, "lt_idx", kept_time, part)
+            _put(header, buffers, "lt_range", ranges[:, 0, :])
+            _put(header, buffers, "lt_q", codes[..., 0])
+            hooked = [layers_time_ms(rows_t[j, :, :, 0]) for j in range(len(kept_time))]
+            _put(header, buffers, "lt_ms", np.asarray(hooked, dtype=np.float32))
+            header["layer_time"] = part
+        means = layer_means(run)
+        if means is not None:
+            every_time_row = n_rows >= len(rows)
+            names = [
+                m
+                for m in run.metric_names
+                if m in MEAN_ALWAYS or not every_time_row or time_col is None
+            ]
+            cols = [run.metric_names.index(m) for m in names]
+            header["layer_means"] = {
+                "metrics": names,
+                "tokens": means["tokens"],
+                "coverage": _jsonable(means["coverage"]),
+                "outside_ms": _jsonable(means["outside_ms"]),
+                "outside_j": _jsonable(means["outside_j"]),
+                "rows": {"all": len(batch.layers), "time": n_rows, "of": len(rows)},
+            }
+            _put(header, buffers, "lm", means["values"][..., cols])
     return {"header": header, "buffers": buffers}
+
+
+def saved_snapshot(run: Run, run_key: str | None = None, seq: int = 0) -> dict[str, Any]:
+    """What a saved view of a finished run carries (`SAVED_FULL_ROWS`, `SAVED_TIME_ROWS`)."""
+    return snapshot_of(
+        run, run_key, seq, full_rows=SAVED_FULL_ROWS, time_rows=SAVED_TIME_ROWS, final=True
+    )
+
+
+def _put(header: dict[str, Any], buffers: list[bytes], name: str, arr: np.ndarray) -> None:
+    header["buffers"].append(name)
+    buffers.append(np.ascontiguousarray(arr).tobytes())
+
+
+def _put_index(
+    header: dict[str, Any], buffers: list[bytes], name: str, idx: list[int], part: dict[str, Any]
+) -> None:
+    """Indices in a row go as `first` only, not as a buffer."""
+    if idx == list(range(idx[0], idx[0] + len(idx))):
+        part["first"] = int(idx[0])
+    else:
+        _put(header, buffers, name, np.asarray(idx, dtype=np.uint32))
 
 
 def _live_metric_idx(run: Run) -> list[int]:
@@ -372,11 +520,196 @@ def _time_col(run: Run) -> int | None:
     return live.index("time_ms") if "time_ms" in live else None
 
 
+# -- outputs of a run ---------------------------------------------------------------------------
+
+
+WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def _current_cell() -> str | None:
+    """The msg_id of the cell execution running now (None outside a kernel, or off its thread).
+
+    Outputs made by one execution (a loop of runs in one cell) are re-used by its next run;
+    outputs of other cells keep the run they showed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency of ipykernel
+        return None
+    kernel = getattr(get_ipython(), "kernel", None)
+    if kernel is None:
+        return None
+    try:
+        parent = kernel.get_parent("shell")
+    except Exception:
+        return None
+    header = parent.get("header") if isinstance(parent, dict) else None
+    if not isinstance(header, dict) or header.get("msg_type") != "execute_request":
+        return None
+    msg_id = header.get("msg_id")
+    return msg_id if isinstance(msg_id, str) else None
+
+
+def _fallback_bundle(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Used only if the saved bundle cannot be made: still no widget view in the output."""
+    from .static_render import render_html, render_text
+
+    return {"text/plain": render_text(run), "text/html": render_html(run)}, {}
+
+
+def final_bundle(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What every output of a finished run holds (`view.saved`): image, text, HTML; no widget."""
+    try:
+        from .view.saved import saved_bundle
+
+        return saved_bundle(run)
+    except Exception:
+        log.exception("energy widget: the saved view of run %s failed", run.run_id)
+        return _fallback_bundle(run)
+
+
+class RunOutputs:
+    """The notebook outputs (display handles) showing one run live.
+
+    When the run ends each is replaced by the run's final bundle, from the `done` listener: that
+    runs on the generation thread before the run's `done` flag is set, so the update reaches the
+    kernel's iopub before `run.wait()` returns, and a notebook executed headless (nbclient,
+    papermill, `make demo`) saves it. An output added after the run ended is replaced at once.
+    """
+
+    def __init__(self, run: Run) -> None:
+        self._run = weakref.ref(run)
+        self._lock = threading.Lock()
+        self._live: list[Any] = []
+        self._auto_cells: set[str] = set()
+        self._final = False
+        self._unsubscribe: Any = run.subscribe(self._on_event)
+        self._on_final: list[Any] = []
+        if run.done:
+            self.finalize()
+
+    def _on_event(self, event: str, _payload: dict[str, Any]) -> None:
+        if event == "done":
+            self.finalize()
+
+    @property
+    def final(self) -> bool:
+        return self._final
+
+    def add(self, handle: Any, cell: str | None = None, auto: bool = False) -> None:
+        with self._lock:
+            if not self._final:
+                self._live.append(handle)
+                if auto and cell is not None:
+                    self._auto_cells.add(cell)
+                return
+        run = self._run()
+        if run is not None:
+            self._replace([handle], run)
+
+    def shown_by_auto_display_in(self, cell: str | None) -> bool:
+        """An output made by a widget following runs already shows this run in `cell`."""
+        with self._lock:
+            return cell is not None and cell in self._auto_cells and not self._final
+
+    def when_final(self, fn: Any) -> None:
+        """Call `fn()` once the outputs hold the final bundle (now, if they already do)."""
+        with self._lock:
+            if not self._final:
+                self._on_final.append(fn)
+                return
+        fn()
+
+    def finalize(self) -> None:
+        """Replace every live output by the final bundle (idempotent)."""
+        run = self._run()
+        with self._lock:
+            if self._final or run is None:
+                return
+            self._final = True
+            handles, self._live = self._live, []
+            unsubscribe, self._unsubscribe = self._unsubscribe, None
+            callbacks, self._on_final = self._on_final, []
+        if unsubscribe is not None:
+            unsubscribe()
+        self._replace(handles, run)
+        for fn in callbacks:
+            try:
+                fn()
+            except Exception:
+                log.exception("energy widget: an end-of-run callback failed")
+
+    @staticmethod
+    def _replace(handles: list[Any], run: Run) -> None:
+        if not handles:
+            return
+        data, metadata = final_bundle(run)
+        for handle in handles:
+            _update_output(handle, (data, metadata), run)
+
+
+_OUTPUTS: weakref.WeakKeyDictionary[Run, RunOutputs] = weakref.WeakKeyDictionary()
+_OUTPUTS_LOCK = threading.Lock()
+
+
+def outputs_of(run: Run) -> RunOutputs:
+    with _OUTPUTS_LOCK:
+        outs = _OUTPUTS.get(run)
+        if outs is None:
+            outs = _OUTPUTS[run] = RunOutputs(run)
+        return outs
+
+
+def _display_raw(data: dict[str, Any], metadata: dict[str, Any]) -> Any:
+    from IPython.display import display
+
+    return display(data, metadata=metadata, raw=True, display_id=True)
+
+
+def display_run(run: Run) -> None:
+    """Show `run` in the current output: its final bundle if it ended, else a live view that is
+    replaced by the final bundle when it ends. Once per cell: a widget following its profiler's
+    runs that already shows this run in this cell is not doubled."""
+    if run.done or outputs_of(run).final:
+        _display_raw(*final_bundle(run))
+        return
+    if outputs_of(run).shown_by_auto_display_in(_current_cell()):
+        return
+    _display_widget(run)._ipython_display_()
+
+
+def run_mimebundle(run: Run) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The bundle a Run shows as (`Run._repr_mimebundle_`)."""
+    if run.done:
+        return final_bundle(run)
+    return _display_widget(run)._repr_mimebundle_()
+
+
 # -- the widget ------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Output:
+    """One output this widget made, and the run it shows (None: waiting for a first run)."""
+
+    handle: Any
+    run: Run | None
+    cell: str | None
+
+
 class EnergyWidget(anywidget.AnyWidget):
-    """Live view of a Run; follows the next run when `attach` is called again."""
+    """Live view of a Run; follows the next run when `attach` is called again.
+
+    Its outputs in the notebook: an output shows one run. While it runs the output holds the
+    widget view; when it ends the output is replaced by the run's final bundle (image, text,
+    HTML: `view.saved`), which needs no widget state to reopen. When the widget follows a next
+    run (`attach`, the profiler's next `generate`), an output that showed no run yet takes it, an
+    output of a run still going keeps showing that run, and an output of a finished run stays
+    with it unless the same cell execution starts the next run (a loop in one cell re-uses its
+    output). If none is left following, the new run gets a new output in the cell that starts it.
+    """
 
     _esm = _bundle_or_placeholder()
     _css = _css_or_empty()
@@ -403,18 +736,26 @@ class EnergyWidget(anywidget.AnyWidget):
         self._live_idx: list[int] = []
         self._time_col: int | None = None
         self._last_flush_s = 0.0
-        self._displays: list[Any] = []
+        self._outputs: list[_Output] = []
+        self._outputs_lock = threading.Lock()  # never held while calling into a Run
+        self._displayed = False
+        self._close_when_final = False  # an internal widget made only to display one run
         self.on_msg(self._on_frontend_msg)
         if run is not None:
             self.attach(run)
 
     # -- run lifecycle ----------------------------------------------------------------------------
     def attach(self, run: Run) -> EnergyWidget:
-        """Show `run` (live or finished), replacing the run shown so far."""
+        """Show `run` (live or finished), replacing the run shown so far.
+
+        Outputs that showed an earlier run keep it (see the class docstring); a run still going
+        keeps a live view of its own.
+        """
         from .run import Run
 
         if not isinstance(run, Run):
             raise InvalidInputError(f"EnergyWidget.attach expects a Run, got {type(run).__name__}")
+        previous = self.run
         self.detach()
         with self._flush_lock, self._lock:
             self.run = run
@@ -427,15 +768,58 @@ class EnergyWidget(anywidget.AnyWidget):
             self._stop = threading.Event()
         self.snapshot = {}
         self.meta = run_meta(run, self._run_key)
+        if not run.done:
+            # subscribed before the run's outputs are: the live view gets the `done` summary
+            # before those outputs are replaced (which renders the image, ~0.5 s)
+            self._unsubscribe = run.subscribe(self._on_event, replay=True)
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name=f"energy-widget-{run.run_id}", daemon=True
+            )
+            self._flusher.start()
+        if run is not previous:
+            self._move_outputs(run)
         if run.done:
             self._write_final_snapshot(run)
-            return self
-        self._unsubscribe = run.subscribe(self._on_event, replay=True)
-        self._flusher = threading.Thread(
-            target=self._flush_loop, name=f"energy-widget-{run.run_id}", daemon=True
-        )
-        self._flusher.start()
         return self
+
+    def _move_outputs(self, run: Run) -> None:
+        """Decide what each output shows now that this widget follows `run`."""
+        cell = _current_cell()
+        adopt: list[_Output] = []
+        hand_over: list[_Output] = []
+        with self._outputs_lock:
+            keep: list[_Output] = []
+            for out in self._outputs:
+                if out.run is None:
+                    adopt.append(out)
+                elif not (out.run.done or outputs_of(out.run).final):
+                    hand_over.append(out)  # its run goes on: it keeps a live view of that run
+                    continue
+                elif cell is not None and out.cell == cell:
+                    adopt.append(out)  # the same cell execution started this run: re-use it
+                else:
+                    continue  # a finished run in another cell: that output stays with it
+                keep.append(out)
+            self._outputs = keep
+        for out in hand_over:
+            assert out.run is not None
+            other = _display_widget(out.run)
+            _update_output(out.handle, other._live_bundle(), out.run)
+            with other._outputs_lock:
+                other._outputs.append(out)
+                other._displayed = True
+        fresh = run.done or outputs_of(run).final
+        for out in adopt:
+            reused = out.run is not None
+            out.run = run
+            if fresh:
+                outputs_of(run).add(out.handle)  # replaced by the run's final bundle at once
+            else:
+                if reused:
+                    _update_output(out.handle, self._live_bundle(), run)
+                outputs_of(run).add(out.handle, out.cell)
+        if self._displayed and not adopt and cell is not None:
+            self._display_live(run, cell, auto=True)
 
     def detach(self) -> None:
         """Stop following the current run (its data stays in the widget)."""
@@ -520,11 +904,14 @@ class EnergyWidget(anywidget.AnyWidget):
                 self._layer_fp[i] = fp
 
     def _write_final_snapshot(self, run: Run) -> None:
+        """The finished run into the `snapshot` trait, as saved views hold it (`saved_snapshot`):
+        what a view restored from saved widget state, or inside a container, shows."""
+        if self._close_when_final:
+            return  # closed once the run's outputs hold its final bundle (`_display_widget`)
         with self._flush_lock:
             if run is not self.run:
                 return
-            self.snapshot = snapshot_of(run, self._run_key, self._seq)
-        self._update_displays()
+            self.snapshot = saved_snapshot(run, self._run_key, self._seq)
 
     # -- frontend -> kernel -----------------------------------------------------------------------
     def _on_frontend_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
@@ -533,63 +920,145 @@ class EnergyWidget(anywidget.AnyWidget):
             self.cancel()
         elif kind == "snapshot":
             self._send_snapshot()
+        elif kind == "rows":
+            self._send_rows(content.get("index"))
 
     def _send_snapshot(self) -> None:
-        """A late view's catch-up: everything so far, tagged with the last delta's seq."""
+        """A late view's catch-up: everything so far, tagged with the last delta's seq; a
+        finished run's is the saved snapshot (its view asks for a row it lacks: `_send_rows`)."""
         run = self.run
         if run is None:
             return
         with self._flush_lock:
             seq = self._seq  # deltas after this one may repeat snapshot data: the view dedupes
-            snap = snapshot_of(run, self._run_key, seq)
+            done = run.done
+            snap = (saved_snapshot if done else snapshot_of)(run, self._run_key, seq)
         self.send(snap["header"], snap["buffers"])
 
-    # -- display ----------------------------------------------------------------------------------
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        """The widget view plus a static rendering for renderers without widgets."""
-        out = super()._repr_mimebundle_(**kwargs)
-        if out is None:
-            return None
-        data, metadata = out
-        if self.run is not None:
-            from .static_render import render_html, render_text
+    def _send_rows(self, index: Any) -> None:
+        """Full layer rows (every metric) of the tokens a view asked for: a view of a saved
+        snapshot holds only the layer times, and asks when it shows a token."""
+        run = self.run
+        if run is None or not isinstance(index, list):
+            return
+        wanted = [i for i in index[:MAX_ROWS_PER_REQUEST] if isinstance(i, int) and i >= 0]
+        batch = Batch()
+        replayed = replay_batch(run)
+        batch.layers = {i: replayed.layers[i] for i in wanted if i in replayed.layers}
+        if not batch.layers:
+            return
+        batch.first_event_s = time.time()
+        with self._flush_lock:
+            header, buffers = encode(
+                batch,
+                kind="snapshot",
+                seq=self._seq,
+                run_key=self._run_key,
+                live_metric_idx=self._live_idx,
+                time_col=self._time_col,
+            )
+        self.send(header, buffers)
 
-            data = {**data, "text/html": render_html(self.run), "text/plain": render_text(self.run)}
-        return data, metadata
+    # -- display ----------------------------------------------------------------------------------
+    def _live_bundle(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The widget view, and a line of text for renderers without widgets."""
+        run = self.run
+        if run is None:
+            text = "EnergyWidget: waiting for a run (it shows the profiler's next run)"
+        else:
+            text = (
+                f"EnergyWidget: run {run.run_id} ({run.model.get('name', '–')}), live; "
+                "its figures replace this output when the run ends"
+            )
+        data = {
+            WIDGET_VIEW_MIME: {"version_major": 2, "version_minor": 1, "model_id": self.model_id},
+            "text/plain": text,
+        }
+        return data, {}
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """A finished run's final bundle (no widget view); else the live widget view."""
+        run = self.run
+        if run is not None and (run.done or outputs_of(run).final):
+            return final_bundle(run)
+        return self._live_bundle()
 
     def _ipython_display_(self) -> None:
-        """Display with a display_id, so the static fallback is refreshed when the run ends."""
-        from IPython.display import display
+        """An output that follows the run live, replaced by its final bundle when it ends."""
+        run = self.run
+        self._displayed = True
+        if run is not None and (run.done or outputs_of(run).final):
+            _display_raw(*final_bundle(run))
+            return
+        self._display_live(run, _current_cell(), auto=False)
 
-        out = self._repr_mimebundle_()
-        if out is None:
+    def _display_live(self, run: Run | None, cell: str | None, auto: bool) -> None:
+        if self.comm is None:
             return
-        data, metadata = out
-        handle = display(data, metadata=metadata, raw=True, display_id=True)
-        if handle is not None:
-            self._displays.append(handle)
+        _warm_up_image_renderer()
+        data, metadata = self._live_bundle()
+        handle = _display_raw(data, metadata)
+        if handle is None:
+            return
+        with self._outputs_lock:
+            self._outputs.append(_Output(handle, run, cell))
+        if run is not None:
+            outputs_of(run).add(handle, cell, auto=auto)
 
-    def _update_displays(self) -> None:
-        if not self._displays:
-            return
-        out = self._repr_mimebundle_()
-        if out is None:
-            return
-        data, metadata = out
-        for handle in self._displays:
-            try:
-                handle.update(data, metadata=metadata, raw=True)
-            except Exception:
-                log.exception("energy widget: could not refresh the static fallback")
+
+MAX_ROWS_PER_REQUEST = 16
+
+_WARMED = threading.Event()
+
+
+def _warm_up_image_renderer() -> None:
+    """Import matplotlib and PIL (~0.7 s) while the run generates, not when it ends (its final
+    image is drawn before `run.wait()` returns)."""
+    if _WARMED.is_set():
+        return
+    _WARMED.set()
+
+    def load() -> None:
+        try:
+            import matplotlib.backends.backend_agg  # noqa: F401
+            import PIL.Image  # noqa: F401
+        except Exception:  # the saved view says why when it is made
+            pass
+
+    threading.Thread(target=load, name="energy-widget-warm-up", daemon=True).start()
+
+
+def _update_output(handle: Any, bundle: tuple[dict[str, Any], dict[str, Any]], run: Run) -> None:
+    """Replace an output's content; log, never raise (the notebook may be gone)."""
+    try:
+        handle.update(bundle[0], metadata=bundle[1], raw=True)
+    except Exception:
+        log.exception("energy widget: could not update an output of run %s", run.run_id)
 
 
 _WIDGETS: weakref.WeakKeyDictionary[Run, EnergyWidget] = weakref.WeakKeyDictionary()
+_DISPLAY_WIDGETS: weakref.WeakKeyDictionary[Run, EnergyWidget] = weakref.WeakKeyDictionary()
 
 
 def widget_for(run: Run) -> EnergyWidget:
-    """The widget showing `run` (one per run, so displaying a Run twice shares one model)."""
+    """The widget showing `run` (`run.widget()`: one per run, so it is one model)."""
     w = _WIDGETS.get(run)
     if w is None or w.run is not run or w.comm is None:
         w = EnergyWidget(run)
         _WIDGETS[run] = w
+    return w
+
+
+def _display_widget(run: Run) -> EnergyWidget:
+    """The widget behind displays of a live Run (`display_run`, an output handed over): closed
+    once the run's outputs hold its final bundle, so no widget model outlives them."""
+    w = _DISPLAY_WIDGETS.get(run)
+    if w is None or w.run is not run or w.comm is None:
+        w = EnergyWidget(run)
+        w._close_when_final = True
+        _DISPLAY_WIDGETS[run] = w
+        # on a thread of its own: the run's `done` listener holds the run's lock, and closing
+        # joins the widget's flusher, which may be waiting for that lock
+        closer = threading.Thread(target=w.close, name="energy-widget-close", daemon=True)
+        outputs_of(run).when_final(closer.start)
     return w

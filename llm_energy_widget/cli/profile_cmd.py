@@ -162,7 +162,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         nb = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
         if nb.is_file():
             executed = execute_notebook(nb, out / "quickstart.ipynb", cwd=out)
-            print(f"executed notebook (with widget state): {executed.resolve()}")
+            print(
+                f"executed notebook (its runs saved as images, text and HTML): {executed.resolve()}"
+            )
         else:
             print(f"(no quickstart notebook at {nb}; skipped)")
     print("\nOpen JupyterLab on the notebooks with: make lab")

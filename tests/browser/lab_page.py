@@ -1,6 +1,7 @@
 """Driving a notebook in JupyterLab through Playwright, and reading the widget back out of the page.
 
-The widget's DOM (js/*.ts): `.lew-root` per view; `.lew-state.lew-state-<status>` in the status bar;
+The widget's DOM (js/*.ts): `.lew-root` per view (a finished run's renders inside `.lew-saved`,
+the HTML its output is replaced by); `.lew-state.lew-state-<status>` in the status bar;
 `.lew-stop` button; `.lew-power canvas`; `.lew-heatmap canvas` + `.lew-caption`; `.lew-tok` spans
 with `data-i`; `.lew-tooltip` (role=tooltip); `.lew-cards`; `data-version` on the root after each
 frame, and a `lew-frame` event (non-bubbling, caught in the capture phase) per frame.
@@ -111,6 +112,17 @@ def wait_tokens(page: Page, n: int, timeout_ms: float, nth: int = 0) -> None:
         "([n, nth]) => { const r = document.querySelectorAll('.jp-Notebook .lew-root')[nth];"
         " return !!r && r.querySelectorAll('.lew-tok').length >= n; }",
         arg=[n, nth],
+        timeout=timeout_ms,
+    )
+
+
+def wait_saved_views(page: Page, n: int, timeout_ms: float) -> None:
+    """`n` outputs hold a finished run's final bundle and its interactive view has rendered
+    (`.lew-saved[data-lew-rendered="1"]`: the script in a trusted output's HTML)."""
+    page.wait_for_function(
+        "(n) => document.querySelectorAll("
+        "'.jp-Notebook .lew-saved[data-lew-rendered=\"1\"] .lew-root').length >= n",
+        arg=n,
         timeout=timeout_ms,
     )
 

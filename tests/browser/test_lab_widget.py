@@ -33,6 +33,7 @@ from lab_page import (
     set_theme,
     stop_probe,
     wait_kernel_idle,
+    wait_saved_views,
     wait_state,
     wait_tokens,
     widget,
@@ -329,6 +330,8 @@ def test_stop_button_ends_a_long_run_early(pages: Pages, lab: LabServer) -> None
     wait_state(root, "cancelled", 60_000)
     latency_s = time.monotonic() - t_click
     wait_kernel_idle(page, 60_000)
+    # the run's output is replaced by its final bundle (issue 10): read the view rendered from it
+    wait_saved_views(page, 1, 60_000)
     text = outputs_text([run_code(page, CHECK_RUN)])
     m = re.search(r"RESULT status=(\w+) tokens=(\d+)", text)
     assert m, text

@@ -6,6 +6,7 @@ import base64
 import json
 import re
 import xml.etree.ElementTree as ET
+import zlib
 
 import pytest
 from widget_harness import XSS_TEXTS, full_run
@@ -66,13 +67,21 @@ def test_report_is_self_contained_and_escaped(run, tmp_path):
     # the XSS token never appears raw, only as escaped text / JSON escapes
     assert "<img src=x" not in page
     assert "</script><script>alert(1)" not in page
-    data = re.search(r'<script type="application/json" id="lew-data">(.*?)</script>', page, re.S)
+    # data and bundle are deflated base64 (issue 10: the report's size); unpacked, they are the
+    # run's full snapshot and the built bundle
+    data = re.search(r'<script type="application/octet-stream" id="lew-data">(.*?)</script>', page)
     assert data is not None
-    parsed = json.loads(data.group(1))
-    assert parsed["snapshot"]["header"]["tokens"]["text"] == [t["text"] for t in run.tokens()]
+    raw = zlib.decompress(base64.b64decode(data.group(1)))
+    n = int.from_bytes(raw[:4], "little")
+    parsed = json.loads(raw[4 : 4 + n])
+    assert parsed["header"]["tokens"]["text"] == [t["text"] for t in run.tokens()]
     assert parsed["meta"]["run_id"] == run.run_id
-    bundle = re.search(r'<script type="text/plain" id="lew-bundle">(.*?)</script>', page, re.S)
-    assert bundle is not None and b"staticModel" in base64.b64decode(bundle.group(1))
+    assert "layers" in parsed["header"] and "layer_means" not in parsed["header"], "full rows"
+    bundle = re.search(
+        r'<script type="application/octet-stream" id="lew-bundle">(.*?)</script>', page
+    )
+    assert bundle is not None
+    assert "staticModel" in json.loads(zlib.decompress(base64.b64decode(bundle.group(1))))["js"]
 
 
 def test_run_to_html_delegates(run, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 
@@ -134,11 +135,27 @@ def test_finished_live_run_leaves_the_whole_run_in_the_snapshot_trait(streamed):
 
 
 def _check_snapshot(run, header, buffers):
+    """The trait holds the saved snapshot: every token's layer times, no single token's
+    activation statistics, and the exact means over the decode tokens (issue 10: the full rows
+    made a 2,000-token run's saved state 3.8 MB)."""
     d = decode(header, buffers)
     assert header["type"] == "snapshot"
     assert header["tokens"]["text"] == [t["text"] for t in run.tokens()]
     assert len(d["power"]) == len(run.power_records())
-    assert d["layer_idx"].tolist() == list(range(run.n_tokens))
+    assert "layer_q" not in d, "no full rows in a saved snapshot"
+    assert d["lt_idx"].tolist() == list(range(run.n_tokens))
+    ti = run.metric_names.index("time_ms")
+    ref = run.layers[..., ti]
+    assert np.allclose(d["layer_time"], ref, rtol=0.02)
+    assert np.allclose(d["lt_ms"], np.nansum(ref, axis=(1, 2)), rtol=1e-5)
+    means = header["layer_means"]
+    assert means["metrics"] == ["act_mean", "act_std", "act_max", "sparsity"]
+    decode_idx = [t["index"] for t in run.tokens() if t["phase"] != "prefill"]
+    assert means["tokens"] == len(decode_idx)
+    lm = d["lm"].reshape(*ref.shape[1:], 4)
+    for j, m in enumerate(means["metrics"]):
+        exact = run.layers[decode_idx][..., run.metric_names.index(m)].mean(axis=0)
+        assert np.allclose(lm[..., j], exact, rtol=1e-6), m
     assert header["summary"]["output_tokens"] == run.n_tokens
     assert header["summary"]["decode_j_per_token"] == pytest.approx(
         run.summary()["decode_j_per_token"]
@@ -278,12 +295,25 @@ def test_widget_for_reuses_one_widget_per_run():
     assert run.widget() is widget_for(run)
 
 
-def test_display_bundle_carries_an_escaped_static_fallback():
+def test_a_finished_runs_bundle_holds_no_widget_view_and_escapes_token_text():
+    """Issue 10: an output holding the widget view shows "model not found" once reopened, so a
+    finished run's bundle is an image, text and sanitizer-safe HTML (this replaced a test that
+    asked for the widget view beside an SVG fallback)."""
     run = full_run(n_tokens=8, texts=XSS_TEXTS)
     data, _meta = EnergyWidget(run)._repr_mimebundle_()
-    assert "application/vnd.jupyter.widget-view+json" in data
+    assert "application/vnd.jupyter.widget-view+json" not in data
+    assert base64.b64decode(data["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
     html_ = data["text/html"]
-    assert "<svg" in html_ and "<polyline" in html_
-    assert "<img" not in html_ and "<script" not in html_
+    assert "<svg" not in html_ and "<img src=x" not in html_ and "<script>alert" not in html_
     assert "&lt;img src=x onerror=alert(1)&gt;" in html_
     assert "decode J/token" in data["text/plain"] and "(modeled)" in data["text/plain"]
+
+
+def test_a_live_runs_bundle_is_the_widget_view():
+    run = new_synthetic_run()
+    run._record_status("running")
+    w = EnergyWidget(run)
+    data, _meta = w._repr_mimebundle_()
+    assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == w.model_id
+    assert run.run_id in data["text/plain"]
+    w.detach()

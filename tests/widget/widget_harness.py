@@ -146,6 +146,11 @@ DTYPES = {
     "layer_range": np.float32,
     "layer_q": np.uint8,
     "layer_ms": np.float32,
+    "lt_idx": np.uint32,
+    "lt_range": np.float32,
+    "lt_q": np.uint8,
+    "lt_ms": np.float32,
+    "lm": np.float32,
 }
 
 
@@ -167,6 +172,15 @@ def decode(header: dict[str, Any], buffers: list[bytes]) -> dict[str, np.ndarray
         out["layer_q"] = out["layer_q"].reshape(n, n_l, n_c, n_m)
         out["layer_range"] = out["layer_range"].reshape(n, n_m, 2)
         out["layers"] = dequantize_rows(out["layer_q"], out["layer_range"])
+    if "lt_q" in out:  # a saved snapshot's time-only rows
+        if "lt_idx" not in out:
+            first = header["layer_time"]["first"]
+            out["lt_idx"] = np.arange(first, first + out["lt_ms"].size, dtype=np.uint32)
+        n_l, n_c = header["layer_time"]["shape"]
+        n = out["lt_idx"].size
+        out["lt_q"] = out["lt_q"].reshape(n, n_l, n_c, 1)
+        out["lt_range"] = out["lt_range"].reshape(n, 1, 2)
+        out["layer_time"] = dequantize_rows(out["lt_q"], out["lt_range"])[..., 0]
     if "power" in out:
         out["power"] = out["power"].reshape(-1, 7)
     return out
