@@ -156,7 +156,7 @@ def to_html(run: Run, path: str | os.PathLike[str]) -> Path:
     if not have_bundle:
         parts.append('<p class="note">Interactive view not included (bundle not built).</p>')
     parts += [
-        f'<section id="lew-fallback">{render_svg(run)}</section>',
+        f'<section id="lew-fallback">{render_svg(run, cell_titles=False)}</section>',
         "<section><h2>Summary</h2>",
         *(f'<p class="note">⚠ {_esc(w)}</p>' for w in summary_warnings(run)),
         _table(["figure", "value", "kind"], [list(r) for r in summary_rows(run)]),

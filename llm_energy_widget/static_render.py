@@ -292,7 +292,9 @@ def mean_rows(run: Run) -> tuple[np.ndarray, list[int], str]:
     return run.layers[:n], list(range(n)), "prefill token only (no decode token yet)"
 
 
-def _heatmap_svg(run: Run, x: float, y: float, w: float) -> tuple[list[str], float]:
+def _heatmap_svg(
+    run: Run, x: float, y: float, w: float, cell_titles: bool = True
+) -> tuple[list[str], float]:
     arr = run.layers
     if arr.size == 0 or "time_ms" not in run.metric_names:
         return [], 0.0
@@ -359,7 +361,9 @@ def _heatmap_svg(run: Run, x: float, y: float, w: float) -> tuple[list[str], flo
             out.append(
                 f'<rect x="{label_w + ci * cw:.1f}" y="{top + li * ch:.1f}" '
                 f'width="{max(1.0, cw - 1):.1f}" height="{max(1.0, ch - 1):.1f}" '
-                f'fill="{_color((v - lo) / span)}"><title>{_esc(cell_tip(li, ci))}</title></rect>'
+                f'fill="{_color((v - lo) / span)}">'
+                + (f"<title>{_esc(cell_tip(li, ci))}</title>" if cell_titles else "")
+                + "</rect>"
             )
         if li % max(1, math.ceil(10 / ch)) == 0:
             out.append(
@@ -374,13 +378,17 @@ def _heatmap_svg(run: Run, x: float, y: float, w: float) -> tuple[list[str], flo
     return out, top + n_l * ch + 20
 
 
-def render_svg(run: Run, width: int = 720) -> str:
-    """SVG: the power curve with phase bands, then the layer × component heatmap (if any)."""
+def render_svg(run: Run, width: int = 720, cell_titles: bool = True) -> str:
+    """SVG: the power curve with phase bands, then the layer × component heatmap (if any).
+
+    `cell_titles=False` leaves out each cell's hover text (every metric of it): the report does,
+    since its interactive view has them and they made its no-script fallback 90 KB for 30 x 12.
+    """
     w = float(width)
     power_h = 160.0
     top = 36.0  # the title and the source line above the chart
     parts = _power_svg(run, 44, top, w - 60, power_h)
-    heat, heat_h = _heatmap_svg(run, 0, top + power_h + 44, w - 10)
+    heat, heat_h = _heatmap_svg(run, 0, top + power_h + 44, w - 10, cell_titles)
     height = top + power_h + 44 + heat_h + (0 if heat else -30)
     title = f"{run.model.get('name', 'run')} · {run.run_id} · {run.status}"
     style = (

@@ -7,8 +7,7 @@ kind with its scope, the averaging window of the power readings.
 
 from __future__ import annotations
 
-import re
-
+from ..core.format import layer_label
 from ..core.schema import SUMMARY_LABELS
 
 __all__ = ["kind_scope", "layer_label", "summary_name", "summary_unit", "window_note"]
@@ -36,12 +35,6 @@ def summary_name(key: str) -> str:
     if label is None or not unit:
         return label or key
     return f"{label[:-1]}; {unit})" if label.endswith(")") else f"{label} ({unit})"
-
-
-def layer_label(name: str) -> str:
-    """'L12' for a layer named '12' or 'model.layers.12' (the widget's rule); else the name."""
-    m = re.search(r"(\d+)$", name)
-    return f"L{m.group(1)}" if m else name
 
 
 def window_note(window_ms: object) -> str:

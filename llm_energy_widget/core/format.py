@@ -4,8 +4,9 @@ the report and the CLI (js/format.ts mirrors them)."""
 from __future__ import annotations
 
 import math
+import re
 
-__all__ = ["format_cost"]
+__all__ = ["format_cost", "layer_label"]
 
 
 def format_cost(usd: float | None, missing: str = "–") -> str:
@@ -13,3 +14,9 @@ def format_cost(usd: float | None, missing: str = "–") -> str:
     if usd is None or not math.isfinite(usd):
         return missing
     return f"${usd:.3g}"
+
+
+def layer_label(name: str) -> str:
+    """'L12' for a layer named '12' or 'model.layers.12' (the widget's rule); else the name."""
+    m = re.search(r"(\d+)$", name)
+    return f"L{m.group(1)}" if m else name
