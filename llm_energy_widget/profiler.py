@@ -11,6 +11,7 @@ whatever happened.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import queue
@@ -44,55 +45,114 @@ SHORT_RUN_TOKENS = 2
 CHAT_CHOICES = ("auto", True, False)
 
 
+class _Worker:
+    """One generation thread, its own job queue, and whether a started run holds it."""
+
+    def __init__(self, n: int, work: Callable[[_Worker], None]) -> None:
+        self.jobs: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]] = (
+            queue.SimpleQueue()
+        )
+        self.held = False  # a started run is on it (until it frees its place in the queue)
+        self.last_model: weakref.ref[Any] | None = None
+        self.thread = threading.Thread(target=work, args=(self,), name=f"lew-generate-{n}")
+        self.thread.daemon = True
+
+
 class _GenerationThreads:
     """Long-lived daemon threads that run `generate`, reused from run to run.
 
     A thread's first `generate` on CUDA pays per-thread set-up on every decode step (measured on an
     H200: 19 tok/s in a fresh thread against 96 on the main thread, 91 on the same thread's second
-    run), so a new thread per run would slow every run. A run started by the end of the one
-    before it (the next in the queue) runs on the same thread, right after it. Runs allowed to
-    overlap (`overlap=True`) need a thread each, so a new thread starts when none is idle.
-    Daemon threads: a stuck `generate` never blocks exit.
+    run), and this profiler's warm-up is per thread too, so a run goes to the thread that last
+    ran its model when that thread is free, else to any free thread; a thread starts only when
+    every thread holds a run (runs allowed to overlap, `overlap=True`). A thread is free as soon
+    as its run has ended, before its last frame is freed: the next job waits those microseconds
+    in its queue. Daemon threads: a stuck `generate` never blocks exit.
     """
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]] = (
-            queue.SimpleQueue()
-        )
-        self._idle = threading.Semaphore(0)
-        self._count = 0
+        self._workers: list[_Worker] = []
+        self._local = threading.local()  # on a worker thread: `worker`
+        self._busy = 0  # threads inside a job (its frame and tensors not yet freed)
         self._lock = threading.Lock()
-        self._local = threading.local()  # on a worker: `next`, the job it runs after this one
+        self._idle = threading.Condition(self._lock)
 
-    def submit(self, fn: Callable[..., None], *args: Any) -> None:
-        if getattr(self._local, "is_worker", False) and self._local.next is None:
-            self._local.next = (fn, args)  # this worker's job is ending: it takes this one next
-            return
-        self._jobs.put((fn, args))
-        if self._idle.acquire(timeout=0):
-            return  # an idle worker takes it
+    def submit(self, model: Any, fn: Callable[..., None], *args: Any) -> None:
+        """Run `fn(*args)` for a run on `model` on a free thread, preferring `model`'s last."""
         with self._lock:
-            self._count += 1
-            threading.Thread(
-                target=self._work, name=f"lew-generate-{self._count}", daemon=True
-            ).start()
+            free = [w for w in self._workers if not w.held]
+            mine = [w for w in free if w.last_model is not None and w.last_model() is model]
+            candidates = mine or free
+            worker = candidates[0] if candidates else None
+            if worker is None:
+                worker = _Worker(len(self._workers) + 1, self._work)
+                self._workers.append(worker)
+                worker.thread.start()
+            worker.held = True
+            worker.last_model = weakref.ref(model)
+        worker.jobs.put((fn, args))
 
-    def _work(self) -> None:
-        self._local.is_worker = True
-        self._local.next = None
+    def free_this_thread(self) -> None:
+        """Called by a run as it ends, on its thread: the next run may be given this thread."""
+        worker = getattr(self._local, "worker", None)
+        if worker is not None:
+            with self._lock:
+                worker.held = False
+
+    def _work(self, worker: _Worker) -> None:
+        self._local.worker = worker
         while True:
-            job: tuple[Callable[..., None], tuple[Any, ...]] | None = self._jobs.get()
-            while job is not None:
-                fn, args = job
-                try:
-                    fn(*args)
-                except BaseException:  # _execute handles its own errors; never let a worker die
-                    log.exception("generation worker: unexpected error")
-                job, self._local.next = self._local.next, None
-            self._idle.release()
+            fn, args = worker.jobs.get()
+            with self._lock:
+                self._busy += 1
+            try:
+                fn(*args)
+            except BaseException:  # _execute handles its own errors; never let a worker die
+                log.exception("generation worker: unexpected error")
+            finally:
+                del fn, args  # the job's tensors go while the interpreter is alive
+                with self._lock:
+                    worker.held = False  # (already, unless the job failed before its end)
+                    self._busy -= 1
+                    self._idle.notify_all()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no thread is inside a job; False if `timeout_s` passed first."""
+        with self._lock:
+            return self._idle.wait_for(lambda: self._busy == 0, timeout_s)
 
 
 _WORKERS = _GenerationThreads()
+EXIT_WAIT_S = 10.0
+
+
+_EXIT_HOOK: list[bool] = []
+
+
+def _hook_exit() -> None:
+    """Register `_end_runs_at_exit` once, after the store writer's own exit hook: exit hooks
+    run last-registered first, so runs end (cancelled, kept) before the writers flush them."""
+    if _EXIT_HOOK:
+        return
+    from .store import writer as _writer  # noqa: F401  (registers its exit hook first)
+
+    atexit.register(_end_runs_at_exit)
+    _EXIT_HOOK.append(True)
+
+
+def _end_runs_at_exit() -> None:
+    """At interpreter exit: cancel what is still running or queued, and let the threads finish.
+
+    A daemon thread still freeing tensors when the interpreter finalizes is killed inside
+    torch's C++ code and the process aborts ("terminate called without an active exception",
+    exit status 134); it happened here after about one in fifteen profiled scripts, a run's
+    last frame being freed just after wait() returned. Runs still going are cancelled (they
+    keep what they measured) and the threads get up to EXIT_WAIT_S to wind down.
+    """
+    for run in _QUEUE.pending():
+        run.cancel()
+    if not _WORKERS.wait_idle(EXIT_WAIT_S):
+        log.warning("profiling threads still busy at exit after %.0f s", EXIT_WAIT_S)
 
 
 class _Ticket:
@@ -157,9 +217,10 @@ class _RunQueue:
             self._advance()
             return True
 
-    def running(self) -> list[Run]:
+    def pending(self) -> list[Run]:
+        """Runs started and not yet ended, then the queued ones."""
         with self._lock:
-            return [t.run for t in self._tickets if t.started]
+            return [t.run for t in self._tickets]
 
     def _advance(self) -> None:
         for i, ticket in enumerate(self._tickets):
@@ -168,7 +229,7 @@ class _RunQueue:
             ahead = [t for t in self._tickets[:i] if t.conflicts(ticket)]
             if not ahead:
                 ticket.started = True
-                _flag_overlap(ticket, [t for t in self._tickets[:i] if t.started])
+                _flag_overlap(ticket, [t for t in self._tickets if t.started and t is not ticket])
                 ticket.start()
             elif len(ahead) != ticket.ahead:
                 ticket.ahead = len(ahead)
@@ -580,12 +641,21 @@ class EnergyProfiler:
             source,
             self.overlap,
             lambda: _WORKERS.submit(
-                self._execute, run, source, layer_profiler, prompt, chat, gen_kw, store_obj
+                self.model,
+                self._execute,
+                run,
+                source,
+                layer_profiler,
+                prompt,
+                chat,
+                gen_kw,
+                store_obj,
             ),
         )
         run._on_cancel = functools.partial(_cancel_queued, ticket)
         run._release = functools.partial(_QUEUE.release, ticket)
         self.runs.append(run)
+        _hook_exit()
         _QUEUE.submit(ticket)
         return run
 
@@ -663,7 +733,7 @@ class EnergyProfiler:
             if self.baseline_s > 0:
                 phase("baseline")
                 t0 = sampler.now_ms()
-                time.sleep(self.baseline_s)
+                run._cancel.wait(self.baseline_s)  # idle; a cancel ends it at once
                 t1 = end("baseline")
                 run.baseline_w = _baseline_w(sampler, t0, t1)
             self._check_cancel(run)
@@ -759,6 +829,7 @@ class EnergyProfiler:
             sampler.stop()
             if sampler.error is not None and status == "completed":
                 reason = f"generation finished; power sampling stopped early: {sampler.error}"
+            _WORKERS.free_this_thread()  # the next run may come to this thread
             run._finish(status, reason, error)  # frees its place in the queue, then wakes waiters
 
     def _warm_up(

@@ -161,6 +161,24 @@ def test_overlap_true_lets_different_models_run_at_once_and_says_so(
     assert any(f"same time as run {a.run_id}" in w for w in b.summary()["warnings"])
 
 
+def test_a_models_next_run_goes_to_the_thread_that_ran_it(smollm_tokenizer: Any) -> None:
+    """With several threads (after overlapping runs), each model's runs keep to one thread:
+    its warm-up and, on CUDA, the thread's own set-up are paid there."""
+    pa = _profiler(tiny_llama(), smollm_tokenizer, overlap=True, baseline_s=0.3)
+    pb = _profiler(tiny_llama(), smollm_tokenizer, overlap=True, baseline_s=0.3)
+    first = [_gen(pa), _gen(pb)]
+    recs = [Recorder(r) for r in first]
+    assert all(r.wait(60) for r in first)
+    threads = [r.thread("completed") for r in recs]
+    assert threads[0] != threads[1]  # they overlapped: two threads
+    for _ in range(2):
+        for prof, thread in ((pb, threads[1]), (pa, threads[0])):
+            run = _gen(prof)
+            rec = Recorder(run)
+            assert run.wait(60) and rec.thread("completed") == thread
+            assert run.settings["warmup"]["tokens"] == 0  # warm on its own thread
+
+
 def test_a_forbidding_profiler_keeps_overlapping_ones_waiting(smollm_tokenizer: Any) -> None:
     free = _profiler(tiny_llama(), smollm_tokenizer, overlap=True)
     strict = _profiler(tiny_llama(), smollm_tokenizer)  # overlap=False
@@ -219,3 +237,46 @@ def test_wait_interrupted_on_a_queued_run_cancels_it(
         assert ahead.status == "completed"
     else:
         assert ahead.status == "cancelled" and queued.status == "completed"
+
+
+EXIT_SCRIPT = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from lew_testkit import tiny_llama
+from transformers import AutoTokenizer
+import llm_energy_widget as lew
+from llm_energy_widget.models import DEFAULT_GGUF, default_model_dir
+tok = AutoTokenizer.from_pretrained(default_model_dir(), gguf_file=DEFAULT_GGUF)
+prof = lew.EnergyProfiler(tiny_llama(), tok, power="estimate", baseline_s=60, store={store!r})
+a = prof.generate("Hi", max_new_tokens=4)
+b = prof.generate("Hi", max_new_tokens=4)
+time.sleep(0.5)
+print("at exit:", a.status, b.status, flush=True)
+"""
+
+
+def test_exit_cancels_running_and_queued_runs_and_exits_cleanly(tmp_path: Any) -> None:
+    """A script that ends while a run is going (here in a 60 s baseline) and another waits: the
+    process exits at once with status 0, the running run is stored as cancelled."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from llm_energy_widget.store import Store
+
+    store = tmp_path / "runs.sqlite"
+    tests = str(Path(__file__).resolve().parent)
+    script = EXIT_SCRIPT.format(tests=tests, store=str(store))
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "at exit: running queued" in proc.stdout
+    assert time.monotonic() - t0 < 60  # the baseline was cut short, not waited out
+    s = Store(store, read_only=True)
+    try:
+        df = s.runs()
+    finally:
+        s.close()
+    assert list(df["status"]) == ["cancelled"]  # the queued run never started: not stored
