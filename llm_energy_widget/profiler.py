@@ -929,8 +929,8 @@ class EnergyProfiler:
         if self._has_chat_template():
             how = "chat=False" if run.settings.get("chat") is False else "input ids"
             return (
-                f"{head}: a chat model given a raw prompt ({how})? Pass chat=True or chat "
-                "messages so the prompt goes through its chat template"
+                f"{head}: a chat model given a raw prompt ({how})? Pass chat=True (--chat in "
+                "the CLI) or chat messages, so the prompt goes through its chat template"
             )
         return (
             f"{head}: this model may read the prompt as a finished text; end it with an open "

@@ -150,6 +150,19 @@ def test_chat_true_with_a_template_matches_messages(smollm_tokenizer: Any) -> No
     assert a.prompt_tokens == b.prompt_tokens == _templated(smollm_tokenizer, PROMPT).shape[1]
 
 
+def test_profile_passes_chat_and_warmup_through(smollm_tokenizer: Any) -> None:
+    from llm_energy_widget.profiler import profile
+
+    model = tiny_llama()
+    kw = {"power": ConstantSource(10.0), "baseline_s": 0.0, "store": False, "level": "token"}
+    raw = profile(model, smollm_tokenizer, PROMPT, chat=False, warmup=False, max_new_tokens=2, **kw)
+    assert raw.settings["chat_template"] is False
+    assert raw.settings["warmup"]["why_not"] == "warmup=False"
+    chat = profile(model, smollm_tokenizer, PROMPT, max_new_tokens=2, **kw)
+    assert chat.settings["chat_template"] is True
+    assert "already warm" in chat.settings["warmup"]["why_not"]  # the measured run warmed it
+
+
 # -- 2. a run ended by the end token after <= 2 tokens --------------------------------------------
 def _ended_by_eos(model: Any, tok: Any, ids: torch.Tensor, k: int, **gen: Any) -> Any:
     """A run whose (k+1)-th greedy token is made the end token: it ends after k+1 tokens."""
@@ -169,7 +182,7 @@ def test_raw_prompt_ended_by_the_end_token_names_the_chat_template(smollm_tokeni
     short = [w for w in run.warnings if w.startswith("the model ended after 1 token ")]
     assert len(short) == 1, run.warnings
     assert "chat model given a raw prompt (chat=False)" in short[0]
-    assert "Pass chat=True or chat messages" in short[0]
+    assert "Pass chat=True (--chat in the CLI) or chat messages" in short[0]
     for where, shown in _views_warnings(run).items():
         assert short[0] in shown, where
 
