@@ -56,7 +56,8 @@ EVENTS = (
 - error: {message, type}
 """
 
-STATUSES = ("pending", "running", "completed", "cancelled", "failed", "incomplete")
+STATUSES = ("pending", "queued", "running", "completed", "cancelled", "failed", "incomplete")
+"""`queued`: waiting for the runs ahead of it in this process (`end_reason` says how many)."""
 PHASES = ("baseline", "tokenize", "to_device", "prefill", "decode", "tail", "detokenize")
 METRICS = ("time_ms", "energy_j", "act_mean", "act_std", "act_max", "sparsity")
 LEVELS = ("token", "layer", "component", "deep")
@@ -126,6 +127,10 @@ class Run:
         self._lock = threading.RLock()
         self._done = threading.Event()
         self._cancel = threading.Event()
+        # set by the profiler: take a queued run out of its queue / free its place in the queue
+        self._on_cancel: Callable[[], None] | None = None
+        self._release: Callable[[], None] | None = None
+        self._displayed_in_cell = False  # live() showed it in the running cell (no second copy)
 
     # -- control ----------------------------------------------------------------------------------
     @property
@@ -150,8 +155,14 @@ class Run:
             raise
 
     def cancel(self) -> None:
-        """Ask the generation to stop at the next token; the run keeps what it measured."""
+        """Ask the generation to stop at the next token; the run keeps what it measured.
+
+        A queued run leaves its queue and ends at once as cancelled, never started.
+        """
         self._cancel.set()
+        hook = self._on_cancel
+        if hook is not None:
+            hook()
 
     @property
     def cancel_requested(self) -> bool:
@@ -338,6 +349,12 @@ class Run:
                     self._summary, summary = None, {"status": status}
                 self._emit("done", summary)
         finally:
+            release, self._release = self._release, None
+            if release is not None:  # the next queued run may start before wait() returns
+                try:
+                    release()
+                except Exception:
+                    log.exception("run %s: freeing its place in the queue failed", self.run_id)
             self._done.set()  # last: wait() returns only after every event was sent
 
     def _empty_layer_row(self) -> np.ndarray:
@@ -756,7 +773,12 @@ class Run:
         return widget_for(self)
 
     def _ipython_display_(self) -> None:
-        """A live view, replaced by the run's image, text and HTML when it ends (no widget)."""
+        """A live view, replaced by the run's image, text and HTML when it ends (no widget).
+
+        Nothing when `live()` already displayed it in the running cell (`w = lew.live(...); w`).
+        """
+        if self._displayed_in_cell:
+            return
         from .widget import display_run
 
         display_run(self)

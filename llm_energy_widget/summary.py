@@ -82,7 +82,7 @@ def compute_summary(run: Run) -> dict[str, Any]:
     pw = run.power_arrays()
     tokens = run.tokens()
     n_out = len(tokens)
-    warnings: list[str] = []
+    warnings: list[str] = list(run.warnings)  # the run's own first: the views show this list
 
     # The run's window: from the first non-baseline phase start to the last phase end.
     work = [p for p in phases if p["name"] != "baseline"]

@@ -13,7 +13,6 @@ import torch
 from lew_testkit import ConstantSource, tiny_llama
 
 from llm_energy_widget.errors import (
-    ConcurrentRunError,
     InvalidInputError,
     RunError,
     SourceUnavailableError,
@@ -50,8 +49,8 @@ def test_run_is_complete_and_outputs_unchanged(
     hooks_before = _all_hooks(tiny_model)
 
     run = _profiler(tiny_model, smollm_tokenizer, level=level).generate(
-        PROMPT, max_new_tokens=8, do_sample=False, pad_token_id=0
-    )
+        PROMPT, chat=False, max_new_tokens=8, do_sample=False, pad_token_id=0
+    )  # chat=False: compared with plain generate on the raw prompt
     assert run.wait(60), "run did not finish"
     assert run.status == "completed", run.end_reason
     assert [t["token_id"] for t in run.tokens()] == expected
@@ -213,7 +212,8 @@ def test_exception_inside_a_hook_cleans_up(
 
     handle = tiny_model.model.layers[1].mlp.register_forward_hook(bomb)
     try:
-        run = _profiler(tiny_model, smollm_tokenizer, level="component").generate(
+        # no warm-up: the hook's 4th call must fall in the measured run, not before it
+        run = _profiler(tiny_model, smollm_tokenizer, level="component", warmup=False).generate(
             PROMPT, max_new_tokens=10, do_sample=False, pad_token_id=0
         )
         assert run.wait(60)
@@ -237,12 +237,14 @@ def test_exception_inside_the_sampler_is_reported(
     assert _all_hooks(tiny_model) == 0
 
 
-def test_second_concurrent_run_is_refused(tiny_model: Any, smollm_tokenizer: Any) -> None:
+def test_second_run_on_the_same_model_queues(tiny_model: Any, smollm_tokenizer: Any) -> None:
+    """Was: a second concurrent run raised ConcurrentRunError. Now it waits its turn."""
     prof = _profiler(tiny_model, smollm_tokenizer, level="token", baseline_s=1.0)
     run = prof.generate(PROMPT, max_new_tokens=4, pad_token_id=0)
-    with pytest.raises(ConcurrentRunError, match="still profiling"):
-        prof.generate(PROMPT, max_new_tokens=4, pad_token_id=0)
+    second = prof.generate(PROMPT, max_new_tokens=4, pad_token_id=0)
+    assert (second.status, second.end_reason) == ("queued", "queued, 1 ahead")
     assert run.wait(60) and run.status == "completed"
+    assert second.wait(60) and second.status == "completed"
     again = prof.generate(PROMPT, max_new_tokens=2, pad_token_id=0)  # free again afterwards
     assert again.wait(60) and again.status == "completed"
 

@@ -42,7 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_profile_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--prompt", required=True, help="the prompt (sent through the chat template)")
+    p.add_argument(
+        "--prompt",
+        required=True,
+        help="the prompt (through the model's chat template unless --no-chat)",
+    )
     p.add_argument(
         "--model", help="local transformers model directory or .gguf file (default: SmolLM2)"
     )
@@ -55,8 +59,30 @@ def _add_profile_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--interval-ms", type=float, default=100.0)
     p.add_argument("--baseline-s", type=float, default=1.0)
+    chat = p.add_mutually_exclusive_group()
+    chat.add_argument(
+        "--chat",
+        dest="chat",
+        action="store_const",
+        const=True,
+        default="auto",
+        help="always apply the tokenizer's chat template (an error if it has none); default: "
+        "apply it when the tokenizer has one",
+    )
+    chat.add_argument(
+        "--no-chat",
+        "--raw",
+        dest="chat",
+        action="store_const",
+        const=False,
+        help="send the prompt as plain text, no chat template (--raw is the old name)",
+    )
     p.add_argument(
-        "--raw", action="store_true", help="send the prompt as plain text, no chat template"
+        "--no-warmup",
+        dest="warmup",
+        action="store_false",
+        help="skip the unmeasured warm-up generate (a few tokens) before the run; without it "
+        "the run also measures the process's one-time set-up",
     )
     p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=float)
@@ -100,14 +126,12 @@ def run_profile(args: argparse.Namespace, out: Any = sys.stdout) -> Run:
         store=store,
         tags=args.tag,
         experiment=args.experiment,
+        warmup=getattr(args, "warmup", True),
     )
-    prompt: Any = args.prompt
-    if not args.raw and getattr(tok, "chat_template", None):
-        prompt = [{"role": "user", "content": args.prompt}]
     gen: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "do_sample": bool(args.do_sample)}
     if args.temperature is not None:
         gen["temperature"] = args.temperature
-    run = prof.generate(prompt, **gen)
+    run = prof.generate(args.prompt, chat=getattr(args, "chat", "auto"), **gen)
     try:
         run.wait()
     except KeyboardInterrupt:
@@ -142,7 +166,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         power=args.power,
         interval_ms=100.0,
         baseline_s=1.0,
-        raw=False,
+        chat="auto",
+        warmup=True,
         do_sample=False,
         temperature=None,
         json=str(out / "run.json"),

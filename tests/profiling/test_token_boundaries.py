@@ -118,7 +118,13 @@ def _profile(
     act.calls, act.enabled = 0, True
     try:
         run = EnergyProfiler(
-            model, None, power=ConstantSource(10.0), level="layer", baseline_s=0.0, store=False
+            model,
+            None,
+            power=ConstantSource(10.0),
+            level="layer",
+            baseline_s=0.0,
+            store=False,
+            warmup=False,  # every forward counted here is one of the run's
         ).generate(prompt_ids(), do_sample=False, pad_token_id=0, **kw)
         assert run.wait(60) and run.status == "completed", run.end_reason
     finally:

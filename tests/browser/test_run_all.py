@@ -1,0 +1,118 @@
+"""Run All over two generating cells in a real JupyterLab: the second queues, both complete.
+
+Run (one browser suite at a time on this machine), from the repository root:
+  PYTHONPATH=$PWD flock /tmp/lew-browser.lock .venv/bin/python -m pytest \
+      tests/browser/test_run_all.py -q
+
+What the user sees is read from the page: every widget's state and title, sampled every 50 ms
+from before Run All, so the order in which the widgets went queued -> running -> completed is
+the one shown on screen.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from conftest import Pages
+from lab_harness import ARTIFACTS, LabServer, write_notebook
+from lab_page import (
+    cell_outputs,
+    open_notebook,
+    outputs_text,
+    run_all,
+    wait_kernel_idle,
+    wait_state,
+    widget,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
+
+TOKENS = 24
+FLUSH_SLACK_MS = 200  # two widgets' flush intervals (20 updates/s each) and a sample
+RUN_ALL_NOTEBOOK = [
+    "import llm_energy_widget as lew\nmodel, tok = lew.load_default_model()",
+    f'a = lew.live(model, tok, "Name three primary colours.", max_new_tokens={TOKENS},'
+    f" min_new_tokens={TOKENS})",
+    # `b` as the last expression too: live() already showed it, so still one widget
+    f'b = lew.live(model, tok, "Name three planets.", max_new_tokens={TOKENS},'
+    f" min_new_tokens={TOKENS}); b",
+    'b.wait()\nprint(f"RESULT a={a.status}/{a.n_tokens} b={b.status}/{b.n_tokens}")',
+]
+
+# Every widget's (state, title) whenever it changes, with the page time.
+STATES_JS = """
+() => {
+  const seen = { rows: [], last: {} };
+  window.__lewStates = seen;
+  const t0 = performance.now();
+  seen.timer = setInterval(() => {
+    document.querySelectorAll('.jp-Notebook .lew-root').forEach((root, i) => {
+      const s = root.querySelector('.lew-state');
+      const title = root.querySelector('.lew-run-title');
+      const state = s ? s.className.replace(/.*lew-state-(\\S+).*/, '$1') : null;
+      const text = title ? title.textContent : '';
+      const key = state + '|' + text;
+      if (seen.last[i] !== key) {
+        seen.last[i] = key;
+        seen.rows.push({ t: performance.now() - t0, i, state, text });
+      }
+    });
+  }, 50);
+}
+"""
+
+
+def _states(page: Any) -> list[dict[str, Any]]:
+    rows = page.evaluate(
+        "() => { clearInterval(window.__lewStates.timer); return __lewStates.rows; }"
+    )
+    return list(rows)
+
+
+def test_run_all_queues_the_second_generation_and_both_complete(
+    lab: LabServer, pages: Pages
+) -> None:
+    write_notebook(lab.root / "run-all.ipynb", RUN_ALL_NOTEBOOK)
+    lp = pages.new("run-all")
+    page = lp.page
+    open_notebook(page, lab.url, "run-all.ipynb")
+    page.evaluate(STATES_JS)
+    run_all(page)
+    queued_view = widget(page, 1)
+    wait_state(queued_view, "queued", 240_000)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    queued_view.screenshot(path=str(ARTIFACTS / "run-all-queued.png"), animations="disabled")
+    wait_kernel_idle(page, 300_000)
+    for i in range(2):
+        wait_state(widget(page, i), "completed", 60_000)
+    rows = _states(page)
+    outputs = cell_outputs(page)
+
+    errors = [o for cell in outputs for o in cell if o.get("output_type") == "error"]
+    assert not errors, [(e["ename"], e["evalue"]) for e in errors]
+    assert f"RESULT a=completed/{TOKENS} b=completed/{TOKENS}" in outputs_text(outputs)
+    # one widget per generating cell: the trailing `b` showed no second copy
+    assert page.locator(".jp-Notebook .lew-root").count() == 2
+    assert [len([o for o in outputs[k] if "application/vnd.jupyter.widget-view+json"
+                 in o.get("data", {})]) for k in (1, 2)] == [1, 1]  # fmt: skip
+
+    first = [r for r in rows if r["i"] == 0]
+    second = [r for r in rows if r["i"] == 1]
+    order = [r["state"] for r in second]
+    seq = [s for k, s in enumerate(order) if k == 0 or order[k - 1] != s]
+    assert seq[-3:] == ["queued", "running", "completed"], second
+    queued = [r for r in second if r["state"] == "queued"]
+    assert any(re.search(r"queued, 1 ahead", r["text"]) for r in queued), queued
+    # the second started only once the first had completed, as the page showed them; each
+    # widget sends at most every 50 ms on its own, so the two can cross by that much (the
+    # order itself is exact: tests/test_queue.py), plus one 50 ms sample here
+    t_second_running = next(r["t"] for r in second if r["state"] == "running")
+    t_first_done = next(r["t"] for r in first if r["state"] == "completed")
+    t_first_running = next(r["t"] for r in first if r["state"] == "running")
+    assert t_first_done - FLUSH_SLACK_MS <= t_second_running, (first, second)
+    assert t_second_running - t_first_running > 1000  # it waited the first run out
+    run_ids = [re.search(r"run (\w+)", r["text"]) for r in (first[-1], second[-1])]
+    assert all(run_ids) and run_ids[0].group(1) != run_ids[1].group(1)  # type: ignore[union-attr]
+    assert not lp.log.outside, f"requests left localhost: {lp.log.outside}"
