@@ -40,7 +40,7 @@ class Shows:
 # Keyed by a line the block contains. Output kinds: see `kind`.
 EXPECT: dict[str, Shows] = {
     "model, tok = lew.load_default_model()": Shows(
-        ["widget", "dataframe", "dataframe"],
+        ["run", "dataframe", "dataframe"],
         stdout=[
             # the answer (the chat template was applied): a sentence, not one end token
             r"^(?=.*\b(?:light|sky|blue|scatter\w*|sun\w*|atmospher\w*)\b)(?:\S+\s+){7,}",
@@ -48,10 +48,10 @@ EXPECT: dict[str, Shows] = {
         ],
         files=["report.html"],
     ),
-    'run = lew.live(model, tok, "Why is the sky blue?"': Shows(["widget"]),
-    "first = lew.live(": Shows(["widget", "widget"], stdout=[r"^completed completed$"]),
+    'run = lew.live(model, tok, "Why is the sky blue?"': Shows(["run"]),
+    "first = lew.live(": Shows(["run", "run"], stdout=[r"^completed completed$"]),
     "store = lew.Store()": Shows(
-        ["dataframe", "plotly", "plotly", "comparison", "dataframe"],
+        ["dataframe", "plotly+", "comparison", "plotly+", "dataframe"],
         files=["run.json", "trace.json", "tables"],
     ),
 }
@@ -75,21 +75,33 @@ def kind(output: dict[str, Any], widget_state: dict[str, Any]) -> str | None:
         return None
     data = output.get("data", {})
     html = str(data.get("text/html", ""))
+    if WIDGET not in data and "image/png" in data and "lew-saved" in html:
+        return "run"  # a finished run's output: its image, text and HTML replaced the live view
     if WIDGET in data:
         model = widget_state.get(data[WIDGET]["model_id"], {})
         if model.get("model_name") == "AnyModel":
-            return "widget"
+            return "run"  # the live view (a run still going when the notebook was saved)
         children = model.get("state", {}).get("children", [])
         names = {widget_state.get(str(c).removeprefix("IPY_MODEL_"), {}).get("model_name")
                  for c in children}  # fmt: skip
         return None if "FloatProgressModel" in names else f"other widget: {model.get('model_name')}"
-    if "Plotly.newPlot" in html and "<table" in html:
-        return "comparison"
+    if set(data) == {"text/html"} and "PlotlyConfig" in html and "<table" not in html:
+        return None  # plotly.js itself, inlined once per notebook before the first figure
+    if ("Plotly.newPlot" in html and "<table" in html) or (
+        "<table" in html and 'class="dataframe' not in html and PLOTLY not in data
+    ):
+        return "comparison"  # compare()'s headline table (its figures follow, one output each)
     if PLOTLY in data or "Plotly.newPlot" in html:
         return "plotly"
     if 'class="dataframe' in html:
         return "dataframe"
     return f"other: {output['output_type']} {sorted(data)}"
+
+
+def shown_run(output: dict[str, Any]) -> str | None:
+    """The run an output shows: its text/plain names it ("Run <12 hex> · …")."""
+    m = re.search(r"\b([0-9a-f]{12})\b", output["data"].get("text/plain", ""))
+    return m.group(1) if m else None
 
 
 def execute(cells: list[str], cwd: Path) -> tuple[Any, float]:
@@ -156,12 +168,17 @@ def test_readme_python_blocks_show_what_they_say(mode: str, kernel_env: Path) ->
     )  # fmt: skip
     for outs, shows in groups:
         kinds = [k for k in (kind(o, state) for o in outs) if k is not None]
+        # consecutive figures are one "plotly+" (compare() shows one output per figure)
+        kinds = [k for i, k in enumerate(kinds) if k != "plotly" or i == 0 or kinds[i - 1] != k]
+        kinds = ["plotly+" if k == "plotly" else k for k in kinds]
         assert kinds == shows.outputs
         stdout = "".join(o["text"] for o in outs if o.get("name") == "stdout")
         for pattern in shows.stdout:
             assert re.search(pattern, stdout, re.M), (pattern, stdout)
-    widgets = [o for outs in per_cell for o in outs if kind(o, state) == "widget"]
-    assert [widget_status(state, w) for w in widgets] == ["completed"] * len(widgets)
+    runs = [o for outs in per_cell for o in outs if kind(o, state) == "run"]
+    # executed headless, every run ended in its cell: each output is its finished run's bundle
+    assert runs and all(WIDGET not in o["data"] for o in runs)
+    assert all(" · completed" in o["data"]["text/plain"] for o in runs)
     warned = [o["text"] for outs in per_cell for o in outs if o.get("name") == "stderr"]
     assert not [w for w in warned if "Warning" in w or "Traceback" in w], warned
     for name in (f for e in expected for f in e.files):
@@ -193,9 +210,8 @@ def test_live_shows_one_widget_and_the_same_one_later(kernel_env: Path) -> None:
     errors = [o for c in nb.cells for o in c.outputs if o["output_type"] == "error"]
     assert not errors, [f"{e['ename']}: {e['evalue']}" for e in errors]
     views = [
-        [o["data"][WIDGET]["model_id"] for o in c.outputs if kind(o, state) == "widget"]
-        for c in nb.cells[1:]
+        [shown_run(o) for o in c.outputs if kind(o, state) == "run"] for c in nb.cells[1:]
     ]
     assert [len(v) for v in views] == [1, 1, 1], views
-    assert views[2] == views[0]  # the same widget model, shown again
+    assert views[2] == views[0]  # the same run, shown again
     assert views[1] != views[0]
