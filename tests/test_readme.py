@@ -209,9 +209,7 @@ def test_live_shows_one_widget_and_the_same_one_later(kernel_env: Path) -> None:
     state = widget_state(nb)
     errors = [o for c in nb.cells for o in c.outputs if o["output_type"] == "error"]
     assert not errors, [f"{e['ename']}: {e['evalue']}" for e in errors]
-    views = [
-        [shown_run(o) for o in c.outputs if kind(o, state) == "run"] for c in nb.cells[1:]
-    ]
+    views = [[shown_run(o) for o in c.outputs if kind(o, state) == "run"] for c in nb.cells[1:]]
     assert [len(v) for v in views] == [1, 1, 1], views
     assert views[2] == views[0]  # the same run, shown again
     assert views[1] != views[0]
