@@ -123,7 +123,10 @@ export class StatusBar {
       h("strong", "", m.model ?? "model –"),
       h("span", "lew-muted", ` · run ${m.run_id} · `),
       h("span", `lew-state lew-state-${st}`, this.stopping ? "stopping…" : st),
-      ...(s.status.reason && !live ? [h("span", "lew-muted", ` (${s.status.reason})`)] : []),
+      // a waiting run says how many are ahead ("queued, 1 ahead"); an ended one how it ended
+      ...(s.status.reason && (!live || st === "queued")
+        ? [h("span", "lew-muted", ` (${s.status.reason})`)]
+        : []),
     );
     // the user's text (meta.prompt), never as HTML; the whole of it on hover
     const prompt = (m.prompt ?? "").trim();

@@ -24,11 +24,30 @@ export class ViewState {
   /** Every view of the model shows the change. */
   set(patch: Partial<Pick<ViewState, "metric" | "scale" | "mode" | "token">>): void {
     Object.assign(this, patch);
+    lastChosen = this;
     this.listeners.forEach((cb) => cb());
   }
 
   toggleRail(name: string): void {
     if (!this.hiddenRails.delete(name)) this.hiddenRails.add(name);
+    lastChosen = this;
     this.listeners.forEach((cb) => cb());
   }
+}
+
+// A finished run's output is replaced by its saved view (another model), and a new run shows in a
+// new output: both start from the choices the user made last on this page.
+let lastChosen: ViewState | null = null;
+
+/** A view state seeded with the user's latest choices on this page (defaults if none yet). */
+export function newViewState(): ViewState {
+  const v = new ViewState();
+  if (lastChosen) {
+    v.metric = lastChosen.metric;
+    v.scale = lastChosen.scale;
+    v.mode = lastChosen.mode;
+    v.token = lastChosen.token;
+    v.hiddenRails = new Set(lastChosen.hiddenRails);
+  }
+  return v;
 }

@@ -10,7 +10,7 @@ import { SummaryCards } from "./summary";
 import { clearThemeCache } from "./theme";
 import { TokenStream } from "./tokens";
 import type { AnyModel, Buffer, Callback, Header, Meta } from "./types";
-import { ViewState } from "./ui";
+import { newViewState, ViewState } from "./ui";
 
 /** What every view of one widget model shares: the run's data and the user's choices. */
 interface Shared {
@@ -47,7 +47,7 @@ function applySnapshotTrait(store: RunStore, snap: Snapshot | null | undefined):
 
 /** Once per model: the store every view of this model reads, fed by traits and messages. */
 function initialize({ model }: { model: AnyModel }): () => void {
-  const sh: Shared = sharedFor(model) ?? { store: new RunStore(), ui: new ViewState() };
+  const sh: Shared = sharedFor(model) ?? { store: new RunStore(), ui: newViewState() };
   shared.set(keyOf(model), sh);
   const store = sh.store;
   const meta = model.get("meta") as Meta | null;

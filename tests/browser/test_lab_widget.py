@@ -297,22 +297,25 @@ def test_choices_survive_a_re_render_and_a_new_run(qs: Quickstart) -> None:
         assert v.locator(".lew-heatmap select[aria-label='colour scale']").input_value() == "log"
     expect(view.locator(".lew-heatmap .lew-caption")).to_have_text(re.compile(r"^token 2: "))
 
+    # a new run shows in its own output (the first one keeps the run it showed): it starts from
+    # the choices the user made last
+    n_roots = page.locator(".jp-Notebook .lew-root").count()
     out = run_code(
         page,
         'run2 = profiler.generate("Say hello.", max_new_tokens=6, min_new_tokens=6,'
-        " do_sample=False)\nrun2.wait()\nprint(run2.status, run2.run_id)",
+        " do_sample=False)\nrun2.wait()\nprint(run2.status, run2.run_id)\nrun2",
         timeout_ms=RUN_MS,
     )
     text = outputs_text([out])
     assert text.startswith("completed "), text
     run_id = text.split()[1]
-    for v in (root, view):
-        expect(v.locator(".lew-run-title")).to_contain_text(run_id, timeout=30_000)
-        wait_state(v, "completed", 30_000)
-        sel = v.locator(".lew-heatmap select[aria-label='metric']")
-        assert sel.evaluate("(s) => s.selectedOptions[0].textContent") == "energy (modeled)"
-        assert v.locator(".lew-heatmap select[aria-label='colour scale']").input_value() == "log"
-        expect(v.locator(".lew-heatmap .lew-caption")).to_have_text(re.compile(r"^token 2: "))
+    new = widget(page, n_roots)
+    expect(new.locator(".lew-run-title")).to_contain_text(run_id, timeout=30_000)
+    wait_state(new, "completed", 30_000)
+    sel = new.locator(".lew-heatmap select[aria-label='metric']")
+    assert sel.evaluate("(s) => s.selectedOptions[0].textContent") == "energy (modeled)"
+    assert new.locator(".lew-heatmap select[aria-label='colour scale']").input_value() == "log"
+    expect(new.locator(".lew-heatmap .lew-caption")).to_have_text(re.compile(r"^token 2: "))
 
 
 def test_stop_button_ends_a_long_run_early(pages: Pages, lab: LabServer) -> None:

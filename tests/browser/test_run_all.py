@@ -95,8 +95,10 @@ def test_run_all_queues_the_second_generation_and_both_complete(
     assert f"RESULT a=completed/{TOKENS} b=completed/{TOKENS}" in outputs_text(outputs)
     # one widget per generating cell: the trailing `b` showed no second copy
     assert page.locator(".jp-Notebook .lew-root").count() == 2
-    assert [len([o for o in outputs[k] if "application/vnd.jupyter.widget-view+json"
-                 in o.get("data", {})]) for k in (1, 2)] == [1, 1]  # fmt: skip
+    # each finished run's output now holds its image/text/HTML (never the widget view)
+    assert [len([o for o in outputs[k] if "image/png" in o.get("data", {})
+                 or "application/vnd.jupyter.widget-view+json" in o.get("data", {})])
+             for k in (1, 2)] == [1, 1]  # fmt: skip
 
     first = [r for r in rows if r["i"] == 0]
     second = [r for r in rows if r["i"] == 1]
