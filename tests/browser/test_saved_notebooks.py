@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 
 import pytest
 from conftest import LAB_SETTINGS, LabPage, Pages, open_page, save_artifacts
-from lab_harness import ARTIFACTS, JUPYTER, REPO, LabServer, wait_until
+from lab_harness import ARTIFACTS, JUPYTER, REPO, LabServer, code_cell, wait_until
 from lab_page import cell_outputs, open_notebook, outputs_text, run_all, wait_kernel_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
@@ -66,22 +66,13 @@ def _notebook_cells() -> list[dict[str, Any]]:
         cells.append(cell)
     assert any(f"max_new_tokens={RUN_TOKENS}" in c["source"] for c in cells)
 
-    def code(source: str) -> dict[str, Any]:
-        return {
-            "cell_type": "code",
-            "execution_count": None,
-            "metadata": {},
-            "outputs": [],
-            "source": source,
-        }
-
     cells += [
         {"cell_type": "markdown", "metadata": {}, "source": "A second prompt, profiled too."},
-        code(
+        code_cell(
             f"run2 = profiler.generate({SECOND_PROMPT!r}, max_new_tokens={RUN_TOKENS},"
             " do_sample=False)\nrun2"
         ),
-        code("run2.wait()\nprint('RUNS', run.run_id, run2.run_id, run2.status)"),
+        code_cell("run2.wait()\nprint('RUNS', run.run_id, run2.run_id, run2.status)"),
     ]
     for c in cells:
         c.pop("id", None)
