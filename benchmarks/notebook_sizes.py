@@ -39,14 +39,11 @@ sys.path.insert(0, str(REPO))
 from notebook_harness import FakeNotebook  # noqa: E402
 from widget_harness import events_with_full_power  # noqa: E402
 
-from llm_energy_widget.report import to_html  # noqa: E402
+from llm_energy_widget.core.recorder import Recorder  # noqa: E402
 from llm_energy_widget.testing import apply_event, new_synthetic_run, synthetic_run  # noqa: E402
-from llm_energy_widget.widget import (  # noqa: E402
-    EnergyWidget,
-    display_run,
-    saved_snapshot,
-    snapshot_of,
-)
+from llm_energy_widget.view.report import to_html  # noqa: E402
+from llm_energy_widget.view.widget import EnergyWidget, display_run  # noqa: E402
+from llm_energy_widget.view.wire import saved_snapshot, snapshot_of  # noqa: E402
 
 COMPONENTS_12 = tuple(f"c{i}" for i in range(12))
 BUDGETS = {
@@ -70,13 +67,13 @@ def quickstart_notebook(n_tokens: int, runs: int) -> FakeNotebook:
         w._ipython_display_()
     for k in range(runs):
         run = new_synthetic_run(n_layers=30, components=COMPONENTS_12)
-        run._record_status("running")
+        Recorder(run).status("running")
         with nb.cell(f"run{k} = profiler.generate(...); run{k}"):
             w.attach(run)
             display_run(run)
         for name, args in events_with_full_power(n_tokens, 30, components=COMPONENTS_12):
             apply_event(run, name, args)
-        run._finish("completed", "synthetic run complete")
+        Recorder(run).finish("completed", "synthetic run complete")
     assert nb.widget_views() == [], "a finished run's output still holds the widget view"
     return nb
 
@@ -153,7 +150,7 @@ def real_sizes() -> dict[str, Any]:
         nbformat.write(nb, src)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), env_path()])}
         code = (
-            "from llm_energy_widget.notebook_exec import execute_notebook; "
+            "from llm_energy_widget.notebook.execute import execute_notebook; "
             f"execute_notebook({str(src)!r}, {str(dest)!r}, cwd={tmp!r})"
         )
         t0 = time.monotonic()

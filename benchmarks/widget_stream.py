@@ -30,8 +30,9 @@ sys.path.insert(0, str(REPO / "tests"))
 import widget_harness as wh  # noqa: E402
 from lew_browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
-from llm_energy_widget import widget as widget_mod  # noqa: E402
+from llm_energy_widget.core.recorder import Recorder  # noqa: E402
 from llm_energy_widget.testing import new_synthetic_run  # noqa: E402
+from llm_energy_widget.view import widget as widget_mod  # noqa: E402
 
 TARGETS = {"latency_p95_ms": 100.0, "bytes_per_token": 2048.0, "frame_p95_ms": 16.0}
 
@@ -55,7 +56,7 @@ def run_benchmark(n_tokens: int, n_layers: int, token_ms: float, rate_hz: float)
     widget_mod.encode = timed_encode  # the flusher looks `encode` up in the module
     run = new_synthetic_run(n_layers=n_layers)
     run.settings["max_new_tokens"] = n_tokens
-    run._record_status("running")
+    Recorder(run).status("running")
     events = list(wh.events_with_full_power(n_tokens, n_layers, token_ms=token_ms))
 
     items: queue.Queue[Any] = queue.Queue()
@@ -73,7 +74,7 @@ def run_benchmark(n_tokens: int, n_layers: int, token_ms: float, rate_hz: float)
 
         def produce() -> None:
             wh.play(run, events, speed=1.0)
-            run._finish("completed", "benchmark run complete")
+            Recorder(run).finish("completed", "benchmark run complete")
 
         producer = threading.Thread(target=produce, daemon=True)
         t_start = time.time()

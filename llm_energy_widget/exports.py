@@ -41,9 +41,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .core.attribution import OUTSIDE_LAYERS, layers_time_ms, share_denominator_ms
+from .core.jsonsafe import strict_json
 from .core.schema import METRIC_LABELS, METRIC_UNITS, SUMMARY_DEFINITIONS, SUMMARY_LABELS
 from .errors import InvalidInputError, MissingDependencyError
-from .jsonutil import strict_json
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -24,13 +24,15 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from .core.recorder import Recorder
+from .core.schema import LEVELS
+from .core.summary import env_carbon_g_per_kwh, env_price_per_kwh
 from .core.validation import finite_number
 from .errors import InvalidInputError, RunCancelled, RunError
 from .power.base import PowerSource
 from .power.sampler import PowerSampler
 from .profiling.tokens import IncrementalDetokenizer, TokenClock
-from .run import LEVELS, Run
-from .summary import env_carbon_g_per_kwh, env_price_per_kwh
+from .run import Run
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +235,7 @@ class _RunQueue:
                 ticket.start()
             elif len(ahead) != ticket.ahead:
                 ticket.ahead = len(ahead)
-                ticket.run._record_status("queued", f"queued, {len(ahead)} ahead")
+                Recorder(ticket.run).status("queued", f"queued, {len(ahead)} ahead")
 
 
 def _flag_overlap(ticket: _Ticket, running: list[_Ticket]) -> None:
@@ -418,7 +420,7 @@ class EnergyProfiler:
 
         It follows each run as it starts (a queued run shows in its own widget, `run.widget()`).
         """
-        from .widget import EnergyWidget
+        from .view.widget import EnergyWidget
 
         w = EnergyWidget(self.runs[-1] if self.runs else None)
         self._widgets.append(w)
@@ -615,7 +617,7 @@ class EnergyProfiler:
                 else env_carbon_g_per_kwh(),
                 **(settings or {}),
             },
-            # completed by the sampler's info() once the source is open (_record_power_info)
+            # completed by the sampler's info() once the source is open (Recorder.power_info)
             power={
                 "source": source.name,
                 "kind": source.kind,
@@ -692,7 +694,7 @@ class EnergyProfiler:
         try:
             warm_by = _warmed_by(self.model, self.level)
             warming = self.warmup and warm_by is None
-            run._record_status("running", "warm-up (not measured)" if warming else "measuring")
+            Recorder(run).status("running", "warm-up (not measured)" if warming else "measuring")
             self._attach_consumers(run, store)
             self._check_cancel(run)
             if layer_profiler is not None:
@@ -701,7 +703,7 @@ class EnergyProfiler:
             if warming:
                 state["step"] = "the warm-up, before measuring"
                 self._warm_up(run, layer_profiler, prompt, chat, gen_kw)
-                run._record_status("running", "measuring")
+                Recorder(run).status("running", "measuring")
             else:
                 run.settings["warmup"] = {
                     "tokens": 0,
@@ -711,23 +713,23 @@ class EnergyProfiler:
                 }
             self._check_cancel(run)
             state["step"] = "measuring"
-            sampler.add_listener(lambda rec, phase: run._record_power(rec.to_dict(), phase))
+            sampler.add_listener(lambda rec, phase: Recorder(run).power(rec.to_dict(), phase))
             sampler.add_error_listener(
                 lambda exc: run.warnings.append(f"power sampling stopped: {exc}")
             )
             sampler.start()
-            run._record_power_info(sampler.info())  # described after opening, as opened
+            Recorder(run).power_info(sampler.info())  # described after opening, as opened
 
             def phase(name: str, t_ms: float | None = None) -> float:
                 """Start a phase; pass the previous phase's end so phases leave no gap."""
                 sampler.phase = name
                 t = sampler.now_ms() if t_ms is None else t_ms
-                run._record_phase_start(name, t)
+                Recorder(run).phase_start(name, t)
                 return t
 
             def end(name: str, t_ms: float | None = None) -> float:
                 t = sampler.now_ms() if t_ms is None else t_ms
-                run._record_phase_end(name, t)
+                Recorder(run).phase_end(name, t)
                 return t
 
             if self.baseline_s > 0:
@@ -748,15 +750,15 @@ class EnergyProfiler:
             def on_token(token_id: int, t: float, taken: Any) -> None:
                 start = state["prev_ms"]
                 if state["n"] == 0:
-                    run._record_phase_end("prefill", t)
+                    Recorder(run).phase_end("prefill", t)
                     sampler.phase = "decode"
                     tok_phase = "prefill"
                 else:
                     if state["n"] == 1:  # decode starts at the first token's end, once it has one
-                        run._record_phase_start("decode", start)
+                        Recorder(run).phase_start("decode", start)
                     tok_phase = "decode"
                 text = detok.push(token_id) if detok is not None else ""
-                i = run._record_token(token_id, text, tok_phase, start, t)
+                i = Recorder(run).token(token_id, text, tok_phase, start, t)
                 state["prev_ms"] = t
                 state["n"] += 1
                 if layer_profiler is not None:
@@ -801,7 +803,7 @@ class EnergyProfiler:
             if detok is not None:
                 held = detok.flush()
                 if held and run.n_tokens:
-                    run._record_token_text(run.n_tokens - 1, run.tokens()[-1]["text"] + held)
+                    Recorder(run).token_text(run.n_tokens - 1, run.tokens()[-1]["text"] + held)
                 ids = detok.ids
                 run.response_text = str(self.tokenizer.decode(ids, skip_special_tokens=True))
             end("detokenize")
@@ -818,7 +820,7 @@ class EnergyProfiler:
             log.error("profiling run %s failed: %s", run.run_id, reason)
             for ph in run._phases:
                 if ph["end_ms"] is None and sampler.t0_s is not None:
-                    run._record_phase_end(ph["name"], sampler.now_ms())
+                    Recorder(run).phase_end(ph["name"], sampler.now_ms())
         finally:
             if layer_profiler is not None:
                 try:
@@ -830,7 +832,9 @@ class EnergyProfiler:
             if sampler.error is not None and status == "completed":
                 reason = f"generation finished; power sampling stopped early: {sampler.error}"
             _WORKERS.free_this_thread()  # the next run may come to this thread
-            run._finish(status, reason, error)  # frees its place in the queue, then wakes waiters
+            Recorder(run).finish(
+                status, reason, error
+            )  # frees its place in the queue, then wakes waiters
 
     def _warm_up(
         self, run: Run, layer_profiler: Any, prompt: Any, chat: Any, gen_kw: dict[str, Any]
@@ -959,12 +963,12 @@ class EnergyProfiler:
         run.warnings.append(msg)
         out = self.model.generate(**inputs, stopping_criteria=stopping, **gen_kw)
         t = sampler.now_ms()
-        run._record_phase_end("prefill", t)
+        Recorder(run).phase_end("prefill", t)
         new_ids = out[0, inputs["input_ids"].shape[1] :].tolist()
         nan = float("nan")
         for k, token_id in enumerate(new_ids):
             text = detok.push(token_id) if detok is not None else ""
-            run._record_token(token_id, text, "prefill" if k == 0 else "decode", nan, nan)
+            Recorder(run).token(token_id, text, "prefill" if k == 0 else "decode", nan, nan)
         return t
 
     @staticmethod
@@ -975,9 +979,9 @@ class EnergyProfiler:
 
 def _deliver_layers(run: Run, index: int, values: Any, extras: dict[str, Any]) -> None:
     """A token's layer row, from the reducer thread (in token order)."""
-    run._record_layers(index, values)
+    Recorder(run).layers(index, values)
     for name, value in extras.items():
-        run._record_extra(name, index, value)
+        Recorder(run).extra(name, index, value)
 
 
 def _drop_layers(values: Any, extras: dict[str, Any]) -> None:
@@ -997,7 +1001,9 @@ def _cancel_queued(ticket: _Ticket) -> None:
         return
     run = ticket.run
     run.settings["warmup"] = {"tokens": 0, "why_not": "the run never started"}
-    run._finish("cancelled", "cancelled while queued: it never started, nothing was measured")
+    Recorder(run).finish(
+        "cancelled", "cancelled while queued: it never started, nothing was measured"
+    )
 
 
 def _baseline_w(sampler: PowerSampler, t0_ms: float, t1_ms: float) -> float | None:

@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from .run import METRICS, Run
+from .core.recorder import Recorder
+from .core.schema import METRICS
+from .run import Run
 
 DEFAULT_COMPONENTS = (
     "input_layernorm",
@@ -39,7 +41,7 @@ def synthetic_events(
     seed: int = 0,
     texts: list[str] | None = None,
 ) -> Iterator[tuple[str, Any]]:
-    """Producer calls, in time order, as (method name, args) for `Run._record_*`."""
+    """Producer calls, in time order, as (method name, args) for `core.recorder.Recorder`."""
     rng = np.random.default_rng(seed)
     energy = 0.0
     last_p = None
@@ -117,18 +119,18 @@ def new_synthetic_run(
 
 
 def apply_event(run: Run, name: str, args: Any) -> None:
-    getattr(run, f"_record_{name}")(*args)
+    getattr(Recorder(run), name)(*args)
 
 
 def synthetic_run(n_tokens: int = 32, n_layers: int = 4, finish: bool = True, **kw: Any) -> Run:
     """A complete (or, with finish=False, still running) synthetic Run."""
     components = kw.pop("components", DEFAULT_COMPONENTS)
     run = new_synthetic_run(n_layers=n_layers, components=components, **kw)
-    run._record_status("running")
+    Recorder(run).status("running")
     for name, args in synthetic_events(
         n_tokens=n_tokens, n_layers=n_layers, components=components, **kw
     ):
         apply_event(run, name, args)
     if finish:
-        run._finish("completed", "synthetic run complete")
+        Recorder(run).finish("completed", "synthetic run complete")
     return run

@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from llm_energy_widget.run import METRICS, Run
+from llm_energy_widget.core.recorder import Recorder
+from llm_energy_widget.core.schema import METRICS
+from llm_energy_widget.run import Run
 
 WATTS = 10.0
 TOKENS = ((0.0, 100.0, "prefill"), (100.0, 150.0, "decode"), (150.0, 250.0, "decode"))
@@ -56,9 +58,9 @@ def hand_run(power: dict[str, Any] | None = None, baseline_w: float | None = Non
     )
     run.prompt_tokens = 4
     run.baseline_w = baseline_w
-    run._record_status("running")
+    Recorder(run).status("running")
     for t in np.arange(0.0, 401.0, 50.0):
-        run._record_power(
+        Recorder(run).power(
             {
                 "t_ms": float(t),
                 "cpu_w": 0.8 * WATTS,
@@ -72,20 +74,20 @@ def hand_run(power: dict[str, Any] | None = None, baseline_w: float | None = Non
             },
             None,
         )
-    run._record_phase_start("prefill", 0.0)
-    run._record_phase_end("prefill", 100.0)
-    run._record_phase_start("decode", 100.0)
+    Recorder(run).phase_start("prefill", 0.0)
+    Recorder(run).phase_end("prefill", 100.0)
+    Recorder(run).phase_start("decode", 100.0)
     for i, (start, end, phase) in enumerate(TOKENS):
-        run._record_token(100 + i, f" t{i}", phase, start, end)
+        Recorder(run).token(100 + i, f" t{i}", phase, start, end)
         vals = np.full((2, 2, len(METRICS)), np.nan, dtype=np.float32)
         vals[:, :, METRICS.index("time_ms")] = TIMES_MS[i]
         vals[:, :, METRICS.index("act_mean")] = MEAN_ABS_X[i]
         vals[:, :, METRICS.index("act_std")] = 0.5
         vals[:, :, METRICS.index("act_max")] = 2 * MEAN_ABS_X[i]
         vals[:, :, METRICS.index("sparsity")] = 0.25
-        run._record_layers(i, vals)
-    run._record_phase_end("decode", 250.0)
-    run._record_phase_start("tail", 250.0)
-    run._record_phase_end("tail", 300.0)
-    run._finish("completed", "hand-made run")
+        Recorder(run).layers(i, vals)
+    Recorder(run).phase_end("decode", 250.0)
+    Recorder(run).phase_start("tail", 250.0)
+    Recorder(run).phase_end("tail", 300.0)
+    Recorder(run).finish("completed", "hand-made run")
     return run

@@ -21,8 +21,8 @@ from lew_testkit import ConstantSource, tiny_llama
 from llm_energy_widget.cli import build_parser, profile_cmd
 from llm_energy_widget.errors import InvalidInputError
 from llm_energy_widget.profiler import EnergyProfiler
-from llm_energy_widget.static_render import render_text
-from llm_energy_widget.widget import snapshot_of
+from llm_energy_widget.view.static import render_text
+from llm_energy_widget.view.wire import snapshot_of
 
 PROMPT = "Energy is the capacity to do work"
 

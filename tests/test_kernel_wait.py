@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from llm_energy_widget import kernel_wait
-from llm_energy_widget.kernel_wait import wait_processing_kernel_events
+from llm_energy_widget.notebook import kernel_wait
+from llm_energy_widget.notebook.kernel_wait import wait_processing_kernel_events
 
 
 def _set_later(event: threading.Event, delay_s: float) -> threading.Timer:
@@ -76,7 +76,7 @@ def test_a_kernel_without_a_main_shell_stream_gets_a_plain_wait() -> None:
 
 SETUP_CELL = """
 import threading
-from llm_energy_widget.kernel_wait import wait_processing_kernel_events
+from llm_energy_widget.notebook.kernel_wait import wait_processing_kernel_events
 done = threading.Event()
 def _target(comm, open_msg):
     print("comm opened")

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from llm_energy_widget.core.attribution import OUTSIDE_LAYERS, window_readings
-from llm_energy_widget.core.schema import METRIC_LABELS, SUMMARY_LABELS
-from llm_energy_widget.run import METRICS, Run
+from llm_energy_widget.core.schema import METRIC_LABELS, METRICS, SUMMARY_LABELS
+from llm_energy_widget.run import Run
 
 Power = Callable[[float], float]
 Energy = Callable[[float], float]  # analytic cumulative energy in J at t_ms

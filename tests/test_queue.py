@@ -217,7 +217,7 @@ def test_wait_interrupted_on_a_queued_run_cancels_it(
     cancel_first: bool, smollm_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ctrl-C (the notebook's interrupt) while waiting on a queued run takes it out of the queue."""
-    from llm_energy_widget import kernel_wait
+    from llm_energy_widget.notebook import kernel_wait
 
     prof = _profiler(tiny_llama(), smollm_tokenizer, baseline_s=1.0)
     ahead, queued = _gen(prof), _gen(prof)

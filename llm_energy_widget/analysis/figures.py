@@ -31,8 +31,8 @@ import numpy as np
 from ..core.attribution import OUTSIDE_LAYERS
 from ..core.schema import METRIC_LABELS, METRIC_UNITS, SUMMARY_LABELS
 from ..errors import InvalidInputError
-from ..static_render import PHASE_COLORS as _WIDGET_PHASE_COLORS
-from ..static_render import RAIL_COLORS as _WIDGET_RAIL_COLORS
+from ..view.static import PHASE_COLORS as _WIDGET_PHASE_COLORS
+from ..view.static import RAIL_COLORS as _WIDGET_RAIL_COLORS
 from .names import kind_scope, layer_label, window_note
 from .theme import FONT_COLOR, GRID_COLOR, PALETTE, compact, mix, rgba, style, text_on
 

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..core.schema import LEVELS
 from ..errors import InvalidInputError
-from ..run import LEVELS, Run
+from ..run import Run
 from .run_text import print_run
 
 DEMO_PROMPT = "What is the capital of France? Answer in one word."
@@ -182,7 +183,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nHTML report: {report.resolve()}")
     print(f"run JSON:    {(out / 'run.json').resolve()}")
     if not args.no_notebook:
-        from ..notebook_exec import execute_notebook
+        from ..notebook.execute import execute_notebook
 
         nb = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
         if nb.is_file():

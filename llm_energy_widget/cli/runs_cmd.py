@@ -151,7 +151,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             measured["price_per_kwh"], measured["carbon_g_per_kwh"]
         )
     if args.json:
-        from ..jsonutil import strict_json
+        from ..core.jsonsafe import strict_json
 
         print(json.dumps(strict_json(run.to_dict()), indent=1, allow_nan=False))
         return 0

@@ -1,4 +1,5 @@
-"""Names every view shows for the run's figures, in one place.
+"""The core's vocabulary in one place: run constants, column lists, the TypedDicts of every record
+and event payload, and the names every view shows for the run's figures.
 
 The widget, the static view, the report, the CLI and the exports all label a figure by these
 strings, so one number never carries two names, nor one name two numbers (the audit found
@@ -7,6 +8,143 @@ different rates).
 """
 
 from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+import numpy as np
+
+from ..power.record import POWER_COLUMNS, RAIL_COLUMNS, RAILS
+
+__all__ = [
+    "ESTIMATE_UNCERTAINTY",
+    "EVENTS",
+    "FIGURE_ORIGINS",
+    "KIND_DEFINITIONS",
+    "LEVELS",
+    "METRICS",
+    "METRIC_LABELS",
+    "METRIC_UNITS",
+    "PHASES",
+    "POWER_COLUMNS",
+    "RAILS",
+    "RAIL_COLUMNS",
+    "STATUSES",
+    "SUMMARY_DEFINITIONS",
+    "SUMMARY_LABELS",
+    "TOKEN_COLUMNS",
+    "ErrorPayload",
+    "EventName",
+    "LayersPayload",
+    "PhasePayload",
+    "PhaseRecord",
+    "PowerPayload",
+    "StatusPayload",
+    "TokenEnergyPayload",
+    "TokenPayload",
+    "TokenRecord",
+]
+
+STATUSES = ("pending", "queued", "running", "completed", "cancelled", "failed", "incomplete")
+"""`queued`: waiting for the runs ahead of it in this process (`end_reason` says how many)."""
+PHASES = ("baseline", "tokenize", "to_device", "prefill", "decode", "tail", "detokenize")
+METRICS = ("time_ms", "energy_j", "act_mean", "act_std", "act_max", "sparsity")
+LEVELS = ("token", "layer", "component", "deep")
+TOKEN_COLUMNS = ("index", "token_id", "text", "phase", "start_ms", "end_ms")
+"""The columns a run keeps per generated token (energies are derived from the curve)."""
+
+EventName = Literal[
+    "power", "power_info", "phase", "token", "token_energy", "layers", "status", "done", "error"
+]
+EVENTS: tuple[EventName, ...] = (
+    "power",
+    "power_info",
+    "phase",
+    "token",
+    "token_energy",
+    "layers",
+    "status",
+    "done",
+    "error",
+)
+"""Event names sent to a run's listeners; each payload's shape is the TypedDict below
+(`power_info`: the run's power info dict once the source is open; `done`: the run summary)."""
+
+
+class PowerPayload(TypedDict, total=False):
+    """A power reading (`power.record.READING_FIELDS`) plus the phase it fell in."""
+
+    t_ms: float
+    cpu_w: float | None
+    gpu_w: float | None
+    ane_w: float | None
+    dram_w: float | None
+    total_w: float
+    energy_j: float
+    source: str | None
+    kind: str | None
+    phase: str | None
+
+
+class PhaseRecord(TypedDict):
+    name: str
+    start_ms: float
+    end_ms: float | None
+
+
+class PhasePayload(PhaseRecord):
+    state: Literal["start", "end"]
+
+
+class TokenPayload(TypedDict):
+    index: int
+    token_id: int
+    text: str
+    phase: str
+    start_ms: float
+    end_ms: float
+    duration_ms: float
+
+
+class TokenRecord(TypedDict, total=False):
+    """`Run.tokens()`: the payload plus energies from the curve and the layer coverage."""
+
+    index: int
+    token_id: int
+    text: str
+    phase: str
+    start_ms: float | None
+    end_ms: float | None
+    duration_ms: float | None
+    energy_j: float | None
+    avg_power_w: float | None
+    below_resolution: bool
+    layers_ms: float | None
+    layer_coverage: float | None
+    outside_layers_j: float | None
+
+
+class TokenEnergyPayload(TypedDict):
+    index: int
+    energy_j: float
+    avg_power_w: float | None
+
+
+class LayersPayload(TypedDict):
+    """One token's [layers, components, metrics] float32 array, NaN where not measured."""
+
+    index: int
+    values: np.ndarray[Any, Any]
+
+
+class StatusPayload(TypedDict):
+    status: str
+    reason: str | None
+
+
+class ErrorPayload(TypedDict):
+    message: str | None
+    type: str
+
 
 METRIC_LABELS: dict[str, str] = {
     "time_ms": "time",

@@ -15,17 +15,11 @@ RAILS: tuple[str, ...] = ("cpu", "gpu", "ane", "dram")
 Kind = Literal["measured", "estimated", "modeled"]
 KINDS: tuple[str, ...] = ("measured", "estimated", "modeled")
 
-READING_FIELDS: tuple[str, ...] = (
-    "t_ms",
-    "cpu_w",
-    "gpu_w",
-    "ane_w",
-    "dram_w",
-    "total_w",
-    "energy_j",
-    "source",
-    "kind",
-)
+RAIL_COLUMNS: tuple[str, ...] = tuple(f"{r}_w" for r in RAILS)
+POWER_COLUMNS: tuple[str, ...] = ("t_ms", *RAIL_COLUMNS, "total_w", "energy_j")
+"""The numeric columns of a reading, in the order the run stores, the wire sends and the CSV
+writes them (`js/protocol.ts` is checked against this list)."""
+READING_FIELDS: tuple[str, ...] = (*POWER_COLUMNS, "source", "kind")
 
 
 @dataclass(frozen=True)

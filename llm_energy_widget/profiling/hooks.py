@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.schema import METRICS
 from ..errors import InvalidInputError
-from ..run import METRICS
 from .architectures import Discovery, discover, first_tensor
 from .deep import ATTN_STAT_NAMES, AttentionTap
 from .moe import RouterTap, router_n_experts, router_top_k

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..jsonutil import strict_json
+from ..core.jsonsafe import strict_json
 
 POWER_COLUMNS = ("t_ms", "cpu_w", "gpu_w", "ane_w", "dram_w", "total_w", "energy_j")
 

@@ -13,8 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..core.recorder import Recorder
+from ..core.run import now_iso
 from ..errors import InvalidInputError, StoreError, UnknownRunError
-from ..run import Run, _now_iso
+from ..run import Run
 from .codec import POWER_COLUMNS, layer_row, loads
 from .db import (
     connect_ro,
@@ -211,7 +213,7 @@ class Store:
                 self._conn.execute(
                     "UPDATE runs SET status = 'incomplete', end_reason = ?, summary_json = ?, "
                     "updated_at = ? WHERE run_id = ? AND status IN ('pending', 'running')",
-                    (run.end_reason, dumps(summary), _now_iso(), run_id),
+                    (run.end_reason, dumps(summary), now_iso(), run_id),
                 )
                 self._conn.execute("COMMIT")
             except BaseException:
@@ -344,7 +346,7 @@ class Store:
         shape = (len(run.layer_names), len(run.component_names), len(run.metric_names))
         by_idx = {i: layer_row(b, shape) for i, b in layers}
         if by_idx:
-            run._load_layer_rows([by_idx.get(i) for i in range(max(by_idx) + 1)])
+            Recorder(run).load_layer_rows([by_idx.get(i) for i in range(max(by_idx) + 1)])
         return run
 
     def runs(

@@ -31,8 +31,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..core.run import now_iso
 from ..errors import StoreError
-from ..run import Run, _now_iso
+from ..run import Run
 from .codec import dumps, layer_blob, num
 from .db import connect_rw, file_identity, is_retryable, rollback, store_errors
 
@@ -191,7 +192,7 @@ class RunWriter:
             conn.execute(
                 "INSERT INTO runs (run_id, created_at, updated_at, status, writer_pid, writer_host)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (run.run_id, run.created_at, _now_iso(), run.status, os.getpid(), _host()),
+                (run.run_id, run.created_at, now_iso(), run.status, os.getpid(), _host()),
             )
             self._update_run_row(conn)
             conn.execute("COMMIT")
@@ -298,7 +299,7 @@ class RunWriter:
         run = self.run
         with run._lock:
             fields: dict[str, Any] = {
-                "updated_at": _now_iso(),
+                "updated_at": now_iso(),
                 "status": run.status,
                 "end_reason": run.end_reason,
                 "error": run.error_message,

@@ -24,7 +24,7 @@ import numpy as np
 from ..core.attribution import OUTSIDE_LAYERS
 from ..core.schema import METRIC_LABELS, SUMMARY_LABELS
 from ..power.record import RAILS
-from ..static_render import (
+from .static import (
     PHASE_COLORS,
     RAIL_COLORS,
     fmt_energy,

@@ -34,7 +34,7 @@ import weakref
 import zlib
 from typing import TYPE_CHECKING, Any
 
-from ..static_render import (
+from .static import (
     below_resolution_line,
     fmt_energy,
     kind_text,
@@ -115,7 +115,7 @@ def _b64(data: bytes) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _bundle_for(js_mtime_ns: int, css_mtime_ns: int) -> tuple[str, str] | None:
-    from ..widget import BUNDLE_CSS, BUNDLE_JS
+    from .bundle import BUNDLE_CSS, BUNDLE_JS
 
     if not BUNDLE_JS.is_file():
         return None
@@ -127,7 +127,7 @@ def _bundle_for(js_mtime_ns: int, css_mtime_ns: int) -> tuple[str, str] | None:
 
 def bundle_payload() -> tuple[str, str] | None:
     """(base64 of the deflated {js, css} bundle, its content hash), or None when not built."""
-    from ..widget import BUNDLE_CSS, BUNDLE_JS
+    from .bundle import BUNDLE_CSS, BUNDLE_JS
 
     try:
         js_m = BUNDLE_JS.stat().st_mtime_ns
@@ -143,7 +143,7 @@ def bundle_payload() -> tuple[str, str] | None:
 def pack_snapshot(run: Run, snap: dict[str, Any]) -> str:
     """A snapshot and the run's meta as one deflated, base64 blob: a little-endian uint32 length,
     the JSON {meta, header, sizes}, then the buffers (`UNPACK_JS` reads it back)."""
-    from ..widget import run_meta
+    from .wire import run_meta
 
     head = {
         "meta": run_meta(run, snap["header"]["run_key"]),
@@ -156,7 +156,7 @@ def pack_snapshot(run: Run, snap: dict[str, Any]) -> str:
 
 
 def _data_payload(run: Run) -> str:
-    from ..widget import saved_snapshot
+    from .wire import saved_snapshot
 
     return pack_snapshot(run, saved_snapshot(run))
 

@@ -21,6 +21,7 @@ from llm_energy_widget.analysis.html import figure_bundle
 from llm_energy_widget.analysis.names import layer_label
 from llm_energy_widget.analysis.theme import FONT_COLOR, TITLE_WRAP_CHARS, luminance, plain_title
 from llm_energy_widget.core.attribution import OUTSIDE_LAYERS
+from llm_energy_widget.core.recorder import Recorder
 from llm_energy_widget.errors import InvalidInputError
 from llm_energy_widget.run import Run
 from llm_energy_widget.testing import LAYER_COVERAGE, synthetic_run
@@ -205,11 +206,11 @@ def _with_short_phases(n_tokens: int = 8, n_layers: int = 3, **kw: object) -> Ru
     """A synthetic run ending in a 12-ms tail and a 2-ms detokenize, as real runs do."""
     r = synthetic_run(n_tokens=n_tokens, n_layers=n_layers, finish=False, **kw)
     t = r.phases()[-1]["end_ms"]
-    r._record_phase_start("tail", t)
-    r._record_phase_end("tail", t + 12.0)
-    r._record_phase_start("detokenize", t + 12.0)
-    r._record_phase_end("detokenize", t + 14.0)
-    r._finish("completed", "synthetic run complete")
+    Recorder(r).phase_start("tail", t)
+    Recorder(r).phase_end("tail", t + 12.0)
+    Recorder(r).phase_start("detokenize", t + 12.0)
+    Recorder(r).phase_end("detokenize", t + 14.0)
+    Recorder(r).finish("completed", "synthetic run complete")
     return r
 
 

@@ -641,7 +641,7 @@ def test_f_executed_headless_the_saved_outputs_carry_images_and_numbers(tmp_path
     renders anything, yet each run's final bundle, made in the kernel, is in the saved file."""
     import nbformat
 
-    from llm_energy_widget.notebook_exec import execute_notebook
+    from llm_energy_widget.notebook.execute import execute_notebook
 
     src = tmp_path / "headless.ipynb"
     _write(src, _notebook_cells())
@@ -654,7 +654,7 @@ def test_f_executed_headless_the_saved_outputs_carry_images_and_numbers(tmp_path
     dest = tmp_path / "out" / "headless.ipynb"
     t0 = time.monotonic()
     code = (
-        "import sys; from llm_energy_widget.notebook_exec import execute_notebook; "
+        "import sys; from llm_energy_widget.notebook.execute import execute_notebook; "
         f"execute_notebook({str(src)!r}, {str(dest)!r}, cwd={str(tmp_path)!r})"
     )
     out = subprocess.run(

@@ -7,8 +7,8 @@ import pytest
 import torch
 from prof_tiny import BoundaryStreamer, build, generate, hook_count, prompt_ids, token_rows
 
+from llm_energy_widget.core.schema import METRICS
 from llm_energy_widget.profiling.hooks import LayerProfiler
-from llm_energy_widget.run import METRICS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

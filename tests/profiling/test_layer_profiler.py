@@ -9,11 +9,11 @@ import pytest
 import torch
 from prof_tiny import GENERIC_ARCHS, REGISTRY_ARCHS, build, generate, hook_count, prompt_ids
 
+from llm_energy_widget.core.schema import METRICS
 from llm_energy_widget.errors import InvalidInputError
 from llm_energy_widget.profiling import hooks as hooks_mod
 from llm_energy_widget.profiling.hooks import LayerProfiler
 from llm_energy_widget.profiling.stats import row_stats
-from llm_energy_widget.run import METRICS
 
 ALL_ARCHS = REGISTRY_ARCHS + GENERIC_ARCHS
 LEVELS = ("layer", "component", "deep")

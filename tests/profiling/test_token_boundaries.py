@@ -20,10 +20,10 @@ from prof_tiny import CONFIGS, prompt_ids
 from torch import nn
 from transformers.generation import utils as gen_utils
 
+from llm_energy_widget.core.schema import METRICS
 from llm_energy_widget.power.sampler import PowerSampler
 from llm_energy_widget.profiler import EnergyProfiler
 from llm_energy_widget.profiling.tokens import TokenClock
-from llm_energy_widget.run import METRICS
 
 SLEEP_MS = (120, 80, 30, 100, 50, 150, 40)  # forward i sleeps SLEEP_MS[i] (neighbours >= 40 apart)
 N_NEW = 6

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 WRITER = """
 import json, sys, time
+from llm_energy_widget.core.recorder import Recorder
 from llm_energy_widget.store import Store
 from llm_energy_widget.testing import apply_event, new_synthetic_run, synthetic_events
 path, n_runs, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -39,11 +40,11 @@ for i in range(n_runs):
     except Exception as exc:  # generate() would raise: the run is lost
         refused.append({"run_id": run.run_id, "error": repr(exc), "store_error": None})
         continue
-    run._record_status("running")
+    Recorder(run).status("running")
     for name, args in synthetic_events(n_tokens=10, n_layers=2, seed=seed * 100 + i):
         apply_event(run, name, args)
         time.sleep(0.01)
-    run._finish("completed", "done")
+    Recorder(run).finish("completed", "done")
     started.append((run, writer))
 for run, writer in started:
     writer.wait(60)

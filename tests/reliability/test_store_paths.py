@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from llm_energy_widget.cli import main
+from llm_energy_widget.core.recorder import Recorder
 from llm_energy_widget.errors import StoreError
 from llm_energy_widget.store import Store
 from llm_energy_widget.testing import (
@@ -83,7 +84,7 @@ def test_a_new_store_is_private(tmp_path: Path) -> None:
 def _half_run(store: Store) -> tuple[object, object, list[tuple[str, object]]]:
     run = new_synthetic_run(n_layers=2)
     writer = store.record(run)
-    run._record_status("running")
+    Recorder(run).status("running")
     events = list(synthetic_events(n_tokens=12, n_layers=2))
     for name, args in events[: len(events) // 2]:
         apply_event(run, name, args)
@@ -101,7 +102,7 @@ def test_a_store_deleted_mid_run_is_reported_on_the_run(how: str, tmp_path: Path
         Store(path).close()  # someone else starts a new store at the same path
     for name, args in rest:
         apply_event(run, name, args)  # type: ignore[arg-type]
-    run._finish("completed", "done")  # type: ignore[attr-defined]
+    Recorder(run).finish("completed", "done")  # type: ignore[attr-defined]
     assert writer.wait(10)  # type: ignore[attr-defined]
     msg = run.store_error  # type: ignore[attr-defined]
     assert msg and f"was {how}" in msg and str(path) in msg, msg

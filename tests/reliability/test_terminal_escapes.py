@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from llm_energy_widget.cli.tty import printable
+from llm_energy_widget.core.recorder import Recorder
 from llm_energy_widget.store import Store
 from llm_energy_widget.testing import synthetic_run
 
@@ -21,7 +22,7 @@ def _stored_run(path: Path) -> str:
     run.model["name"] = f"evil{TITLE}model"
     run.experiment = f"exp{CLEAR}"
     run.warnings.append(f"warning with {CLEAR} inside")
-    run._finish("completed", f"done{CLEAR}")
+    Recorder(run).finish("completed", f"done{CLEAR}")
     store = Store(path)
     store.record(run).wait(10)
     return run.run_id

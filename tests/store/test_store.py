@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from llm_energy_widget.core.recorder import Recorder
 from llm_energy_widget.errors import InvalidInputError, UnknownRunError
 from llm_energy_widget.run import Run
 from llm_energy_widget.store import Store, default_path, resolve_store
@@ -117,7 +118,7 @@ def test_written_incrementally_while_running(store_path: Path) -> None:
     store = Store(store_path)
     run = new_synthetic_run(n_layers=2)
     writer = store.record(run)
-    run._record_status("running")
+    Recorder(run).status("running")
     events = list(synthetic_events(n_tokens=16, n_layers=2))
     for name, args in events[: len(events) // 2]:
         apply_event(run, name, args)
@@ -129,7 +130,7 @@ def test_written_incrementally_while_running(store_path: Path) -> None:
     assert partial.layers.shape[0] == run.n_tokens
     for name, args in events[len(events) // 2 :]:
         apply_event(run, name, args)
-    run._finish("completed", "done")
+    Recorder(run).finish("completed", "done")
     assert writer.wait(5) and writer.error is None
     _same(run, other.load(run.run_id))
     assert other.runs().iloc[0]["status"] == "completed"
@@ -138,12 +139,12 @@ def test_written_incrementally_while_running(store_path: Path) -> None:
 def test_late_token_text_and_run_fields_are_kept(store: Store) -> None:
     run = new_synthetic_run(n_layers=1)
     writer = store.record(run)
-    run._record_status("running")
+    Recorder(run).status("running")
     for name, args in synthetic_events(n_tokens=4, n_layers=1):
         apply_event(run, name, args)
-    run._record_token_text(1, " late")
+    Recorder(run).token_text(1, " late")
     run.baseline_w = 3.5
-    run._finish("completed", "done")
+    Recorder(run).finish("completed", "done")
     writer.wait(5)
     loaded = store.load(run.run_id)
     assert loaded.tokens()[1]["text"] == " late" and loaded.baseline_w == 3.5

@@ -17,12 +17,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 PLAY = """
 import sys, time
+from llm_energy_widget.core.recorder import Recorder
 from llm_energy_widget.store import Store
 from llm_energy_widget.testing import apply_event, new_synthetic_run, synthetic_events
 store = Store(sys.argv[1])
 run = new_synthetic_run(n_layers=3)
 store.record(run)
-run._record_status("running")
+Recorder(run).status("running")
 print(run.run_id, flush=True)
 n = 0
 for name, args in synthetic_events(n_tokens=40, n_layers=3):
@@ -32,7 +33,7 @@ for name, args in synthetic_events(n_tokens=40, n_layers=3):
         if n == 20:
             print("half", flush=True)
     time.sleep(0.01)
-run._finish("completed", "should never get here")
+Recorder(run).finish("completed", "should never get here")
 """
 
 

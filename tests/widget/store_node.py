@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from llm_energy_widget.run import Run
-from llm_energy_widget.widget import BUNDLE_JS, run_meta, snapshot_of
+from llm_energy_widget.view.widget import BUNDLE_JS
+from llm_energy_widget.view.wire import run_meta, snapshot_of
 
 NODE = shutil.which("node")
 SCRIPT = Path(__file__).with_name("store_eval.mjs")

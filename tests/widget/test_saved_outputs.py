@@ -16,13 +16,16 @@ from notebook_harness import WIDGET_VIEW, FakeNotebook, png_size, shown_run_id
 from store_node import eval_store, needs_node
 from widget_harness import events_with_full_power
 
-from llm_energy_widget import widget as widget_mod
+from llm_energy_widget.core.recorder import Recorder
 from llm_energy_widget.core.schema import SUMMARY_LABELS
-from llm_energy_widget.report import to_html
 from llm_energy_widget.run import Run
 from llm_energy_widget.testing import apply_event, new_synthetic_run, synthetic_run
+from llm_energy_widget.view import widget as widget_mod
+from llm_energy_widget.view import wire as wire_mod
 from llm_energy_widget.view.png import HEIGHT_PX, WIDTH_PX
-from llm_energy_widget.widget import EnergyWidget, display_run, saved_snapshot
+from llm_energy_widget.view.report import to_html
+from llm_energy_widget.view.widget import EnergyWidget, display_run
+from llm_energy_widget.view.wire import saved_snapshot
 
 COMPONENTS_12 = tuple(f"c{i}" for i in range(12))  # SmolLM2 at component level: 30 x 12
 
@@ -44,14 +47,14 @@ def nb():
 
 def live_run(n_layers: int = 4, **kw) -> Run:
     run = new_synthetic_run(n_layers=n_layers, **kw)
-    run._record_status("running")
+    Recorder(run).status("running")
     return run
 
 
 def play_and_finish(run: Run, n_tokens: int = 12, n_layers: int = 4, **kw) -> Run:
     for name, args in events_with_full_power(n_tokens, n_layers, **kw):
         apply_event(run, name, args)
-    run._finish("completed", "synthetic run complete")
+    Recorder(run).finish("completed", "synthetic run complete")
     return run
 
 
@@ -337,7 +340,7 @@ def test_a_row_the_kernel_sends_on_demand_fills_the_saved_view():
 
 @needs_node
 def test_a_token_whose_times_were_left_out_says_so(monkeypatch):
-    monkeypatch.setattr(widget_mod, "SAVED_TIME_ROWS", 8)
+    monkeypatch.setattr(wire_mod, "SAVED_TIME_ROWS", 8)
     run = synthetic_run(n_tokens=40, n_layers=3)
     snap = saved_snapshot(run)
     assert snap["header"]["layer_means"]["rows"] == {"all": 0, "time": 8, "of": 40}

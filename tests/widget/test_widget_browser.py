@@ -20,9 +20,10 @@ from widget_harness import (
     play,
 )
 
-from llm_energy_widget.report import to_html
+from llm_energy_widget.core.recorder import Recorder
 from llm_energy_widget.testing import new_synthetic_run
-from llm_energy_widget.widget import BUNDLE_JS, EnergyWidget
+from llm_energy_widget.view.report import to_html
+from llm_energy_widget.view.widget import BUNDLE_JS, EnergyWidget
 
 pytestmark = [
     pytest.mark.browser,
@@ -135,7 +136,7 @@ def test_bundle_streams_live_updates_from_a_real_widget(browser):
     page.evaluate("window.lew.render()")
 
     run = new_synthetic_run(n_layers=8)
-    run._record_status("running")
+    Recorder(run).status("running")
     run.settings["max_new_tokens"] = 40
     w = EnergyWidget()
     cap = capture(w)
@@ -163,7 +164,7 @@ def test_bundle_streams_live_updates_from_a_real_widget(browser):
     assert run.cancel_requested
 
     play(run, events[half:], 50.0)
-    run._finish("cancelled", "stopped by user")
+    Recorder(run).finish("cancelled", "stopped by user")
     w._flusher.join(timeout=5)  # type: ignore[union-attr]
     with cap.lock:
         rest = cap.items[len(first) :]
@@ -210,7 +211,7 @@ def test_bundle_streams_live_updates_from_a_real_widget(browser):
 
 def test_a_late_view_asks_for_a_snapshot_then_follows_deltas(browser):
     run = new_synthetic_run()
-    run._record_status("running")
+    Recorder(run).status("running")
     w = EnergyWidget(run)
     cap = capture(w)
     events = list(events_with_full_power(12, 4))

@@ -33,16 +33,19 @@ from widget_harness import (
 
 from llm_energy_widget.cli.run_text import summary_rows as cli_rows
 from llm_energy_widget.core.format import format_cost
+from llm_energy_widget.core.recorder import Recorder
 from llm_energy_widget.core.schema import (
     ESTIMATE_UNCERTAINTY,
     FIGURE_ORIGINS,
     KIND_DEFINITIONS,
+    METRICS,
     SUMMARY_LABELS,
 )
-from llm_energy_widget.run import METRICS, Run
-from llm_energy_widget.static_render import summary_rows as static_rows
+from llm_energy_widget.run import Run
 from llm_energy_widget.testing import apply_event, new_synthetic_run
-from llm_energy_widget.widget import BUNDLE_JS, EnergyWidget, run_meta, snapshot_of
+from llm_energy_widget.view.static import summary_rows as static_rows
+from llm_energy_widget.view.widget import BUNDLE_JS, EnergyWidget
+from llm_energy_widget.view.wire import run_meta, snapshot_of
 
 TI = METRICS.index("time_ms")
 ESTIMATE_DESCRIPTION = (
@@ -95,8 +98,8 @@ def shifted_events(shift_ms: float, n_tokens: int, n_layers: int, **kw: Any):
 def baseline_run(n_tokens: int = 12, n_layers: int = 3, baseline_ms: float = 500.0, gap_ms=300.0):
     """A finished run with a baseline [0, baseline_ms] and a gap of `gap_ms` before the prefill."""
     run = new_synthetic_run(n_layers=n_layers)
-    run._record_status("running")
-    run._record_phase_start("baseline", 0.0)
+    Recorder(run).status("running")
+    Recorder(run).phase_start("baseline", 0.0)
     shift = baseline_ms + gap_ms
     for k in range(int(shift // 100)):
         t = 100.0 * k
@@ -104,24 +107,24 @@ def baseline_run(n_tokens: int = 12, n_layers: int = 3, baseline_ms: float = 500
         rec.update(total_w=15.0, energy_j=15.0 * t / 1000.0, source="synthetic", kind="modeled")
         apply_event(run, "power", (rec, "baseline" if t <= baseline_ms else None))
         if t == baseline_ms:
-            run._record_phase_end("baseline", baseline_ms)
+            Recorder(run).phase_end("baseline", baseline_ms)
     run.baseline_w = 15.0
     for name, args in shifted_events(shift, n_tokens, n_layers):
         apply_event(run, name, args)
-    run._finish("completed", "synthetic run complete")
+    Recorder(run).finish("completed", "synthetic run complete")
     return run
 
 
 def live_capture(n_tokens=30, n_layers=3, speed=8.0, texts=None, events=None):
     """(run, widget, the captured traffic) of a synthetic run played in real time to the end."""
     run = new_synthetic_run(n_layers=n_layers)
-    run._record_status("running")
+    Recorder(run).status("running")
     run.settings["max_new_tokens"] = n_tokens
     w = EnergyWidget()
     cap = capture(w)
     w.attach(run)
     play(run, list(events or events_with_full_power(n_tokens, n_layers, texts=texts)), speed)
-    run._finish("completed", "synthetic run complete")
+    Recorder(run).finish("completed", "synthetic run complete")
     assert w._flusher is not None
     w._flusher.join(timeout=5)
     return run, w, cap

@@ -12,9 +12,9 @@ import pytest
 from widget_harness import XSS_TEXTS, full_run
 
 from llm_energy_widget.errors import InvalidInputError
-from llm_energy_widget.report import to_html
-from llm_energy_widget.static_render import render_html, render_svg, render_text
 from llm_energy_widget.testing import new_synthetic_run
+from llm_energy_widget.view.report import to_html
+from llm_energy_widget.view.static import render_html, render_svg, render_text
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -10,17 +10,12 @@ import numpy as np
 import pytest
 from widget_harness import XSS_TEXTS, capture, decode, events_with_full_power, full_run, play
 
+from llm_energy_widget.core.recorder import Recorder
+from llm_energy_widget.core.schema import METRICS
 from llm_energy_widget.errors import InvalidInputError
-from llm_energy_widget.run import METRICS
 from llm_energy_widget.testing import new_synthetic_run
-from llm_energy_widget.widget import (
-    Q_NAN,
-    EnergyWidget,
-    dequantize_rows,
-    quantize_rows,
-    relative_precision,
-    widget_for,
-)
+from llm_energy_widget.view.widget import EnergyWidget, widget_for
+from llm_energy_widget.view.wire import Q_NAN, dequantize_rows, quantize_rows, relative_precision
 
 LIVE = [i for i, m in enumerate(METRICS) if m != "energy_j"]
 
@@ -28,13 +23,13 @@ LIVE = [i for i, m in enumerate(METRICS) if m != "energy_j"]
 def live_widget(n_tokens: int = 40, n_layers: int = 4, speed: float = 4.0, texts=None):
     """A widget following a synthetic run played in real time; returns (run, widget, capture)."""
     run = new_synthetic_run(n_layers=n_layers)
-    run._record_status("running")
+    Recorder(run).status("running")
     w = EnergyWidget()
     cap = capture(w)
     w.attach(run)
     events = list(events_with_full_power(n_tokens, n_layers, texts=texts))
     play(run, events, speed=speed)
-    run._finish("completed", "synthetic run complete")
+    Recorder(run).finish("completed", "synthetic run complete")
     assert w._flusher is not None
     w._flusher.join(timeout=5)
     assert not w._flusher.is_alive()
@@ -178,7 +173,7 @@ def test_widget_attached_to_a_finished_run_holds_it_in_state():
 
 def test_stop_message_cancels_the_run():
     run = new_synthetic_run()
-    run._record_status("running")
+    Recorder(run).status("running")
     w = EnergyWidget(run)
     w._on_frontend_msg(w, {"type": "stop"}, [])
     assert run.cancel_requested
@@ -187,7 +182,7 @@ def test_stop_message_cancels_the_run():
 
 def test_snapshot_request_answers_with_everything_so_far():
     run = new_synthetic_run()
-    run._record_status("running")
+    Recorder(run).status("running")
     events = list(events_with_full_power(10, 4))
     w = EnergyWidget(run)
     cap = capture(w)
@@ -205,12 +200,12 @@ def test_snapshot_request_answers_with_everything_so_far():
 
 def test_attach_follows_the_next_run_and_drops_the_old_one():
     run1 = new_synthetic_run()
-    run1._record_status("running")
+    Recorder(run1).status("running")
     w = EnergyWidget(run1)
     cap = capture(w)
     key1 = w.meta["run_key"]
     run2 = new_synthetic_run()
-    run2._record_status("running")
+    Recorder(run2).status("running")
     w.attach(run2)
     assert w.meta["run_key"] != key1 and w.meta["run_id"] == run2.run_id
     assert w.snapshot == {}
@@ -224,10 +219,10 @@ def test_attach_follows_the_next_run_and_drops_the_old_one():
 
 def test_error_reaches_the_widget():
     run = new_synthetic_run()
-    run._record_status("running")
+    Recorder(run).status("running")
     w = EnergyWidget(run)
     cap = capture(w)
-    run._finish("failed", "exception", RuntimeError("CUDA out of memory <b>"))
+    Recorder(run).finish("failed", "exception", RuntimeError("CUDA out of memory <b>"))
     w._flusher.join(timeout=5)  # type: ignore[union-attr]
     header = cap.messages[-1][1]
     assert header["error"]["message"] == "RuntimeError: CUDA out of memory <b>"
@@ -236,7 +231,7 @@ def test_error_reaches_the_widget():
 
 def test_flush_from_many_threads_never_duplicates():
     run = new_synthetic_run()
-    run._record_status("running")
+    Recorder(run).status("running")
     w = EnergyWidget(run, max_rate_hz=1000)
     cap = capture(w)
     events = list(events_with_full_power(30, 4))
@@ -246,7 +241,7 @@ def test_flush_from_many_threads_never_duplicates():
     play(run, events, speed=100.0)
     for t in threads:
         t.join()
-    run._finish("completed", "x")
+    Recorder(run).finish("completed", "x")
     w._flusher.join(timeout=5)  # type: ignore[union-attr]
     idx = [
         i
@@ -311,7 +306,7 @@ def test_a_finished_runs_bundle_holds_no_widget_view_and_escapes_token_text():
 
 def test_a_live_runs_bundle_is_the_widget_view():
     run = new_synthetic_run()
-    run._record_status("running")
+    Recorder(run).status("running")
     w = EnergyWidget(run)
     data, _meta = w._repr_mimebundle_()
     assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == w.model_id

@@ -17,12 +17,13 @@ from store_node import eval_run, eval_store, needs_node, snapshot_items
 from widget_harness import full_run
 
 from llm_energy_widget.core.attribution import OUTSIDE_LAYERS
-from llm_energy_widget.core.schema import METRIC_LABELS, SUMMARY_LABELS
-from llm_energy_widget.report import to_html
-from llm_energy_widget.run import METRICS
-from llm_energy_widget.static_render import PHASE_COLORS, render_html, render_svg, render_text
+from llm_energy_widget.core.recorder import Recorder
+from llm_energy_widget.core.schema import METRIC_LABELS, METRICS, SUMMARY_LABELS
 from llm_energy_widget.testing import apply_event, new_synthetic_run, synthetic_events
-from llm_energy_widget.widget import BUNDLE_JS, run_meta, snapshot_of
+from llm_energy_widget.view.report import to_html
+from llm_energy_widget.view.static import PHASE_COLORS, render_html, render_svg, render_text
+from llm_energy_widget.view.widget import BUNDLE_JS
+from llm_energy_widget.view.wire import run_meta, snapshot_of
 
 SVG = "{http://www.w3.org/2000/svg}"
 TI, EI = METRICS.index("time_ms"), METRICS.index("energy_j")
@@ -115,7 +116,7 @@ def test_static_view_shows_coverage_and_outside_layers():
 def peaky_run(window_ms: float | None = None):
     """A run whose highest reading (500 W) is after the last token: not the generation's peak."""
     run = new_synthetic_run(n_layers=2)
-    run._record_status("running")
+    Recorder(run).status("running")
     events = list(synthetic_events(n_tokens=8, n_layers=2))
     for name, args in events:
         apply_event(run, name, args)
@@ -123,10 +124,10 @@ def peaky_run(window_ms: float | None = None):
     for k in (1, 2, 3):
         rec = {**last, "t_ms": last["t_ms"] + 100 * k, "total_w": 500.0}
         rec["energy_j"] = last["energy_j"] + 50.0 * k
-        run._record_power(rec, None)
+        Recorder(run).power(rec, None)
     if window_ms is not None:
         run.power_info["power_window_ms"] = window_ms
-    run._finish("completed", "x")
+    Recorder(run).finish("completed", "x")
     return run
 
 
@@ -355,7 +356,7 @@ def test_energy_so_far_stops_at_the_run_even_when_the_trace_runs_on():
 def test_energy_so_far_of_a_live_replay_that_delivered_its_whole_trace_at_once():
     # a replay at speed 0: all readings (60 s of them) arrive before the first token
     run = new_synthetic_run(n_layers=2)
-    run._record_status("running")
+    Recorder(run).status("running")
     events = list(synthetic_events(n_tokens=6, n_layers=2))
     power = [a for n, a in events if n == "power"]
     last = power[-1][0]
@@ -402,7 +403,7 @@ def test_the_tail_phase_has_its_colour_and_name_in_the_chart_and_the_static_view
 
 
 def _phase_table(run):
-    from llm_energy_widget.static_render import phase_rows
+    from llm_energy_widget.view.static import phase_rows
 
     return phase_rows(run)
 
@@ -491,7 +492,7 @@ def test_what_the_source_chose_at_open_reaches_a_view_attached_before_it_opened(
     run = full_run(n_tokens=4, n_layers=2)
     stale = run_meta(run, run.run_id)
     assert stale["power"]["resolution_ms"] == 100.0
-    run._record_power_info({"resolution_ms": 1000.0, "scope": "process"})
+    Recorder(run).power_info({"resolution_ms": 1000.0, "scope": "process"})
     snap = snapshot_of(run)
     assert snap["header"]["power_info"]["resolution_ms"] == 1000.0
     items = [

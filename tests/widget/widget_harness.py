@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from llm_energy_widget.core.recorder import Recorder
 from llm_energy_widget.run import Run
 from llm_energy_widget.testing import apply_event, new_synthetic_run, synthetic_events
-from llm_energy_widget.widget import BUNDLE_JS, EnergyWidget, dequantize_rows
+from llm_energy_widget.view.widget import BUNDLE_JS, EnergyWidget
+from llm_energy_widget.view.wire import dequantize_rows
 
 XSS_TEXTS = [
     " Hello",
@@ -59,16 +61,16 @@ def full_run(
 ) -> Run:
     """A finished synthetic run; `tail_ms`: a `tail` phase after the last token (wrap-up)."""
     run = new_synthetic_run(n_layers=n_layers, **kw)
-    run._record_status("running")
+    Recorder(run).status("running")
     last_end = 0.0
     for name, args in events_with_full_power(n_tokens, n_layers, texts=texts, **kw):
         apply_event(run, name, args)
         if name == "token":
             last_end = float(args[4])
     if tail_ms is not None:
-        run._record_phase_start("tail", last_end)
-        run._record_phase_end("tail", last_end + tail_ms)
-    run._finish("completed", "synthetic run complete")
+        Recorder(run).phase_start("tail", last_end)
+        Recorder(run).phase_end("tail", last_end + tail_ms)
+    Recorder(run).finish("completed", "synthetic run complete")
     return run
 
 

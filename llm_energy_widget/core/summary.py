@@ -6,12 +6,12 @@ import math
 import os
 from typing import TYPE_CHECKING, Any
 
-from .core.attribution import window_peak_w, window_readings
-from .core.validation import finite_number
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
+from .attribution import window_peak_w, window_readings
+from .validation import finite_number
 
 if TYPE_CHECKING:
-    from .run import Run
+    from .run import RunData as Run
 
 DEFAULT_PRICE_PER_KWH = 0.15
 """USD per kWh; override with LLM_ENERGY_PRICE_PER_KWH or the profiler's `price_per_kwh`."""

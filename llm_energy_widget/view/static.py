@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .core.attribution import OUTSIDE_LAYERS
-from .core.format import format_cost
-from .core.schema import METRIC_LABELS, METRIC_UNITS, SUMMARY_LABELS
-from .power.record import RAILS
+from ..core.attribution import OUTSIDE_LAYERS
+from ..core.format import format_cost
+from ..core.schema import METRIC_LABELS, METRIC_UNITS, SUMMARY_LABELS
+from ..power.record import RAILS
 
 if TYPE_CHECKING:
-    from .run import Run
+    from ..run import Run
 
 RAIL_COLORS = {
     "total": "#d62728",

@@ -21,3 +21,10 @@ def strict_json(x: Any) -> Any:
     if isinstance(x, (np.floating, np.integer, np.bool_)):
         return strict_json(x.item())
     return x
+
+
+def nan_to_none(arr: np.ndarray) -> list[Any]:
+    """Nested lists with None where the array holds NaN (JSON has no NaN)."""
+    obj = arr.astype(object)
+    obj[np.isnan(arr)] = None
+    return list(obj.tolist())

@@ -17,8 +17,10 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidInputError
-from .static_render import (
+from ..errors import InvalidInputError
+from .bundle import BUNDLE_CSS, BUNDLE_JS
+from .saved import bundle_payload, pack_snapshot
+from .static import (
     below_resolution_line,
     phase_rows,
     render_svg,
@@ -26,11 +28,10 @@ from .static_render import (
     summary_rows,
     summary_warnings,
 )
-from .view.saved import bundle_payload, pack_snapshot
-from .widget import BUNDLE_CSS, BUNDLE_JS, snapshot_of
+from .wire import snapshot_of
 
 if TYPE_CHECKING:
-    from .run import Run
+    from ..run import Run
 
 MAX_TOKEN_ROWS = 5000
 

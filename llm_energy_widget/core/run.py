@@ -1,0 +1,504 @@
+"""One run of profiled generation: the data every consumer reads.
+
+The producer writes to it only through `core.recorder.Recorder` (from the generation and sampler
+threads, under the run's lock); consumers subscribe to its events (`core.events`) or read its
+columns. A run loaded from the store is the same data with no producer behind it. Display and
+export shortcuts (`run.show()`, `run.to_csv()`, ...) belong to the public `llm_energy_widget.Run`,
+a subclass outside the core, so the core imports no consumer.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..power.energy import EnergyCurve, FloatArray
+from ..power.record import POWER_COLUMNS, RAILS
+from .attribution import cell_energy_j, coverage, layers_time_ms
+from .events import EventBus, Listener
+from .jsonsafe import nan_to_none, strict_json
+from .schema import METRICS, TOKEN_COLUMNS
+from .summary import compute_summary
+from .validation import finite_number
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from typing_extensions import Self
+
+__all__ = ["RunData", "now_iso"]
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class RunData:
+    """Everything measured in one profiled generation, live or loaded."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str | None = None,
+        created_at: str | None = None,
+        model: dict[str, Any] | None = None,
+        prompt: str = "",
+        settings: dict[str, Any] | None = None,
+        power: dict[str, Any] | None = None,
+        level: str = "component",
+        layer_names: list[str] | None = None,
+        component_names: list[str] | None = None,
+        tags: list[str] | None = None,
+        experiment: str | None = None,
+    ) -> None:
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.created_at = created_at or now_iso()
+        self.model: dict[str, Any] = model or {}
+        self.prompt = prompt
+        self.settings: dict[str, Any] = settings or {}
+        self.power_info: dict[str, Any] = power or {}
+        self.level = level
+        self.tags = list(tags or [])
+        self.experiment = experiment
+        self.status = "pending"
+        self.end_reason: str | None = None
+        self.error: BaseException | None = None
+        self.error_message: str | None = None
+        self.prompt_tokens = 0
+        self.baseline_w: float | None = None
+        self.warnings: list[str] = []
+        self.hooked: dict[str, Any] = {}  # registration summary from the profiler
+        self.response_text = ""
+        # power columns
+        self._power: dict[str, list[float]] = {k: [] for k in POWER_COLUMNS}
+        self._power_phase: list[str | None] = []
+        # phases and tokens
+        self._phases: list[dict[str, Any]] = []
+        self._tokens: dict[str, list[Any]] = {k: [] for k in TOKEN_COLUMNS}
+        self._token_energy_sent = 0  # tokens [0, n) already got a token_energy event
+        # layers: [tokens, layers, components, metrics]
+        self.layer_names: list[str] = list(layer_names or [])
+        self.component_names: list[str] = list(component_names or [])
+        self.metric_names: list[str] = list(METRICS)
+        self._layer_rows: list[np.ndarray] = []
+        self.extras: dict[str, Any] = {}  # deep / MoE arrays: name -> list per token
+        self._summary: dict[str, Any] | None = None
+        self._stored_summary: dict[str, Any] = {}  # as saved, for figures fixed at measurement
+        self._lock = threading.RLock()
+        self._events = EventBus(self._lock)
+        self._done = threading.Event()
+        self._cancel = threading.Event()
+        # set by the profiler: take a queued run out of its queue / free its place in the queue
+        self._on_cancel: Callable[[], None] | None = None
+        self._release: Callable[[], None] | None = None
+        self._displayed_in_cell = False  # live() showed it in the running cell (no second copy)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def cancel(self) -> None:
+        """Ask the generation to stop at the next token; the run keeps what it measured.
+
+        A queued run leaves its queue and ends at once as cancelled, never started.
+        """
+        self._cancel.set()
+        hook = self._on_cancel
+        if hook is not None:
+            hook()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    def subscribe(self, listener: Listener, replay: bool = False) -> Callable[[], None]:
+        """Call `listener(event, payload)` for every event; returns an unsubscribe function.
+
+        With replay=True, events for what the run already holds are sent first (under the lock, so
+        nothing is missed or doubled between the replay and live events).
+        """
+        return self._events.subscribe(listener, self._replay_events if replay else None)
+
+    def _emit(self, event: str, payload: Any) -> None:
+        self._events.emit(event, payload)
+
+    def _replay_events(self) -> list[tuple[str, dict[str, Any]]]:
+        out: list[tuple[str, dict[str, Any]]] = [
+            ("status", {"status": self.status, "reason": self.end_reason}),
+            ("power_info", dict(self.power_info)),
+        ]
+        for rec in self.power_records():
+            out.append(("power", rec))
+        for ph in self._phases:
+            out.append(("phase", {**ph, "state": "end" if ph["end_ms"] is not None else "start"}))
+        energies = self.token_energies_j()
+        for i in range(self.n_tokens):
+            out.append(("token", self._token_payload(i)))
+            # exactly the token_energy events already sent live; later ones follow live
+            if i < self._token_energy_sent and not np.isnan(energies[i]):
+                out.append(("token_energy", self._token_energy_payload(i, float(energies[i]))))
+        for i, row in enumerate(self._layer_rows):
+            out.append(("layers", {"index": i, "values": row}))
+        if self.done:
+            out.append(("done", self.summary()))
+        if self.error_message:
+            out.append(
+                ("error", {"message": self.error_message, "type": type(self.error).__name__})
+            )
+        return out
+
+    def _empty_layer_row(self) -> np.ndarray:
+        return np.full(
+            (len(self.layer_names), len(self.component_names), len(self.metric_names)),
+            np.nan,
+            dtype=np.float32,
+        )
+
+    def _token_payload(self, i: int) -> dict[str, Any]:
+        t = self._tokens
+        return {
+            "index": i,
+            "token_id": t["token_id"][i],
+            "text": t["text"][i],
+            "phase": t["phase"][i],
+            "start_ms": t["start_ms"][i],
+            "end_ms": t["end_ms"][i],
+            "duration_ms": t["end_ms"][i] - t["start_ms"][i],
+        }
+
+    def _token_energy_payload(self, i: int, energy_j: float) -> dict[str, Any]:
+        dur_s = (self._tokens["end_ms"][i] - self._tokens["start_ms"][i]) / 1000.0
+        return {
+            "index": i,
+            "energy_j": energy_j,
+            "avg_power_w": energy_j / dur_s if dur_s > 0 else None,
+        }
+
+    def _covered(self, i: int) -> bool:
+        """Whether the power readings reach token i's end (NaN end: untimed, let callers decide)."""
+        t_pw = self._power["t_ms"]
+        end = self._tokens["end_ms"][i]
+        return len(t_pw) >= 2 and not end > t_pw[-1]
+
+    def _fill_modeled_energy(self, i: int) -> None:
+        """energy_j (modeled) = the token's energy x the cell's share of the token's time.
+
+        Shares are of the token's wall time, not of the hooked time, so the cells sum to the
+        token's energy x coverage and the rest is `outside layers` (`core.attribution`).
+        """
+        if i >= self.n_tokens or i >= len(self._layer_rows) or not self._covered(i):
+            return
+        row = self._layer_rows[i]
+        if row.size == 0:
+            return
+        e = float(
+            self.curve().energy_between(self._tokens["start_ms"][i], self._tokens["end_ms"][i])
+        )
+        ti, ei = METRICS.index("time_ms"), METRICS.index("energy_j")
+        token_ms = self._tokens["end_ms"][i] - self._tokens["start_ms"][i]
+        if np.isnan(e):
+            return
+        row[:, :, ei] = cell_energy_j(row[:, :, ti], token_ms, e)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self._tokens["index"])
+
+    @property
+    def response(self) -> str:
+        return self.response_text
+
+    def power_arrays(self) -> dict[str, FloatArray]:
+        with self._lock:
+            return {k: np.asarray(v, dtype=np.float64) for k, v in self._power.items()}
+
+    def power_phases(self) -> list[str | None]:
+        with self._lock:
+            return list(self._power_phase)
+
+    def power_records(self) -> list[dict[str, Any]]:
+        """Power readings in the part-1 record shape (plus `phase`)."""
+        with self._lock:
+            out = []
+            src, kind = self.power_info.get("source"), self.power_info.get("kind")
+            for i in range(len(self._power["t_ms"])):
+                rec: dict[str, Any] = {"t_ms": self._power["t_ms"][i]}
+                for r in RAILS:
+                    v = self._power[f"{r}_w"][i]
+                    rec[f"{r}_w"] = None if np.isnan(v) else v
+                rec["total_w"] = self._power["total_w"][i]
+                rec["energy_j"] = self._power["energy_j"][i]
+                rec["source"], rec["kind"] = src, kind
+                rec["phase"] = self._power_phase[i]
+                out.append(rec)
+            return out
+
+    def curve(self) -> EnergyCurve:
+        with self._lock:
+            return EnergyCurve(np.asarray(self._power["t_ms"]), np.asarray(self._power["energy_j"]))
+
+    def token_energies_j(self) -> FloatArray:
+        with self._lock:
+            return np.asarray(
+                self.curve().energy_between(
+                    np.asarray(self._tokens["start_ms"], dtype=np.float64),
+                    np.asarray(self._tokens["end_ms"], dtype=np.float64),
+                ),
+                dtype=np.float64,
+            ).reshape(-1)
+
+    def tokens(self) -> list[dict[str, Any]]:
+        """Per-token records, energies from the cumulative curve.
+
+        Besides time and energy: `below_resolution` (the token is shorter than the power source's
+        resolution, so its energy is interpolated between readings, not resolved), and where
+        layers were profiled `layers_ms` (hooked decoder-layer time), `layer_coverage`
+        (layers_ms / token time) and `outside_layers_j` (the token's energy outside the layers).
+        """
+        with self._lock:
+            energies = self.token_energies_j()
+            res_ms = self.resolution_ms
+            ti = METRICS.index("time_ms") if "time_ms" in self.metric_names else None
+            out = []
+            for i in range(self.n_tokens):
+                rec = self._token_payload(i)
+                for k in ("start_ms", "end_ms", "duration_ms"):
+                    if rec[k] != rec[k]:  # NaN: no per-token timing (non-streaming fallback)
+                        rec[k] = None
+                e = float(energies[i])
+                rec["energy_j"] = None if np.isnan(e) else e
+                dur_ms = rec["duration_ms"]
+                dur_s = (dur_ms or 0.0) / 1000.0
+                rec["avg_power_w"] = None if np.isnan(e) or dur_s <= 0 else e / dur_s
+                rec["below_resolution"] = bool(
+                    dur_ms is not None and res_ms is not None and dur_ms < res_ms
+                )
+                if self.level != "token":
+                    hooked = (
+                        layers_time_ms(self._layer_rows[i][:, :, ti])
+                        if ti is not None and i < len(self._layer_rows)
+                        else float("nan")
+                    )
+                    cov = coverage(dur_ms if dur_ms is not None else float("nan"), hooked)
+                    rec["layers_ms"] = None if np.isnan(hooked) else hooked
+                    rec["layer_coverage"] = None if np.isnan(cov) else cov
+                    rec["outside_layers_j"] = (
+                        None if np.isnan(cov) or np.isnan(e) else e * (1.0 - cov)
+                    )
+                out.append(rec)
+            return out
+
+    @property
+    def resolution_ms(self) -> float | None:
+        """The energy figures' time resolution: the source's native one or the poll interval."""
+        info = self.power_info
+        for key in ("resolution_ms", "interval_ms"):
+            v = info.get(key)
+            if isinstance(v, (int, float)) and v == v:
+                return float(v)
+        return None
+
+    def phases(self) -> list[dict[str, Any]]:
+        """Phases with energy_j and avg_power_w from the curve (None where not covered)."""
+        with self._lock:
+            curve = self.curve()
+            out = []
+            for ph in self._phases:
+                rec = dict(ph)
+                e = (
+                    float(curve.energy_between(ph["start_ms"], ph["end_ms"]))
+                    if ph["end_ms"] is not None
+                    else float("nan")
+                )
+                rec["duration_ms"] = None if ph["end_ms"] is None else ph["end_ms"] - ph["start_ms"]
+                rec["energy_j"] = None if np.isnan(e) else e
+                dur = rec["duration_ms"]
+                rec["avg_power_w"] = None if rec["energy_j"] is None or not dur else e / (dur / 1e3)
+                out.append(rec)
+            return out
+
+    @property
+    def layers(self) -> np.ndarray:
+        """[tokens, layers, components, metrics] float32; NaN where not measured."""
+        with self._lock:
+            if not self._layer_rows:
+                return np.zeros(
+                    (0, len(self.layer_names), len(self.component_names), len(self.metric_names)),
+                    dtype=np.float32,
+                )
+            return np.stack(self._layer_rows)
+
+    def tokens_df(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(self.tokens())
+
+    def phases_df(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(self.phases())
+
+    def power_df(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(self.power_records())
+
+    def layers_df(self) -> pd.DataFrame:
+        """Long table: one row per token x layer x component, one column per metric."""
+        import pandas as pd
+
+        arr = self.layers
+        t, nl, nc, _ = arr.shape
+        idx = pd.MultiIndex.from_product(
+            [range(t), self.layer_names, self.component_names],
+            names=["token", "layer", "component"],
+        )
+        flat = arr.reshape(t * nl * nc, len(self.metric_names))  # -1 fails on zero tokens
+        return pd.DataFrame(flat, index=idx, columns=self.metric_names).reset_index()
+
+    def summary(self) -> dict[str, Any]:
+        with self._lock:
+            if self._summary is not None and self.done:
+                return self._summary
+            s = compute_summary(self)
+            if self.done:
+                self._summary = s
+            return s
+
+    def stored_summary_value(self, key: str) -> Any:
+        """A figure as the run's saved summary had it (None for a live run or a missing key)."""
+        return self._stored_summary.get(key)
+
+    def reprice(
+        self, price_per_kwh: float | None = None, carbon_g_per_kwh: float | None = None
+    ) -> dict[str, Any]:
+        """Cost and CO2 at another price or carbon intensity; the run keeps them from now on.
+
+        A run otherwise keeps the price and carbon intensity it was measured with, whatever the
+        environment of whoever opens it later.
+        """
+        with self._lock:
+            if price_per_kwh is not None:
+                self.settings["price_per_kwh"] = finite_number(
+                    price_per_kwh, "price_per_kwh", minimum=0.0
+                )
+            if carbon_g_per_kwh is not None:
+                self.settings["carbon_g_per_kwh"] = finite_number(
+                    carbon_g_per_kwh, "carbon_g_per_kwh", minimum=0.0
+                )
+            self._summary = None
+            return self.summary()
+
+    def labels(self) -> dict[str, str]:
+        """For each figure family: measured / estimated / modeled."""
+        kind = self.power_info.get("kind", "estimated")
+        return {
+            "power": kind,
+            "energy": kind,
+            "phases": kind,
+            "tokens": kind,
+            "timing": "measured",
+            "layers.time_ms": "measured",
+            "layers.energy_j": "modeled",
+            "layers.outside": "modeled",
+            "layers.activations": "measured",
+            "cost": "modeled",
+            "co2": "modeled",
+            "kv_cache": "modeled",
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serializable; the shape of `llm-energy profile --json` and the store."""
+        with self._lock:
+            arr = self.layers
+            values: list[Any] = nan_to_none(arr) if arr.size else []
+            return {
+                "run_id": self.run_id,
+                "created_at": self.created_at,
+                "status": self.status,
+                "end_reason": self.end_reason,
+                "error": self.error_message,
+                "model": self.model,
+                "prompt": self.prompt,
+                "prompt_tokens": self.prompt_tokens,
+                "response": self.response,
+                "settings": self.settings,
+                "level": self.level,
+                "tags": self.tags,
+                "experiment": self.experiment,
+                "power": self.power_info,
+                "baseline_w": self.baseline_w,
+                "warnings": self.warnings,
+                "hooked": self.hooked,
+                "phases": self.phases(),
+                "tokens": self.tokens(),
+                "power_samples": self.power_records(),
+                "layers": {
+                    "layer_names": self.layer_names,
+                    "component_names": self.component_names,
+                    "metric_names": self.metric_names,
+                    "values": values,
+                },
+                "extras": strict_json(self.extras),
+                "summary": self.summary(),
+                "labels": self.labels(),
+            }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        """Rebuild a finished Run from `to_dict()` output (store, JSON files)."""
+        run = cls(
+            run_id=d["run_id"],
+            created_at=d.get("created_at"),
+            model=d.get("model"),
+            prompt=d.get("prompt", ""),
+            settings=d.get("settings"),
+            power=d.get("power"),
+            level=d.get("level", "component"),
+            layer_names=d.get("layers", {}).get("layer_names"),
+            component_names=d.get("layers", {}).get("component_names"),
+            tags=d.get("tags"),
+            experiment=d.get("experiment"),
+        )
+        run.metric_names = d.get("layers", {}).get("metric_names") or list(METRICS)
+        run.status = d.get("status", "completed")
+        run.end_reason = d.get("end_reason")
+        run.error_message = d.get("error")
+        run.prompt_tokens = d.get("prompt_tokens", 0)
+        run.baseline_w = d.get("baseline_w")
+        run.warnings = list(d.get("warnings", []))
+        run.hooked = d.get("hooked", {})
+        for rec in d.get("power_samples", []):
+            for k in run._power:
+                v = rec.get(k)
+                run._power[k].append(np.nan if v is None else float(v))
+            run._power_phase.append(rec.get("phase"))
+        for ph in d.get("phases", []):
+            run._phases.append(
+                {"name": ph["name"], "start_ms": ph["start_ms"], "end_ms": ph["end_ms"]}
+            )
+        for tok in d.get("tokens", []):
+            for k in run._tokens:
+                run._tokens[k].append(tok[k])
+        run.response_text = d.get("response", "".join(run._tokens["text"]))
+        run._token_energy_sent = run.n_tokens
+        values = d.get("layers", {}).get("values") or []
+        for row in values:
+            run._layer_rows.append(np.array(row, dtype=np.float32))  # None -> nan
+        for i in range(len(run._layer_rows)):  # derived, so runs saved before a fix get it too
+            run._fill_modeled_energy(i)
+        run.extras = d.get("extras", {}) or {}
+        run._stored_summary = dict(d.get("summary") or {})
+        run._done.set()
+        return run
+
+    def __repr__(self) -> str:
+        return (
+            f"<Run {self.run_id} {self.status} model={self.model.get('name')!r} "
+            f"tokens={self.n_tokens} "
+            f"power={self.power_info.get('source')}/{self.power_info.get('kind')}>"
+        )

@@ -1,0 +1,2 @@
+"""The only code that knows ipykernel internals: waiting in a cell, running notebooks, the cell
+running now."""
