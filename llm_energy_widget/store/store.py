@@ -21,8 +21,8 @@ from .db import (
     connect_rw,
     file_identity,
     is_retryable,
-    rollback,
     store_errors,
+    transaction,
     wal_file,
     writable,
 )
@@ -205,18 +205,16 @@ class Store:
         run.end_reason = "the writing process ended before the run finished (crash or kill)"
         run._summary = None
         summary = run.summary()
-        with self._lock, store_errors(self.path, f"mark run {run_id} incomplete"):
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.execute(
-                    "UPDATE runs SET status = 'incomplete', end_reason = ?, summary_json = ?, "
-                    "updated_at = ? WHERE run_id = ? AND status IN ('pending', 'running')",
-                    (run.end_reason, dumps(summary), _now_iso(), run_id),
-                )
-                self._conn.execute("COMMIT")
-            except BaseException:
-                rollback(self._conn)
-                raise
+        with (
+            self._lock,
+            store_errors(self.path, f"mark run {run_id} incomplete"),
+            transaction(self._conn) as conn,
+        ):
+            conn.execute(
+                "UPDATE runs SET status = 'incomplete', end_reason = ?, summary_json = ?, "
+                "updated_at = ? WHERE run_id = ? AND status IN ('pending', 'running')",
+                (run.end_reason, dumps(summary), _now_iso(), run_id),
+            )
 
     def delete(self, run_id: str) -> str:
         """Delete a run and everything measured in it; returns the full id."""
@@ -256,14 +254,8 @@ class Store:
     def _delete_ids(self, ids: list[str]) -> None:
         if not ids:
             return
-        with self._lock, store_errors(self.path, "delete runs"):
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.executemany("DELETE FROM runs WHERE run_id = ?", [(i,) for i in ids])
-                self._conn.execute("COMMIT")
-            except BaseException:
-                rollback(self._conn)
-                raise
+        with self._lock, store_errors(self.path, "delete runs"), transaction(self._conn) as conn:
+            conn.executemany("DELETE FROM runs WHERE run_id = ?", [(i,) for i in ids])
 
     # -- reading ----------------------------------------------------------------------------------
     def ids(self) -> list[str]:
@@ -444,8 +436,7 @@ class Store:
 
 def _load_rows(conn: sqlite3.Connection, rid: str) -> tuple[Any, ...]:
     """Everything stored for one run, read in one snapshot even while a writer appends."""
-    conn.execute("BEGIN")
-    try:
+    with transaction(conn, read_only=True):  # nothing to commit: it ends with ROLLBACK
         row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (rid,)).fetchone()
         cols = [d[0] for d in conn.execute("SELECT * FROM runs LIMIT 0").description]
         power = conn.execute(
@@ -463,8 +454,6 @@ def _load_rows(conn: sqlite3.Connection, rid: str) -> tuple[Any, ...]:
         layers = conn.execute(
             "SELECT idx, values_f32 FROM layers WHERE run_id = ? ORDER BY idx", (rid,)
         ).fetchall()
-    finally:
-        rollback(conn)  # read-only transaction: nothing to commit
     return row, cols, power, phases, tokens, layers
 
 
