@@ -1,10 +1,11 @@
-"""The store's one transaction helper: commit, rollback on any exception, read-only."""
+"""The store's one transaction helper, and `run_records` reading all runs in one query."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,91 @@ from llm_energy_widget.store import Store, schema
 from llm_energy_widget.store.db import connect_rw, transaction
 from llm_energy_widget.store.schema import SCHEMA_VERSION
 from llm_energy_widget.testing import synthetic_run
+
+# -- run_records: a constant number of statements ------------------------------------------------
+
+
+def _fill(store: Store, n: int) -> list[dict[str, Any]]:
+    """Save `n` small runs with known values; what run_records must give, newest first."""
+    expected = []
+    for i in range(n):
+        run = synthetic_run(n_tokens=1 + i % 4, n_layers=1)
+        run.run_id = f"run{i:03d}"
+        run.created_at = f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}.000+00:00"
+        run.tags = [f"tag{i % 3}"]
+        run.experiment = f"exp{i % 2}"
+        run.model = {"name": f"model-{i % 5}"}
+        run.prompt = f"prompt {i}"
+        store.save(run)
+        expected.append(
+            {
+                "run_id": run.run_id,
+                "created_at": run.created_at,
+                "model": f"model-{i % 5}",
+                "prompt": f"prompt {i}",
+                "status": "completed",
+                "end_reason": "synthetic run complete",
+                "experiment": f"exp{i % 2}",
+                "tags": [f"tag{i % 3}"],
+                "n_tokens": 1 + i % 4,
+                "level": "component",
+                "power_source": "synthetic",
+                "power_kind": "modeled",
+                "settings": {},
+                "output_tokens": 1 + i % 4,
+            }
+        )
+    return expected[::-1]
+
+
+def _traced(store: Store, **filters: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    try:
+        records = store.run_records(**filters)
+    finally:
+        store._conn.set_trace_callback(None)
+    return records, statements
+
+
+def _check(records: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
+    assert [r["run_id"] for r in records] == [e["run_id"] for e in expected]  # newest first
+    for rec, exp in zip(records, expected, strict=True):
+        assert rec["summary"]["output_tokens"] == exp["output_tokens"]
+        assert rec["summary"]["status"] == "completed"
+        assert {k: rec[k] for k in exp if k != "output_tokens"} == {
+            k: v for k, v in exp.items() if k != "output_tokens"
+        }
+        assert isinstance(rec["updated_at"], str)
+
+
+@pytest.mark.parametrize("filters", [{}, {"tag": "tag1"}, {"experiment": "exp0", "limit": 4}])
+def test_run_records_statement_count_does_not_grow_with_runs(
+    tmp_path: Path, filters: dict[str, Any]
+) -> None:
+    counts = {}
+    for n in (3, 30):
+        with Store(tmp_path / f"runs{n}.sqlite") as store:
+            expected = _fill(store, n)
+            if "tag" in filters:
+                expected = [e for e in expected if e["tags"] == [filters["tag"]]]
+            if "experiment" in filters:
+                expected = [e for e in expected if e["experiment"] == filters["experiment"]]
+            if "limit" in filters:
+                expected = expected[: filters["limit"]]
+            records, statements = _traced(store, **filters)
+            _check(records, expected)
+            assert len(records) > 0
+            counts[n] = len(statements)
+    assert counts[3] == counts[30], counts
+    assert counts[30] <= 2, counts  # one SELECT (no per-run query)
+
+
+def test_run_records_on_empty_store(tmp_path: Path) -> None:
+    with Store(tmp_path / "runs.sqlite") as store:
+        records, statements = _traced(store)
+    assert records == [] and len(statements) == 1
+
 
 # -- transaction(): commit, rollback, read-only --------------------------------------------------
 
