@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from ..core.jsonsafe import strict_json
+from ..core.schema import POWER_COLUMNS  # the columns of the `power` table (store/schema.py)
 
-POWER_COLUMNS = ("t_ms", "cpu_w", "gpu_w", "ane_w", "dram_w", "total_w", "energy_j")
+__all__ = ["POWER_COLUMNS", "dumps", "layer_row", "loads"]
 
 
 def _default(x: Any) -> Any:

@@ -108,7 +108,7 @@ def raw_connect(path: Path, mode: str, *, immutable: bool = False) -> sqlite3.Co
         _uri(path, mode, immutable),
         uri=True,
         timeout=BUSY_TIMEOUT_MS / 1000,
-        isolation_level=None,  # we issue BEGIN/COMMIT ourselves: short explicit transactions
+        isolation_level=None,  # we issue BEGIN/COMMIT ourselves (`transaction`): short and explicit
         check_same_thread=False,
     )
     try:
@@ -124,6 +124,34 @@ def rollback(conn: sqlite3.Connection) -> None:
     with contextlib.suppress(sqlite3.Error):
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+
+
+@contextlib.contextmanager
+def transaction(
+    conn: sqlite3.Connection, *, immediate: bool = True, read_only: bool = False
+) -> Iterator[sqlite3.Connection]:
+    """The one way the store opens a transaction: `with transaction(conn): ...`.
+
+    Issues BEGIN IMMEDIATE (or BEGIN with `immediate=False`), commits when the block ends
+    normally, and on any exception - BaseException too, so a KeyboardInterrupt never leaves a
+    transaction open - rolls back and re-raises the original exception (`rollback`). A
+    failing COMMIT is rolled back and raised the same way.
+
+    `read_only=True` is a snapshot for reading (deferred BEGIN whatever `immediate` says: a
+    read must not take the write lock); it always ends with ROLLBACK, as there is nothing to
+    commit. A BEGIN that fails (busy, or a transaction already open) raises without touching
+    any transaction already open on `conn`.
+    """
+    conn.execute("BEGIN IMMEDIATE" if immediate and not read_only else "BEGIN")
+    try:
+        yield conn
+        if not read_only:
+            conn.execute("COMMIT")
+    except BaseException:
+        rollback(conn)
+        raise
+    if read_only:
+        rollback(conn)
 
 
 def probe(path: Path, *, for_writing: bool) -> int:

@@ -9,7 +9,6 @@ in writer-sized batches and ~27 ms to load, against 20.5 MB, ~1.5 s and ~0.8 s f
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 
 MIGRATIONS: tuple[str, ...] = (
@@ -103,24 +102,18 @@ def migrate(conn: sqlite3.Connection) -> int:
 
     The caller has already refused a version newer than SCHEMA_VERSION.
     """
+    from .db import transaction  # db imports this module at its top
+
     version = user_version(conn)
     while version < SCHEMA_VERSION:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             # Another process may have migrated while we waited for the write lock.
             version = user_version(conn)
             if version >= SCHEMA_VERSION:
-                conn.execute("COMMIT")
-                break
+                break  # leaving the block commits (the empty transaction)
             for statement in _statements(MIGRATIONS[version]):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version + 1}")
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):  # keep the error that got us here
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            raise
         version += 1
     return version
 

@@ -23,8 +23,8 @@ from .db import (
     connect_rw,
     file_identity,
     is_retryable,
-    rollback,
     store_errors,
+    transaction,
     wal_file,
     writable,
 )
@@ -207,18 +207,16 @@ class Store:
         run.end_reason = "the writing process ended before the run finished (crash or kill)"
         run._summary = None
         summary = run.summary()
-        with self._lock, store_errors(self.path, f"mark run {run_id} incomplete"):
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.execute(
-                    "UPDATE runs SET status = 'incomplete', end_reason = ?, summary_json = ?, "
-                    "updated_at = ? WHERE run_id = ? AND status IN ('pending', 'running')",
-                    (run.end_reason, dumps(summary), now_iso(), run_id),
-                )
-                self._conn.execute("COMMIT")
-            except BaseException:
-                rollback(self._conn)
-                raise
+        with (
+            self._lock,
+            store_errors(self.path, f"mark run {run_id} incomplete"),
+            transaction(self._conn) as conn,
+        ):
+            conn.execute(
+                "UPDATE runs SET status = 'incomplete', end_reason = ?, summary_json = ?, "
+                "updated_at = ? WHERE run_id = ? AND status IN ('pending', 'running')",
+                (run.end_reason, dumps(summary), now_iso(), run_id),
+            )
 
     def delete(self, run_id: str) -> str:
         """Delete a run and everything measured in it; returns the full id."""
@@ -258,14 +256,8 @@ class Store:
     def _delete_ids(self, ids: list[str]) -> None:
         if not ids:
             return
-        with self._lock, store_errors(self.path, "delete runs"):
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.executemany("DELETE FROM runs WHERE run_id = ?", [(i,) for i in ids])
-                self._conn.execute("COMMIT")
-            except BaseException:
-                rollback(self._conn)
-                raise
+        with self._lock, store_errors(self.path, "delete runs"), transaction(self._conn) as conn:
+            conn.executemany("DELETE FROM runs WHERE run_id = ?", [(i,) for i in ids])
 
     # -- reading ----------------------------------------------------------------------------------
     def ids(self) -> list[str]:
@@ -361,6 +353,36 @@ class Store:
         """One row per run, newest first, summary fields as columns (decode_j_per_token, …)."""
         import pandas as pd
 
+        rows = self._run_rows(model, tag, experiment, since, status, limit)
+        records = [_run_record(row) for row in rows]
+        base = [
+            "run_id", "created_at", "updated_at", "status", "model", "experiment", "tags",
+            "prompt", "n_tokens", "level", "power_source", "power_kind", "end_reason",
+        ]  # fmt: skip
+        df = pd.DataFrame.from_records(records)
+        if df.empty:
+            return pd.DataFrame(columns=base)
+        return df
+
+    def run_records(self, **filters: Any) -> list[dict[str, Any]]:
+        """`runs()` as JSON-ready dicts with the summary nested (the CLI's `runs --json`).
+
+        One query whatever the number of runs (the rows `runs()` reads, not one query per run).
+        """
+        if not self._has_schema:
+            return []
+        return [_json_record(row) for row in self._run_rows(**filters)]
+
+    def _run_rows(
+        self,
+        model: str | None = None,
+        tag: str | None = None,
+        experiment: str | None = None,
+        since: str | _dt.datetime | _dt.date | _dt.timedelta | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> list[Any]:
+        """The `_RUN_COLUMNS` of the runs matching the filters, newest first, in one query."""
         where, args = [], []
         if model:
             where.append("model_name LIKE ? ESCAPE '\\'")
@@ -377,77 +399,20 @@ class Store:
         if status:
             where.append("status = ?")
             args.append(status)
-        sql = (
-            "SELECT run_id, created_at, updated_at, status, model_name, experiment, tags_json, "
-            "prompt, n_tokens, level, power_json, settings_json, summary_json, end_reason FROM runs"
-        )
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        rows: list[Any] = []
-        if self._has_schema:
-            rows = self._read("list runs", lambda conn: conn.execute(sql, args).fetchall())
-        records = [_run_record(row) for row in rows]
-        base = [
-            "run_id", "created_at", "updated_at", "status", "model", "experiment", "tags",
-            "prompt", "n_tokens", "level", "power_source", "power_kind", "end_reason",
-        ]  # fmt: skip
-        df = pd.DataFrame.from_records(records)
-        if df.empty:
-            return pd.DataFrame(columns=base)
-        return df
-
-    def run_records(self, **filters: Any) -> list[dict[str, Any]]:
-        """`runs()` as JSON-ready dicts with the summary nested (the CLI's `runs --json`)."""
         if not self._has_schema:
             return []
-        df = self.runs(**filters)
-        ids = list(df["run_id"]) if not df.empty else []
-        out = []
-        rows = self._read(
-            "list runs",
-            lambda conn: [
-                conn.execute(
-                    "SELECT run_id, model_name, prompt, status, created_at, updated_at, "
-                    "experiment, tags_json, n_tokens, level, power_json, settings_json, "
-                    "summary_json, end_reason FROM runs WHERE run_id = ?",
-                    (rid,),
-                ).fetchone()
-                for rid in ids
-            ],
-        )
-        for r in rows:
-            if r is None:
-                continue
-            power = loads(r[10], {})
-            out.append(
-                {
-                    "run_id": r[0],
-                    "model": r[1],
-                    "prompt": r[2],
-                    "status": r[3],
-                    "created_at": r[4],
-                    "updated_at": r[5],
-                    "experiment": r[6],
-                    "tags": loads(r[7], []),
-                    "n_tokens": r[8],
-                    "level": r[9],
-                    "power_source": power.get("source"),
-                    "power_kind": power.get("kind"),
-                    "settings": loads(r[11], {}),
-                    "summary": loads(r[12]),
-                    "end_reason": r[13],
-                }
-            )
-        return out
+        return self._read("list runs", lambda conn: conn.execute(sql, args).fetchall())
 
 
 def _load_rows(conn: sqlite3.Connection, rid: str) -> tuple[Any, ...]:
     """Everything stored for one run, read in one snapshot even while a writer appends."""
-    conn.execute("BEGIN")
-    try:
+    with transaction(conn, read_only=True):  # nothing to commit: it ends with ROLLBACK
         row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (rid,)).fetchone()
         cols = [d[0] for d in conn.execute("SELECT * FROM runs LIMIT 0").description]
         power = conn.execute(
@@ -465,14 +430,19 @@ def _load_rows(conn: sqlite3.Connection, rid: str) -> tuple[Any, ...]:
         layers = conn.execute(
             "SELECT idx, values_f32 FROM layers WHERE run_id = ? ORDER BY idx", (rid,)
         ).fetchall()
-    finally:
-        rollback(conn)  # read-only transaction: nothing to commit
     return row, cols, power, phases, tokens, layers
 
 
 def _like_escape(text: str) -> str:
     """`text` matched literally by `LIKE ? ESCAPE '\\'` (% and _ are wildcards otherwise)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# The columns `_run_rows` reads, in the order `_run_record` and `_json_record` unpack them.
+_RUN_COLUMNS = (
+    "run_id, created_at, updated_at, status, model_name, experiment, tags_json, "
+    "prompt, n_tokens, level, power_json, settings_json, summary_json, end_reason"
+)
 
 
 def _run_record(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -504,6 +474,30 @@ def _run_record(row: tuple[Any, ...]) -> dict[str, Any]:
     for k, v in loads(settings, {}).items():
         rec[f"settings.{k}"] = v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
     return rec
+
+
+def _json_record(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A `_RUN_COLUMNS` row as `run_records` gives it: JSON-ready, the summary nested."""
+    (rid, created, updated, status, model, experiment, tags, prompt, n_tokens, level, power,
+     settings, summary, end_reason) = row  # fmt: skip
+    p = loads(power, {})
+    return {
+        "run_id": rid,
+        "model": model,
+        "prompt": prompt,
+        "status": status,
+        "created_at": created,
+        "updated_at": updated,
+        "experiment": experiment,
+        "tags": loads(tags, []),
+        "n_tokens": n_tokens,
+        "level": level,
+        "power_source": p.get("source"),
+        "power_kind": p.get("kind"),
+        "settings": loads(settings, {}),
+        "summary": loads(summary),
+        "end_reason": end_reason,
+    }
 
 
 def _iso(when: str | _dt.datetime | _dt.date | _dt.timedelta) -> str:

@@ -35,7 +35,7 @@ from ..core.run import now_iso
 from ..errors import StoreError
 from ..run import Run
 from .codec import dumps, layer_blob, num
-from .db import connect_rw, file_identity, is_retryable, rollback, store_errors
+from .db import connect_rw, file_identity, is_retryable, store_errors, transaction
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +185,7 @@ class RunWriter:
 
     def _insert_run(self, conn: sqlite3.Connection) -> None:
         run = self.run
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             # Saving a run again (e.g. one loaded from a JSON file) replaces it whole.
             conn.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
             conn.execute(
@@ -195,10 +194,6 @@ class RunWriter:
                 (run.run_id, run.created_at, now_iso(), run.status, os.getpid(), _host()),
             )
             self._update_run_row(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            rollback(conn)
-            raise
 
     def _prepare(self, batch: list[tuple[str, dict[str, Any]]]) -> tuple[Any, ...]:
         """The rows of a batch, numbered once (so writing them again stores the same rows)."""
@@ -233,8 +228,7 @@ class RunWriter:
     def _commit(self, conn: sqlite3.Connection, ops: tuple[Any, ...]) -> None:
         rid = self.run.run_id
         power_rows, token_rows, energy_rows, layer_rows, phase_ops, summary = ops
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             if power_rows:
                 conn.executemany(
                     "INSERT OR REPLACE INTO power VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", power_rows
@@ -257,10 +251,6 @@ class RunWriter:
                     [(rid, i, b) for i, b in layer_rows.items()],
                 )
             self._update_run_row(conn, summary=summary)
-            conn.execute("COMMIT")
-        except BaseException:
-            rollback(conn)
-            raise
 
     def _phase_op(self, p: dict[str, Any]) -> list[tuple[str, tuple[Any, ...]]]:
         rid = self.run.run_id
