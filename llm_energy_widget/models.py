@@ -76,13 +76,9 @@ def _no_widget_progress_bar() -> Iterator[None]:
     """In a notebook kernel, transformers' "Loading weights" bar is an ipywidgets widget: its
     output shows "Error displaying widget: model not found" once the notebook is reopened, so it
     is switched off there while a model loads (terminals keep it)."""
-    try:
-        from IPython import get_ipython
+    from .notebook.cells import in_kernel
 
-        in_kernel = getattr(get_ipython(), "kernel", None) is not None
-    except ImportError:  # pragma: no cover - IPython comes with ipykernel
-        in_kernel = False
-    if not in_kernel:
+    if not in_kernel():
         yield
         return
     from transformers.utils import logging as hf_logging

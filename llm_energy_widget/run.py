@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .core.run import RunData
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Run"]
 
@@ -20,6 +23,36 @@ __all__ = ["Run"]
 class Run(RunData):
     """Everything measured in one profiled generation, live or loaded, with its views."""
 
+    # -- tables (pandas) --------------------------------------------------------------------------
+    def tokens_df(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(self.tokens())
+
+    def phases_df(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(self.phases())
+
+    def power_df(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(self.power_records())
+
+    def layers_df(self) -> pd.DataFrame:
+        """Long table: one row per token x layer x component, one column per metric."""
+        import pandas as pd
+
+        arr = self.layers
+        t, nl, nc, _ = arr.shape
+        idx = pd.MultiIndex.from_product(
+            [range(t), self.layer_names, self.component_names],
+            names=["token", "layer", "component"],
+        )
+        flat = arr.reshape(t * nl * nc, len(self.metric_names))  # -1 fails on zero tokens
+        return pd.DataFrame(flat, index=idx, columns=self.metric_names).reset_index()
+
+    # -- exports and views ------------------------------------------------------------------------
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run ends; True if it did within `timeout` seconds.
 

@@ -27,7 +27,6 @@ from .summary import compute_summary
 from .validation import finite_number
 
 if TYPE_CHECKING:
-    import pandas as pd
     from typing_extensions import Self
 
 __all__ = ["RunData", "now_iso"]
@@ -331,34 +330,6 @@ class RunData:
                     dtype=np.float32,
                 )
             return np.stack(self._layer_rows)
-
-    def tokens_df(self) -> pd.DataFrame:
-        import pandas as pd
-
-        return pd.DataFrame(self.tokens())
-
-    def phases_df(self) -> pd.DataFrame:
-        import pandas as pd
-
-        return pd.DataFrame(self.phases())
-
-    def power_df(self) -> pd.DataFrame:
-        import pandas as pd
-
-        return pd.DataFrame(self.power_records())
-
-    def layers_df(self) -> pd.DataFrame:
-        """Long table: one row per token x layer x component, one column per metric."""
-        import pandas as pd
-
-        arr = self.layers
-        t, nl, nc, _ = arr.shape
-        idx = pd.MultiIndex.from_product(
-            [range(t), self.layer_names, self.component_names],
-            names=["token", "layer", "component"],
-        )
-        flat = arr.reshape(t * nl * nc, len(self.metric_names))  # -1 fails on zero tokens
-        return pd.DataFrame(flat, index=idx, columns=self.metric_names).reset_index()
 
     def summary(self) -> dict[str, Any]:
         with self._lock:

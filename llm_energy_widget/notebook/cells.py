@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["current_cell"]
+__all__ = ["current_cell", "in_kernel", "on_cell_end", "parent_request"]
 
 
 def current_cell() -> str | None:
@@ -31,3 +33,45 @@ def current_cell() -> str | None:
         return None
     msg_id = header.get("msg_id")
     return msg_id if isinstance(msg_id, str) else None
+
+
+def in_kernel() -> bool:
+    """Whether this process is a notebook kernel (an IPython shell with a kernel attached)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with ipykernel
+        return False
+    return getattr(get_ipython(), "kernel", None) is not None
+
+
+def parent_request() -> dict[str, Any]:
+    """The execute request being run (header, metadata), or {} outside a kernel."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with ipykernel
+        return {}
+    ip = get_ipython()
+    get = getattr(ip, "get_parent", None)
+    try:
+        parent = get() if callable(get) else getattr(ip, "parent_header", None)
+    except Exception:
+        return {}
+    return parent if isinstance(parent, dict) else {}
+
+
+def on_cell_end(callback: Callable[[], None]) -> bool:
+    """Call `callback` once, after the running cell ends; False outside IPython (never called)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with ipykernel
+        return False
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "events"):
+        return False
+
+    def cell_ended(*_args: Any) -> None:
+        shell.events.unregister("post_run_cell", cell_ended)
+        callback()
+
+    shell.events.register("post_run_cell", cell_ended)
+    return True
