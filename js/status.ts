@@ -108,6 +108,15 @@ export class StatusBar {
     if (!live) this.stopping = false;
     this.stop.hidden = !this.onStop || !m;
     this.stop.disabled = !live || this.stopping;
+    if (!m && s.refused) {
+      // a run sent in a newer protocol than this view reads: say so, show none of its data
+      this.title.replaceChildren(h("strong", "", "cannot show this run"));
+      this.prompt.hidden = true;
+      this.fields.replaceChildren();
+      this.error.hidden = false;
+      this.error.textContent = s.refused;
+      return;
+    }
     if (!m) {
       // nothing to follow yet: no state, no fields, no Stop; the panels are hidden by the root
       this.title.replaceChildren(

@@ -1,4 +1,7 @@
-// The kernel <-> view contract, mirrored from llm_energy_widget/widget.py.
+// The kernel <-> view contract's shapes; the encoder is llm_energy_widget/view/wire.py and the
+// constants (codes, columns, buffer dtypes, version) are in ./protocol.ts.
+
+import type { BufferName, HEADER_TYPES } from "./protocol";
 
 export type Callback = (...args: any[]) => void;
 
@@ -14,6 +17,8 @@ export type Kind = "measured" | "estimated" | "modeled";
 
 export interface Meta {
   run_key: string;
+  /** The protocol the kernel sent this run with (protocol.WIRE_VERSION); absent: version 1. */
+  wire_version?: number;
   run_id: string;
   model: string | null;
   prompt: string;
@@ -62,10 +67,11 @@ export interface Phase {
 }
 
 export interface Header {
-  type: "delta" | "snapshot";
+  type: (typeof HEADER_TYPES)[number];
   seq: number;
   run_key: string;
-  buffers: string[];
+  /** Names each binary buffer, in order (protocol.BUFFER_DTYPES gives their element types). */
+  buffers: BufferName[];
   tokens?: { first: number; text: string[]; phase: (string | null)[] };
   /**
    * codes "log8": per-token log scale (widget.quantize_rows); absent: the older linear scale.
