@@ -4,7 +4,7 @@
 
 import { h, keepKeys, Tooltip } from "./dom";
 import { fmtEnergy, fmtMetric, fmtMs, fmtPct } from "./format";
-import { metricLabel, outsideName } from "./names";
+import { layerFamily, layerKind, metricLabel, outsideName } from "./names";
 import type { RunStore } from "./store";
 import { colormap, fitCanvas, readTheme, rgb } from "./theme";
 import type { HeatScale, TokenMode, ViewState } from "./ui";
@@ -131,7 +131,8 @@ export function cellTip(
   value: number,
 ): string[] {
   const metric = s.metricNames[metricIdx] ?? "";
-  const kind = metric === "energy_j" ? "modeled: token energy × cell time / token time" : "measured";
+  const k = layerKind(s.meta, metric);
+  const kind = metric === "energy_j" ? `${k}: token energy × cell time / token time` : k;
   const where = mode === "mean" ? meanLabel(s) : `token ${t}`;
   const lines = [
     `${shortLayer(s.meta?.layer_names[l] ?? String(l))} · ${s.meta?.component_names[c] ?? c}`,
@@ -261,8 +262,7 @@ export class Heatmap {
       const labels = s.meta?.labels ?? {};
       this.metricSel.replaceChildren(
         ...s.metricNames.map((m, i) => {
-          const kind =
-            m === "time_ms" ? labels["layers.time_ms"] : m === "energy_j" ? labels["layers.energy_j"] : labels["layers.activations"];
+          const kind = labels[layerFamily(m)];
           const o = h("option", "", `${metricLabel(s.meta, m)}${kind ? ` (${kind})` : ""}`);
           o.value = String(i);
           return o;

@@ -31,6 +31,19 @@ export function kindText(kind: string | null | undefined, scope?: string | null)
   return scope ? `${k} · ${scope}` : k;
 }
 
+/** The `meta.labels` family of a layer metric: its time, its modeled energy, or an activation statistic. */
+export function layerFamily(metric: string): string {
+  return metric === "time_ms" || metric === "energy_j" ? `layers.${metric}` : "layers.activations";
+}
+
+/**
+ * The kind of a layer metric's values, as the kernel labels it (`meta.labels`); a meta without
+ * labels: the modeled energy is modeled, the rest measured.
+ */
+export function layerKind(meta: Meta | null | undefined, metric: string): string {
+  return meta?.labels?.[layerFamily(metric)] ?? (metric === "energy_j" ? "modeled" : "measured");
+}
+
 /** Families of figures computed from the run's energy: they inherit its kind and uncertainty. */
 const FROM_ENERGY = new Set(["layers.energy_j", "layers.outside", "cost", "co2"]);
 
