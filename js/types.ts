@@ -1,17 +1,21 @@
 // The kernel <-> view contract's shapes; the encoder is llm_energy_widget/view/wire.py and the
 // constants (codes, columns, buffer dtypes, version) are in ./protocol.ts.
 
+import type { AnyModel } from "@anywidget/types";
 import type { BufferName, HEADER_TYPES } from "./protocol";
 
-export type Callback = (...args: any[]) => void;
-
-/** The part of anywidget's model the views use (a fake with the same shape drives the report). */
-export interface AnyModel {
-  get(name: string): any;
-  on(event: string, cb: Callback): void;
-  off(event?: string | null, cb?: Callback | null): void;
-  send(content: unknown, callbacks?: unknown, buffers?: ArrayBuffer[]): void;
+/** The widget's traits (view/widget.py): what `model.get` returns for each. */
+export interface WidgetTraits {
+  meta: Meta | null;
+  snapshot: { header?: Header; buffers?: Buffer[] } | null;
+  _static?: boolean;
 }
+
+/**
+ * The part of anywidget's model (@anywidget/types) the views use: a static model with the same
+ * shape drives the HTML report and saved outputs.
+ */
+export type ViewModel = Pick<AnyModel<WidgetTraits>, "get" | "on" | "off" | "send">;
 
 export type Kind = "measured" | "estimated" | "modeled";
 

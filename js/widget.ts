@@ -9,7 +9,8 @@ import { StatusBar } from "./status";
 import { SummaryCards } from "./summary";
 import { clearThemeCache } from "./theme";
 import { TokenStream } from "./tokens";
-import type { AnyModel, Buffer, Callback, Header, Meta } from "./types";
+import type { AnyWidget } from "@anywidget/types";
+import type { Buffer, Header, Meta, ViewModel, WidgetTraits } from "./types";
 import { newViewState, ViewState } from "./ui";
 
 /** What every view of one widget model shares: the run's data and the user's choices. */
@@ -25,17 +26,14 @@ const shared = new WeakMap<object, Shared>();
 const MAX_HIDDEN_FRAMES = 60; // about a second of frames
 const CLOCK_MS = 100; // the elapsed clock's tick while a phase runs
 
-interface Snapshot {
-  header?: Header;
-  buffers?: Buffer[];
-}
+type Snapshot = WidgetTraits["snapshot"];
 
-function keyOf(model: AnyModel): object {
+function keyOf(model: ViewModel): object {
   const meta = model.get("meta");
   return meta && typeof meta === "object" ? meta : model;
 }
 
-function sharedFor(model: AnyModel): Shared | undefined {
+function sharedFor(model: ViewModel): Shared | undefined {
   return shared.get(keyOf(model));
 }
 
@@ -46,21 +44,21 @@ function applySnapshotTrait(store: RunStore, snap: Snapshot | null | undefined):
 }
 
 /** Once per model: the store every view of this model reads, fed by traits and messages. */
-function initialize({ model }: { model: AnyModel }): () => void {
+function initialize({ model }: { model: ViewModel }): () => void {
   const sh: Shared = sharedFor(model) ?? { store: new RunStore(), ui: newViewState() };
   shared.set(keyOf(model), sh);
   const store = sh.store;
-  const meta = model.get("meta") as Meta | null;
+  const meta = model.get("meta");
   store.reset(meta, false);
   if (!applySnapshotTrait(store, model.get("snapshot")) && store.meta) {
     model.send({ type: "snapshot" }); // a late view of a live run: catch up, then follow deltas
   }
-  const onMeta: Callback = () => {
+  const onMeta = () => {
     shared.set(keyOf(model), sh);
     store.reset(model.get("meta"), true);
   };
-  const onSnap: Callback = () => applySnapshotTrait(store, model.get("snapshot"));
-  const onMsg: Callback = (msg: Header, buffers: Buffer[]) => {
+  const onSnap = () => applySnapshotTrait(store, model.get("snapshot"));
+  const onMsg = (msg: Header, buffers: Buffer[]) => {
     if (msg && (msg.type === "delta" || msg.type === "snapshot")) store.receive(msg, buffers ?? []);
   };
   model.on("change:meta", onMeta);
@@ -80,7 +78,7 @@ export interface FrameDetail {
   frameAt: number;
 }
 
-function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void {
+function render({ model, el }: { model: ViewModel; el: HTMLElement }): () => void {
   let sh = sharedFor(model);
   let offInit: (() => void) | null = null;
   if (!sh) {
@@ -214,14 +212,14 @@ function onThemeChange(fn: () => void): () => void {
 export function staticModel(data: {
   meta: Meta;
   snapshot: { header: Header; buffers: (string | Buffer)[] };
-}): AnyModel {
+}): ViewModel {
   const snapshot = {
     header: data.snapshot.header,
     buffers: data.snapshot.buffers.map((b) => (typeof b === "string" ? fromBase64(b) : b)),
   };
-  const state: Record<string, unknown> = { meta: data.meta, snapshot, _static: true };
+  const state: WidgetTraits = { meta: data.meta, snapshot, _static: true };
   return {
-    get: (name: string) => state[name],
+    get: (name) => state[name],
     on: () => undefined,
     off: () => undefined,
     send: () => undefined,
@@ -239,4 +237,4 @@ export { PHASE_FILL } from "./theme";
 export { nextTokenScale, tokenParts, tokenTip } from "./tokens";
 export { ViewState };
 export { RunStore };
-export default { initialize, render };
+export default { initialize, render } satisfies AnyWidget<WidgetTraits>;
