@@ -60,8 +60,10 @@ typecheck: setup
 	$(BIN)/mypy
 	npm run --silent typecheck
 
-# The frontend's node unit tests (tests/js/*.test.ts, node's own runner, no browser).
+# The frontend: eslint with no warnings, then its node unit tests (tests/js/*.test.ts, node's own
+# runner, no browser).
 jstest: node_modules/.package-lock.json
+	npm run --silent lint
 	npm run --silent test
 
 pytest: setup browser

@@ -34,13 +34,14 @@ export interface Decoded {
   lm?: Float32Array;
 }
 
-const CTORS: Record<string, Ctor<any>> = {
+type Typed = Float32Array | Int32Array | Uint32Array | Uint8Array;
+const CTORS: Record<string, Ctor<Typed>> = {
   float32: Float32Array,
   int32: Int32Array,
   uint32: Uint32Array,
   uint8: Uint8Array,
 };
-const KINDS: Record<string, Ctor<any>> = Object.fromEntries(
+const KINDS: Record<string, Ctor<Typed>> = Object.fromEntries(
   Object.entries(BUFFER_DTYPES).map(([name, dtype]) => [name, CTORS[dtype]]),
 );
 

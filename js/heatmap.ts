@@ -2,7 +2,8 @@
 // mean over the decode tokens), and what the layers leave out: the token's time and energy
 // outside them.
 
-import { h, keepKeys, Tooltip } from "./dom";
+import type { Tooltip } from "./dom";
+import { h, keepKeys } from "./dom";
 import { fmtEnergy, fmtMetric, fmtMs, fmtPct } from "./format";
 import { layerFamily, layerKind, metricLabel, outsideName } from "./names";
 import type { RunStore } from "./store";

@@ -1,7 +1,8 @@
 // Power against time: rails and total, phase bands, the token lane, a hover readout that names
 // the token at that time, drag to zoom (double-click or the button to reset), and the source.
 
-import { badge, h, Tooltip } from "./dom";
+import type { Tooltip } from "./dom";
+import { badge, h } from "./dom";
 import { fmtEnergy, fmtMs, fmtNum, fmtWindow, ticks } from "./format";
 import { definition, kindText, kindTip } from "./names";
 import { POWER_COLS } from "./protocol";

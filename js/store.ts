@@ -4,7 +4,7 @@
 
 import { decode } from "./codec";
 import { DERIVED_FROM, LAYER_CODES, Q_LOG_STEPS, Q_MAX, Q_NAN, Q_ZERO, refusal } from "./protocol";
-import type { Buffer, Header, Meta, Phase, SavedMeans } from "./types";
+import type { Buffer, Header, Meta, Phase, SavedMeans, Summary } from "./types";
 
 
 /** What the views say about the power source: the summary's figures once the run is done. */
@@ -100,7 +100,7 @@ export class RunStore {
   private elapsedShown = -Infinity;
   status: { status: string; reason: string | null } = { status: "pending", reason: null };
   error: { message: string; type: string } | null = null;
-  summary: Record<string, any> | null = null;
+  summary: Summary | null = null;
   /** Timing of the last applied message, for the benchmark and tests. */
   last: { seq: number; event_ms?: number; sent_ms: number; recv_ms: number } | null = null;
 

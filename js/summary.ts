@@ -5,6 +5,7 @@ import { badge, h } from "./dom";
 import { fmtCost, fmtEnergy, fmtMs, fmtNum, fmtPct, fmtWindow } from "./format";
 import { definition, kindTip, label } from "./names";
 import type { RunStore } from "./store";
+import type { Summary } from "./types";
 
 export interface Card {
   key: string;
@@ -106,7 +107,7 @@ export function summaryNote(store: RunStore): string {
 
 export class SummaryCards {
   el = h("div", "lew-cards");
-  private drawn: Record<string, any> | null = null;
+  private drawn: Summary | null = null;
 
   constructor(private store: RunStore) {}
 

@@ -1,6 +1,7 @@
 // The generated text as tokens coloured by energy; hover for details, click to show in the heatmap.
 
-import { badge, h, Tooltip } from "./dom";
+import type { Tooltip } from "./dom";
+import { badge, h } from "./dom";
 import { fmtEnergy, fmtMs, fmtNum, fmtPct, niceStep } from "./format";
 import { kindText, kindTip, outsideName } from "./names";
 import type { RunStore } from "./store";

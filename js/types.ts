@@ -98,12 +98,19 @@ export interface Header {
   phases?: Phase[];
   status?: { status: string; reason: string | null };
   error?: { message: string; type: string };
-  summary?: Record<string, any>;
+  summary?: Summary;
   /** The power source as it opened (scope, resolution, averaging): replaces meta.power. */
   power_info?: PowerMeta;
   event_ms?: number;
   sent_ms: number;
 }
+
+/**
+ * The run's summary (core/summary.py, `Run.summary()`): figures by key, numbers for the most part,
+ * with strings (the energy source and kind) and nested figures (peak power by rail) among them.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a JSON object whose keys the kernel owns
+export type Summary = Record<string, any>;
 
 export interface SavedMeans {
   metrics: string[];

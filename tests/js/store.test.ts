@@ -43,8 +43,8 @@ function live(m = meta()): RunStore {
 
 test("power rows are kept once, by time, and read by column name", () => {
   const s = live();
-  s.receive(hdr({ seq: 1, buffers: ["power"] }), [powerRows([[0, 10, 0], [100, 20, 1.5]]).buffer]);
-  s.receive(hdr({ type: "snapshot", seq: 1, buffers: ["power"] }), [powerRows([[0, 10, 0], [100, 20, 1.5], [200, 30, 4]]).buffer]);
+  s.receive(hdr({ seq: 1, buffers: ["power"] }), [powerRows([[0, 10, 0], [100, 20, 1.5]])]);
+  s.receive(hdr({ type: "snapshot", seq: 1, buffers: ["power"] }), [powerRows([[0, 10, 0], [100, 20, 1.5], [200, 30, 4]])]);
   assert.equal(s.nPower, 3);
   assert.deepEqual([...s.col("total_w").subarray(0, 3)], [10, 20, 30]);
   assert.ok(Number.isNaN(s.col("gpu_w")[0]));
@@ -143,7 +143,7 @@ test("a meta sent with a newer wire protocol is refused, with a message", () => 
   assert.equal(s.version, 1); // only the reset
   s.reset(meta(), true);
   assert.equal(s.refused, null);
-  assert.equal(s.meta?.run_key, "k");
+  assert.equal((s.meta as Meta | null)?.run_key, "k");
   s.reset(meta({ wire_version: undefined }), true); // an older kernel: version 1
   assert.equal(s.refused, null);
 });
