@@ -1,17 +1,17 @@
 // Entry point: anywidget's { initialize, render }, plus `staticModel` for the offline report.
 
 import { fromBase64 } from "./codec";
-import { h, Tooltip } from "./dom";
-import { Heatmap } from "./heatmap";
-import { PowerChart } from "./power_chart";
+import { h, Tooltip } from "./ui/dom";
+import { Heatmap } from "./views/heatmap";
+import { PowerChart } from "./views/power_chart";
 import { RunStore } from "./store";
-import { StatusBar } from "./status";
-import { SummaryCards } from "./summary";
+import { StatusBar } from "./views/status";
+import { SummaryCards } from "./views/summary";
 import { clearThemeCache } from "./theme";
-import { TokenStream } from "./tokens";
+import { TokenStream } from "./views/tokens";
 import type { AnyWidget } from "@anywidget/types";
 import type { Buffer, Header, Meta, ViewModel, WidgetTraits } from "./types";
-import { newViewState, ViewState } from "./ui";
+import { newViewState, ViewState } from "./ui/state";
 
 /** What every view of one widget model shares: the run's data and the user's choices. */
 interface Shared {
@@ -227,14 +227,14 @@ export function staticModel(data: {
 }
 
 // The views' text, as pure functions of the store: what the tests check without a browser.
-export { cellTip, colorScale, heatCaption, scaleLabels, scalePos } from "./heatmap";
+export { cellTip, colorScale, heatCaption, scaleLabels, scalePos } from "./views/heatmap";
 export { fmtCost, fmtG, fmtMs } from "./format";
-export { kindTip } from "./names";
-export { baselineGap, fitLabels, powerTip, sourceNote, timeTicks, tokenAt } from "./power_chart";
-export { statusItems } from "./status";
-export { summaryCards, summaryNote } from "./summary";
+export { kindTip } from "./ui/names";
+export { baselineGap, fitLabels, powerTip, sourceNote, timeTicks, tokenAt } from "./views/power_chart";
+export { statusItems } from "./views/status";
+export { summaryCards, summaryNote } from "./views/summary";
 export { PHASE_FILL } from "./theme";
-export { nextTokenScale, tokenParts, tokenTip } from "./tokens";
+export { nextTokenScale, tokenParts, tokenTip } from "./views/tokens";
 export { ViewState };
 export { RunStore };
 export default { initialize, render } satisfies AnyWidget<WidgetTraits>;

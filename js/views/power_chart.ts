@@ -1,15 +1,15 @@
 // Power against time: rails and total, phase bands, the token lane, a hover readout that names
 // the token at that time, drag to zoom (double-click or the button to reset), and the source.
 
-import type { Tooltip } from "./dom";
-import { badge, h } from "./dom";
-import { fmtEnergy, fmtMs, fmtNum, fmtWindow, ticks } from "./format";
-import { definition, kindText, kindTip } from "./names";
-import { POWER_COLS } from "./protocol";
-import type { RunStore } from "./store";
-import { fitCanvas, readTheme } from "./theme";
-import type { Meta } from "./types";
-import type { ViewState } from "./ui";
+import type { Tooltip } from "../ui/dom";
+import { badge, h } from "../ui/dom";
+import { fmtEnergy, fmtMs, fmtNum, fmtWindow, ticks } from "../format";
+import { definition, kindText, kindTip } from "../ui/names";
+import { POWER_COLS } from "../protocol";
+import type { RunStore } from "../store";
+import { fitCanvas, readTheme } from "../theme";
+import type { Meta } from "../types";
+import type { ViewState } from "../ui/state";
 
 type Theme = ReturnType<typeof readTheme>;
 

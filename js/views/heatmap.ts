@@ -2,15 +2,15 @@
 // mean over the decode tokens), and what the layers leave out: the token's time and energy
 // outside them.
 
-import type { Tooltip } from "./dom";
-import { h, keepKeys } from "./dom";
-import { fmtEnergy, fmtMetric, fmtMs, fmtPct } from "./format";
-import { layerFamily, layerKind, metricLabel, outsideName } from "./names";
-import type { RunStore } from "./store";
-import { colormap, fitCanvas, readTheme, rgb } from "./theme";
-import type { HeatScale, TokenMode, ViewState } from "./ui";
+import type { Tooltip } from "../ui/dom";
+import { h, keepKeys } from "../ui/dom";
+import { fmtEnergy, fmtMetric, fmtMs, fmtPct } from "../format";
+import { layerFamily, layerKind, metricLabel, outsideName } from "../ui/names";
+import type { RunStore } from "../store";
+import { colormap, fitCanvas, readTheme, rgb } from "../theme";
+import type { HeatScale, TokenMode, ViewState } from "../ui/state";
 
-export type { HeatScale, TokenMode } from "./ui";
+export type { HeatScale, TokenMode } from "../ui/state";
 const PAD = { l: 40, r: 86, t: 70, b: 16 };
 const SCALES: [HeatScale, string][] = [
   ["robust", "robust scale (2–98 %)"],

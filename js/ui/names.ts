@@ -1,7 +1,7 @@
 // Display names come from the kernel (core/schema.py via the widget's meta), never spelled here.
 
-import type { PowerInfo } from "./store";
-import type { Meta } from "./types";
+import type { PowerInfo } from "../store";
+import type { Meta } from "../types";
 
 const bare = (key: string) => key.replace(/_/g, " ");
 

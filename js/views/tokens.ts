@@ -1,11 +1,11 @@
 // The generated text as tokens coloured by energy; hover for details, click to show in the heatmap.
 
-import type { Tooltip } from "./dom";
-import { badge, h } from "./dom";
-import { fmtEnergy, fmtMs, fmtNum, fmtPct, niceStep } from "./format";
-import { kindText, kindTip, outsideName } from "./names";
-import type { RunStore } from "./store";
-import { colormap, rgb, textOn } from "./theme";
+import type { Tooltip } from "../ui/dom";
+import { badge, h } from "../ui/dom";
+import { fmtEnergy, fmtMs, fmtNum, fmtPct, niceStep } from "../format";
+import { kindText, kindTip, outsideName } from "../ui/names";
+import type { RunStore } from "../store";
+import { colormap, rgb, textOn } from "../theme";
 
 /**
  * A token's tooltip. A token shorter than the power source's resolution says so: its energy is

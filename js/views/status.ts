@@ -1,9 +1,9 @@
 // Current operation: phase, token k of N, decode tokens/s, elapsed, energy so far, and Stop.
 
-import { badge, h } from "./dom";
-import { fmtEnergy, fmtMs, fmtNum } from "./format";
-import { definition, kindTip, label } from "./names";
-import type { RunStore } from "./store";
+import { badge, h } from "../ui/dom";
+import { fmtEnergy, fmtMs, fmtNum } from "../format";
+import { definition, kindTip, label } from "../ui/names";
+import type { RunStore } from "../store";
 
 export interface StatusItem {
   label: string;

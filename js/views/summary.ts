@@ -1,11 +1,11 @@
 // Summary cards once the run is done, each with its kind (measured / estimated / modeled), the
 // scope of the energy figures, and the run's warnings.
 
-import { badge, h } from "./dom";
-import { fmtCost, fmtEnergy, fmtMs, fmtNum, fmtPct, fmtWindow } from "./format";
-import { definition, kindTip, label } from "./names";
-import type { RunStore } from "./store";
-import type { Summary } from "./types";
+import { badge, h } from "../ui/dom";
+import { fmtCost, fmtEnergy, fmtMs, fmtNum, fmtPct, fmtWindow } from "../format";
+import { definition, kindTip, label } from "../ui/names";
+import type { RunStore } from "../store";
+import type { Summary } from "../types";
 
 export interface Card {
   key: string;
