@@ -9,6 +9,7 @@ import { StatusBar } from "./views/status";
 import { SummaryCards } from "./views/summary";
 import { clearThemeCache } from "./theme";
 import { TokenStream } from "./views/tokens";
+import type { View } from "./views/view";
 import type { AnyWidget } from "@anywidget/types";
 import type { Buffer, Header, Meta, ViewModel, WidgetTraits } from "./types";
 import { newViewState, ViewState } from "./ui/state";
@@ -100,6 +101,7 @@ function render({ model, el }: { model: ViewModel; el: HTMLElement }): () => voi
   const tokens = new TokenStream(store, tip, (i) => heat.showToken(i));
   const power = new PowerChart(store, tip, schedule, ui, (i) => tokens.highlight(i), (i) => heat.showToken(i));
   const cards = new SummaryCards(store);
+  const views: View[] = [status, power, heat, tokens, cards];
   const grid = h("div", "lew-grid");
   grid.append(heat.el, tokens.el);
   root.append(status.el, power.el, grid, cards.el);
@@ -167,6 +169,7 @@ function render({ model, el }: { model: ViewModel; el: HTMLElement }): () => voi
     clearInterval(clock);
     ro.disconnect();
     if (raf) cancelAnimationFrame(raf);
+    for (const v of views) v.destroy();
     tip.hide();
   };
 }

@@ -9,6 +9,7 @@ import { layerFamily, layerKind, metricLabel, outsideName } from "../ui/names";
 import type { RunStore } from "../store";
 import { colormap, fitCanvas, readTheme, rgb } from "../theme";
 import type { HeatScale, TokenMode, ViewState } from "../ui/state";
+import type { View } from "./view";
 
 export type { HeatScale, TokenMode } from "../ui/state";
 const PAD = { l: 40, r: 86, t: 70, b: 16 };
@@ -169,7 +170,7 @@ export function scaleLabels(sc: ColorScale, metric: string): { hi: string; lo: s
   };
 }
 
-export class Heatmap {
+export class Heatmap implements View {
   el = h("div", "lew-panel lew-heatmap");
   private canvas = h("canvas", "lew-canvas");
   private metricSel = h("select", "lew-select");
@@ -283,6 +284,10 @@ export class Heatmap {
   /** Draw again on the next frame even if nothing it shows changed (a new theme, say). */
   invalidate(): void {
     this.drawn = "";
+  }
+
+  destroy(): void {
+    this.tip.hide();
   }
 
   /** False while hidden (width 0): nothing drawn, to be drawn when shown at its real width. */

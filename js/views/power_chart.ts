@@ -8,10 +8,12 @@ import { definition, kindText, kindTip } from "../ui/names";
 import { POWER_COLS } from "../protocol";
 import type { RunStore } from "../store";
 import { fitCanvas, readTheme } from "../theme";
+import type { Theme } from "../theme";
 import type { Meta } from "../types";
 import type { ViewState } from "../ui/state";
+import type { View } from "./view";
 
-type Theme = ReturnType<typeof readTheme>;
+
 
 const RAIL_LABELS: Record<string, string> = {
   total_w: "total",
@@ -161,7 +163,7 @@ export function tickLabel(v: number): string {
   return `${fmtNum(v, "", 3)} s`;
 }
 
-export class PowerChart {
+export class PowerChart implements View {
   el = h("div", "lew-panel lew-power");
   private canvas = h("canvas", "lew-canvas");
   private legend = h("div", "lew-legend");
@@ -307,6 +309,11 @@ export class PowerChart {
   /** Draw again on the next frame even if the data did not change (a new theme, say). */
   invalidate(): void {
     this.drawnKey = "";
+  }
+
+  destroy(): void {
+    this.drag = null;
+    this.tip.hide();
   }
 
   /** False while hidden (width 0): nothing drawn, to be drawn when shown at its real width. */

@@ -4,6 +4,7 @@ import { badge, h } from "../ui/dom";
 import { fmtEnergy, fmtMs, fmtNum } from "../format";
 import { definition, kindTip, label } from "../ui/names";
 import type { RunStore } from "../store";
+import type { View } from "./view";
 
 export interface StatusItem {
   label: string;
@@ -70,7 +71,7 @@ export function statusItems(s: RunStore, now?: number): StatusItem[] {
   ];
 }
 
-export class StatusBar {
+export class StatusBar implements View {
   el = h("div", "lew-status");
   private title = h("div", "lew-run-title");
   private prompt = h("div", "lew-prompt lew-muted");
@@ -97,8 +98,19 @@ export class StatusBar {
     this.el.append(row, this.prompt, this.fields, this.error);
   }
 
-  /** `tick`: redraw even if the store did not change (the elapsed clock moves on). */
-  draw(tick = false): void {
+  /** `tick`: redraw even if the store did not change (the elapsed clock moves on); never hidden. */
+  draw(tick = false): boolean {
+    this.paint(tick);
+    return true;
+  }
+
+  invalidate(): void {
+    this.drawnVersion = -1;
+  }
+
+  destroy(): void {} // nothing outside its element
+
+  private paint(tick: boolean): void {
     const s = this.store;
     if (s.version === this.drawnVersion && !tick) return;
     this.drawnVersion = s.version;
