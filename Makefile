@@ -5,10 +5,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := $(VENV)/.stamps
-JS_SRC := $(wildcard js/*.ts js/*.css js/build.mjs)
+JS_SRC := $(wildcard js/*.ts js/*/*.ts js/*.css js/build.mjs)
 BUNDLE := llm_energy_widget/static/widget.js
 
-.PHONY: demo test setup js lint typecheck pytest bench lab clean browser
+.PHONY: demo test setup js jstest lint typecheck pytest bench lab clean browser
 
 setup: $(STAMPS)/python $(STAMPS)/model $(STAMPS)/kernel $(BUNDLE)
 
@@ -60,10 +60,16 @@ typecheck: setup
 	$(BIN)/mypy
 	npm run --silent typecheck
 
+# The frontend: eslint with no warnings, then its node unit tests (tests/js/*.test.ts, node's own
+# runner, no browser).
+jstest: node_modules/.package-lock.json
+	npm run --silent lint
+	npm run --silent test
+
 pytest: setup browser
 	$(BIN)/python -m pytest tests -q
 
-test: lint typecheck pytest
+test: lint typecheck jstest pytest
 
 demo: setup
 	$(BIN)/python -m llm_energy_widget demo

@@ -1,5 +1,6 @@
 // Binary buffers -> typed arrays, without copying when the buffer is aligned.
 
+import { BUFFER_DTYPES } from "./protocol";
 import type { Buffer, Header } from "./types";
 
 function view(b: Buffer): { buffer: ArrayBuffer; offset: number; length: number } {
@@ -33,22 +34,16 @@ export interface Decoded {
   lm?: Float32Array;
 }
 
-const KINDS: Record<string, Ctor<any>> = {
-  power: Float32Array,
-  tok_time: Float32Array,
-  tok_id: Int32Array,
-  te_idx: Uint32Array,
-  te_j: Float32Array,
-  layer_idx: Uint32Array,
-  layer_range: Float32Array,
-  layer_q: Uint8Array,
-  layer_ms: Float32Array,
-  lt_idx: Uint32Array,
-  lt_range: Float32Array,
-  lt_q: Uint8Array,
-  lt_ms: Float32Array,
-  lm: Float32Array,
+type Typed = Float32Array | Int32Array | Uint32Array | Uint8Array;
+const CTORS: Record<string, Ctor<Typed>> = {
+  float32: Float32Array,
+  int32: Int32Array,
+  uint32: Uint32Array,
+  uint8: Uint8Array,
 };
+const KINDS: Record<string, Ctor<Typed>> = Object.fromEntries(
+  Object.entries(BUFFER_DTYPES).map(([name, dtype]) => [name, CTORS[dtype]]),
+);
 
 function run(first: number, n: number): Uint32Array {
   const a = new Uint32Array(n);

@@ -3,11 +3,9 @@
 // never doubles anything.
 
 import { decode } from "./codec";
-import type { Buffer, Header, Meta, Phase, SavedMeans } from "./types";
+import { DERIVED_FROM, LAYER_CODES, Q_LOG_STEPS, Q_MAX, Q_NAN, Q_ZERO, refusal } from "./protocol";
+import type { Buffer, Header, Meta, Phase, SavedMeans, Summary } from "./types";
 
-const Q_NAN = 255;
-const Q_MAX = 254;
-const Q_LOG_STEPS = 253; // "log8" codes: 0 is exactly 0, 1..254 log-spaced from lo to hi
 
 /** What the views say about the power source: the summary's figures once the run is done. */
 export interface PowerInfo {
@@ -42,6 +40,8 @@ class Grow<T extends Float64Array | Int32Array | Uint8Array | Float32Array> {
 
 export class RunStore {
   meta: Meta | null = null;
+  /** Why the last meta was refused (a newer wire protocol than this view reads), or null. */
+  refused: string | null = null;
   runKey = "";
   seq = 0;
   synced = true;
@@ -100,7 +100,7 @@ export class RunStore {
   private elapsedShown = -Infinity;
   status: { status: string; reason: string | null } = { status: "pending", reason: null };
   error: { message: string; type: string } | null = null;
-  summary: Record<string, any> | null = null;
+  summary: Summary | null = null;
   /** Timing of the last applied message, for the benchmark and tests. */
   last: { seq: number; event_ms?: number; sent_ms: number; recv_ms: number } | null = null;
 
@@ -116,7 +116,8 @@ export class RunStore {
 
   /** A new run (or the first meta of a fresh model). `live`: deltas from seq 1 will follow. */
   reset(meta: Meta | null, live: boolean): void {
-    this.meta = meta && meta.run_key ? meta : null;
+    this.refused = refusal(meta);
+    this.meta = meta && meta.run_key && !this.refused ? meta : null;
     this.runKey = this.meta ? this.meta.run_key : "";
     this.seq = 0;
     this.synced = live || !this.meta;
@@ -137,7 +138,7 @@ export class RunStore {
     this.metricNames = m ? m.metric_names.slice() : [];
     this.timeM = m ? m.live_metrics.indexOf("time_ms") : -1;
     this.metricLive = this.metricNames.map((name) =>
-      m ? m.live_metrics.indexOf(name === "energy_j" ? "time_ms" : name) : -1,
+      m ? m.live_metrics.indexOf(DERIVED_FROM[name] ?? name) : -1,
     );
     this.q = new Grow((n) => new Uint8Array(n).fill(Q_NAN));
     this.range = new Grow((n) => new Float32Array(n));
@@ -207,11 +208,11 @@ export class RunStore {
       for (let i = 0; i < d.te_idx.length; i++) this.setEnergy(d.te_idx[i], d.te_j[i]);
     }
     if (h.layers && d.layer_idx && d.layer_range && d.layer_q) {
-      this.logCodes = h.layers.codes === "log8";
+      this.logCodes = h.layers.codes === LAYER_CODES;
       this.applyLayers(h.layers.shape, d.layer_idx, d.layer_range, d.layer_q, d.layer_ms);
     }
     if (h.layer_time && d.lt_idx && d.lt_range && d.lt_q) {
-      this.logCodes = h.layer_time.codes === "log8";
+      this.logCodes = h.layer_time.codes === LAYER_CODES;
       this.applyTimeRows(d.lt_idx, d.lt_range, d.lt_q, d.lt_ms);
     }
     if (h.layer_means && d.lm) this.applyMeans(h.layer_means, d.lm);
@@ -386,7 +387,7 @@ export class RunStore {
     const hi = this.range.data[r + 1];
     if (this.logCodes && lo > 0) {
       const k = Math.log(hi / lo) / Q_LOG_STEPS;
-      out[at] = 0;
+      out[at + Q_ZERO] = 0;
       for (let c = 1; c <= Q_MAX; c++) out[at + c] = lo * Math.exp((c - 1) * k);
     } else {
       for (let c = 0; c <= Q_MAX; c++) out[at + c] = lo + (c / Q_MAX) * (hi - lo);
@@ -401,7 +402,7 @@ export class RunStore {
     const lo = this.range.data[r];
     const hi = this.range.data[r + 1];
     if (this.logCodes && lo > 0) {
-      return code === 0 ? 0 : lo * Math.pow(hi / lo, (code - 1) / Q_LOG_STEPS);
+      return code === Q_ZERO ? 0 : lo * Math.pow(hi / lo, (code - 1) / Q_LOG_STEPS);
     }
     return lo + (code / Q_MAX) * (hi - lo);
   }
@@ -414,7 +415,7 @@ export class RunStore {
   precision(t: number, metric: number): number {
     if (!this.hasLayers(t) || !this.logCodes) return NaN;
     const name = this.metricNames[metric];
-    const live = name === "energy_j" ? "time_ms" : name;
+    const live = DERIVED_FROM[name] ?? name;
     const m = this.meta ? this.meta.live_metrics.indexOf(live) : -1;
     if (m < 0) return NaN;
     const r = (t * this.M + m) * 2;

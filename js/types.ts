@@ -1,19 +1,28 @@
-// The kernel <-> view contract, mirrored from llm_energy_widget/widget.py.
+// The kernel <-> view contract's shapes; the encoder is llm_energy_widget/view/wire.py and the
+// constants (codes, columns, buffer dtypes, version) are in ./protocol.ts.
 
-export type Callback = (...args: any[]) => void;
+import type { AnyModel } from "@anywidget/types";
+import type { BufferName, HEADER_TYPES } from "./protocol";
 
-/** The part of anywidget's model the views use (a fake with the same shape drives the report). */
-export interface AnyModel {
-  get(name: string): any;
-  on(event: string, cb: Callback): void;
-  off(event?: string | null, cb?: Callback | null): void;
-  send(content: unknown, callbacks?: unknown, buffers?: ArrayBuffer[]): void;
+/** The widget's traits (view/widget.py): what `model.get` returns for each. */
+export interface WidgetTraits {
+  meta: Meta | null;
+  snapshot: { header?: Header; buffers?: Buffer[] } | null;
+  _static?: boolean;
 }
+
+/**
+ * The part of anywidget's model (@anywidget/types) the views use: a static model with the same
+ * shape drives the HTML report and saved outputs.
+ */
+export type ViewModel = Pick<AnyModel<WidgetTraits>, "get" | "on" | "off" | "send">;
 
 export type Kind = "measured" | "estimated" | "modeled";
 
 export interface Meta {
   run_key: string;
+  /** The protocol the kernel sent this run with (protocol.WIRE_VERSION); absent: version 1. */
+  wire_version?: number;
   run_id: string;
   model: string | null;
   prompt: string;
@@ -62,10 +71,11 @@ export interface Phase {
 }
 
 export interface Header {
-  type: "delta" | "snapshot";
+  type: (typeof HEADER_TYPES)[number];
   seq: number;
   run_key: string;
-  buffers: string[];
+  /** Names each binary buffer, in order (protocol.BUFFER_DTYPES gives their element types). */
+  buffers: BufferName[];
   tokens?: { first: number; text: string[]; phase: (string | null)[] };
   /**
    * codes "log8": per-token log scale (widget.quantize_rows); absent: the older linear scale.
@@ -88,12 +98,19 @@ export interface Header {
   phases?: Phase[];
   status?: { status: string; reason: string | null };
   error?: { message: string; type: string };
-  summary?: Record<string, any>;
+  summary?: Summary;
   /** The power source as it opened (scope, resolution, averaging): replaces meta.power. */
   power_info?: PowerMeta;
   event_ms?: number;
   sent_ms: number;
 }
+
+/**
+ * The run's summary (core/summary.py, `Run.summary()`): figures by key, numbers for the most part,
+ * with strings (the energy source and kind) and nested figures (peak power by rail) among them.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a JSON object whose keys the kernel owns
+export type Summary = Record<string, any>;
 
 export interface SavedMeans {
   metrics: string[];

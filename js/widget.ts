@@ -1,16 +1,18 @@
 // Entry point: anywidget's { initialize, render }, plus `staticModel` for the offline report.
 
 import { fromBase64 } from "./codec";
-import { h, Tooltip } from "./dom";
-import { Heatmap } from "./heatmap";
-import { PowerChart } from "./power_chart";
+import { h, Tooltip } from "./ui/dom";
+import { Heatmap } from "./views/heatmap";
+import { PowerChart } from "./views/power_chart";
 import { RunStore } from "./store";
-import { StatusBar } from "./status";
-import { SummaryCards } from "./summary";
+import { StatusBar } from "./views/status";
+import { SummaryCards } from "./views/summary";
 import { clearThemeCache } from "./theme";
-import { TokenStream } from "./tokens";
-import type { AnyModel, Buffer, Callback, Header, Meta } from "./types";
-import { newViewState, ViewState } from "./ui";
+import { TokenStream } from "./views/tokens";
+import type { View } from "./views/view";
+import type { AnyWidget } from "@anywidget/types";
+import type { Buffer, Header, Meta, ViewModel, WidgetTraits } from "./types";
+import { newViewState, ViewState } from "./ui/state";
 
 /** What every view of one widget model shares: the run's data and the user's choices. */
 interface Shared {
@@ -25,17 +27,14 @@ const shared = new WeakMap<object, Shared>();
 const MAX_HIDDEN_FRAMES = 60; // about a second of frames
 const CLOCK_MS = 100; // the elapsed clock's tick while a phase runs
 
-interface Snapshot {
-  header?: Header;
-  buffers?: Buffer[];
-}
+type Snapshot = WidgetTraits["snapshot"];
 
-function keyOf(model: AnyModel): object {
+function keyOf(model: ViewModel): object {
   const meta = model.get("meta");
   return meta && typeof meta === "object" ? meta : model;
 }
 
-function sharedFor(model: AnyModel): Shared | undefined {
+function sharedFor(model: ViewModel): Shared | undefined {
   return shared.get(keyOf(model));
 }
 
@@ -46,21 +45,21 @@ function applySnapshotTrait(store: RunStore, snap: Snapshot | null | undefined):
 }
 
 /** Once per model: the store every view of this model reads, fed by traits and messages. */
-function initialize({ model }: { model: AnyModel }): () => void {
+function initialize({ model }: { model: ViewModel }): () => void {
   const sh: Shared = sharedFor(model) ?? { store: new RunStore(), ui: newViewState() };
   shared.set(keyOf(model), sh);
   const store = sh.store;
-  const meta = model.get("meta") as Meta | null;
+  const meta = model.get("meta");
   store.reset(meta, false);
   if (!applySnapshotTrait(store, model.get("snapshot")) && store.meta) {
     model.send({ type: "snapshot" }); // a late view of a live run: catch up, then follow deltas
   }
-  const onMeta: Callback = () => {
+  const onMeta = () => {
     shared.set(keyOf(model), sh);
     store.reset(model.get("meta"), true);
   };
-  const onSnap: Callback = () => applySnapshotTrait(store, model.get("snapshot"));
-  const onMsg: Callback = (msg: Header, buffers: Buffer[]) => {
+  const onSnap = () => applySnapshotTrait(store, model.get("snapshot"));
+  const onMsg = (msg: Header, buffers: Buffer[]) => {
     if (msg && (msg.type === "delta" || msg.type === "snapshot")) store.receive(msg, buffers ?? []);
   };
   model.on("change:meta", onMeta);
@@ -80,7 +79,7 @@ export interface FrameDetail {
   frameAt: number;
 }
 
-function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void {
+function render({ model, el }: { model: ViewModel; el: HTMLElement }): () => void {
   let sh = sharedFor(model);
   let offInit: (() => void) | null = null;
   if (!sh) {
@@ -102,6 +101,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
   const tokens = new TokenStream(store, tip, (i) => heat.showToken(i));
   const power = new PowerChart(store, tip, schedule, ui, (i) => tokens.highlight(i), (i) => heat.showToken(i));
   const cards = new SummaryCards(store);
+  const views: View[] = [status, power, heat, tokens, cards];
   const grid = h("div", "lew-grid");
   grid.append(heat.el, tokens.el);
   root.append(status.el, power.el, grid, cards.el);
@@ -169,6 +169,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
     clearInterval(clock);
     ro.disconnect();
     if (raf) cancelAnimationFrame(raf);
+    for (const v of views) v.destroy();
     tip.hide();
   };
 }
@@ -214,14 +215,14 @@ function onThemeChange(fn: () => void): () => void {
 export function staticModel(data: {
   meta: Meta;
   snapshot: { header: Header; buffers: (string | Buffer)[] };
-}): AnyModel {
+}): ViewModel {
   const snapshot = {
     header: data.snapshot.header,
     buffers: data.snapshot.buffers.map((b) => (typeof b === "string" ? fromBase64(b) : b)),
   };
-  const state: Record<string, unknown> = { meta: data.meta, snapshot, _static: true };
+  const state: WidgetTraits = { meta: data.meta, snapshot, _static: true };
   return {
-    get: (name: string) => state[name],
+    get: (name) => state[name],
     on: () => undefined,
     off: () => undefined,
     send: () => undefined,
@@ -229,14 +230,14 @@ export function staticModel(data: {
 }
 
 // The views' text, as pure functions of the store: what the tests check without a browser.
-export { cellTip, colorScale, heatCaption, scaleLabels, scalePos } from "./heatmap";
+export { cellTip, colorScale, heatCaption, scaleLabels, scalePos } from "./views/heatmap";
 export { fmtCost, fmtG, fmtMs } from "./format";
-export { kindTip } from "./names";
-export { baselineGap, fitLabels, powerTip, sourceNote, timeTicks, tokenAt } from "./power_chart";
-export { statusItems } from "./status";
-export { summaryCards, summaryNote } from "./summary";
+export { kindTip } from "./ui/names";
+export { baselineGap, fitLabels, powerTip, sourceNote, timeTicks, tokenAt } from "./views/power_chart";
+export { statusItems } from "./views/status";
+export { summaryCards, summaryNote } from "./views/summary";
 export { PHASE_FILL } from "./theme";
-export { nextTokenScale, tokenParts, tokenTip } from "./tokens";
+export { nextTokenScale, tokenParts, tokenTip } from "./views/tokens";
 export { ViewState };
 export { RunStore };
-export default { initialize, render };
+export default { initialize, render } satisfies AnyWidget<WidgetTraits>;

@@ -34,6 +34,7 @@ from ..core.schema import (
     METRIC_LABELS,
     METRIC_UNITS,
     POWER_COLUMNS,
+    RAILS,
     SUMMARY_DEFINITIONS,
     SUMMARY_LABELS,
 )
@@ -53,6 +54,43 @@ Q_ZERO = 0
 Q_LOG_STEPS = 253.0
 LAYER_CODES = "log8"
 """The header's name for the layer codes' scale (`quantize_rows`); a header without it is linear."""
+HEADER_TYPES: tuple[str, ...] = ("delta", "snapshot")
+"""header["type"]: a delta (applied in seq order) or a snapshot (a catch-up, idempotent)."""
+BUFFER_DTYPES: dict[str, str] = {
+    "power": "float32",
+    "tok_time": "float32",
+    "tok_id": "int32",
+    "te_idx": "uint32",
+    "te_j": "float32",
+    "layer_idx": "uint32",
+    "layer_range": "float32",
+    "layer_q": "uint8",
+    "layer_ms": "float32",
+    "lt_idx": "uint32",
+    "lt_range": "float32",
+    "lt_q": "uint8",
+    "lt_ms": "float32",
+    "lm": "float32",
+}
+"""Each binary buffer's element type, by the name header["buffers"] gives it."""
+
+
+def protocol_constants() -> dict[str, Any]:
+    """The protocol's constants as `js/protocol.ts` spells them (its `PROTOCOL`), for the test
+    that keeps the two sides equal."""
+    return {
+        "WIRE_VERSION": WIRE_VERSION,
+        "Q_NAN": Q_NAN,
+        "Q_MAX": int(Q_MAX),
+        "Q_ZERO": Q_ZERO,
+        "Q_LOG_STEPS": int(Q_LOG_STEPS),
+        "LAYER_CODES": LAYER_CODES,
+        "RAILS": list(RAILS),
+        "POWER_COLS": list(POWER_COLS),
+        "DERIVED_METRICS": list(DERIVED_METRICS),
+        "HEADER_TYPES": list(HEADER_TYPES),
+        "BUFFER_DTYPES": dict(BUFFER_DTYPES),
+    }
 
 
 @dataclass
@@ -281,6 +319,7 @@ def run_meta(run: Run, run_key: str) -> dict[str, Any]:
     return _jsonable(
         {
             "run_key": run_key,
+            "wire_version": WIRE_VERSION,
             "run_id": run.run_id,
             "model": run.model.get("name"),
             "prompt": run.prompt[:2000],

@@ -1,10 +1,12 @@
 // The generated text as tokens coloured by energy; hover for details, click to show in the heatmap.
 
-import { badge, h, Tooltip } from "./dom";
-import { fmtEnergy, fmtMs, fmtNum, fmtPct, niceStep } from "./format";
-import { kindText, kindTip, outsideName } from "./names";
-import type { RunStore } from "./store";
-import { colormap, rgb, textOn } from "./theme";
+import type { Tooltip } from "../ui/dom";
+import { badge, h } from "../ui/dom";
+import { fmtEnergy, fmtMs, fmtNum, fmtPct, niceStep } from "../format";
+import { kindText, kindTip, outsideName } from "../ui/names";
+import type { RunStore } from "../store";
+import { colormap, rgb, textOn } from "../theme";
+import type { View } from "./view";
 
 /**
  * A token's tooltip. A token shorter than the power source's resolution says so: its energy is
@@ -103,7 +105,7 @@ export function nextTokenScale(prev: TokenScale | null, s: RunStore): TokenScale
 /** Tokens shown since the scale last changed, below which a live run says it is still growing. */
 const SETTLED_TOKENS = 10;
 
-export class TokenStream {
+export class TokenStream implements View {
   el = h("div", "lew-panel lew-tokens");
   private box = h("div", "lew-token-box");
   private legend = h("span", "lew-scale");
@@ -148,9 +150,19 @@ export class TokenStream {
     span.replaceChildren(...parts.map((p) => (p.glyph ? h("span", "lew-glyph", p.text) : document.createTextNode(p.text))));
   }
 
-  draw(): void {
+  /** Draw again on the next call even if the store did not change. */
+  invalidate(): void {
+    this.drawnVersion = -1;
+  }
+
+  destroy(): void {
+    this.tip.hide();
+  }
+
+  /** New tokens appended, changed texts and energies recoloured; never hidden. */
+  draw(): boolean {
     const s = this.store;
-    if (s.version === this.drawnVersion) return;
+    if (s.version === this.drawnVersion) return true;
     this.drawnVersion = s.version;
     if (this.runKey !== s.runKey) {
       this.runKey = s.runKey;
@@ -200,6 +212,7 @@ export class TokenStream {
       }
     }
     this.drawLegend();
+    return true;
   }
 
   /** The colour legend: a gradient from lo to hi with units, what is clamped, the kind. */

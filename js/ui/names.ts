@@ -1,7 +1,7 @@
 // Display names come from the kernel (core/schema.py via the widget's meta), never spelled here.
 
-import type { PowerInfo } from "./store";
-import type { Meta } from "./types";
+import type { PowerInfo } from "../store";
+import type { Meta } from "../types";
 
 const bare = (key: string) => key.replace(/_/g, " ");
 
@@ -29,6 +29,19 @@ export function outsideName(meta: Meta | null | undefined): string {
 export function kindText(kind: string | null | undefined, scope?: string | null): string {
   const k = kind || "estimated";
   return scope ? `${k} · ${scope}` : k;
+}
+
+/** The `meta.labels` family of a layer metric: its time, its modeled energy, or an activation statistic. */
+export function layerFamily(metric: string): string {
+  return metric === "time_ms" || metric === "energy_j" ? `layers.${metric}` : "layers.activations";
+}
+
+/**
+ * The kind of a layer metric's values, as the kernel labels it (`meta.labels`); a meta without
+ * labels: the modeled energy is modeled, the rest measured.
+ */
+export function layerKind(meta: Meta | null | undefined, metric: string): string {
+  return meta?.labels?.[layerFamily(metric)] ?? (metric === "energy_j" ? "modeled" : "measured");
 }
 
 /** Families of figures computed from the run's energy: they inherit its kind and uncertainty. */

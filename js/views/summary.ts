@@ -1,10 +1,12 @@
 // Summary cards once the run is done, each with its kind (measured / estimated / modeled), the
 // scope of the energy figures, and the run's warnings.
 
-import { badge, h } from "./dom";
-import { fmtCost, fmtEnergy, fmtMs, fmtNum, fmtPct, fmtWindow } from "./format";
-import { definition, kindTip, label } from "./names";
-import type { RunStore } from "./store";
+import { badge, h } from "../ui/dom";
+import { fmtCost, fmtEnergy, fmtMs, fmtNum, fmtPct, fmtWindow } from "../format";
+import { definition, kindTip, label } from "../ui/names";
+import type { RunStore } from "../store";
+import type { Summary } from "../types";
+import type { View } from "./view";
 
 export interface Card {
   key: string;
@@ -104,20 +106,28 @@ export function summaryNote(store: RunStore): string {
   );
 }
 
-export class SummaryCards {
+export class SummaryCards implements View {
   el = h("div", "lew-cards");
-  private drawn: Record<string, any> | null = null;
+  /** The summary drawn (null: none yet); undefined: draw again. */
+  private drawn: Summary | null | undefined = null;
 
   constructor(private store: RunStore) {}
 
-  draw(): void {
+  invalidate(): void {
+    this.drawn = undefined;
+  }
+
+  destroy(): void {} // nothing outside its element
+
+  /** The cards once the run's summary is there; never hidden. */
+  draw(): boolean {
     const s = this.store.summary;
-    if (s === this.drawn) return;
+    if (s === this.drawn) return true;
     this.drawn = s;
     this.el.hidden = !s;
     if (!s) {
       this.el.replaceChildren();
-      return;
+      return true;
     }
     const warnings: string[] = Array.isArray(s.warnings) ? s.warnings : [];
     this.el.replaceChildren(
@@ -137,5 +147,6 @@ export class SummaryCards {
       }),
       h("div", "lew-muted lew-cards-note", summaryNote(this.store)),
     );
+    return true;
   }
 }

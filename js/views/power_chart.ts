@@ -1,12 +1,19 @@
 // Power against time: rails and total, phase bands, the token lane, a hover readout that names
 // the token at that time, drag to zoom (double-click or the button to reset), and the source.
 
-import { badge, h, Tooltip } from "./dom";
-import { fmtEnergy, fmtMs, fmtNum, fmtWindow, ticks } from "./format";
-import { definition, kindText, kindTip } from "./names";
-import type { RunStore } from "./store";
-import { fitCanvas, readTheme } from "./theme";
-import type { ViewState } from "./ui";
+import type { Tooltip } from "../ui/dom";
+import { badge, h } from "../ui/dom";
+import { fmtEnergy, fmtMs, fmtNum, fmtWindow, ticks } from "../format";
+import { definition, kindText, kindTip } from "../ui/names";
+import { POWER_COLS } from "../protocol";
+import type { RunStore } from "../store";
+import { fitCanvas, readTheme } from "../theme";
+import type { Theme } from "../theme";
+import type { Meta } from "../types";
+import type { ViewState } from "../ui/state";
+import type { View } from "./view";
+
+
 
 const RAIL_LABELS: Record<string, string> = {
   total_w: "total",
@@ -20,6 +27,33 @@ const PAD = { l: 44, r: 10, t: 8, b: 22 + LANE + 8 };
 const HEIGHT = 210;
 const MIN_DRAG_PX = 5;
 const MIN_GAP_MS = 1;
+const laneY = (ph: number) => PAD.t + ph + 7;
+
+/** One draw's canvas, theme, axes (X: s -> px, Y: W -> px) and the samples and rails in view. */
+interface Frame {
+  ctx: CanvasRenderingContext2D;
+  th: Theme;
+  measure: (text: string) => number;
+  x0: number;
+  x1: number;
+  pw: number;
+  ph: number;
+  ymax: number;
+  X: (s: number) => number;
+  Y: (w: number) => number;
+  t: Float64Array;
+  i0: number;
+  i1: number;
+  rails: string[];
+  shown: string[];
+  same: Set<string>;
+}
+
+/** The watt columns the kernel sends (meta.power_cols), the total last: drawn first, under the rails. */
+export function railCols(meta: Meta | null | undefined): string[] {
+  const cols = (meta?.power_cols ?? POWER_COLS).filter((c) => c.endsWith("_w"));
+  return [...cols.filter((c) => c !== "total_w"), ...cols.filter((c) => c === "total_w")];
+}
 
 /**
  * The source line's text after the badge: the energy figures' real resolution (the source's
@@ -129,7 +163,7 @@ export function tickLabel(v: number): string {
   return `${fmtNum(v, "", 3)} s`;
 }
 
-export class PowerChart {
+export class PowerChart implements View {
   el = h("div", "lew-panel lew-power");
   private canvas = h("canvas", "lew-canvas");
   private legend = h("div", "lew-legend");
@@ -232,7 +266,7 @@ export class PowerChart {
   private rails(): string[] {
     const s = this.store;
     const out: string[] = [];
-    for (const name of ["cpu_w", "gpu_w", "ane_w", "dram_w", "total_w"]) {
+    for (const name of railCols(s.meta)) {
       const col = s.col(name);
       for (let i = 0; i < s.nPower; i++) {
         if (col[i] === col[i]) {
@@ -277,19 +311,49 @@ export class PowerChart {
     this.drawnKey = "";
   }
 
+  destroy(): void {
+    this.drag = null;
+    this.tip.hide();
+  }
+
   /** False while hidden (width 0): nothing drawn, to be drawn when shown at its real width. */
   draw(): boolean {
-    const s = this.store;
     const w = this.el.clientWidth;
     if (w === 0) return false;
-    if (s.runKey !== this.runKey) {
-      this.runKey = s.runKey;
-      this.zoom = null; // another run, another time axis
-    }
+    this.followRun();
+    if (!this.needsDraw(w)) return true;
+    const f = this.layout(w);
+    const gap = baselineGap(this.store);
+    this.drawBands(f, gap);
+    this.drawAxes(f);
+    this.clipped(f, () => {
+      this.drawTokenLane(f);
+      this.drawRails(f);
+      this.drawCursor(f);
+    });
+    this.drawLegend(f.rails, f.same, gap, f.th);
+    return true;
+  }
+
+  /** Another run, another time axis: the zoom is reset. */
+  private followRun(): void {
+    if (this.store.runKey === this.runKey) return;
+    this.runKey = this.store.runKey;
+    this.zoom = null;
+  }
+
+  /** Whether anything drawn changed since the last draw (data, width, rails, zoom, hover, drag). */
+  private needsDraw(w: number): boolean {
     const hidden = [...this.ui.hiddenRails].join(",");
-    const key = `${s.version}|${w}|${hidden}|${this.zoom}|${this.hoverX}|${this.drag?.a}|${this.drag?.b}`;
-    if (key === this.drawnKey) return true;
+    const key = `${this.store.version}|${w}|${hidden}|${this.zoom}|${this.hoverX}|${this.drag?.a}|${this.drag?.b}`;
+    if (key === this.drawnKey) return false;
     this.drawnKey = key;
+    return true;
+  }
+
+  /** The canvas cleared at width w, the time and power axes, and the samples and rails shown. */
+  private layout(w: number): Frame {
+    const s = this.store;
     const th = readTheme(this.el);
     const ctx = fitCanvas(this.canvas, w, HEIGHT);
     ctx.clearRect(0, 0, w, HEIGHT);
@@ -317,39 +381,56 @@ export class PowerChart {
     }
     ymax = ymax > 0 ? ymax * 1.1 : 1;
     const Y = (wv: number) => PAD.t + ph - (wv / ymax) * ph;
+    return { ctx, th, measure, x0, x1, pw, ph, ymax, X, Y, t, i0, i1, rails, shown, same };
+  }
 
+  /** `fn` drawn clipped to the plot's width. */
+  private clipped(f: Frame, fn: () => void): void {
+    const { ctx } = f;
     ctx.save();
     ctx.beginPath();
-    ctx.rect(PAD.l, 0, pw, HEIGHT);
+    ctx.rect(PAD.l, 0, f.pw, HEIGHT);
     ctx.clip();
-    const bands: { text: string; x: number; width: number }[] = [];
-    for (const p of s.phases) {
-      const a = X(p.start_ms / 1000);
-      const end = p.end_ms ?? (s.nPower ? t[s.nPower - 1] : p.start_ms);
-      const b = X(end / 1000);
-      ctx.fillStyle = th.phase[p.name] || "rgba(128,128,128,0.1)";
-      ctx.fillRect(a, PAD.t, Math.max(1, b - a), ph);
-      const left = Math.max(a, PAD.l);
-      bands.push({ text: p.name, x: left + 3, width: Math.min(b, PAD.l + pw) - left });
-    }
-    const gap = baselineGap(s);
-    if (gap) {
-      const a = X(gap.start_ms / 1000);
-      const b = X(gap.end_ms / 1000);
-      hatch(ctx, a, PAD.t, Math.max(1, b - a), ph, th.muted);
-      bands.push({ text: "gap", x: Math.max(a, PAD.l) + 3, width: Math.min(b, PAD.l + pw) - Math.max(a, PAD.l) });
-      bands.sort((p, q) => p.x - q.x);
-    }
-    ctx.fillStyle = th.muted;
-    ctx.textAlign = "left";
-    for (const l of fitLabels(bands, measure)) ctx.fillText(l.text, l.x, PAD.t + 11);
+    fn();
     ctx.restore();
+  }
 
+  /** The phase bands, the hatched gap after the baseline, and the band names that fit. */
+  private drawBands(f: Frame, gap: ReturnType<typeof baselineGap>): void {
+    const s = this.store;
+    const { ctx, th, X, t, pw, ph } = f;
+    this.clipped(f, () => {
+      const bands: { text: string; x: number; width: number }[] = [];
+      for (const p of s.phases) {
+        const a = X(p.start_ms / 1000);
+        const end = p.end_ms ?? (s.nPower ? t[s.nPower - 1] : p.start_ms);
+        const b = X(end / 1000);
+        ctx.fillStyle = th.phase[p.name] || "rgba(128,128,128,0.1)";
+        ctx.fillRect(a, PAD.t, Math.max(1, b - a), ph);
+        const left = Math.max(a, PAD.l);
+        bands.push({ text: p.name, x: left + 3, width: Math.min(b, PAD.l + pw) - left });
+      }
+      if (gap) {
+        const a = X(gap.start_ms / 1000);
+        const b = X(gap.end_ms / 1000);
+        hatch(ctx, a, PAD.t, Math.max(1, b - a), ph, th.muted);
+        bands.push({ text: "gap", x: Math.max(a, PAD.l) + 3, width: Math.min(b, PAD.l + pw) - Math.max(a, PAD.l) });
+        bands.sort((p, q) => p.x - q.x);
+      }
+      ctx.fillStyle = th.muted;
+      ctx.textAlign = "left";
+      for (const l of fitLabels(bands, f.measure)) ctx.fillText(l.text, l.x, PAD.t + 11);
+    });
+  }
+
+  /** The power grid lines and ticks, the time ticks, and the token lane's name. */
+  private drawAxes(f: Frame): void {
+    const { ctx, th, X, Y, pw, ph } = f;
     ctx.strokeStyle = th.grid;
     ctx.fillStyle = th.muted;
     ctx.lineWidth = 1;
     ctx.textAlign = "right";
-    for (const v of ticks(0, ymax, Math.max(2, Math.floor(ph / 40)))) {
+    for (const v of ticks(0, f.ymax, Math.max(2, Math.floor(ph / 40)))) {
       ctx.beginPath();
       ctx.moveTo(PAD.l, Y(v));
       ctx.lineTo(PAD.l + pw, Y(v));
@@ -357,24 +438,24 @@ export class PowerChart {
       ctx.fillText(fmtNum(v, "", 3), PAD.l - 4, Y(v) + 4);
     }
     ctx.textAlign = "center";
-    for (const v of timeTicks(x0, x1, pw, measure)) ctx.fillText(tickLabel(v), X(v), HEIGHT - 6);
-
-    // the token lane: each token's span, alternating shades, so its boundaries show
-    const laneY = PAD.t + ph + 7;
+    for (const v of timeTicks(f.x0, f.x1, pw, f.measure)) ctx.fillText(tickLabel(v), X(v), HEIGHT - 6);
     ctx.textAlign = "right";
     ctx.font = `9px ${th.font}`;
-    ctx.fillText("tokens", PAD.l - 4, laneY + LANE - 1);
-    ctx.save();
-    ctx.beginPath();
-    ctx.rect(PAD.l, 0, pw, HEIGHT);
-    ctx.clip();
+    ctx.fillText("tokens", PAD.l - 4, laneY(ph) + LANE - 1);
+  }
+
+  /** The token lane: each token's span, alternating shades, so its boundaries show; the hovered one's span shaded. */
+  private drawTokenLane(f: Frame): void {
+    const s = this.store;
+    const { ctx, th, X, pw, ph } = f;
+    const y = laneY(ph);
     ctx.fillStyle = th.fg;
     for (let k = 0; k < s.nTokens; k++) {
       const a = X(s.tokStart.data[k] / 1000);
       const b = X(s.tokEnd.data[k] / 1000);
       if (b < PAD.l || a > PAD.l + pw) continue;
       ctx.globalAlpha = k === this.hoverTok ? 0.9 : k % 2 ? 0.18 : 0.4;
-      ctx.fillRect(a, laneY, Math.max(1, b - a - (b - a > 3 ? 1 : 0)), LANE);
+      ctx.fillRect(a, y, Math.max(1, b - a - (b - a > 3 ? 1 : 0)), LANE);
     }
     if (this.hoverTok >= 0 && this.hoverTok < s.nTokens) {
       const a = X(s.tokStart.data[this.hoverTok] / 1000);
@@ -383,45 +464,57 @@ export class PowerChart {
       ctx.fillRect(a, PAD.t, Math.max(1, b - a), ph);
     }
     ctx.globalAlpha = 1;
+  }
 
-    // total under the rails, wider; a rail equal to it dashed on top, so neither hides the other
-    const order = [...shown].sort((a, b) => (a === "total_w" ? -1 : b === "total_w" ? 1 : 0));
+  /** The rails shown: total under the rails, wider; a rail equal to it dashed on top, so neither hides the other. */
+  private drawRails(f: Frame): void {
+    const { ctx, th } = f;
+    const order = [...f.shown].sort((a, b) => (a === "total_w" ? -1 : b === "total_w" ? 1 : 0));
     for (const r of order) {
-      const col = s.col(r);
       ctx.strokeStyle = th.series[r] || th.fg;
       ctx.lineWidth = r === "total_w" ? 2.6 : 1.4;
-      ctx.setLineDash(same.has(r) ? [5, 4] : []);
-      ctx.beginPath();
-      let pen = false;
-      // min/max per pixel column once samples outnumber pixels
-      let lastPx = -1;
-      let lo = Infinity;
-      let hi = -Infinity;
-      for (let i = i0; i <= i1; i++) {
-        const v = col[i];
-        if (v !== v) {
-          pen = false;
-          continue;
-        }
-        const px = Math.round(X(t[i] / 1000));
-        if (px === lastPx && pen) {
-          lo = Math.min(lo, v);
-          hi = Math.max(hi, v);
-          continue;
-        }
-        if (pen && hi > lo) {
-          ctx.lineTo(lastPx, Y(lo));
-          ctx.lineTo(lastPx, Y(hi));
-        }
-        if (pen) ctx.lineTo(px, Y(v));
-        else ctx.moveTo(px, Y(v));
-        pen = true;
-        lastPx = px;
-        lo = hi = v;
-      }
-      ctx.stroke();
+      ctx.setLineDash(f.same.has(r) ? [5, 4] : []);
+      this.strokeSeries(f, this.store.col(r));
     }
     ctx.setLineDash([]);
+  }
+
+  /** One series as a line, min/max per pixel column once samples outnumber pixels; NaN breaks it. */
+  private strokeSeries(f: Frame, col: Float64Array): void {
+    const { ctx, X, Y, t } = f;
+    ctx.beginPath();
+    let pen = false;
+    let lastPx = -1;
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (let i = f.i0; i <= f.i1; i++) {
+      const v = col[i];
+      if (v !== v) {
+        pen = false;
+        continue;
+      }
+      const px = Math.round(X(t[i] / 1000));
+      if (px === lastPx && pen) {
+        lo = Math.min(lo, v);
+        hi = Math.max(hi, v);
+        continue;
+      }
+      if (pen && hi > lo) {
+        ctx.lineTo(lastPx, Y(lo));
+        ctx.lineTo(lastPx, Y(hi));
+      }
+      if (pen) ctx.lineTo(px, Y(v));
+      else ctx.moveTo(px, Y(v));
+      pen = true;
+      lastPx = px;
+      lo = hi = v;
+    }
+    ctx.stroke();
+  }
+
+  /** The hover line, or the span being dragged to zoom. */
+  private drawCursor(f: Frame): void {
+    const { ctx, th, ph } = f;
     if (this.hoverX !== null && !this.drag) {
       ctx.strokeStyle = th.fg;
       ctx.globalAlpha = 0.5;
@@ -438,16 +531,13 @@ export class PowerChart {
       ctx.fillRect(a, PAD.t, Math.abs(this.drag.b - this.drag.a), ph);
       ctx.globalAlpha = 1;
     }
-    ctx.restore();
-    this.drawLegend(rails, same, gap, th);
-    return true;
   }
 
   private drawLegend(
     rails: string[],
     same: Set<string>,
     gap: ReturnType<typeof baselineGap>,
-    th: ReturnType<typeof readTheme>,
+    th: Theme,
   ): void {
     const s = this.store;
     const info = s.powerInfo();

@@ -1,9 +1,10 @@
 // Current operation: phase, token k of N, decode tokens/s, elapsed, energy so far, and Stop.
 
-import { badge, h } from "./dom";
-import { fmtEnergy, fmtMs, fmtNum } from "./format";
-import { definition, kindTip, label } from "./names";
-import type { RunStore } from "./store";
+import { badge, h } from "../ui/dom";
+import { fmtEnergy, fmtMs, fmtNum } from "../format";
+import { definition, kindTip, label } from "../ui/names";
+import type { RunStore } from "../store";
+import type { View } from "./view";
 
 export interface StatusItem {
   label: string;
@@ -70,7 +71,7 @@ export function statusItems(s: RunStore, now?: number): StatusItem[] {
   ];
 }
 
-export class StatusBar {
+export class StatusBar implements View {
   el = h("div", "lew-status");
   private title = h("div", "lew-run-title");
   private prompt = h("div", "lew-prompt lew-muted");
@@ -97,8 +98,19 @@ export class StatusBar {
     this.el.append(row, this.prompt, this.fields, this.error);
   }
 
-  /** `tick`: redraw even if the store did not change (the elapsed clock moves on). */
-  draw(tick = false): void {
+  /** `tick`: redraw even if the store did not change (the elapsed clock moves on); never hidden. */
+  draw(tick = false): boolean {
+    this.paint(tick);
+    return true;
+  }
+
+  invalidate(): void {
+    this.drawnVersion = -1;
+  }
+
+  destroy(): void {} // nothing outside its element
+
+  private paint(tick: boolean): void {
     const s = this.store;
     if (s.version === this.drawnVersion && !tick) return;
     this.drawnVersion = s.version;
@@ -108,6 +120,15 @@ export class StatusBar {
     if (!live) this.stopping = false;
     this.stop.hidden = !this.onStop || !m;
     this.stop.disabled = !live || this.stopping;
+    if (!m && s.refused) {
+      // a run sent in a newer protocol than this view reads: say so, show none of its data
+      this.title.replaceChildren(h("strong", "", "cannot show this run"));
+      this.prompt.hidden = true;
+      this.fields.replaceChildren();
+      this.error.hidden = false;
+      this.error.textContent = s.refused;
+      return;
+    }
     if (!m) {
       // nothing to follow yet: no state, no fields, no Stop; the panels are hidden by the root
       this.title.replaceChildren(

@@ -2,14 +2,16 @@
 // mean over the decode tokens), and what the layers leave out: the token's time and energy
 // outside them.
 
-import { h, keepKeys, Tooltip } from "./dom";
-import { fmtEnergy, fmtMetric, fmtMs, fmtPct } from "./format";
-import { metricLabel, outsideName } from "./names";
-import type { RunStore } from "./store";
-import { colormap, fitCanvas, readTheme, rgb } from "./theme";
-import type { HeatScale, TokenMode, ViewState } from "./ui";
+import type { Tooltip } from "../ui/dom";
+import { h, keepKeys } from "../ui/dom";
+import { fmtEnergy, fmtMetric, fmtMs, fmtPct } from "../format";
+import { layerFamily, layerKind, metricLabel, outsideName } from "../ui/names";
+import type { RunStore } from "../store";
+import { colormap, fitCanvas, readTheme, rgb } from "../theme";
+import type { HeatScale, TokenMode, ViewState } from "../ui/state";
+import type { View } from "./view";
 
-export type { HeatScale, TokenMode } from "./ui";
+export type { HeatScale, TokenMode } from "../ui/state";
 const PAD = { l: 40, r: 86, t: 70, b: 16 };
 const SCALES: [HeatScale, string][] = [
   ["robust", "robust scale (2–98 %)"],
@@ -131,7 +133,8 @@ export function cellTip(
   value: number,
 ): string[] {
   const metric = s.metricNames[metricIdx] ?? "";
-  const kind = metric === "energy_j" ? "modeled: token energy × cell time / token time" : "measured";
+  const k = layerKind(s.meta, metric);
+  const kind = metric === "energy_j" ? `${k}: token energy × cell time / token time` : k;
   const where = mode === "mean" ? meanLabel(s) : `token ${t}`;
   const lines = [
     `${shortLayer(s.meta?.layer_names[l] ?? String(l))} · ${s.meta?.component_names[c] ?? c}`,
@@ -167,7 +170,7 @@ export function scaleLabels(sc: ColorScale, metric: string): { hi: string; lo: s
   };
 }
 
-export class Heatmap {
+export class Heatmap implements View {
   el = h("div", "lew-panel lew-heatmap");
   private canvas = h("canvas", "lew-canvas");
   private metricSel = h("select", "lew-select");
@@ -261,8 +264,7 @@ export class Heatmap {
       const labels = s.meta?.labels ?? {};
       this.metricSel.replaceChildren(
         ...s.metricNames.map((m, i) => {
-          const kind =
-            m === "time_ms" ? labels["layers.time_ms"] : m === "energy_j" ? labels["layers.energy_j"] : labels["layers.activations"];
+          const kind = labels[layerFamily(m)];
           const o = h("option", "", `${metricLabel(s.meta, m)}${kind ? ` (${kind})` : ""}`);
           o.value = String(i);
           return o;
@@ -282,6 +284,10 @@ export class Heatmap {
   /** Draw again on the next frame even if nothing it shows changed (a new theme, say). */
   invalidate(): void {
     this.drawn = "";
+  }
+
+  destroy(): void {
+    this.tip.hide();
   }
 
   /** False while hidden (width 0): nothing drawn, to be drawn when shown at its real width. */
