@@ -591,7 +591,7 @@ class EnergyProfiler:
         store_obj = self._resolve_store(store)
         layer_profiler = None
         if self.level != "token":
-            from .profiling.hooks import LayerProfiler
+            from .profiling.layer_profiler import LayerProfiler
 
             layer_profiler = LayerProfiler(self.model, self.level)  # hooks attach when it starts
         run = Run(
