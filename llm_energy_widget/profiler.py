@@ -401,7 +401,10 @@ class EnergyProfiler:
     def _warm_up(
         self, run: Run, layer_profiler: Any, prompt: Any, chat: Any, gen_kw: dict[str, Any]
     ) -> None:
-        """The warm-up before a run's measurement (`generation.warm_up`), on its thread."""
+        """The warm-up before a run's measurement (`generation.warm_up`), on its thread.
+
+        A method of the profiler, which `Generation` calls, so it can be replaced on one
+        profiler (tests/test_chat_and_warmup.py holds the warm-up back that way)."""
         warm_up(self, run, layer_profiler, prompt, chat, gen_kw)
 
 

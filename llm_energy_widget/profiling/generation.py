@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 import weakref
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -185,39 +186,31 @@ def warm_up(
     )
 
 
+@dataclass(eq=False)
 class Generation:
     """One run: the profiler's settings, the run and what measures it, from start to finish.
 
     `execute` runs on a generation thread (`workers.WORKERS`), once.
     """
 
-    def __init__(
-        self,
-        prof: EnergyProfiler,
-        run: Run,
-        source: PowerSource,
-        layer_profiler: LayerProfiler | None,
-        prompt: Any,
-        chat: Any,
-        gen_kw: dict[str, Any],
-        store: Any,
-    ) -> None:
-        self.prof = prof
-        self.model = prof.model
-        self.tokenizer = prof.tokenizer
-        self.run = run
-        self.rec = Recorder(run)
-        self.source = source
-        self.layer_profiler = layer_profiler
-        self.prompt = prompt
-        self.chat = chat
-        self.gen_kw = gen_kw
-        self.store = store
-        self.sampler: PowerSampler | None = None
-        self.detok: IncrementalDetokenizer | None = None
-        self.step = "start"  # what the run is doing, named in a failure's reason
-        self.prev_ms: float | None = None  # the last token's end (the next one's start)
-        self.n = 0  # tokens streamed (-1: generate could not stream)
+    prof: EnergyProfiler
+    run: Run
+    source: PowerSource
+    layer_profiler: LayerProfiler | None
+    prompt: Any
+    chat: Any
+    gen_kw: dict[str, Any]
+    store: Any
+    sampler: PowerSampler | None = field(default=None, init=False)
+    detok: IncrementalDetokenizer | None = field(default=None, init=False)
+    step: str = field(default="start", init=False)  # what the run is doing, named on failure
+    prev_ms: float | None = field(default=None, init=False)  # the last token's end
+    n: int = field(default=0, init=False)  # tokens streamed (-1: generate could not stream)
+
+    def __post_init__(self) -> None:
+        self.model = self.prof.model
+        self.tokenizer = self.prof.tokenizer
+        self.rec = Recorder(self.run)  # the one writer of this run
 
     # -- the run, start to finish -------------------------------------------------------------
     def execute(self) -> None:

@@ -233,27 +233,12 @@ class LayerProfiler:
         block: bool = False,
     ) -> None:
         """Time `mod` into `slot` (adding to it); `block`: a decoder layer (see `refresh`)."""
+        bound: dict[str, Any] = {"i": slot, "stats": stats, "gap": gap, "slots": self._slots}
+        bound["keep"] = self._keep  # bound now, at attach
         make: Callable[[Callable[..., Any]], Callable[..., Any]] = (
-            functools.partial(
-                event_forward,
-                i=slot,
-                stats=stats,
-                gap=gap,
-                block=block,
-                clock=self._clock,
-                slots=self._slots,
-                keep=self._keep,
-            )
+            functools.partial(event_forward, block=block, clock=self._clock, **bound)
             if self._clock
-            else functools.partial(
-                cpu_forward,
-                i=slot,
-                stats=stats,
-                gap=gap,
-                slots=self._slots,
-                keep=self._keep,
-                trusted=self._trusted,
-            )
+            else functools.partial(cpu_forward, trusted=self._trusted, **bound)
         )
         self._handles.append(ForwardWrap(mod, make))
 
