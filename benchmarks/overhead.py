@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         """Plain generate on the profiler's generation thread: separates thread effects."""
         import threading
 
-        from llm_energy_widget.profiler import _WORKERS
+        from llm_energy_widget.profiling.workers import WORKERS as _WORKERS
 
         done, out = threading.Event(), {}
 
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         return s.decode_tok_s()
 
     def direct(level: str) -> Callable[[], float]:
-        from llm_energy_widget.profiling.hooks import LayerProfiler
+        from llm_energy_widget.profiling.layer_profiler import LayerProfiler
 
         def go() -> float:
             s = StampStreamer()

@@ -17,7 +17,6 @@ from typing import Any, TextIO
 from ..analysis.names import window_note
 from ..errors import InvalidInputError, SourceError
 from ..power.base import PowerSource
-from ..power.powermetrics import SkippedSampleWarning
 from ..power.record import PowerReading
 from ..power.registry import (
     FILE_SOURCES,
@@ -28,6 +27,7 @@ from ..power.registry import (
     list_sources,
 )
 from ..power.sampler import PowerSampler
+from ..power.streams import SkippedSampleWarning
 
 EXIT_SKIPPED = 1  # readings printed, but some malformed samples were skipped
 

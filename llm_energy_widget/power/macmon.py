@@ -14,27 +14,17 @@ load exactly. Scope: the whole SoC, every process. Needs no root.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import math
 import os
 import platform
 import shutil
-import time
-from pathlib import Path
 
-from ..errors import InvalidInputError, MalformedSampleError, SourceError
-from .base import Availability, PowerSource
-from .powermetrics import (
-    ByteFeed,
-    FileFeed,
-    IntervalClock,
-    IntervalSample,
-    ProcessFeed,
-    warn_skipped,
-)
+from ..errors import InvalidInputError, MalformedSampleError
+from .base import Availability
 from .record import SourceSample
+from .streams import IntervalSample, SocStreamSource, warn_skipped
 
 _RAIL_KEYS = {"cpu": "cpu_power", "gpu": "gpu_power", "ane": "ane_power", "dram": "ram_power"}
 
@@ -67,13 +57,10 @@ def parse_macmon_line(line: bytes) -> tuple[dict[str, float], float | None]:
     return watts, stamp
 
 
-class MacmonSource(PowerSource):
+class MacmonSource(SocStreamSource):
     """Apple silicon CPU/GPU/ANE/RAM power from `macmon pipe` (no sudo), or a captured file."""
 
     name = "macmon"
-    kind = "measured"
-    rails = ("cpu", "gpu", "ane", "dram")
-    scope = "system (SoC)"
 
     def __init__(
         self,
@@ -82,25 +69,17 @@ class MacmonSource(PowerSource):
         capture_interval_ms: float = 1000.0,
         binary: str = "macmon",
     ) -> None:
-        self.path = Path(path) if path is not None else None
-        self.follow = follow
         if not capture_interval_ms > 0:
             raise InvalidInputError(f"capture_interval_ms must be > 0, got {capture_interval_ms!r}")
         self.capture_interval_ms = float(capture_interval_ms)
         self.binary = binary
-        self.counter_starts_at_open = True
-        self.skipped_samples = 0
-        self._feed: ByteFeed | None = None
         self._buf = b""
         self._index = 0
-        self._clock = IntervalClock()
         self._interval_ms = self.capture_interval_ms
         self._last_stamp: float | None = None
         self._last_arrival: float | None = None
-        self._open_s = 0.0
         self._nominal_lines = 0  # lines with no interval of their own (first line, no timestamps)
-        if self.path is not None and not self.path.is_file():
-            raise InvalidInputError(f"macmon capture {self.path} does not exist or is no file")
+        super().__init__(path, follow, "macmon capture")
 
     @classmethod
     def availability(cls) -> Availability:
@@ -128,19 +107,14 @@ class MacmonSource(PowerSource):
         )
 
     def open(self, interval_ms: float) -> None:
-        self._open_s = time.monotonic()
-        if self.path is not None:
-            self._feed = FileFeed(self.path, self.follow, from_start=not self.follow)
-            return
+        self._open_feed(not self.follow, lambda: self._argv(interval_ms))
+
+    def _argv(self, interval_ms: float) -> list[str]:
         self._interval_ms = float(max(1, round(interval_ms)))
-        argv = [self.binary, "pipe", "-i", str(int(self._interval_ms))]
-        self._feed = ProcessFeed(argv, "macmon")
+        return [self.binary, "pipe", "-i", str(int(self._interval_ms))]
 
     def poll(self) -> list[SourceSample]:
-        if self._feed is None:
-            raise SourceError("macmon source polled before open()")
-        data, arrived = self._feed.read()
-        final = self._feed.ended
+        data, arrived, final = self._read_feed()
         self._buf += data
         lines = self._buf.split(b"\n")
         self._buf = lines.pop()
@@ -161,17 +135,10 @@ class MacmonSource(PowerSource):
             dt_s = self._interval_s(stamp, arrived)
             if dt_s is None:
                 continue
-            live = self.path is None or self.follow
-            if not live and self._clock.anchor_s is None:
-                self._clock.anchor_s = self._open_s
+            self._anchor(live=self.path is None or self.follow)
             sample = IntervalSample(dt_s, {k: w * dt_s for k, w in watts.items()})
             out.append(self._clock.place(sample, arrived))
-        if out:
-            # resolution and power window: the real line spacing, not the asked interval
-            self.native_interval_ms = self.power_window_ms = self._clock.spacing_ms
-        if final:
-            self.exhausted = True
-        return out
+        return self._polled(out, final)
 
     def _interval_s(self, stamp: float | None, arrived: float) -> float | None:
         """This line's interval in s; None (skip quietly) for a repeated timestamp."""
@@ -186,9 +153,3 @@ class MacmonSource(PowerSource):
             return arrived - last_arrival
         self._nominal_lines += 1
         return self._interval_ms / 1e3
-
-    def close(self) -> None:
-        if self._feed is not None:
-            with contextlib.suppress(Exception):
-                self._feed.close()
-            self._feed = None

@@ -12,231 +12,30 @@ sample's energy covers its whole interval back to back, so a periodic load integ
 (within what Apple's power model reports). Scope: the whole SoC, every process. Needs root
 (`sudo -n`), or a file written by a root terminal.
 
-This module also holds the stream plumbing the other stream sources share (a file tail, a
-subprocess pipe, the interval clock and the skipped-sample warning).
+The stream plumbing (file tail, subprocess pipe, interval clock, skipped-sample warning) is in
+streams.py; this module parses powermetrics' formats.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import logging
 import os
 import platform
 import plistlib
 import re
 import shutil
-import statistics
 import subprocess
-import threading
-import time
-import warnings
-from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from ..errors import InvalidInputError, MalformedSampleError, SourceError, SourceUnavailableError
-from .base import Availability, PowerSource
+from ..errors import MalformedSampleError
+from .base import Availability
 from .record import RAILS, SourceSample
-
-log = logging.getLogger(__name__)
+from .streams import IntervalSample, SocStreamSource, warn_skipped
 
 POWERMETRICS = "/usr/bin/powermetrics"
 SAMPLERS = "cpu_power,gpu_power,ane_power"
-
-
-class SkippedSampleWarning(UserWarning):
-    """A malformed sample in a stream was skipped; the rest of the stream is kept."""
-
-
-# -- byte feeds ---------------------------------------------------------------------------------
-class ByteFeed(Protocol):
-    """Bytes from a file or a process, read without blocking the sampler thread."""
-
-    def read(self) -> tuple[bytes, float]:
-        """Bytes that arrived since the last call, and the monotonic time the last of them came."""
-        ...
-
-    @property
-    def ended(self) -> bool:
-        """True once no more bytes can ever come (all read bytes already returned)."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class FileFeed:
-    """A file, read from the start (a complete capture) or tailed from its end (a live writer).
-
-    With follow=False the feed ends at the end of the file. With follow=True a file that stops
-    growing is only quiet: a live writer may add more. A file that shrinks was restarted by its
-    writer; we read it again from the start and say so.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], follow: bool, from_start: bool) -> None:
-        self.path = Path(path)
-        self.follow = follow
-        try:
-            self._f = open(self.path, "rb")  # noqa: SIM115 - closed in close()
-        except OSError as exc:
-            raise InvalidInputError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
-        if not from_start:
-            self._f.seek(0, os.SEEK_END)
-        self._ended = False
-
-    def read(self) -> tuple[bytes, float]:
-        if self._ended:
-            return b"", time.monotonic()
-        try:
-            size = os.fstat(self._f.fileno()).st_size
-            if size < self._f.tell():
-                log.warning("%s shrank: its writer restarted; reading it from the start", self.path)
-                self._f.seek(0)
-            data = self._f.read()
-        except OSError as exc:
-            raise SourceError(f"reading {self.path} failed: {exc}") from exc
-        if not self.follow:
-            self._ended = True  # read() went to the end of a complete file
-        return data, time.monotonic()
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
-    def close(self) -> None:
-        self._f.close()
-
-
-class ProcessFeed:
-    """A child process's stdout, drained by a reader thread that stamps when each chunk came."""
-
-    def __init__(self, argv: Sequence[str], what: str) -> None:
-        self.what = what
-        self.argv = list(argv)
-        try:
-            self._proc = subprocess.Popen(
-                self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
-            )
-        except OSError as exc:
-            raise SourceUnavailableError(f"cannot start {what} ({self.argv[0]}): {exc}") from exc
-        self._chunks: deque[tuple[bytes, float]] = deque()
-        self._stderr: deque[bytes] = deque(maxlen=20)
-        self._out = threading.Thread(target=self._pump, name=f"{what}-stdout", daemon=True)
-        self._err = threading.Thread(target=self._pump_err, name=f"{what}-stderr", daemon=True)
-        self._out.start()
-        self._err.start()
-
-    def _pump(self) -> None:
-        assert self._proc.stdout is not None
-        fd = self._proc.stdout.fileno()
-        while chunk := os.read(fd, 65536):
-            self._chunks.append((chunk, time.monotonic()))
-
-    def _pump_err(self) -> None:
-        assert self._proc.stderr is not None
-        for line in self._proc.stderr:
-            self._stderr.append(line)
-
-    def read(self) -> tuple[bytes, float]:
-        parts, last_t = [], time.monotonic()
-        while self._chunks:
-            chunk, last_t = self._chunks.popleft()
-            parts.append(chunk)
-        if not parts and not self._out.is_alive():
-            self._check_exit()
-        return b"".join(parts), last_t
-
-    def _check_exit(self) -> None:
-        try:
-            code = self._proc.wait(timeout=1.0)  # stdout closed: the process is ending
-        except subprocess.TimeoutExpired:
-            return
-        if code not in (None, 0):
-            self._err.join(timeout=1.0)
-            err = b"".join(self._stderr).decode(errors="replace").strip().splitlines()
-            detail = err[-1] if err else "no message"
-            raise SourceError(f"{self.what} exited with status {code}: {detail}")
-
-    @property
-    def ended(self) -> bool:
-        return not self._out.is_alive() and not self._chunks
-
-    def close(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=2.0)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=2.0)
-        self._out.join(timeout=2.0)
-        self._err.join(timeout=2.0)
-        for pipe in (self._proc.stdout, self._proc.stderr):
-            if pipe is not None:
-                pipe.close()
-
-
-# -- interval samples and their clock ------------------------------------------------------------
-@dataclass(frozen=True)
-class IntervalSample:
-    """One sample that stands for an interval: its real length and the energy of each rail in it."""
-
-    duration_s: float
-    energy_j: dict[str, float] = field(default_factory=dict)  # rails and/or "total"
-
-    @property
-    def total_j(self) -> float:
-        if "total" in self.energy_j:
-            return self.energy_j["total"]
-        return float(sum(self.energy_j[r] for r in RAILS if r in self.energy_j))
-
-
-class IntervalClock:
-    """Puts back-to-back interval samples on the monotonic clock, with energy since open.
-
-    Sample k ends at anchor + the sum of the first k durations. The anchor is the open time for a
-    complete file; for a live stream it is when the first sample came, minus its length (a
-    sample can only be read after it ends), which keeps process start-up delay out of the times.
-    """
-
-    def __init__(self) -> None:
-        self.anchor_s: float | None = None
-        self.elapsed_s = 0.0
-        self.energy_j = 0.0
-        self.durations_s: deque[float] = deque(maxlen=512)  # recent real sample lengths
-
-    @property
-    def spacing_ms(self) -> float | None:
-        """Median real sample length so far, in ms (None before the first sample)."""
-        return statistics.median(self.durations_s) * 1e3 if self.durations_s else None
-
-    def skip(self, duration_s: float | None) -> str:
-        """A malformed sample of known length: keep later times true; its energy is unknown."""
-        if duration_s is None or self.anchor_s is None:
-            return ""
-        self.elapsed_s += duration_s
-        return f" (its {duration_s * 1e3:.0f} ms are missing from the energy)"
-
-    def place(self, s: IntervalSample, arrived_s: float) -> SourceSample:
-        if self.anchor_s is None:
-            self.anchor_s = arrived_s - s.duration_s
-        self.elapsed_s += s.duration_s
-        self.energy_j += s.total_j
-        self.durations_s.append(s.duration_s)
-        power = {k: v / s.duration_s for k, v in s.energy_j.items()}
-        power["total"] = s.total_j / s.duration_s
-        return SourceSample(
-            t_s=self.anchor_s + self.elapsed_s, power_w=power, energy_j=self.energy_j
-        )
-
-
-def warn_skipped(source: str, index: int, why: str) -> None:
-    """Say which sample was skipped and why (one line), and keep going."""
-    msg = f"{source}: skipped malformed sample #{index}: {why}"
-    log.debug(msg)
-    warnings.warn(msg, SkippedSampleWarning, stacklevel=3)
 
 
 # -- powermetrics formats -----------------------------------------------------------------------
@@ -389,7 +188,7 @@ def _raise(msg: str) -> IntervalSample:
     raise MalformedSampleError(msg)
 
 
-class PowermetricsSource(PowerSource):
+class PowermetricsSource(SocStreamSource):
     """Apple `powermetrics` (CPU, GPU, ANE, DRAM rails): spawned via `sudo -n`, or a tailed file.
 
     path=None spawns `sudo -n powermetrics -i <ms> -f plist --samplers cpu_power,gpu_power,
@@ -400,9 +199,6 @@ class PowermetricsSource(PowerSource):
     """
 
     name = "powermetrics"
-    kind = "measured"
-    rails = ("cpu", "gpu", "ane", "dram")
-    scope = "system (SoC)"
 
     def __init__(
         self,
@@ -411,18 +207,10 @@ class PowermetricsSource(PowerSource):
         from_start: bool | None = None,
         binary: str = POWERMETRICS,
     ) -> None:
-        self.path = Path(path) if path is not None else None
-        self.follow = follow if path is not None else True
+        super().__init__(path, follow if path is not None else True, "powermetrics file")
         self.from_start = (not follow) if from_start is None else from_start
         self.binary = binary
-        self.counter_starts_at_open = True
-        self.skipped_samples = 0
-        self._feed: ByteFeed | None = None
         self._parser = PowermetricsParser()
-        self._clock = IntervalClock()
-        self._open_s = 0.0
-        if self.path is not None and not self.path.is_file():
-            raise InvalidInputError(f"powermetrics file {self.path} does not exist or is no file")
 
     @classmethod
     def availability(cls) -> Availability:
@@ -455,50 +243,28 @@ class PowermetricsSource(PowerSource):
             f"elapsed time; {every}; Apple documents these values as estimates of its power model"
         )
 
-    def _observe_spacing(self) -> None:
-        """Resolution and power window follow the real sample spacing, not the asked interval."""
-        spacing = self._clock.spacing_ms
-        self.native_interval_ms = spacing
-        self.power_window_ms = spacing
-
     def open(self, interval_ms: float) -> None:
-        self._open_s = time.monotonic()
-        if self.path is not None:
-            self._feed = FileFeed(self.path, self.follow, self.from_start)
-            return
+        self._open_feed(self.from_start, lambda: self._argv(interval_ms))
+
+    def _argv(self, interval_ms: float) -> list[str]:
         argv = [self.binary, "-i", str(max(1, round(interval_ms))), "-f", "plist"]
         argv += ["--samplers", SAMPLERS]
         if os.geteuid() != 0:
             argv = ["sudo", "-n", *argv]
-        self._feed = ProcessFeed(argv, "powermetrics")
+        return argv
 
     def poll(self) -> list[SourceSample]:
-        if self._feed is None:
-            raise SourceError("powermetrics source polled before open()")
-        data, arrived = self._feed.read()
-        final = self._feed.ended
+        data, arrived, final = self._read_feed()
         out = []
         for index, parsed in self._parser.feed(data, final):
-            live = self.path is None or not self.from_start
-            if not live and self._clock.anchor_s is None:
-                self._clock.anchor_s = self._open_s
+            self._anchor(live=self.path is None or not self.from_start)
             if isinstance(parsed, Exception):
                 self.skipped_samples += 1
                 gap = self._clock.skip(getattr(parsed, "duration_s", None))
                 warn_skipped("powermetrics", index, f"{parsed}{gap}")
                 continue
             out.append(self._clock.place(parsed, arrived))
-        if out:
-            self._observe_spacing()
-        if final:
-            self.exhausted = True
-        return out
-
-    def close(self) -> None:
-        if self._feed is not None:
-            with contextlib.suppress(Exception):
-                self._feed.close()
-            self._feed = None
+        return self._polled(out, final)
 
 
 def _sudo_works() -> bool:

@@ -30,8 +30,8 @@ from typing import Any
 
 from ..errors import InvalidInputError, MalformedSampleError, SourceError
 from .base import Availability, PowerSource
-from .powermetrics import warn_skipped
 from .record import KINDS, RAILS, SourceSample
+from .streams import warn_skipped
 
 MAX_POWER_W = 1e7
 """No reading of one machine is above 10 MW: a larger one is a broken trace, not a measurement

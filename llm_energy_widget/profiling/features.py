@@ -128,3 +128,13 @@ def kv_cache_bytes(features: dict[str, Any], n_tokens: int) -> int | None:
         raise InvalidInputError(f"n_tokens must be an integer >= 0, got {n_tokens!r}")
     per = features.get("kv_cache_bytes_per_token")
     return None if per is None else int(per) * n_tokens
+
+
+def model_name(model: Any) -> str:
+    """The model's name: a name given by the loader, its hub id or path, else its class name."""
+    cfg = getattr(model, "config", None)
+    for attr in ("_llm_energy_name", "name_or_path", "_name_or_path"):
+        v = getattr(cfg, attr, None)
+        if v:
+            return str(v)
+    return type(model).__name__

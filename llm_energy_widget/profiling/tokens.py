@@ -74,7 +74,7 @@ class TokenClock(BaseStreamer):
     """Streamer that hands each new token, its end time and its step's measurements to `on_token`.
 
     `generate` reaches us twice per decoding step, both on the generating thread:
-    - `step` (through a stopping criterion, see `profiler._StepCriteria`), right after the step's
+    - `step` (through a stopping criterion, see `generation.StepCriteria`), right after the step's
       forward and token choice: exactly once per chosen token, chunked prefill forwards included
       in the first. The boundary is timed here and queued with `take()` (the step's layer
       measurements, taken before the next forward adds to them);

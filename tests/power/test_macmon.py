@@ -12,7 +12,7 @@ import pytest
 
 from llm_energy_widget.errors import InvalidInputError
 from llm_energy_widget.power.macmon import MacmonSource, parse_macmon_line
-from llm_energy_widget.power.powermetrics import SkippedSampleWarning
+from llm_energy_widget.power.streams import SkippedSampleWarning
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "power"
 

@@ -15,9 +15,9 @@ from llm_energy_widget.errors import InvalidInputError, SourceError
 from llm_energy_widget.power.powermetrics import (
     PowermetricsParser,
     PowermetricsSource,
-    SkippedSampleWarning,
     parse_plist_sample,
 )
+from llm_energy_widget.power.streams import SkippedSampleWarning
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "power"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from llm_energy_widget.errors import InvalidInputError
-from llm_energy_widget.power.powermetrics import SkippedSampleWarning
 from llm_energy_widget.power.replay import ReplaySource
 from llm_energy_widget.power.sampler import PowerSampler
+from llm_energy_widget.power.streams import SkippedSampleWarning
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "power"
 

@@ -158,7 +158,7 @@ def token_rows(
             rows.append((i, values, extras))
 
         prof.collect_async(deliver)
-        pending.append(prof._pipeline.pending)
+        pending.append(prof.pending)
 
     with prof:
         generate(model, ids, n=n, streamer=BoundaryStreamer(on_token))

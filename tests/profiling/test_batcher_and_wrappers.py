@@ -10,7 +10,7 @@ import pytest
 import torch
 from prof_tiny import build, generate, hook_count, prompt_ids
 
-from llm_energy_widget.profiling.hooks import LayerProfiler
+from llm_energy_widget.profiling.layer_profiler import LayerProfiler
 from llm_energy_widget.profiling.stats import (
     N_STATS,
     Batcher,
@@ -80,7 +80,7 @@ def test_wrappers_replace_forward_and_restore_it() -> None:
     with LayerProfiler(model, "component") as prof:
         assert "forward" in q0.__dict__  # wrapped: no hook dispatch per call
         assert inspect.signature(q0.forward) == before
-        assert prof._summary["hooks"] > 0
+        assert prof.summary["hooks"] > 0
     assert hook_count(model) == 0 and "forward" not in q0.__dict__
 
 

@@ -8,7 +8,7 @@ import torch
 from prof_tiny import BoundaryStreamer, build, generate, hook_count, prompt_ids, token_rows
 
 from llm_energy_widget.core.schema import METRICS
-from llm_energy_widget.profiling.hooks import LayerProfiler
+from llm_energy_widget.profiling.layer_profiler import LayerProfiler
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -30,7 +30,7 @@ def test_cuda_levels(arch: str, level: str) -> None:
             extras.append(ex)
 
         with prof:
-            summary = prof._summary
+            summary = prof.summary
             out = generate(model, ids, streamer=BoundaryStreamer(on_token))
         assert summary["timing_method"] == "cuda_events" and summary["device"].startswith("cuda")
         assert torch.equal(out, reference)

@@ -21,7 +21,7 @@ from llm_energy_widget.errors import InvalidInputError
 from llm_energy_widget.profiling.architectures import discover
 from llm_energy_widget.profiling.deep import attention_stats
 from llm_energy_widget.profiling.features import kv_cache_bytes, model_features
-from llm_energy_widget.profiling.hooks import LayerProfiler
+from llm_energy_widget.profiling.layer_profiler import LayerProfiler
 from llm_energy_widget.profiling.stats import row_neg_frac, row_stats
 
 EXPECTED = {
@@ -89,7 +89,7 @@ def test_generic_on_a_custom_block_model() -> None:
 
     net = Net()
     with LayerProfiler(net, "component") as prof:
-        summary = prof._summary
+        summary = prof.summary
         net(torch.randn(1, 8))
         values, _ = prof.collect()
     assert summary["discovered_by"] == "generic" and summary["layers_path"] == "blocks"
@@ -104,7 +104,7 @@ def _deep_extras(arch: str, n: int = 3) -> tuple[list[dict], dict]:
     got: list[dict] = []
     streamer = BoundaryStreamer(lambda: got.append(prof.collect()[1]))
     with prof:
-        summary = prof._summary
+        summary = prof.summary
         generate(model, prompt_ids(), n, streamer=streamer)
     return got, summary
 

@@ -14,7 +14,7 @@ from prof_tiny import build, prompt_ids
 from torch import nn
 
 from llm_energy_widget.core.schema import METRICS
-from llm_energy_widget.profiling.hooks import LayerProfiler
+from llm_energy_widget.profiling.layer_profiler import LayerProfiler
 
 SLEEP_MS = 20.0  # far above a tiny layer's own time (< 1 ms) and above its noise
 TI = METRICS.index("time_ms")

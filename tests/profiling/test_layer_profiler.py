@@ -11,8 +11,8 @@ from prof_tiny import GENERIC_ARCHS, REGISTRY_ARCHS, build, generate, hook_count
 
 from llm_energy_widget.core.schema import METRICS
 from llm_energy_widget.errors import InvalidInputError
-from llm_energy_widget.profiling import hooks as hooks_mod
-from llm_energy_widget.profiling.hooks import LayerProfiler
+from llm_energy_widget.profiling import forward_wrap
+from llm_energy_widget.profiling.layer_profiler import LayerProfiler
 from llm_energy_widget.profiling.stats import row_stats
 
 ALL_ARCHS = REGISTRY_ARCHS + GENERIC_ARCHS
@@ -47,7 +47,7 @@ def profiled_generate(arch: str, level: str, n: int = 4) -> tuple[torch.Tensor, 
     prof = LayerProfiler(model, level)
     col = Collector(prof)
     with prof as p:
-        summary = p._summary
+        summary = p.summary
         out = generate(model, prompt_ids(), n, streamer=col)
     return out, col, summary
 
@@ -108,18 +108,21 @@ def test_deferred_statistics_equal_in_hook_statistics(arch: str) -> None:
     model = build(arch)
     prof = LayerProfiler(model, "component")
     seen: dict[int, torch.Tensor] = {}
+    handles = []
     with prof:
         for name, mod in prof.disc.components[0].items():
-            slot = prof._cell(0, name)
+            slot = prof.cell(0, name)
 
             def grab(m: torch.nn.Module, a: object, o: object, slot: int = slot) -> None:
                 t = o if isinstance(o, torch.Tensor) else o[0]  # type: ignore[index]
                 seen[slot] = row_stats(t.detach().reshape(1, -1).clone())[0]
 
-            prof._handles.append(mod.register_forward_hook(grab))
+            handles.append(mod.register_forward_hook(grab))
         with torch.inference_mode():
             model(prompt_ids(5))
         values, _ = prof.collect()
+        for h in handles:
+            h.remove()
     for slot, expected in seen.items():
         got = values.reshape(-1, len(METRICS))[slot, METRICS.index("act_mean") :]
         np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-6)
@@ -191,7 +194,7 @@ def test_exception_inside_a_hook_still_detaches(monkeypatch: pytest.MonkeyPatch)
 
     prof.detach()
     monkeypatch.setattr(prof, "_keep", boom)  # hooks bind it at attach
-    monkeypatch.setattr(hooks_mod, "HOOK_STATS_ABOVE", -1)  # every output takes that path
+    monkeypatch.setattr(forward_wrap, "HOOK_STATS_ABOVE", -1)  # every output takes that path
     prof.attach()
     with pytest.raises(RuntimeError, match="injected hook failure"):
         generate(model, prompt_ids())
@@ -211,7 +214,7 @@ def test_attach_failing_half_way_leaves_nothing(monkeypatch: pytest.MonkeyPatch)
     def fail(self: object, dev: object) -> None:
         raise RuntimeError("injected attach failure")
 
-    monkeypatch.setattr(hooks_mod.LayerProfiler, "_attach_moe", fail)
+    monkeypatch.setattr(LayerProfiler, "_attach_moe", fail)
     with pytest.raises(RuntimeError, match="injected attach failure"):
         prof.attach()
     assert hook_count(model) == 0
@@ -233,11 +236,11 @@ def test_statistics_failure_is_reported_not_raised(monkeypatch: pytest.MonkeyPat
 
 def test_big_outputs_are_reduced_in_the_hook(monkeypatch: pytest.MonkeyPatch) -> None:
     model = build("llama")
-    monkeypatch.setattr(hooks_mod, "HOOK_STATS_ABOVE", 0)
+    monkeypatch.setattr(forward_wrap, "HOOK_STATS_ABOVE", 0)
     with LayerProfiler(model, "component") as prof:
         with torch.inference_mode():
             model(prompt_ids())
-        assert all(r is None for r in prof._refs)
+        assert prof.n_held == 0
         values, _ = prof.collect()
     idx = [prof.component_names.index(c) for c in prof.disc.component_names]
     assert np.isfinite(values[:, idx, METRICS.index("act_mean") :]).all()

@@ -14,7 +14,7 @@ import torch
 from prof_tiny import BoundaryStreamer, build, generate, hook_count, prompt_ids, token_rows
 
 from llm_energy_widget.core.schema import METRICS
-from llm_energy_widget.profiling.hooks import LayerProfiler
+from llm_energy_widget.profiling.layer_profiler import LayerProfiler
 from llm_energy_widget.profiling.reducer import MAX_PENDING, NICE, Pipeline
 
 STATS = slice(METRICS.index("act_mean"), METRICS.index("sparsity") + 1)

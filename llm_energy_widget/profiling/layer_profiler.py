@@ -1,17 +1,17 @@
 """Per token x layer x component timing and activation statistics, via forward hooks.
 
 Cheap by construction, because 270 hooked modules run ~15 times a second here:
-- each timed module's `forward` is replaced by a closure with its slot index bound (one Python
-  frame per call instead of `Module._call_impl`'s hook path, see `_ForwardWrap`); the CPU clock is
-  `time.perf_counter_ns` bound locally, and the wrapper adds into a preallocated list (no
-  allocation, no lock, no torch op);
+- each timed module's `forward` is replaced by a closure with its slot index bound
+  (`forward_wrap`: one Python frame per call instead of `Module._call_impl`'s hook path; a
+  locally bound `time.perf_counter_ns` adding into a preallocated list: no allocation, no lock,
+  no torch op);
 - statistics are not computed in the wrapper: it keeps a reference to the output, and at the
   token boundary all outputs of the token are reduced together on the device (`stats.Batcher`)
   and copied to the host at once. Big outputs (long prefills) are reduced in the hook instead, so
   we never hold a whole forward's activations; an output modified in place after its hook (its
   version counter moved) gets NaN for that token and is reduced in the hook from then on;
-- on CUDA/MPS the wrappers record device events, read after the token's last event completes, so
-  a time is execution time, not launch time;
+- on CUDA/MPS the wrappers record device events (`forward_wrap.EventClock`), read after the
+  token's last event completes, so a time is execution time, not launch time;
 - `take` gets the token's times and held outputs on the generating thread (~0.1 ms) at the
   token boundary (the profiler's `TokenClock.step`); `submit` leaves the reduction and event
   reading to the reducer thread (`reducer.py`), so they overlap the next token's forward
@@ -24,7 +24,6 @@ see `architectures`), and "other" is the rest of the layer's time.
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,17 +34,17 @@ from torch import nn
 
 from ..core.schema import METRICS
 from ..errors import InvalidInputError
+from . import forward_wrap
 from .architectures import Discovery, discover, first_tensor
 from .deep import ATTN_STAT_NAMES, AttentionTap
+from .forward_wrap import EventClock, ForwardWrap, HostSlots, cpu_forward, event_forward
 from .moe import RouterTap, router_n_experts, router_top_k
 from .reducer import Pipeline
 from .stats import N_STATS, Batcher, Part, RowFn, row_neg_frac, row_stats, stats_of, to_host
 
 LEVELS = ("layer", "component", "deep")
-HOOK_STATS_ABOVE = 1 << 15  # outputs with more elements are reduced in the hook (prefill)
 _inference_mode = torch.is_inference_mode_enabled
 _Hook = Callable[..., None]
-_Forward = Callable[..., Any]
 Deliver = Callable[[np.ndarray, dict[str, Any]], None]
 DRAIN_TIMEOUT_S = 120.0
 
@@ -92,88 +91,6 @@ def _host(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu", copy=True).numpy()
 
 
-class _EventClock:
-    """Device events for CUDA/MPS; reused from a pool so hooks never allocate after warm-up.
-
-    CUDA events are recorded on a stream looked up once per decoder layer (`refresh`), not per
-    event: `Event.record()` without a stream calls `torch.cuda.current_stream()`, which cost
-    ~20 us of Python per call on an H200 box, 30 % of a profiled decode step at 540 events.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.stream: Any = None
-        if device.type == "cuda":
-            self._make: Callable[[], Any] = lambda: torch.cuda.Event(enable_timing=True)
-            self.method = "cuda_events"
-            self.refresh()
-        else:
-            self._make = lambda: torch.mps.event.Event(enable_timing=True)
-            self.method = "mps_events"
-        self.pool: list[Any] = []
-        self.pairs: list[tuple[int, Any, Any]] = []  # (slot, start event, end event)
-
-    def refresh(self) -> None:
-        """Follow the caller's current stream (called as each decoder layer starts)."""
-        if self.device.type == "cuda":
-            self.stream = torch.cuda.current_stream(self.device)
-
-    def new(self) -> Any:
-        ev = self.pool.pop() if self.pool else self._make()
-        if self.stream is not None:
-            ev.record(self.stream)
-        else:
-            ev.record()
-        return ev
-
-    def take(self) -> list[tuple[int, Any, Any]]:
-        """The pairs recorded since the last call (the wrappers keep appending to `pairs`)."""
-        taken = self.pairs[:]
-        self.pairs.clear()
-        return taken
-
-    def read_ms(self, pairs: list[tuple[int, Any, Any]], n_slots: int) -> np.ndarray:
-        """Sum each slot's event pairs once the last one completed; return events to the pool."""
-        ms = np.zeros(n_slots)
-        if not pairs:
-            return ms
-        pairs[-1][2].synchronize()  # recorded last on the stream: the others are done too
-        events: dict[int, Any] = {}
-        for slot, start, end in pairs:
-            ms[slot] += start.elapsed_time(end)
-            events[id(start)], events[id(end)] = start, end
-        self.pool.extend(events.values())
-        return ms
-
-
-class _ForwardWrap:
-    """Times a module by replacing its `forward` with a wrapper (undone by `remove`).
-
-    Cheaper than a forward pre/post hook pair, which sends every call through `Module._call_impl`'s
-    hook path (measured on CPU: ~5.5 us of Python per module call against ~0.8 us for a wrapper;
-    270 modules per token). The wrapper sits right around the original forward, so it times the
-    same work a hook pair would, minus the hook dispatch. Hooks others register still run.
-    """
-
-    def __init__(self, mod: nn.Module, make: Callable[[_Forward], _Forward]) -> None:
-        self.mod = mod
-        self.had_own = "forward" in mod.__dict__  # e.g. accelerate's own wrapper
-        self.previous = mod.__dict__.get("forward")
-        original = mod.forward
-        self.wrapper = make(original)
-        self.wrapper.__wrapped__ = original  # type: ignore[attr-defined]  # inspect.signature
-        mod.__dict__["forward"] = self.wrapper
-
-    def remove(self) -> None:
-        own = self.mod.__dict__
-        if own.get("forward") is not self.wrapper:
-            return  # replaced after us by someone else: theirs to undo
-        if self.had_own:
-            own["forward"] = self.previous
-        else:
-            del own["forward"]
-
-
 class LayerProfiler:
     """Per token x layer x component timing and activation statistics, via forward hooks."""
 
@@ -211,7 +128,7 @@ class LayerProfiler:
         # outputs may still be reduced later; generic models are reduced in the hook instead.
         self._trusted = self.disc.how.startswith("registry:")
         self._reset_host()
-        self._clock: _EventClock | None = None
+        self._clock: EventClock | None = None
         self._stats = level != "layer"
         self._gates = False
         self._batcher = Batcher(row_stats)  # used by one thread at a time (see `_finish`)
@@ -220,21 +137,15 @@ class LayerProfiler:
 
     # -- state --------------------------------------------------------------------------------
     def _reset_host(self) -> None:
-        n = self._n_slots
-        self._zeros = [0] * n
-        self._acc = [0] * n
-        self._ends = [0] * n
-        self._refs: list[torch.Tensor | None] = [None] * n
-        self._vers = [0] * n
-        self._force = [False] * n
+        self._slots = HostSlots(self._n_slots)
         L = self.disc.n_layers
-        self._ends_ev: list[Any] = [None] * n  # device event of each slot's last end
         self._grefs: list[torch.Tensor | None] = [None] * L
         self._gvers = [0] * L
         self._now: list[Part] = []  # statistics reduced in the hook this token
         self._gate_now: list[Part] = []
 
-    def _cell(self, layer: int, name: str) -> int:
+    def cell(self, layer: int, name: str) -> int:
+        """The row of (layer, component `name`) in collect()'s values reshaped to (-1, metrics)."""
         return layer * len(self.component_names) + self.component_names.index(name)
 
     # -- attach / detach ----------------------------------------------------------------------
@@ -253,7 +164,7 @@ class LayerProfiler:
         d = self.disc
         dev = self.device
         on_device = dev.type in ("cuda", "mps")
-        self._clock = _EventClock(dev) if on_device else None
+        self._clock = EventClock(dev) if on_device else None
         skipped = list(d.skipped)
         hooked: set[int] = set()
         stats = self._stats
@@ -272,8 +183,8 @@ class LayerProfiler:
                 if name in gaps_before:
                     after, gname = gaps_before[name]
                     if after in d.components[li]:
-                        gap = (self._cell(li, after), self._cell(li, gname))
-                self._hook(mod, self._cell(li, name), stats=True, gap=gap)
+                        gap = (self.cell(li, after), self.cell(li, gname))
+                self._hook(mod, self.cell(li, name), stats=True, gap=gap)
             for gname, mod in d.gap_modules[li]:  # e.g. a gated MLP's act_fn into mlp_act
                 if id(mod) in hooked:
                     skipped.append(
@@ -281,7 +192,7 @@ class LayerProfiler:
                     )
                     continue
                 hooked.add(id(mod))
-                self._hook(mod, self._cell(li, gname), stats=False)
+                self._hook(mod, self.cell(li, gname), stats=False)
         deep: dict[str, Any] = {}
         if self.level == "deep":
             deep = self._attach_deep(dev)
@@ -322,89 +233,14 @@ class LayerProfiler:
         block: bool = False,
     ) -> None:
         """Time `mod` into `slot` (adding to it); `block`: a decoder layer (see `refresh`)."""
-        make: Callable[[_Forward], _Forward] = (
-            functools.partial(self._event_forward, i=slot, stats=stats, gap=gap, block=block)
+        bound: dict[str, Any] = {"i": slot, "stats": stats, "gap": gap, "slots": self._slots}
+        bound["keep"] = self._keep  # bound now, at attach
+        make: Callable[[Callable[..., Any]], Callable[..., Any]] = (
+            functools.partial(event_forward, block=block, clock=self._clock, **bound)
             if self._clock
-            else functools.partial(self._cpu_forward, i=slot, stats=stats, gap=gap)
+            else functools.partial(cpu_forward, trusted=self._trusted, **bound)
         )
-        self._handles.append(_ForwardWrap(mod, make))
-
-    def _cpu_forward(
-        self, f: _Forward, i: int, stats: bool, gap: tuple[int, int] | None
-    ) -> _Forward:
-        pc = time.perf_counter_ns
-        acc, ends = self._acc, self._ends
-        a, g = gap if gap is not None else (-1, -1)
-
-        if not stats:
-
-            def timed(*args: Any, **kwargs: Any) -> Any:
-                t0 = pc()
-                out = f(*args, **kwargs)
-                t = pc()
-                acc[i] += t - t0
-                ends[i] = t
-                return out
-
-            return timed
-
-        refs, vers, force, trusted = self._refs, self._vers, self._force, self._trusted
-        slow = self._keep
-        tensor = torch.Tensor
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            t0 = pc()
-            if a >= 0:
-                e = ends[a]
-                if e:
-                    acc[g] += t0 - e
-                    ends[a] = 0
-            out = f(*args, **kwargs)
-            t = pc()
-            acc[i] += t - t0
-            ends[i] = t
-            # the common case inline (see `_keep`): hold a small output for collect()
-            if type(out) is tensor and not force[i] and out.numel() <= HOOK_STATS_ABOVE:
-                if not _inference_mode():
-                    refs[i] = out
-                    vers[i] = out._version
-                    return out
-                if trusted:
-                    refs[i] = out
-                    vers[i] = -1
-                    return out
-            slow(i, out)
-            return out
-
-        return forward
-
-    def _event_forward(
-        self, f: _Forward, i: int, stats: bool, gap: tuple[int, int] | None, block: bool
-    ) -> _Forward:
-        clock = self._clock
-        assert clock is not None
-        new, pairs = clock.new, clock.pairs
-        last_end = self._ends_ev
-        keep = self._keep
-        a, g = gap if gap is not None else (-1, -1)
-        refresh = clock.refresh if block else None  # a decoder layer: look the stream up
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            if refresh is not None:
-                refresh()
-            start = new()
-            if a >= 0 and last_end[a] is not None:
-                pairs.append((g, last_end[a], start))
-                last_end[a] = None
-            out = f(*args, **kwargs)
-            end = new()
-            pairs.append((i, start, end))
-            last_end[i] = end
-            if stats:
-                keep(i, out)
-            return out
-
-        return forward
+        self._handles.append(ForwardWrap(mod, make))
 
     def _keep(self, i: int, out: Any) -> None:
         """Hold a component's output for the batched reduction (or reduce a big one now)."""
@@ -412,17 +248,17 @@ class LayerProfiler:
             out = first_tensor(out)
             if out is None:
                 return
-        if self._force[i] or out.numel() > HOOK_STATS_ABOVE:
-            self._refs[i] = None
+        if self._slots.force[i] or out.numel() > forward_wrap.HOOK_STATS_ABOVE:
+            self._slots.refs[i] = None
             self._reduce_now(self._now, i, out)
         elif not _inference_mode():
-            self._refs[i] = out
-            self._vers[i] = out._version
+            self._slots.refs[i] = out
+            self._slots.vers[i] = out._version
         elif self._trusted:  # inference tensors have no version counter: see `_trusted`
-            self._refs[i] = out
-            self._vers[i] = -1
+            self._slots.refs[i] = out
+            self._slots.vers[i] = -1
         else:
-            self._refs[i] = None
+            self._slots.refs[i] = None
             self._reduce_now(self._now, i, out)
 
     def _reduce_now(
@@ -477,7 +313,9 @@ class LayerProfiler:
                 return
             if half:
                 x = x[..., : x.shape[-1] // 2]
-            if x.numel() > HOOK_STATS_ABOVE or (_inference_mode() and not self._trusted):
+            if x.numel() > forward_wrap.HOOK_STATS_ABOVE or (
+                _inference_mode() and not self._trusted
+            ):
                 grefs[layer] = None
                 self._reduce_now(self._gate_now, layer, x, row_neg_frac)
             else:
@@ -517,7 +355,7 @@ class LayerProfiler:
                 self._tap.uninstall()
             finally:
                 self._tap = None
-        self._refs[:] = [None] * self._n_slots
+        self._slots.refs[:] = [None] * self._n_slots
         self._grefs[:] = [None] * self.disc.n_layers
         self._attached = False
         if errors:
@@ -577,15 +415,17 @@ class LayerProfiler:
     def _take(self) -> _Token:
         if self._clock is not None:
             token = _Token(None, self._clock.take())
-            self._ends_ev[:] = [None] * self._n_slots
+            self._slots.ends_ev[:] = [None] * self._n_slots
             if self.device.type == "cuda":
                 token.stream = torch.cuda.current_stream(self.device)
         else:
-            token = _Token(np.asarray(self._acc, dtype=np.float64) / 1e6, [])
-            self._acc[:] = self._zeros
-            self._ends[:] = self._zeros
+            token = _Token(np.asarray(self._slots.acc, dtype=np.float64) / 1e6, [])
+            self._slots.acc[:] = self._slots.zeros
+            self._slots.ends[:] = self._slots.zeros
         if self._stats:
-            token.stats = self._take_held(self._refs, self._vers, self._now, self._force)
+            token.stats = self._take_held(
+                self._slots.refs, self._slots.vers, self._now, self._slots.force
+            )
             self._now = []
         if self._gates:
             token.gates = self._take_held(self._grefs, self._gvers, self._gate_now)
@@ -669,6 +509,22 @@ class LayerProfiler:
             extras["moe_routing_entropy"] = _host(self._routers.entropy).astype(np.float32)
             self._routers.reset()
         return extras
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The registration summary `attach()` returned ({} before the first attach)."""
+        return self._summary
+
+    @property
+    def n_held(self) -> int:
+        """Component outputs held for the next token's batched reduction (0: none held, e.g.
+        all were reduced in the hook)."""
+        return sum(r is not None for r in self._slots.refs)
+
+    @property
+    def pending(self) -> int:
+        """Tokens submitted to the reducer thread and not yet delivered."""
+        return self._pipeline.pending
 
     @property
     def errors(self) -> list[str]:

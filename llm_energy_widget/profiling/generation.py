@@ -1,0 +1,470 @@
+"""One profiled run's work on its generation thread, step by step (`Generation.execute`).
+
+Order of work: hooks attached -> warm-up (the first run on a model and generation thread only;
+unmeasured) -> sampler start -> idle baseline -> tokenize -> to_device -> prefill (until the
+first new token) -> decode (until the last token) -> tail (generate's wrap-up after the last
+token) -> detokenize -> sampler stop (one last reading so the energy curve covers the whole run)
+-> Run finished. Phases are contiguous, so tokens plus the other phases add up to the run. Hooks
+and the sampler are released in `finally`, whatever happened. Every event of the run is written
+through one `Recorder`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..core.recorder import Recorder
+from ..errors import RunCancelled
+from ..power.sampler import PowerSampler
+from .tokens import IncrementalDetokenizer, TokenClock
+from .workers import WORKERS
+
+if TYPE_CHECKING:
+    from ..power.base import PowerSource
+    from ..profiler import EnergyProfiler
+    from ..run import Run
+    from .layer_profiler import LayerProfiler
+
+log = logging.getLogger(__name__)
+
+WARMUP_NEW_TOKENS = 4
+"""Tokens the warm-up generates: a prefill and three decode steps, each path's first call paid."""
+WARMUP_PROMPT_TOKENS = 16
+"""The warm-up's prompt: the run's own last ids, at most this many (a long prompt is not paid
+twice; measured on SmolLM2, a 31-token warm-up made a 47-token prefill as fast as a warm one)."""
+SHORT_RUN_TOKENS = 2
+"""A run that ends with the model's end token after at most this many tokens is flagged."""
+
+_WARM_LOCK = threading.Lock()
+_WARM: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], str]] = weakref.WeakKeyDictionary()
+"""model -> {(thread, level, device, dtype): what paid its one-time work there}."""
+
+
+def _warm_key(model: Any, level: str) -> tuple[Any, ...]:
+    return (
+        threading.get_ident(),
+        level,
+        str(getattr(model, "device", "")),
+        str(getattr(model, "dtype", "")),
+    )
+
+
+def mark_warm(model: Any, level: str, by: str) -> None:
+    with _WARM_LOCK:
+        _WARM.setdefault(model, {}).setdefault(_warm_key(model, level), by)
+
+
+def warmed_by(model: Any, level: str) -> str | None:
+    with _WARM_LOCK:
+        return _WARM.get(model, {}).get(_warm_key(model, level))
+
+
+class StepCriteria:
+    """A stopping criterion: marks each token boundary, and ends generation on cancel.
+
+    `generate` calls its stopping criteria once per decoding step, right after the step chose its
+    token, on every stop-check path: the place to end a token (`TokenClock.step`).
+    """
+
+    def __init__(self, run: Run, clock: TokenClock) -> None:
+        self.run = run
+        self.step = clock.step
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kw: Any) -> torch.Tensor:
+        self.step()
+        return torch.full(
+            (input_ids.shape[0],),
+            self.run.cancel_requested,
+            dtype=torch.bool,
+            device=input_ids.device,
+        )
+
+
+def check_cancel(run: Run) -> None:
+    if run.cancel_requested:
+        raise RunCancelled("cancelled before generation")
+
+
+def drop_layers(values: Any, extras: dict[str, Any]) -> None:
+    """A warm-up token's layer row: reduced like a run's (first calls paid), then dropped."""
+
+
+def baseline_w(sampler: PowerSampler, t0_ms: float, t1_ms: float) -> float | None:
+    """Average idle power over [t0, t1], waiting briefly for the curve to cover t1."""
+    deadline = time.monotonic() + 2 * sampler.interval_ms / 1000.0 + 0.5
+    while (
+        sampler.curve().covers_until_ms < t1_ms and time.monotonic() < deadline and sampler.running
+    ):
+        time.sleep(sampler.interval_ms / 4000.0)
+    curve = sampler.curve()
+    t1 = min(t1_ms, curve.covers_until_ms)
+    if t1 <= t0_ms:
+        return None
+    w = curve.average_power_w(t0_ms, t1)
+    return None if np.isnan(w) else w
+
+
+def warm_up(
+    prof: EnergyProfiler,
+    run: Run,
+    layer_profiler: LayerProfiler | None,
+    prompt: Any,
+    chat: Any,
+    gen_kw: dict[str, Any],
+) -> None:
+    """A short unmeasured generate on this thread, hooks attached, before the sampler opens.
+
+    The first generate of a process (and of a thread, on CUDA) pays one-time work: kernel
+    selection, allocator growth, first calls through generate, the hooks and the reducer.
+    Measured on SmolLM2 here: 942 ms TTFT for a first run against ~150 ms for the next
+    ones. The warm-up uses the run's own last prompt ids (at most WARMUP_PROMPT_TOKENS) and
+    its generation settings, with the random state restored afterwards (a seeded sampled
+    run gives the same tokens with and without a warm-up).
+    """
+    from transformers import StoppingCriteriaList
+
+    model = prof.model
+    t0 = time.perf_counter()
+    inputs = prof._encode(prompt, chat).inputs
+    k = min(int(inputs["input_ids"].shape[1]), WARMUP_PROMPT_TOKENS)
+    inputs = {name: t[:, -k:].to(model.device) for name, t in inputs.items()}
+    kw = {
+        key: v
+        for key, v in gen_kw.items()
+        if key not in ("max_length", "min_length", "max_new_tokens", "min_new_tokens")
+        and key != "stopping_criteria"  # the user's may keep state across calls
+    }
+    kw.update(max_new_tokens=WARMUP_NEW_TOKENS, min_new_tokens=WARMUP_NEW_TOKENS)
+    n = [0]
+
+    def on_token(_token_id: int, _t: float, taken: Any) -> None:
+        n[0] += 1
+        if layer_profiler is not None:  # the reducer's first calls are one-time work too
+            layer_profiler.submit(taken, drop_layers)
+
+    take = layer_profiler.take if layer_profiler is not None else None
+    clock = TokenClock(on_token, lambda: 0.0, model.device, take)
+    stopping = StoppingCriteriaList([StepCriteria(run, clock)])
+    dev = model.device
+    rng = (  # the CPU state always; the accelerator's where the model samples there
+        torch.random.fork_rng(devices=[dev.index or 0], device_type=dev.type)
+        if dev.type in ("cuda", "mps", "xpu")
+        else torch.random.fork_rng(devices=[])
+    )
+    with rng, torch.inference_mode():
+        try:
+            model.generate(**inputs, streamer=clock, stopping_criteria=stopping, **kw)
+        except (TypeError, ValueError) as exc:
+            if "streamer" not in str(exc):
+                raise
+            model.generate(**inputs, stopping_criteria=stopping, **kw)
+    clock.discard()
+    if layer_profiler is not None:
+        layer_profiler.drain()
+        layer_profiler.take()  # whatever the warm-up left is no token of the run
+    ms = (time.perf_counter() - t0) * 1000.0
+    check_cancel(run)
+    mark_warm(model, prof.level, f"the warm-up before run {run.run_id}")
+    run.settings["warmup"] = {
+        "tokens": n[0],
+        "prompt_tokens": k,
+        "duration_ms": round(ms, 1),
+        "counted": False,
+    }
+    run.warnings.append(
+        f"warm-up of {n[0]} tokens ({ms:.0f} ms) before this run, not counted: one-time "
+        "set-up of the model on this thread is not in its figures"
+    )
+
+
+@dataclass(eq=False)
+class Generation:
+    """One run: the profiler's settings, the run and what measures it, from start to finish.
+
+    `execute` runs on a generation thread (`workers.WORKERS`), once.
+    """
+
+    prof: EnergyProfiler
+    run: Run
+    source: PowerSource
+    layer_profiler: LayerProfiler | None
+    prompt: Any
+    chat: Any
+    gen_kw: dict[str, Any]
+    store: Any
+    sampler: PowerSampler | None = field(default=None, init=False)
+    detok: IncrementalDetokenizer | None = field(default=None, init=False)
+    step: str = field(default="start", init=False)  # what the run is doing, named on failure
+    prev_ms: float | None = field(default=None, init=False)  # the last token's end
+    n: int = field(default=0, init=False)  # tokens streamed (-1: generate could not stream)
+
+    def __post_init__(self) -> None:
+        self.model = self.prof.model
+        self.tokenizer = self.prof.tokenizer
+        self.rec = Recorder(self.run)  # the one writer of this run
+
+    # -- the run, start to finish -------------------------------------------------------------
+    def execute(self) -> None:
+        run = self.run
+        self.sampler = sampler = PowerSampler(self.source, self.prof.interval_ms)
+        status, reason, error = "completed", "generation finished", None
+        if self.tokenizer is not None:
+            self.detok = IncrementalDetokenizer(self.tokenizer)
+        try:
+            self._begin()
+            self.step = "measuring"
+            self._start_sampler()
+            self._baseline()
+            inputs, t_ready = self._tokenize()
+            self._generate(inputs, t_ready)
+            t_gen = self._tail()
+            if run.cancel_requested:
+                status, reason = "cancelled", "cancelled by the user"
+            self._detokenize(t_gen)
+            if status == "completed":
+                self._flag_short_run()
+        except RunCancelled:
+            status, reason = "cancelled", "cancelled by the user"
+        except BaseException as exc:  # KeyboardInterrupt too: the run must still end cleanly
+            where = "" if self.step == "measuring" else f" (in {self.step})"
+            status, reason, error = "failed", f"{type(exc).__name__}: {exc}{where}", exc
+            log.error("profiling run %s failed: %s", run.run_id, reason)
+            for ph in run._phases:
+                if ph["end_ms"] is None and sampler.t0_s is not None:
+                    self.rec.phase_end(ph["name"], sampler.now_ms())
+        finally:
+            self._release(status, reason, error)
+
+    # -- steps --------------------------------------------------------------------------------
+    def _begin(self) -> None:
+        """Status, consumers, hooks, and the warm-up when this model is cold on this thread."""
+        prof, run = self.prof, self.run
+        warm_by = warmed_by(self.model, prof.level)
+        warming = prof.warmup and warm_by is None
+        self.rec.status("running", "warm-up (not measured)" if warming else "measuring")
+        prof._attach_consumers(run, self.store)
+        check_cancel(run)
+        if self.layer_profiler is not None:
+            self.step = "attaching the hooks"
+            run.hooked = self.layer_profiler.attach()
+        if warming:
+            self.step = "the warm-up, before measuring"
+            prof._warm_up(run, self.layer_profiler, self.prompt, self.chat, self.gen_kw)
+            self.rec.status("running", "measuring")
+        else:
+            run.settings["warmup"] = {
+                "tokens": 0,
+                "why_not": "warmup=False"
+                if not prof.warmup
+                else f"already warm on this thread: {warm_by}",
+            }
+        check_cancel(run)
+
+    def _start_sampler(self) -> None:
+        sampler, rec, run = self._sampler(), self.rec, self.run
+        sampler.add_listener(lambda r, phase: rec.power(r.to_dict(), phase))
+        sampler.add_error_listener(
+            lambda exc: run.warnings.append(f"power sampling stopped: {exc}")
+        )
+        sampler.start()
+        rec.power_info(sampler.info())  # described after opening, as opened
+
+    def _phase(self, name: str, t_ms: float | None = None) -> float:
+        """Start a phase; pass the previous phase's end so phases leave no gap."""
+        sampler = self._sampler()
+        sampler.phase = name
+        t = sampler.now_ms() if t_ms is None else t_ms
+        self.rec.phase_start(name, t)
+        return t
+
+    def _end(self, name: str, t_ms: float | None = None) -> float:
+        t = self._sampler().now_ms() if t_ms is None else t_ms
+        self.rec.phase_end(name, t)
+        return t
+
+    def _baseline(self) -> None:
+        run, sampler = self.run, self._sampler()
+        if self.prof.baseline_s > 0:
+            self._phase("baseline")
+            t0 = sampler.now_ms()
+            run._cancel.wait(self.prof.baseline_s)  # idle; a cancel ends it at once
+            t1 = self._end("baseline")
+            run.baseline_w = baseline_w(sampler, t0, t1)
+        check_cancel(run)
+
+    def _tokenize(self) -> tuple[dict[str, torch.Tensor], float]:
+        self._phase("tokenize")
+        inputs = self.prof._encode(self.prompt, self.chat).inputs
+        self._phase("to_device", self._end("tokenize"))
+        inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
+        t_ready = self._end("to_device")
+        check_cancel(self.run)
+        return inputs, t_ready
+
+    def _on_token(self, token_id: int, t: float, taken: Any) -> None:
+        start = self.prev_ms
+        if self.n == 0:
+            self.rec.phase_end("prefill", t)
+            self._sampler().phase = "decode"
+            tok_phase = "prefill"
+        else:
+            if self.n == 1:  # decode starts at the first token's end, once it has one
+                self.rec.phase_start("decode", start)  # type: ignore[arg-type]
+            tok_phase = "decode"
+        text = self.detok.push(token_id) if self.detok is not None else ""
+        i = self.rec.token(token_id, text, tok_phase, start, t)  # type: ignore[arg-type]
+        self.prev_ms = t
+        self.n += 1
+        if self.layer_profiler is not None:
+            self.layer_profiler.submit(taken, functools.partial(self._deliver_layers, i))
+
+    def _deliver_layers(self, index: int, values: Any, extras: dict[str, Any]) -> None:
+        """A token's layer row, from the reducer thread (in token order)."""
+        self.rec.layers(index, values)
+        for name, value in extras.items():
+            self.rec.extra(name, index, value)
+
+    def _generate(self, inputs: dict[str, torch.Tensor], t_ready: float) -> None:
+        """Prefill and decode: generate, with a token boundary at each step."""
+        from transformers import StoppingCriteriaList
+
+        run, gen_kw, lp = self.run, self.gen_kw, self.layer_profiler
+        take = lp.take if lp is not None else None
+        clock = TokenClock(self._on_token, self._sampler().now_ms, self.model.device, take)
+        stopping = StoppingCriteriaList(list(gen_kw.pop("stopping_criteria", []) or []))
+        stopping.append(StepCriteria(run, clock))
+        self.prev_ms = self._phase("prefill", t_ready)
+        with torch.inference_mode():
+            try:
+                self.model.generate(**inputs, streamer=clock, stopping_criteria=stopping, **gen_kw)
+            except (TypeError, ValueError) as exc:
+                if "streamer" not in str(exc) or run.n_tokens:
+                    raise
+                self.prev_ms = self._generate_without_stream(inputs, stopping, exc)
+                self.n = -1  # tokens without times: prefill ended when generate did
+        clock.discard()  # the deferred path's undone step is no token
+        if run.n_tokens:
+            mark_warm(self.model, self.prof.level, f"run {run.run_id}")
+
+    def _generate_without_stream(
+        self, inputs: dict[str, torch.Tensor], stopping: Any, cause: BaseException
+    ) -> float:
+        """Fallback for models whose generate cannot stream: tokens get no per-token timing.
+
+        Returns when prefill ended: when generate returned (no decode phase, an empty tail).
+        """
+        msg = (
+            f"this model's generate() cannot stream tokens ({cause}); per-token timing and "
+            "energy are unavailable for this run (phases and totals are still measured)"
+        )
+        log.warning("%s", msg)
+        self.run.warnings.append(msg)
+        out = self.model.generate(**inputs, stopping_criteria=stopping, **self.gen_kw)
+        t = self._sampler().now_ms()
+        self.rec.phase_end("prefill", t)
+        new_ids = out[0, inputs["input_ids"].shape[1] :].tolist()
+        nan = float("nan")
+        for k, token_id in enumerate(new_ids):
+            text = self.detok.push(token_id) if self.detok is not None else ""
+            self.rec.token(token_id, text, "prefill" if k == 0 else "decode", nan, nan)
+        return t
+
+    def _tail(self) -> float:
+        """End prefill/decode, then time the tail; returns when generate's work ended."""
+        # prefill/decode end with the last token; generate's wrap-up after it (and the
+        # deferred path's undone step) is the tail, so they hold exactly their tokens' energy
+        t_last: float | None
+        if self.n == 0:  # no token streamed: all of generate was prefill
+            t_last = self._end("prefill")
+        elif self.n > 1:
+            t_last = self._end("decode", self.prev_ms)
+        else:
+            t_last = self.prev_ms  # prefill already ended at the first token
+        self._phase("tail", t_last)
+        return self._end("tail")
+
+    def _detokenize(self, t_gen: float) -> None:
+        run, detok = self.run, self.detok
+        self._phase("detokenize", t_gen)
+        if detok is not None:
+            held = detok.flush()
+            if held and run.n_tokens:
+                self.rec.token_text(run.n_tokens - 1, run.tokens()[-1]["text"] + held)
+            ids = detok.ids
+            run.response_text = str(self.tokenizer.decode(ids, skip_special_tokens=True))
+        self._end("detokenize")
+
+    def _flag_short_run(self) -> None:
+        short = self._short_run_warning()
+        if short:
+            log.warning("run %s: %s", self.run.run_id, short)
+            self.run.warnings.append(short)
+
+    def _release(self, status: str, reason: str, error: BaseException | None) -> None:
+        """Hooks off, sampler stopped, this thread freed, the run finished (in that order)."""
+        run, lp, sampler = self.run, self.layer_profiler, self._sampler()
+        if lp is not None:
+            try:
+                lp.detach()  # waits for the tokens still being reduced
+            except Exception as exc:  # never mask the run's own outcome
+                log.error("removing hooks failed: %s", exc)
+            run.warnings.extend(f"layer profiling: {e}" for e in lp.errors)
+        sampler.stop()
+        if sampler.error is not None and status == "completed":
+            reason = f"generation finished; power sampling stopped early: {sampler.error}"
+        WORKERS.free_this_thread()  # the next run may come to this thread
+        self.rec.finish(status, reason, error)  # frees its place in the queue, then wakes waiters
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _sampler(self) -> PowerSampler:
+        assert self.sampler is not None, "execute() makes the sampler"
+        return self.sampler
+
+    def _end_token_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for v in (
+            self.gen_kw.get("eos_token_id"),
+            getattr(getattr(self.model, "generation_config", None), "eos_token_id", None),
+            getattr(self.tokenizer, "eos_token_id", None),
+        ):
+            for x in v if isinstance(v, (list, tuple, set)) else [v]:
+                if isinstance(x, int):
+                    ids.add(x)
+        return ids
+
+    def _short_run_warning(self) -> str | None:
+        """Why a run that ended with the model's end token after <= 2 tokens probably did."""
+        run = self.run
+        n = run.n_tokens
+        if not 1 <= n <= SHORT_RUN_TOKENS:
+            return None
+        last = int(run._tokens["token_id"][-1])
+        if last not in self._end_token_ids():
+            return None
+        name = repr(run._tokens["text"][-1]) if run._tokens["text"][-1] else f"id {last}"
+        head = f"the model ended after {n} token{'s' if n > 1 else ''} with its end token {name}"
+        applied = bool(run.settings.get("chat_template"))
+        if applied:
+            return (
+                f"{head}, although its chat template was applied: the prompt may ask for no "
+                "answer; reword it, or pass min_new_tokens= to force a longer one"
+            )
+        if self.prof._has_chat_template():
+            how = "chat=False" if run.settings.get("chat") is False else "input ids"
+            return (
+                f"{head}: a chat model given a raw prompt ({how})? Pass chat=True (--chat in "
+                "the CLI) or chat messages, so the prompt goes through its chat template"
+            )
+        return (
+            f"{head}: this model may read the prompt as a finished text; end it with an open "
+            "sentence, or pass min_new_tokens= to force a longer answer"
+        )
