@@ -2,10 +2,10 @@
 
     EnergyWidgetError
     ├── InvalidInputError (also ValueError)     bad arguments: the message says which and why
-    ├── SourceUnavailableError                  a power source cannot be used here, and how to fix it
+    ├── SourceUnavailableError                  a power source cannot be used here, and how to fix
     ├── SourceError                             a power source failed while sampling
     │   └── MalformedSampleError                one sample of a stream could not be parsed
-    ├── MissingDependencyError (also ImportError)  an optional package is needed
+    ├── MissingDependencyError (also ImportError)  an optional package is needed (its install)
     ├── ModelLoadError                          a model or tokenizer could not be found or loaded
     ├── RunError                                a run could not start or failed
     │   ├── ConcurrentRunError                  the model is already being profiled
