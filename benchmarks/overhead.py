@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 done.set()
 
-        _WORKERS.submit(job)
+        _WORKERS.submit(model, job)
         done.wait()
         return out["v"]
 
