@@ -8,8 +8,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import leftover_threads
-from lew_hand_runs import hand_run
+from support.runs import hand_run
+from support.threads import leftover_threads
 
 from llm_energy_widget.power.powermetrics import SkippedSampleWarning, warn_skipped
 

@@ -11,7 +11,8 @@ import time
 from typing import Any
 
 import pytest
-from lew_testkit import ConstantSource, tiny_llama
+from support.models import tiny_llama
+from support.sources import ConstantSource
 
 from llm_energy_widget.profiler import EnergyProfiler
 from llm_energy_widget.run import Run
@@ -242,7 +243,7 @@ def test_wait_interrupted_on_a_queued_run_cancels_it(
 EXIT_SCRIPT = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from lew_testkit import tiny_llama
+from support.models import tiny_llama
 from transformers import AutoTokenizer
 import llm_energy_widget as lew
 from llm_energy_widget.models import DEFAULT_GGUF, default_model_dir

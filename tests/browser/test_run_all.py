@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 from conftest import Pages
-from lab_harness import ARTIFACTS, LabServer, write_notebook
-from lab_page import (
+from support.lab import ARTIFACTS, LabServer, write_notebook
+from support.lab_page import (
     cell_outputs,
     open_notebook,
     outputs_text,

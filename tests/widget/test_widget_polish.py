@@ -1,9 +1,9 @@
 """The live widget, polished (issue 10, §5): what the user sees, checked two ways.
 
 Pure view logic runs in the built bundle under node, fed the state a real EnergyWidget sent
-(`store_node`); the rest in headless Chromium on the bundle with a fake anywidget model fed the
-same traffic (`widget_harness`). Synthetic runs: tokens of 60-72 ms, a 200 ms prefill, power
-read every 100 ms, kind `modeled` unless a test says otherwise.
+(`support.store_node`); the rest in headless Chromium on the bundle with a fake anywidget model
+fed the same traffic (`support.widget`). Synthetic runs: tokens of 60-72 ms, a 200 ms prefill,
+power read every 100 ms, kind `modeled` unless a test says otherwise.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from lew_browser import CHROMIUM, CHROMIUM_ARGS
-from store_node import captured_items, eval_store, needs_node, snapshot_items
-from widget_harness import (
+from support.browser import CHROMIUM, CHROMIUM_ARGS
+from support.store_node import captured_items, eval_store, needs_node, snapshot_items
+from support.widget import (
     ARTIFACTS,
     capture,
     decode,

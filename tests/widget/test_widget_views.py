@@ -13,8 +13,8 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from store_node import eval_run, eval_store, needs_node, snapshot_items
-from widget_harness import full_run
+from support.store_node import eval_run, eval_store, needs_node, snapshot_items
+from support.widget import full_run
 
 from llm_energy_widget.core.attribution import OUTSIDE_LAYERS
 from llm_energy_widget.core.recorder import Recorder
