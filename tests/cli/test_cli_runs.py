@@ -16,7 +16,7 @@ from llm_energy_widget.run import Run
 from llm_energy_widget.store import Store
 from llm_energy_widget.testing import synthetic_run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -266,7 +266,7 @@ def test_exit_cancels_running_and_queued_runs_and_exits_cleanly(tmp_path: Any) -
     from llm_energy_widget.store import Store
 
     store = tmp_path / "runs.sqlite"
-    tests = str(Path(__file__).resolve().parent)
+    tests = str(Path(__file__).resolve().parents[1])
     script = EXIT_SCRIPT.format(tests=tests, store=str(store))
     t0 = time.monotonic()
     proc = subprocess.run(
