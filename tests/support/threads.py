@@ -11,8 +11,17 @@ import time
 # - `lew-reducer`: the one reducer thread serves every profiler for the process's life
 #   (profiling/reducer.py); that there is only one is checked instead;
 # - `IPythonHistorySavingThread`, `tqdm_monitor`: other libraries' process-wide singletons,
-#   started by the first IPython shell / progress bar (model saving and loading) and never ended.
-LONG_LIVED_THREADS = ("lew-generate-", "lew-reducer", "IPythonHistorySavingThread", "tqdm_monitor")
+#   started by the first IPython shell / progress bar (model saving and loading) and never ended;
+# - `asyncio_N`: idle workers of an event loop's default executor, which the Jupyter clients of
+#   the browser tests (jupyter_client / nbclient) keep for the process (the package runs nothing
+#   in an asyncio executor).
+LONG_LIVED_THREADS = (
+    "lew-generate-",
+    "lew-reducer",
+    "IPythonHistorySavingThread",
+    "tqdm_monitor",
+    "asyncio_",
+)
 THREAD_GRACE_S = 5.0
 
 
