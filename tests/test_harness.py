@@ -11,7 +11,10 @@ import pytest
 from support.runs import hand_run
 from support.threads import leftover_threads
 
+from llm_energy_widget.core.recorder import Recorder
 from llm_energy_widget.power.powermetrics import SkippedSampleWarning, warn_skipped
+from llm_energy_widget.testing import new_synthetic_run
+from llm_energy_widget.view.widget import EnergyWidget
 
 
 def test_a_thread_left_running_is_reported_by_name() -> None:
@@ -25,6 +28,22 @@ def test_a_thread_left_running_is_reported_by_name() -> None:
         stop.set()
         t.join()
     assert leftover_threads(before, grace_s=0.1) == []
+
+
+def test_a_package_thread_is_seen_until_it_ends() -> None:
+    """A widget following an unfinished run has a flusher thread (`energy-widget-<id>`), which
+    the check sees until the run finishes."""
+    before = set(threading.enumerate())
+    run = new_synthetic_run(n_layers=2)
+    Recorder(run).status("running")
+    w = EnergyWidget()
+    try:
+        w.attach(run)
+        assert leftover_threads(before, grace_s=0.1) == [f"energy-widget-{run.run_id} (daemon)"]
+    finally:
+        Recorder(run).finish("completed", "test done")
+    assert leftover_threads(before) == []
+    w.close()
 
 
 def test_long_lived_workers_are_not_leaks() -> None:
