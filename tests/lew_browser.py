@@ -1,13 +1,5 @@
-"""How the browser tests start Debian's Chromium (never `playwright install`: no downloads)."""
+"""Old import path, kept for benchmarks/widget_stream.py until it imports `support.browser`."""
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+from support.browser import CHROMIUM, CHROMIUM_ARGS
+
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS"]

@@ -189,7 +189,7 @@ def test_readme_python_blocks_show_what_they_say(mode: str, kernel_env: Path) ->
 
 LIVE_CELLS = [
     f"import sys; sys.path.insert(0, {str(REPO / 'tests')!r})\n"
-    "from lew_testkit import tiny_llama\n"
+    "from support.models import tiny_llama\n"
     "from transformers import AutoTokenizer\n"
     "import llm_energy_widget as lew\n"
     "from llm_energy_widget.models import DEFAULT_GGUF, default_model_dir\n"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lew_hand_runs as hr
 import pytest
-from lew_hand_runs import hand_run
+import support.runs as hr
+from support.runs import hand_run
 
 from llm_energy_widget.analysis import Comparison, compare
 from llm_energy_widget.analysis.compare import HEADLINE

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-import lew_hand_runs as hr
 import numpy as np
 import plotly.graph_objects as go
 import pytest
-from lew_hand_runs import hand_run
+import support.runs as hr
+from support.runs import hand_run
 
 from llm_energy_widget.analysis.figures import (
     MAX_LINE_POINTS,
@@ -119,7 +119,7 @@ def _links(fig: go.Figure) -> dict[tuple[str, str], float]:
 
 
 def test_sankey_of_the_hand_run() -> None:
-    """Every flow of `lew_hand_runs` (10 W constant), worked out in its docstring."""
+    """Every flow of `support.runs` (10 W constant), worked out in its docstring."""
     links = _links(hand_run().figures.sankey())
     assert links == pytest.approx(
         {

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.models import tiny_llama
 
 from llm_energy_widget.analysis import sweep
 from llm_energy_widget.analysis.sweep import grid_points
@@ -19,19 +20,8 @@ torch = pytest.importorskip("torch")
 @pytest.fixture(scope="module")
 def tiny(smollm_tokenizer: Any) -> tuple[Any, Any]:
     """A 2-layer random Llama; the SmolLM2 tokenizer comes from the session fixture."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
     tok = smollm_tokenizer
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=64,
-        vocab_size=len(tok),
-    )
-    model = AutoModelForCausalLM.from_config(cfg).eval()
+    model = tiny_llama(vocab_size=len(tok), max_positions=2048, heads=2, kv_heads=1)
     return model, tok
 
 

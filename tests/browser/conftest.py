@@ -12,8 +12,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from lab_harness import ARTIFACTS, REPO, LabServer, write_notebook
-from lew_browser import CHROMIUM, CHROMIUM_ARGS
+from support.browser import CHROMIUM, CHROMIUM_ARGS
+from support.lab import ARTIFACTS, REPO, LabServer, write_notebook
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 from conftest import LabPage, open_page, save_artifacts
-from lab_harness import ARTIFACTS, JUPYTER, REPO, LabServer, write_notebook
-from lab_page import cell_outputs, open_notebook, run_all, set_theme, wait_kernel_idle
+from support.lab import ARTIFACTS, JUPYTER, REPO, LabServer, write_notebook
+from support.lab_page import cell_outputs, open_notebook, run_all, set_theme, wait_kernel_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
 

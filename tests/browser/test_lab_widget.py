@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 from conftest import XSS_TEXTS, LabPage, Pages, open_page, save_artifacts
-from lab_harness import ARTIFACTS, REPO, LabServer
-from lab_page import (
+from playwright.sync_api import expect
+from support.lab import ARTIFACTS, REPO, LabServer
+from support.lab_page import (
     canvas_colour_count,
     cell_outputs,
     hide_toasts,
@@ -38,7 +39,6 @@ from lab_page import (
     wait_tokens,
     widget,
 )
-from playwright.sync_api import expect
 
 # Each test's limit includes the shared quickstart run when it is the first to need it.
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(480)]

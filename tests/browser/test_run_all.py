@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 from conftest import Pages
-from lab_harness import ARTIFACTS, LabServer, write_notebook
-from lab_page import (
+from support.lab import ARTIFACTS, LabServer, write_notebook
+from support.lab_page import (
     cell_outputs,
     open_notebook,
     outputs_text,
@@ -109,7 +109,7 @@ def test_run_all_queues_the_second_generation_and_both_complete(
     assert any(re.search(r"queued, 1 ahead", r["text"]) for r in queued), queued
     # the second started only once the first had completed, as the page showed them; each
     # widget sends at most every 50 ms on its own, so the two can cross by that much (the
-    # order itself is exact: tests/test_queue.py), plus one 50 ms sample here
+    # order itself is exact: tests/profiler/test_queue.py), plus one 50 ms sample here
     t_second_running = next(r["t"] for r in second if r["state"] == "running")
     t_first_done = next(r["t"] for r in first if r["state"] == "completed")
     t_first_running = next(r["t"] for r in first if r["state"] == "running")

@@ -39,8 +39,8 @@ from typing import Any, ClassVar
 
 import pytest
 from conftest import LAB_SETTINGS, LabPage, Pages, open_page, save_artifacts
-from lab_harness import ARTIFACTS, JUPYTER, REPO, LabServer, code_cell, wait_until
-from lab_page import cell_outputs, open_notebook, outputs_text, run_all, wait_kernel_idle
+from support.lab import ARTIFACTS, JUPYTER, REPO, LabServer, code_cell, wait_until
+from support.lab_page import cell_outputs, open_notebook, outputs_text, run_all, wait_kernel_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -94,7 +94,7 @@ def _write(path: Path, cells: list[dict[str, Any]]) -> None:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
     """JupyterLab on localhost (this module's own: its notebooks, default widget settings)."""
-    from lew_browser import CHROMIUM
+    from support.browser import CHROMIUM
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (make browser)")

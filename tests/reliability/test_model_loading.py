@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lew_testkit import tiny_llama
+from support.models import tiny_llama
 
 from llm_energy_widget.errors import ModelLoadError
 from llm_energy_widget.models import DEFAULT_GGUF, check_decoder_only, load_model

@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from lew_hand_runs import hand_run
+from support.runs import hand_run
 
 from llm_energy_widget.cli import main
 from llm_energy_widget.run import Run
 from llm_energy_widget.store import Store
 from llm_energy_widget.testing import synthetic_run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_console_entry_point_runs_json(stored: tuple[Path, list[Run]]) -> None:
 
 @pytest.fixture
 def hand_store(tmp_path: Path) -> tuple[Path, Run]:
-    """The hand run (see lew_hand_runs), stored with a 1-s power window and a 12 W baseline."""
+    """The hand run (see support.runs), stored with a 1-s power window and a 12 W baseline."""
     path = tmp_path / "hand.sqlite"
     run = hand_run(power={"power_window_ms": 1000.0}, baseline_w=12.0)
     run.reprice(price_per_kwh=0.30)  # measured at 0.30 USD/kWh

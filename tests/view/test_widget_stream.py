@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from widget_harness import XSS_TEXTS, capture, decode, events_with_full_power, full_run, play
+from support.widget import XSS_TEXTS, capture, decode, events_with_full_power, full_run, play
 
 from llm_energy_widget.core.recorder import Recorder
 from llm_energy_widget.core.schema import METRICS

@@ -40,7 +40,7 @@ def snapshot_items(run: Run) -> tuple[dict[str, Any], list[Any]]:
 
 
 def captured_items(items: list[tuple[str, float, Any, list[bytes]]]) -> list[Any]:
-    """Custom messages and snapshot traits from a `widget_harness.Capture`, in order."""
+    """Custom messages and snapshot traits from a `support.widget.Capture`, in order."""
     return [[k, c, _b64(b)] for k, _t, c, b in items if k in ("msg", "snapshot")]
 
 

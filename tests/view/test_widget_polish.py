@@ -1,9 +1,9 @@
 """The live widget, polished (issue 10, §5): what the user sees, checked two ways.
 
 Pure view logic runs in the built bundle under node, fed the state a real EnergyWidget sent
-(`store_node`); the rest in headless Chromium on the bundle with a fake anywidget model fed the
-same traffic (`widget_harness`). Synthetic runs: tokens of 60-72 ms, a 200 ms prefill, power
-read every 100 ms, kind `modeled` unless a test says otherwise.
+(`support.store_node`); the rest in headless Chromium on the bundle with a fake anywidget model
+fed the same traffic (`support.widget`). Synthetic runs: tokens of 60-72 ms, a 200 ms prefill,
+power read every 100 ms, kind `modeled` unless a test says otherwise.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from lew_browser import CHROMIUM, CHROMIUM_ARGS
-from store_node import captured_items, eval_store, needs_node, snapshot_items
-from widget_harness import (
+from support.browser import CHROMIUM, CHROMIUM_ARGS
+from support.store_node import captured_items, eval_store, needs_node, snapshot_items
+from support.widget import (
     ARTIFACTS,
     capture,
     decode,
@@ -65,14 +65,19 @@ def b64(buffers: list[bytes]) -> list[str]:
 
 def as_estimate(run: Run, one_rail: bool = False) -> Run:
     """The run as the CPU-time estimate reports it (what this machine, with no counter, shows)."""
-    run.power_info.update(
-        source="estimate", kind="estimated", scope="process", description=ESTIMATE_DESCRIPTION
+    Recorder(run).power_info(
+        {
+            "source": "estimate",
+            "kind": "estimated",
+            "scope": "process",
+            "description": ESTIMATE_DESCRIPTION,
+        }
     )
     if one_rail:  # the estimate has a cpu rail only: it is the total
         p = run._power
         p["cpu_w"] = list(p["total_w"])
         p["dram_w"] = [float("nan")] * len(p["total_w"])
-    run._summary = None
+        Recorder(run).power_info({})  # the summary is computed anew
     return run
 
 
@@ -136,10 +141,10 @@ def live_capture(n_tokens=30, n_layers=3, speed=8.0, texts=None, events=None):
 @needs_node
 def test_one_outlier_cell_does_not_flatten_a_token_on_the_default_scale():
     run = full_run(n_tokens=8, n_layers=6)
-    row = run._layer_rows[4]
+    row = run.layers[4]
     row[2, 3, TI] *= 200.0  # one cell 200x its neighbours (a GC pause inside one module)
-    run._fill_modeled_energy(4)
-    run._summary = None
+    Recorder(run).layers(4, row)
+    Recorder(run).power_info({})  # the summary is computed anew
     out = eval_store(
         *snapshot_items(run),
         """const vals = []; for (let l = 0; l < store.L; l++) for (let c = 0; c < store.C; c++)
@@ -416,8 +421,9 @@ def test_kind_badges_say_where_the_number_comes_from_and_an_estimate_its_uncerta
     assert out["tok"][-1] == f"uncertainty: {ESTIMATE_UNCERTAINTY}"
 
     # a measured source: its own description, no uncertainty line made up for it
-    run.power_info.update(source="nvml", kind="measured", scope="GPU 0", description="NVML counter")
-    run._summary = None
+    Recorder(run).power_info(
+        {"source": "nvml", "kind": "measured", "scope": "GPU 0", "description": "NVML counter"}
+    )
     cards = {
         c["key"]: c for c in eval_store(*snapshot_items(run), "return mod.summaryCards(store);")
     }
@@ -427,8 +433,7 @@ def test_kind_badges_say_where_the_number_comes_from_and_an_estimate_its_uncerta
         "scope: GPU 0",
     ]
     # a replay trace labelled "estimated": not given the CPU-time estimate's figure
-    run.power_info.update(source="replay", kind="estimated", description="trace.csv")
-    run._summary = None
+    Recorder(run).power_info({"source": "replay", "kind": "estimated", "description": "trace.csv"})
     cards = {
         c["key"]: c for c in eval_store(*snapshot_items(run), "return mod.summaryCards(store);")
     }

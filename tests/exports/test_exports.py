@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import lew_hand_runs as hr
 import pandas as pd
 import pytest
-from lew_hand_runs import hand_run
+import support.runs as hr
+from support.runs import hand_run
 
 from llm_energy_widget.core.schema import SUMMARY_DEFINITIONS
 from llm_energy_widget.errors import InvalidInputError

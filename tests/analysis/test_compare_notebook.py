@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 PLOTLYJS_MARKER = "* plotly.js v"  # plotly.min.js's banner: one per inlined copy
 NOTEBOOK = REPO / "notebooks" / "compare.ipynb"

@@ -11,7 +11,8 @@ import time
 from typing import Any
 
 import pytest
-from lew_testkit import ConstantSource, tiny_llama
+from support.models import tiny_llama
+from support.sources import ConstantSource
 
 from llm_energy_widget.profiler import EnergyProfiler
 from llm_energy_widget.run import Run
@@ -242,7 +243,7 @@ def test_wait_interrupted_on_a_queued_run_cancels_it(
 EXIT_SCRIPT = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from lew_testkit import tiny_llama
+from support.models import tiny_llama
 from transformers import AutoTokenizer
 import llm_energy_widget as lew
 from llm_energy_widget.models import DEFAULT_GGUF, default_model_dir
@@ -265,7 +266,7 @@ def test_exit_cancels_running_and_queued_runs_and_exits_cleanly(tmp_path: Any) -
     from llm_energy_widget.store import Store
 
     store = tmp_path / "runs.sqlite"
-    tests = str(Path(__file__).resolve().parent)
+    tests = str(Path(__file__).resolve().parents[1])
     script = EXIT_SCRIPT.format(tests=tests, store=str(store))
     t0 = time.monotonic()
     proc = subprocess.run(

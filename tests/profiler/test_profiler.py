@@ -5,12 +5,14 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import sys
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from lew_testkit import ConstantSource, tiny_llama
+from support.models import tiny_llama
+from support.sources import ConstantSource
 
 from llm_energy_widget.errors import (
     InvalidInputError,
@@ -40,7 +42,7 @@ def _profiler(model: Any, tok: Any, **kw: Any) -> EnergyProfiler:
 
 @pytest.mark.parametrize("level", ["token", "layer", "component", "deep"])
 def test_run_is_complete_and_outputs_unchanged(
-    level: str, tiny_model: Any, smollm_tokenizer: Any, no_thread_leak: None
+    level: str, tiny_model: Any, smollm_tokenizer: Any
 ) -> None:
     enc = smollm_tokenizer(PROMPT, return_tensors="pt")
     with torch.no_grad():
@@ -185,9 +187,7 @@ def test_events_stream_live(tiny_model: Any, smollm_tokenizer: Any) -> None:
     assert events.count("token_energy") == 5
 
 
-def test_cancel_keeps_what_was_measured(
-    tiny_model: Any, smollm_tokenizer: Any, no_thread_leak: None
-) -> None:
+def test_cancel_keeps_what_was_measured(tiny_model: Any, smollm_tokenizer: Any) -> None:
     prof = _profiler(tiny_model, smollm_tokenizer, level="component")
     run = prof.generate(
         PROMPT, max_new_tokens=200, min_new_tokens=200, do_sample=False, pad_token_id=0
@@ -200,9 +200,7 @@ def test_cancel_keeps_what_was_measured(
     assert all(t["energy_j"] is not None for t in run.tokens())
 
 
-def test_exception_inside_a_hook_cleans_up(
-    tiny_model: Any, smollm_tokenizer: Any, no_thread_leak: None
-) -> None:
+def test_exception_inside_a_hook_cleans_up(tiny_model: Any, smollm_tokenizer: Any) -> None:
     calls = {"n": 0}
 
     def bomb(module: Any, args: Any, out: Any) -> None:
@@ -226,9 +224,7 @@ def test_exception_inside_a_hook_cleans_up(
     assert all(p["end_ms"] is not None for p in run.phases())
 
 
-def test_exception_inside_the_sampler_is_reported(
-    tiny_model: Any, smollm_tokenizer: Any, no_thread_leak: None
-) -> None:
+def test_exception_inside_the_sampler_is_reported(tiny_model: Any, smollm_tokenizer: Any) -> None:
     prof = _profiler(tiny_model, smollm_tokenizer, power=ConstantSource(5.0, fail_after=3))
     run = prof.generate(PROMPT, max_new_tokens=4, do_sample=False, pad_token_id=0)
     assert run.wait(60)
@@ -292,11 +288,14 @@ def test_input_ids_without_tokenizer(tiny_model: Any) -> None:
     assert run.wait(60) and run.status == "completed" and run.n_tokens == 3
 
 
-def test_unavailable_power_source_is_explained(tiny_model: Any, smollm_tokenizer: Any) -> None:
+def test_unavailable_power_source_is_explained(
+    tiny_model: Any, smollm_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NVML made unavailable on every host (a GPU one too): `import pynvml` fails."""
+    monkeypatch.setitem(sys.modules, "pynvml", None)
     prof = _profiler(tiny_model, smollm_tokenizer, power="nvml")
-    with pytest.raises(SourceUnavailableError) as exc:
+    with pytest.raises(SourceUnavailableError, match="nvidia-ml-py is not installed"):
         prof.generate(PROMPT, max_new_tokens=2)
-    assert str(exc.value)
     assert _all_hooks(tiny_model) == 0
 
 

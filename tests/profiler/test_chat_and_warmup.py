@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 import torch
-from lew_testkit import ConstantSource, tiny_llama
+from support.models import tiny_llama
+from support.sources import ConstantSource
 
 from llm_energy_widget.cli import build_parser, profile_cmd
 from llm_energy_widget.errors import InvalidInputError

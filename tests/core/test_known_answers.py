@@ -355,7 +355,8 @@ def _profile(model: Any, tok: Any, power: Any, **kw: Any) -> Run:
 def test_deferred_stop_check_tokens_get_their_own_forward(
     tiny_model: Any, smollm_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lew_testkit import ConstantSource, HostEvent
+    from support.models import HostEvent
+    from support.sources import ConstantSource
     from transformers.generation import utils as gen_utils
 
     ordinary = _profile(tiny_model, smollm_tokenizer, ConstantSource(10.0), max_new_tokens=8)

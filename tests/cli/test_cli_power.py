@@ -13,7 +13,7 @@ import pytest
 from llm_energy_widget.cli import main
 from llm_energy_widget.power.record import READING_FIELDS
 
-FIXTURES = Path(__file__).parent / "fixtures" / "power"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "power"
 
 
 def json_lines(out: str) -> list[dict]:

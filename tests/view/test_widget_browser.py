@@ -8,8 +8,8 @@ import shutil
 import threading
 
 import pytest
-from lew_browser import CHROMIUM, CHROMIUM_ARGS
-from widget_harness import (
+from support.browser import CHROMIUM, CHROMIUM_ARGS
+from support.widget import (
     ARTIFACTS,
     XSS_TEXTS,
     capture,

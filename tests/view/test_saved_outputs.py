@@ -1,6 +1,6 @@
 """What the kernel leaves in each output once a run ends (issue 10): never the widget view, each
 output its own run, the final update published before `run.wait()` returns, and the saved
-notebook within its size budget. Read through `notebook_harness.FakeNotebook`, which applies
+notebook within its size budget. Read through `support.notebook.FakeNotebook`, which applies
 display messages the way JupyterLab and nbclient do."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import zlib
 
 import numpy as np
 import pytest
-from notebook_harness import WIDGET_VIEW, FakeNotebook, png_size, shown_run_id
-from store_node import eval_store, needs_node
-from widget_harness import events_with_full_power
+from support.notebook import WIDGET_VIEW, FakeNotebook, png_size, shown_run_id
+from support.store_node import eval_store, needs_node
+from support.widget import events_with_full_power
 
 from llm_energy_widget.core.recorder import Recorder
 from llm_energy_widget.core.schema import SUMMARY_LABELS

@@ -13,8 +13,8 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from store_node import eval_run, eval_store, needs_node, snapshot_items
-from widget_harness import full_run
+from support.store_node import eval_run, eval_store, needs_node, snapshot_items
+from support.widget import full_run
 
 from llm_energy_widget.core.attribution import OUTSIDE_LAYERS
 from llm_energy_widget.core.recorder import Recorder
@@ -88,9 +88,9 @@ return { energy: cells(1), time: cells(0), e: Array.from(store.tokEnergy.data.sl
 @needs_node
 def test_a_token_whose_layers_outlast_its_clock_never_gets_more_than_its_energy():
     run = full_run(n_tokens=6, n_layers=3)
-    row = run._layer_rows[3]
+    row = run.layers[3]
     row[:, :, TI] *= 1.6  # device-event time 1.2 x the host's token time
-    run._fill_modeled_energy(3)
+    Recorder(run).layers(3, row)  # modeled energy derived anew
     out = eval_run(run, CELLS_JS + "return { energy: cells(1)[3], cov: store.coverage(3) };")
     e3 = run.tokens()[3]["energy_j"]
     assert out["cov"] == pytest.approx(1.0)
@@ -155,8 +155,7 @@ def test_peak_card_is_the_generation_peak_of_the_total_rail_and_says_its_window(
 @needs_node
 def test_resolution_is_the_sources_and_short_tokens_say_they_are_interpolated(tmp_path):
     run = full_run(n_tokens=6, n_layers=2)
-    run.power_info["resolution_ms"] = 1000.0  # 1-s native updates, polled every 100 ms
-    run._summary = None
+    Recorder(run).power_info({"resolution_ms": 1000.0})  # 1-s native updates, polled every 100 ms
     out = eval_run(
         run,
         """return { src: mod.sourceNote(store), note: mod.summaryNote(store),
@@ -173,8 +172,7 @@ def test_resolution_is_the_sources_and_short_tokens_say_they_are_interpolated(tm
     assert page.count("&lt; resolution, interpolated") == 6
 
     # 50 ms: every token (60-72 ms, the prefill 200 ms) is longer, none is flagged
-    run.power_info["resolution_ms"] = 50.0
-    run._summary = None
+    Recorder(run).power_info({"resolution_ms": 50.0})
     out = eval_run(run, "return [0, 1, 2].map((t) => mod.tokenTip(store, t).join('|'));")
     assert not any("< resolution" in t for t in out)
     assert "interpolated" not in render_text(run)
@@ -235,8 +233,7 @@ def test_rates_and_metrics_carry_the_schema_names_everywhere():
 @needs_node
 def test_kind_badges_carry_the_scope_when_the_source_says():
     run = full_run(n_tokens=6, n_layers=2)
-    run.power_info.update(kind="estimated", scope="process")
-    run._summary = None
+    Recorder(run).power_info({"kind": "estimated", "scope": "process"})
     out = eval_run(
         run,
         """return { status: mod.statusItems(store), cards: mod.summaryCards(store),
@@ -263,7 +260,7 @@ def test_kind_badges_carry_the_scope_when_the_source_says():
 def test_an_unreliable_net_energy_says_so_with_the_warning():
     run = full_run(n_tokens=6, n_layers=2)
     run.baseline_w = 40.0  # above the run's ~25 W average: something else drew power then
-    run._summary = None
+    Recorder(run).power_info({})  # the summary is computed anew
     s = run.summary()
     assert s["net_energy_reliable"] is False and s["warnings"]
     out = eval_run(run, "return { cards: mod.summaryCards(store), w: store.summary.warnings };")
@@ -277,7 +274,7 @@ def test_an_unreliable_net_energy_says_so_with_the_warning():
     assert '<p class="warning">⚠ net energy is unreliable' in html_
 
     run.baseline_w = 5.0
-    run._summary = None
+    Recorder(run).power_info({})
     net = cards_by_key(eval_run(run, "return mod.summaryCards(store);"))["net_energy_j"]
     assert not net.get("unreliable") and net["sub"] == "baseline 5.00 W"
     assert "(unreliable)" not in render_text(run)
@@ -295,11 +292,11 @@ def heavy_tailed(run, seed: int = 5):
     rng = np.random.default_rng(seed)
     scale = np.array([0.02, 0.3, 0.1, 0.1, 0.3, 0.02, 1.0, 1.0, 1.0, 0.05, 0.05, 0.5])
     toks = run.tokens()
-    for i, row in enumerate(run._layer_rows):
+    for i, row in enumerate(run.layers):
         t = scale[None, : row.shape[1]] * rng.lognormal(0, 0.6, row.shape[:2])
         row[:, :, TI] = t * 0.75 * toks[i]["duration_ms"] / t.sum()
-        run._fill_modeled_energy(i)
-    run._summary = None
+        Recorder(run).layers(i, row)
+    Recorder(run).power_info({})  # the summary is computed anew
     return run
 
 

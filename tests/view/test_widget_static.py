@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 import zlib
 
 import pytest
-from widget_harness import XSS_TEXTS, full_run
+from support.widget import XSS_TEXTS, full_run
 
 from llm_energy_widget.errors import InvalidInputError
 from llm_energy_widget.testing import new_synthetic_run
