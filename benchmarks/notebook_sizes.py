@@ -9,7 +9,7 @@
   quickstart's run, --real; a synthetic run's noise activations compress worse: 250 KB).
 
 Synthetic 30 x 12 runs (SmolLM2's shape at component level) go through the real display path
-(`tests/widget/notebook_harness.FakeNotebook` applies display messages as JupyterLab and
+(`tests/support/notebook.FakeNotebook` applies display messages as JupyterLab and
 nbclient do). With --real, the quickstart (48 tokens, as shipped) and a second 48-token prompt
 are also executed headless with the default model, as `make demo` does, and that file is sized.
 
@@ -32,12 +32,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "widget"))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from notebook_harness import FakeNotebook  # noqa: E402
-from widget_harness import events_with_full_power  # noqa: E402
+from support.notebook import FakeNotebook  # noqa: E402
+from support.widget import events_with_full_power  # noqa: E402
 
 from llm_energy_widget.core.recorder import Recorder  # noqa: E402
 from llm_energy_widget.testing import apply_event, new_synthetic_run, synthetic_run  # noqa: E402

@@ -24,11 +24,10 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "widget"))
 sys.path.insert(0, str(REPO / "tests"))
 
-import widget_harness as wh  # noqa: E402
-from lew_browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+import support.widget as wh  # noqa: E402
+from support.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 from llm_energy_widget.core.recorder import Recorder  # noqa: E402
 from llm_energy_widget.testing import new_synthetic_run  # noqa: E402

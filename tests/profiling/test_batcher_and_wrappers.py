@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from prof_tiny import build, generate, hook_count, prompt_ids
+from support.archs import build, generate, hook_count, prompt_ids
 
 from llm_energy_widget.profiling.layer_profiler import LayerProfiler
 from llm_energy_widget.profiling.stats import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from prof_tiny import BoundaryStreamer, build, generate, hook_count, prompt_ids, token_rows
+from support.archs import BoundaryStreamer, build, generate, hook_count, prompt_ids, token_rows
 
 from llm_energy_widget.core.schema import METRICS
 from llm_energy_widget.profiling.layer_profiler import LayerProfiler
@@ -73,7 +73,7 @@ def test_cuda_reducer_thread_equals_collect(level: str, side_stream: bool) -> No
 
 
 def test_cuda_energy_profiler_run() -> None:
-    from lew_testkit import ConstantSource
+    from support.sources import ConstantSource
 
     from llm_energy_widget.profiler import EnergyProfiler
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import transformers as T
-from prof_tiny import (
+from support.archs import (
     GENERIC_ARCHS,
     REGISTRY_ARCHS,
     BoundaryStreamer,
@@ -260,7 +260,7 @@ def test_features_other_layouts() -> None:
     assert model_features(build("gpt2"))["attention_type"] == "MHA"
     moe = model_features(build("mixtral"))
     assert moe["moe"] is True and moe["experts"] == 4 and moe["experts_top_k"] == 2
-    from prof_tiny import CONFIGS
+    from support.archs import CONFIGS
 
     qwen = T.AutoModelForCausalLM.from_config(CONFIGS["qwen2"]()).to(torch.bfloat16)
     half = model_features(qwen)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from prof_tiny import build, prompt_ids
+from support.archs import build, prompt_ids
 from torch import nn
 
 from llm_energy_widget.core.schema import METRICS

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from prof_tiny import GENERIC_ARCHS, REGISTRY_ARCHS, build, generate, hook_count, prompt_ids
+from support.archs import GENERIC_ARCHS, REGISTRY_ARCHS, build, generate, hook_count, prompt_ids
 
 from llm_energy_widget.core.schema import METRICS
 from llm_energy_widget.errors import InvalidInputError

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from prof_tiny import BoundaryStreamer, build, generate, hook_count, prompt_ids, token_rows
+from support.archs import BoundaryStreamer, build, generate, hook_count, prompt_ids, token_rows
 
 from llm_energy_widget.core.schema import METRICS
 from llm_energy_widget.profiling.layer_profiler import LayerProfiler

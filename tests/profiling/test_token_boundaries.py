@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import torch
 import transformers as T
-from lew_testkit import ConstantSource, HostEvent
-from prof_tiny import CONFIGS, prompt_ids
+from support.archs import CONFIGS, prompt_ids
+from support.models import HostEvent
+from support.sources import ConstantSource
 from torch import nn
 from transformers.generation import utils as gen_utils
 
@@ -84,7 +85,7 @@ def _sleepy_llama() -> tuple[nn.Module, SleepySiLU, Spans]:
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() >= 2:
-                p.mul_(4.0)  # as prof_tiny.build: sharper logits, so tokens vary
+                p.mul_(4.0)  # as support.archs.build: sharper logits, so tokens vary
     act = SleepySiLU()
     model.model.layers[0].mlp.act_fn = act
     spans: Spans = []

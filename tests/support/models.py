@@ -1,6 +1,6 @@
 """Tiny random models built from configs (no downloads), and torch doubles for CPU runs.
 
-The per-architecture builders of the profiling tests are in tests/profiling/prof_tiny.py."""
+The per-architecture builders of the profiling tests are in support/archs.py."""
 
 from __future__ import annotations
 
