@@ -484,17 +484,9 @@ def live(model: Any = None, tokenizer: Any = None, prompt: Any = None, **kw: Any
 
 def _hide_in_this_cell(run: Run) -> None:
     """Until the running cell ends, displaying `run` shows nothing (it is already shown)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython is a dependency
-        return
-    shell = get_ipython()
-    if shell is None or not hasattr(shell, "events"):
-        return
-    run._displayed_in_cell = True
+    from .notebook.cells import on_cell_end
 
-    def cell_ended(*_args: Any) -> None:
+    def cell_ended() -> None:
         run._displayed_in_cell = False
-        shell.events.unregister("post_run_cell", cell_ended)
 
-    shell.events.register("post_run_cell", cell_ended)
+    run._displayed_in_cell = on_cell_end(cell_ended)

@@ -12,7 +12,7 @@ from support.runs import hand_run
 from support.threads import leftover_threads
 
 from llm_energy_widget.core.recorder import Recorder
-from llm_energy_widget.power.powermetrics import SkippedSampleWarning, warn_skipped
+from llm_energy_widget.power.streams import SkippedSampleWarning, warn_skipped
 from llm_energy_widget.testing import new_synthetic_run
 from llm_energy_widget.view.widget import EnergyWidget
 
