@@ -221,7 +221,7 @@ class RunData:
             return list(self._power_phase)
 
     def power_records(self) -> list[dict[str, Any]]:
-        """Power readings in the part-1 record shape (plus `phase`)."""
+        """Power readings as `core.schema.PowerPayload` dicts (READING_FIELDS plus `phase`)."""
         with self._lock:
             out = []
             src, kind = self.power_info.get("source"), self.power_info.get("kind")
