@@ -10,16 +10,59 @@ export interface Theme {
   phase: Record<string, string>;
 }
 
-/** Phase bands of the power chart, one per phase of run.PHASES (the tail: after the last token). */
-export const PHASE_FILL: Record<string, string> = {
-  baseline: "rgba(128,128,128,0.14)",
-  tokenize: "rgba(23,190,207,0.14)",
-  to_device: "rgba(188,189,34,0.14)",
-  prefill: "rgba(255,127,14,0.16)",
-  decode: "rgba(31,119,180,0.12)",
-  tail: "rgba(227,119,194,0.18)",
-  detokenize: "rgba(148,103,189,0.14)",
+// The palette: the same values as llm_energy_widget/view/palette.py, the one source of every
+// view's colours (tests/view_units/test_palette.py checks the two agree).
+
+/** The power rails' lines. */
+export const RAIL_COLORS: Record<string, string> = {
+  total: "#d62728",
+  cpu: "#1f77b4",
+  gpu: "#2ca02c",
+  ane: "#9467bd",
+  dram: "#ff7f0e",
 };
+
+/** The phase bands' colours and alphas, one per phase of run.PHASES (the tail: after the last token). */
+export const PHASE_COLORS: Record<string, string> = {
+  baseline: "#808080",
+  tokenize: "#17becf",
+  to_device: "#bcbd22",
+  prefill: "#ff7f0e",
+  decode: "#1f77b4",
+  tail: "#e377c2",
+  detokenize: "#9467bd",
+};
+export const PHASE_ALPHA: Record<string, number> = {
+  baseline: 0.14,
+  tokenize: 0.14,
+  to_device: 0.14,
+  prefill: 0.16,
+  decode: 0.12,
+  tail: 0.18,
+  detokenize: 0.14,
+};
+
+/** A phase without a colour, a cell without a value. */
+export const NEUTRAL = "#808080";
+
+// viridis, 9 stops: readable on light and dark backgrounds.
+export const SEQUENTIAL: ReadonlyArray<readonly [number, number, number]> = [
+  [68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141],
+  [39, 173, 129], [92, 200, 99], [170, 220, 50], [253, 231, 37],
+];
+
+function hexRgb(hex: string): [number, number, number] {
+  const h = hex.replace("#", "");
+  return [parseInt(h.slice(0, 2), 16), parseInt(h.slice(2, 4), 16), parseInt(h.slice(4, 6), 16)];
+}
+
+/** Phase bands of the power chart: each phase's colour at its alpha ("rgba(255,127,14,0.16)"). */
+export const PHASE_FILL: Record<string, string> = Object.fromEntries(
+  Object.entries(PHASE_COLORS).map(([name, hex]) => {
+    const [r, g, b] = hexRgb(hex);
+    return [name, `rgba(${r},${g},${b},${PHASE_ALPHA[name]})`];
+  }),
+);
 
 let cached: { el: Element; at: number; theme: Theme } | null = null;
 
@@ -40,11 +83,11 @@ export function readTheme(el: Element): Theme {
     bg: v("--lew-bg", "#fff"),
     font: v("--lew-font", "system-ui, sans-serif"),
     series: {
-      total_w: v("--lew-total", "#d62728"),
-      cpu_w: "#1f77b4",
-      gpu_w: "#2ca02c",
-      ane_w: "#9467bd",
-      dram_w: "#ff7f0e",
+      total_w: v("--lew-total", RAIL_COLORS.total),
+      cpu_w: RAIL_COLORS.cpu,
+      gpu_w: RAIL_COLORS.gpu,
+      ane_w: RAIL_COLORS.ane,
+      dram_w: RAIL_COLORS.dram,
     },
     phase: PHASE_FILL,
   };
@@ -52,19 +95,13 @@ export function readTheme(el: Element): Theme {
   return theme;
 }
 
-// viridis, 9 stops: readable on light and dark backgrounds.
-const STOPS = [
-  [68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141],
-  [39, 173, 129], [92, 200, 99], [170, 220, 50], [253, 231, 37],
-];
-
 export function colormap(x: number): [number, number, number] {
-  if (!isFinite(x)) return [128, 128, 128];
-  const t = Math.min(1, Math.max(0, x)) * (STOPS.length - 1);
-  const i = Math.min(STOPS.length - 2, Math.floor(t));
+  if (!isFinite(x)) return hexRgb(NEUTRAL);
+  const t = Math.min(1, Math.max(0, x)) * (SEQUENTIAL.length - 1);
+  const i = Math.min(SEQUENTIAL.length - 2, Math.floor(t));
   const f = t - i;
-  const a = STOPS[i];
-  const b = STOPS[i + 1];
+  const a = SEQUENTIAL[i];
+  const b = SEQUENTIAL[i + 1];
   return [0, 1, 2].map((k) => Math.round(a[k] + (b[k] - a[k]) * f)) as [number, number, number];
 }
 

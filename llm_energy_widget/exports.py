@@ -335,7 +335,7 @@ def trace_events(run: Run, detail: str = "component") -> list[dict[str, Any]]:
 
 
 def _layer_events(run: Run, tokens: list[dict[str, Any]], detail: str) -> list[dict[str, Any]]:
-    from .analysis.names import layer_label
+    from .view.text import layer_label
 
     arr = run.layers
     if arr.size == 0:

@@ -10,18 +10,19 @@ the text, the HTML and the figures show them by their `core.schema` names (`deco
 from __future__ import annotations
 
 import html
-import math
 import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core.jsonsafe import none_if_nan
 from ..core.schema import SUMMARY_LABELS
 from ..errors import InvalidInputError
 from ..run import Run
+from ..view.text import esc, fmt_sig, kind_text, layer_label
 from .figures import MAX_LINE_POINTS, PHASE_COLORS, _envelope, decode_rows
-from .names import kind_scope, layer_label, summary_name, summary_unit
+from .names import summary_name, summary_unit
 from .theme import PALETTE, compact, style
 
 if TYPE_CHECKING:
@@ -248,10 +249,7 @@ class Comparison:
         out = []
         for rec in self.table.to_dict(orient="records"):
             out.append(
-                {
-                    str(k): None if isinstance(v, float) and math.isnan(v) else _py(v)
-                    for k, v in rec.items()
-                }
+                {str(k): _py(none_if_nan(v) if isinstance(v, float) else v) for k, v in rec.items()}
             )
         return out
 
@@ -442,7 +440,7 @@ class Comparison:
             sh = row.get("prefill_share")
             share_cell = f"{100 * sh:.0f} %" if sh is not None and sh == sh else "–"
             info = r.power_info
-            kind = kind_scope(info.get("kind", "estimated"), info.get("scope"))
+            kind = kind_text(info.get("kind", "estimated"), info.get("scope"))
             body.append(
                 f'<tr><td style="text-align:left" title="run {html.escape(r.run_id)}">'
                 f"{html.escape(label)}</td>{cells}"
@@ -514,11 +512,9 @@ _SUB = "font-weight:normal;font-size:85%;opacity:0.75;white-space:nowrap"
 
 
 def _fmt(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
     if isinstance(v, (int, float, np.floating, np.integer)):
-        return f"{float(v):.4g}"
-    return html.escape(str(v))
+        return fmt_sig(float(v), digits=4)
+    return fmt_sig(v) if v is None else esc(v)
 
 
 def _py(v: Any) -> Any:

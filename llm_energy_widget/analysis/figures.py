@@ -31,9 +31,10 @@ import numpy as np
 from ..core.attribution import OUTSIDE_LAYERS
 from ..core.schema import METRIC_LABELS, METRIC_UNITS, SUMMARY_LABELS
 from ..errors import InvalidInputError
-from ..view.static import PHASE_COLORS as _WIDGET_PHASE_COLORS
-from ..view.static import RAIL_COLORS as _WIDGET_RAIL_COLORS
-from .names import kind_scope, layer_label, window_note
+from ..view.palette import NEUTRAL, plotly_colorscale
+from ..view.palette import PHASE_COLORS as _WIDGET_PHASE_COLORS
+from ..view.palette import RAIL_COLORS as _WIDGET_RAIL_COLORS
+from ..view.text import kind_text, layer_label, window_note
 from .theme import FONT_COLOR, GRID_COLOR, PALETTE, compact, mix, rgba, style, text_on
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def energy_label(run: Run) -> str:
     res_s = f", resolution {res:g} ms" if res is not None else ""
     win = window_note(info.get("power_window_ms"))
     win_s = f", power readings are {win}s" if win else ""
-    kind = kind_scope(info.get("kind", "estimated"), info.get("scope"))
+    kind = kind_text(info.get("kind", "estimated"), info.get("scope"))
     return f"{kind}, source {info.get('source', 'unknown')}{res_s}{win_s}"
 
 
@@ -114,7 +115,7 @@ def _coverage_note(run: Run) -> str:
 
 
 def _phase_color(name: str) -> str:
-    return PHASE_COLORS.get(name, "#888888")
+    return PHASE_COLORS.get(name, NEUTRAL)
 
 
 def _envelope(t: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -410,7 +411,7 @@ class RunFigures:
         fig = go.Figure(
             go.Heatmap(
                 z=[compact(row) for row in np.asarray(z, dtype=float)], x=run.component_names,
-                y=_layer_labels(run), colorscale="Viridis", xgap=1, ygap=1,
+                y=_layer_labels(run), colorscale=plotly_colorscale(), xgap=1, ygap=1,
                 colorbar={"title": {"text": f"{name} ({unit})" if unit else name},
                           "outlinewidth": 0},
                 hovertemplate="%{y} %{x}: %{z:.4g}" + (f" {unit}" if unit else "")

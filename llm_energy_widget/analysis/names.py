@@ -1,16 +1,16 @@
 """How the consumers (figures, comparison, CLI) write a figure's name, unit and kind.
 
 The names themselves live in `core.schema` (SUMMARY_LABELS, METRIC_LABELS); this module only adds
-what a column header or a title needs around them: the unit, the layer's short name, the
-kind with its scope, the averaging window of the power readings.
+what a column header or a title needs around them: the unit. The layer's short name and the power
+readings' averaging window are `view.text`'s (re-exported here), as is every number's text.
 """
 
 from __future__ import annotations
 
-from ..core.format import layer_label
 from ..core.schema import SUMMARY_LABELS
+from ..view.text import layer_label, window_note  # re-exported: their home is view.text
 
-__all__ = ["kind_scope", "layer_label", "summary_name", "summary_unit", "window_note"]
+__all__ = ["layer_label", "summary_name", "summary_unit", "window_note"]
 
 _UNITS = (("_ms", "ms"), ("_js", "J·s"), ("_j", "J"), ("_w", "W"), ("_usd", "USD"), ("_g", "g"))
 
@@ -35,18 +35,3 @@ def summary_name(key: str) -> str:
     if label is None or not unit:
         return label or key
     return f"{label[:-1]}; {unit})" if label.endswith(")") else f"{label} ({unit})"
-
-
-def window_note(window_ms: object) -> str:
-    """'1-s average' for a source that averages power over 1000 ms ('' when it does not)."""
-    if not isinstance(window_ms, (int, float)) or window_ms != window_ms or window_ms <= 0:
-        return ""
-    if window_ms >= 1000:
-        return f"{window_ms / 1000:g}-s average"
-    return f"{window_ms:g}-ms average"
-
-
-def kind_scope(kind: object, scope: object) -> str:
-    """'estimated · process': the kind of the energy figures and what they cover."""
-    k = str(kind) if kind else "estimated"
-    return f"{k} · {scope}" if scope else k

@@ -13,11 +13,13 @@ source, resolution) never runs out of the plot at notebook widths.
 from __future__ import annotations
 
 import html
-import math
 import re
 import textwrap
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from ..core.jsonsafe import finite_or_none
+from ..view.palette import CATEGORICAL, plotly_colorscale
 
 __all__ = [
     "FONT_COLOR",
@@ -32,11 +34,8 @@ __all__ = [
 FONT_COLOR = "#767676"
 GRID_COLOR = "rgba(128,128,128,0.22)"
 LINE_COLOR = "rgba(128,128,128,0.55)"
-PALETTE = (
-    "#4C78A8", "#F58518", "#54A24B", "#E45756", "#B279A2",
-    "#72B7B2", "#EECA3B", "#9D755D", "#FF9DA6", "#8C8C8C",
-)  # fmt: skip
-"""Tableau-10 order: every colour keeps >= 2.5:1 against white and against #111."""
+PALETTE = CATEGORICAL
+"""`view.palette.CATEGORICAL` (Tableau-10 order): the plotly colorway."""
 
 TITLE_WRAP_CHARS = 96
 """Detail lines wrap at this many characters (about 700 px at 12 px type)."""
@@ -70,7 +69,7 @@ def template() -> dict[str, Any]:
                 "activecolor": "rgba(128,128,128,1)",
             },
             "hoverlabel": {"font": {"size": 12}},
-            "colorscale": {"sequential": "Viridis"},
+            "colorscale": {"sequential": plotly_colorscale()},
         }
     }
 
@@ -139,8 +138,8 @@ def compact(values: Iterable[Any], digits: int = 4) -> list[float | None]:
     """
     out: list[float | None] = []
     for v in values:
-        f = float(v) if v is not None else math.nan
-        out.append(float(f"{f:.{digits}g}") if math.isfinite(f) else None)
+        f = finite_or_none(v)
+        out.append(None if f is None else float(f"{f:.{digits}g}"))
     return out
 
 

@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.names import kind_scope, window_note
 from ..core.attribution import OUTSIDE_LAYERS
-from ..core.format import format_cost
 from ..core.schema import SUMMARY_DEFINITIONS, SUMMARY_LABELS
 from ..run import Run
+from ..view.text import fmt_sig, format_cost, kind_text, window_note
 
 __all__ = ["fmt", "power_line", "print_run", "summary_rows"]
 
@@ -32,11 +31,7 @@ DEFINED = (
 
 def fmt(v: Any, unit: str = "", digits: int = 4) -> str:
     """`0.75 J`; `n/a` for a figure that cannot be known."""
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}{unit}"
-    return f"{v}{unit}"
+    return fmt_sig(v, unit, digits, missing="n/a")
 
 
 def power_line(run: Run) -> str:
@@ -51,7 +46,7 @@ def power_line(run: Run) -> str:
     if win:
         parts.append(f"power readings are {win}s")
     about = f" — {p['description']}" if p.get("description") else ""
-    kind = kind_scope(p.get("kind"), p.get("scope"))
+    kind = kind_text(p.get("kind"), p.get("scope"))
     return f"power: {p.get('source')} [{kind}], {', '.join(parts)}{about}"
 
 
@@ -72,7 +67,7 @@ def _peak(s: dict[str, Any], window_ms: Any) -> str:
 def summary_rows(run: Run, price_note: str | None = None) -> list[tuple[str, str]]:
     """(name, value) lines of the summary, headline first; optional rows left out when empty."""
     s = run.summary()
-    kind = kind_scope(s.get("energy_kind"), s.get("energy_scope"))
+    kind = kind_text(s.get("energy_kind"), s.get("energy_scope"))
     rows: list[tuple[str, str]] = []
 
     def row(key: str, value: str, optional: bool = False) -> None:
@@ -139,7 +134,7 @@ def print_run(
         _print_layers(run, w)
     s = run.summary()
     w(f"\nresponse: {run.response!r}\n")
-    kind = kind_scope(s.get("energy_kind"), s.get("energy_scope"))
+    kind = kind_text(s.get("energy_kind"), s.get("energy_scope"))
     layers = f"; layer shares and '{OUTSIDE_LAYERS}' modeled" if run.layers.size else ""
     w(f"summary ({kind} energy{layers}):\n")
     rows = summary_rows(run, price_note)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from typing import Any
 
-from ..analysis.names import kind_scope
 from ..core.schema import SUMMARY_LABELS
 from ..errors import InvalidInputError
+from ..view.text import fmt_sig, kind_text
 
 FORMATS = ("json", "csv", "parquet", "trace")
 RUNS_COLUMNS = ("decode_j_per_token", "prefill_j_per_prompt_token", "decode_tokens_per_s",
@@ -84,14 +83,6 @@ def _store(args: argparse.Namespace, read_only: bool = False, create: bool = Tru
     return Store(args.store, read_only=read_only, create=create)
 
 
-def _fmt(v: Any, unit: str = "", digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}{unit}"
-    return f"{v}{unit}"
-
-
 def cmd_runs(args: argparse.Namespace) -> int:
     from ..store.paths import default_path
 
@@ -131,8 +122,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 r["status"],
                 _short(r["model"] or "", 32),
                 str(r["n_tokens"]),
-                *(_fmt(s.get(k), " J" if k.endswith("_j") else "") for k in RUNS_COLUMNS),
-                kind_scope(r["power_kind"] or s.get("energy_kind"), s.get("energy_scope")),
+                *(fmt_sig(s.get(k), " J" if k.endswith("_j") else "", 3) for k in RUNS_COLUMNS),
+                kind_text(r["power_kind"] or s.get("energy_kind"), s.get("energy_scope")),
             )
         )
     widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]

@@ -129,7 +129,7 @@ class Recorder:
                 if error is not None:
                     r.error = error
                     r.error_message = f"{type(error).__name__}: {error}"
-                self._flush_token_energies(final=True)
+                self._flush_token_energies()
                 r.warnings.extend(r._events.failure_warnings())
                 for i in range(len(r._layer_rows)):
                     r._fill_modeled_energy(i)
@@ -152,7 +152,7 @@ class Recorder:
                     log.exception("run %s: freeing its place in the queue failed", r.run_id)
             r._done.set()  # last: wait() returns only after every event was sent
 
-    def _flush_token_energies(self, final: bool = False) -> None:
+    def _flush_token_energies(self) -> None:
         """Send token_energy for tokens the energy curve now covers (in order)."""
         r = self.run
         n = r.n_tokens
@@ -170,4 +170,3 @@ class Recorder:
                 if i < len(r._layer_rows):
                     r._fill_modeled_energy(i)
                     r._emit("layers", {"index": i, "values": r._layer_rows[i]})
-        del final

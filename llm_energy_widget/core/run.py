@@ -21,7 +21,7 @@ from ..power.energy import EnergyCurve, FloatArray
 from ..power.record import POWER_COLUMNS, RAILS
 from .attribution import cell_energy_j, coverage, layers_time_ms
 from .events import EventBus, Listener
-from .jsonsafe import nan_to_none, strict_json
+from .jsonsafe import nan_to_none, none_if_nan, strict_json
 from .schema import METRICS, TOKEN_COLUMNS
 from .summary import compute_summary
 from .validation import finite_number
@@ -220,7 +220,7 @@ class RunData:
             return list(self._power_phase)
 
     def power_records(self) -> list[dict[str, Any]]:
-        """Power readings in the part-1 record shape (plus `phase`)."""
+        """Power readings as `core.schema.PowerPayload` dicts (READING_FIELDS plus `phase`)."""
         with self._lock:
             out = []
             src, kind = self.power_info.get("source"), self.power_info.get("kind")
@@ -228,7 +228,7 @@ class RunData:
                 rec: dict[str, Any] = {"t_ms": self._power["t_ms"][i]}
                 for r in RAILS:
                     v = self._power[f"{r}_w"][i]
-                    rec[f"{r}_w"] = None if np.isnan(v) else v
+                    rec[f"{r}_w"] = none_if_nan(v)
                 rec["total_w"] = self._power["total_w"][i]
                 rec["energy_j"] = self._power["energy_j"][i]
                 rec["source"], rec["kind"] = src, kind
@@ -266,13 +266,13 @@ class RunData:
             for i in range(self.n_tokens):
                 rec = self._token_payload(i)
                 for k in ("start_ms", "end_ms", "duration_ms"):
-                    if rec[k] != rec[k]:  # NaN: no per-token timing (non-streaming fallback)
-                        rec[k] = None
+                    # NaN: no per-token timing (non-streaming fallback)
+                    rec[k] = none_if_nan(rec[k])
                 e = float(energies[i])
-                rec["energy_j"] = None if np.isnan(e) else e
+                rec["energy_j"] = none_if_nan(e)
                 dur_ms = rec["duration_ms"]
                 dur_s = (dur_ms or 0.0) / 1000.0
-                rec["avg_power_w"] = None if np.isnan(e) or dur_s <= 0 else e / dur_s
+                rec["avg_power_w"] = None if rec["energy_j"] is None or dur_s <= 0 else e / dur_s
                 rec["below_resolution"] = bool(
                     dur_ms is not None and res_ms is not None and dur_ms < res_ms
                 )
@@ -283,8 +283,8 @@ class RunData:
                         else float("nan")
                     )
                     cov = coverage(dur_ms if dur_ms is not None else float("nan"), hooked)
-                    rec["layers_ms"] = None if np.isnan(hooked) else hooked
-                    rec["layer_coverage"] = None if np.isnan(cov) else cov
+                    rec["layers_ms"] = none_if_nan(hooked)
+                    rec["layer_coverage"] = none_if_nan(cov)
                     rec["outside_layers_j"] = (
                         None if np.isnan(cov) or np.isnan(e) else e * (1.0 - cov)
                     )
@@ -314,7 +314,7 @@ class RunData:
                     else float("nan")
                 )
                 rec["duration_ms"] = None if ph["end_ms"] is None else ph["end_ms"] - ph["start_ms"]
-                rec["energy_j"] = None if np.isnan(e) else e
+                rec["energy_j"] = none_if_nan(e)
                 dur = rec["duration_ms"]
                 rec["avg_power_w"] = None if rec["energy_j"] is None or not dur else e / (dur / 1e3)
                 out.append(rec)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import os
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError
 from .attribution import window_peak_w, window_readings
+from .jsonsafe import finite_or_none as _num
 from .validation import finite_number
 
 if TYPE_CHECKING:
@@ -18,13 +18,6 @@ DEFAULT_PRICE_PER_KWH = 0.15
 DEFAULT_CARBON_G_PER_KWH = 400.0
 """gCO2e per kWh (roughly a world-average grid); override with LLM_ENERGY_CARBON_G_PER_KWH."""
 PEAK_COLUMNS = ("cpu_w", "gpu_w", "ane_w", "dram_w", "total_w")
-
-
-def _num(x: float | None) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return None if math.isnan(x) or math.isinf(x) else x
 
 
 def _env_number(name: str, default: float) -> float:
@@ -97,7 +90,7 @@ def compute_summary(run: Run) -> dict[str, Any]:
     duration_ms = None
     if t_start is not None and t_end is not None and t_end > t_start:
         duration_ms = t_end - t_start
-        total_e = _num(curve.energy_between(t_start, t_end))  # type: ignore[arg-type]
+        total_e = _num(curve.energy_between(t_start, t_end))
 
     baseline_w = run.baseline_w
     net_e = None

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import numpy as np
 
-from ..core.jsonsafe import strict_json
+from ..core.jsonsafe import none_if_nan, strict_json
 from ..core.schema import POWER_COLUMNS  # the columns of the `power` table (store/schema.py)
 
 __all__ = ["POWER_COLUMNS", "dumps", "layer_row", "loads"]
 
 
 def _default(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return [None if isinstance(v, float) and math.isnan(v) else v for v in x.tolist()]
-    if isinstance(x, (np.floating, np.integer, np.bool_)):
-        return x.item()
-    if isinstance(x, (set, tuple)):
-        return list(x)
+    # strict_json already made arrays, numpy scalars and tuples plain; what is left is sets
+    # (their items made plain the same way) and objects JSON has no form for (their repr)
+    if isinstance(x, set):
+        return strict_json(list(x))
     return repr(x)
 
 
@@ -33,10 +30,8 @@ def loads(s: str | None, default: Any = None) -> Any:
 
 
 def num(x: Any) -> float | None:
-    if x is None:
-        return None
-    f = float(x)
-    return None if math.isnan(f) else f
+    """A store column's REAL: `float(x)`, None for None or NaN."""
+    return none_if_nan(None if x is None else float(x))
 
 
 def layer_blob(values: np.ndarray) -> bytes:

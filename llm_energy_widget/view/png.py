@@ -24,15 +24,13 @@ import numpy as np
 from ..core.attribution import OUTSIDE_LAYERS
 from ..core.schema import METRIC_LABELS, SUMMARY_LABELS
 from ..power.record import RAILS
+from .palette import NEUTRAL, PHASE_COLORS, RAIL_COLORS, matplotlib_stops
 from .static import (
-    PHASE_COLORS,
-    RAIL_COLORS,
-    fmt_energy,
-    kind_text,
     mean_rows,
     source_line,
     summary_rows,
 )
+from .text import fmt_energy, fmt_pct, kind_text, short_layer
 
 if TYPE_CHECKING:
     from ..run import Run
@@ -99,7 +97,7 @@ def _draw_power(ax: Any, run: Run) -> None:
         a = p["start_ms"] / 1000.0
         b = (p["end_ms"] / 1000.0) if p["end_ms"] is not None else t_end
         ax.axvspan(
-            a, max(b, a + 1e-3), color=PHASE_COLORS.get(p["name"], "#888888"), alpha=0.16, lw=0
+            a, max(b, a + 1e-3), color=PHASE_COLORS.get(p["name"], NEUTRAL), alpha=0.16, lw=0
         )
     total = pw["total_w"]
     for rail in RAILS:
@@ -124,7 +122,7 @@ def _draw_power(ax: Any, run: Run) -> None:
     handles, labels = ax.get_legend_handles_labels()
     from matplotlib.patches import Patch
 
-    handles += [Patch(color=PHASE_COLORS.get(n, "#888888"), alpha=0.35) for n in names]
+    handles += [Patch(color=PHASE_COLORS.get(n, NEUTRAL), alpha=0.35) for n in names]
     labels += names
     ax.legend(
         handles,
@@ -162,13 +160,14 @@ def _draw_heatmap(fig: Any, ax: Any, run: Run) -> None:
         from matplotlib.colors import LogNorm
 
         norm = LogNorm(vmin=float(positive.min()), vmax=float(positive.max()))
-    im = ax.imshow(masked, aspect="auto", interpolation="nearest", cmap="viridis", norm=norm)
+    from matplotlib.colors import LinearSegmentedColormap
+
+    cmap = LinearSegmentedColormap.from_list("lew_sequential", matplotlib_stops())
+    im = ax.imshow(masked, aspect="auto", interpolation="nearest", cmap=cmap, norm=norm)
     n_c, n_l = masked.shape
     step = max(1, math.ceil(n_l / 16))
     ax.set_xticks(range(0, n_l, step))
-    ax.set_xticklabels(
-        [_short_layer(run.layer_names[i]) for i in range(0, n_l, step)], fontsize=6.5
-    )
+    ax.set_xticklabels([short_layer(run.layer_names[i]) for i in range(0, n_l, step)], fontsize=6.5)
     ax.set_xlabel("decoder layer", fontsize=7, labelpad=1)
     ax.set_yticks(range(n_c))
     ax.set_yticklabels(run.component_names, fontsize=6.5)
@@ -176,12 +175,6 @@ def _draw_heatmap(fig: Any, ax: Any, run: Run) -> None:
     bar = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.01)
     bar.ax.tick_params(labelsize=6)
     bar.set_label("ms" + (", log scale" if norm is not None else ""), fontsize=6.5, labelpad=1)
-
-
-def _short_layer(name: str) -> str:
-    """`model.layers.12` -> `12` (the axis says they are decoder layers)."""
-    tail = name.rsplit(".", 1)[-1]
-    return tail if tail.isdigit() else name
 
 
 def header_lines(run: Run) -> list[str]:
@@ -199,7 +192,7 @@ def header_lines(run: Run) -> list[str]:
     outside = s.get("outside_layers_energy_j")
     extra = source_line(run)
     if cov is not None:
-        extra += f" · layers cover {cov * 100:.3g} % of token time"
+        extra += f" · layers cover {fmt_pct(cov)} of token time"
         if outside is not None:
             extra += f", {OUTSIDE_LAYERS} {fmt_energy(outside)} (modeled)"
     if run.error_message:

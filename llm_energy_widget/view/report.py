@@ -10,15 +10,15 @@ is fetched from a URL.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidInputError
 from .bundle import BUNDLE_CSS, BUNDLE_JS
+from .palette import KIND_COLORS
 from .saved import bundle_payload, pack_snapshot
 from .static import (
     below_resolution_line,
@@ -28,6 +28,8 @@ from .static import (
     summary_rows,
     summary_warnings,
 )
+from .text import esc as _esc
+from .text import fmt_pct, fmt_sig
 from .wire import snapshot_of
 
 if TYPE_CHECKING:
@@ -44,9 +46,9 @@ table { border-collapse: collapse; margin: 8px 0 16px; font-size: 12px; }
 th, td { border: 1px solid rgba(128,128,128,.35); padding: 2px 8px; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 pre { white-space: pre-wrap; word-break: break-word; }
-.note { color: #b26a00; }
+.note { color: KIND_ESTIMATED; }
 #lew-fallback svg { max-width: 100%; height: auto; }
-"""
+""".replace("KIND_ESTIMATED", KIND_COLORS["estimated"])
 
 BOOT_JS = """
 const el = document.getElementById("lew-widget");
@@ -76,10 +78,6 @@ try {
   document.documentElement.dataset.lewRendered = "error";
 }
 """
-
-
-def _esc(x: Any) -> str:
-    return html.escape(str(x), quote=True)
 
 
 def _table(headers: list[str], rows: list[list[str]], numeric: set[int] | None = None) -> str:
@@ -114,9 +112,9 @@ def _token_rows(run: Run) -> list[list[str]]:
                 json.dumps(t["text"], ensure_ascii=False),
                 str(t["phase"]),
                 f"{t['duration_ms']:.2f}",
-                "–" if e is None else f"{e:.6g}",
-                "–" if p is None else f"{p:.4g}",
-                "–" if cov is None else f"{cov * 100:.3g} %",
+                fmt_sig(e, digits=6),
+                fmt_sig(p, digits=4),
+                fmt_pct(cov),
                 "< resolution, interpolated" if t.get("below_resolution") else "",
             ]
         )

@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import html
 import json
 import struct
 import threading
@@ -36,14 +35,14 @@ from typing import TYPE_CHECKING, Any
 
 from .static import (
     below_resolution_line,
-    fmt_energy,
-    kind_text,
     phase_rows,
     render_text,
     source_line,
     summary_rows,
     summary_warnings,
 )
+from .text import esc as _esc
+from .text import fmt_energy, kind_text
 
 if TYPE_CHECKING:
     from ..run import Run
@@ -103,10 +102,6 @@ BOOT_JS = """(function () {
     console.warn("llm-energy-widget: interactive view unavailable, static view kept:", err);
   });
 })();"""
-
-
-def _esc(x: Any) -> str:
-    return html.escape(str(x), quote=True)
 
 
 def _b64(data: bytes) -> str:

@@ -6,98 +6,24 @@ untrusted model output.
 
 from __future__ import annotations
 
-import html
 import math
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..core.attribution import OUTSIDE_LAYERS
-from ..core.format import format_cost
 from ..core.schema import METRIC_LABELS, METRIC_UNITS, SUMMARY_LABELS
 from ..power.record import RAILS
+from .palette import NEUTRAL, PHASE_COLORS, RAIL_COLORS, sequential_hex
+from .text import esc as _esc
+from .text import fmt_energy, format_cost, kind_text
+from .text import fmt_num as _num
+from .text import fmt_pct as _pct
+from .text import window_adjective as _window
 
 if TYPE_CHECKING:
     from ..run import Run
-
-RAIL_COLORS = {
-    "total": "#d62728",
-    "cpu": "#1f77b4",
-    "gpu": "#2ca02c",
-    "ane": "#9467bd",
-    "dram": "#ff7f0e",
-}
-PHASE_COLORS = {
-    "baseline": "#888888",
-    "tokenize": "#17becf",
-    "to_device": "#bcbd22",
-    "prefill": "#ff7f0e",
-    "decode": "#1f77b4",
-    "tail": "#e377c2",
-    "detokenize": "#9467bd",
-}
-VIRIDIS = [
-    (68, 1, 84),
-    (71, 44, 122),
-    (59, 81, 139),
-    (44, 113, 142),
-    (33, 144, 141),
-    (39, 173, 129),
-    (92, 200, 99),
-    (170, 220, 50),
-    (253, 231, 37),
-]
-
-
-def _esc(x: Any) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def fmt_energy(j: float | None) -> str:
-    if j is None or not math.isfinite(j):
-        return "–"
-    a = abs(j)
-    if a >= 1000:
-        return f"{j / 1000:.3g} kJ"
-    if a >= 1:
-        return f"{j:.3g} J"
-    if a >= 1e-3:
-        return f"{j * 1e3:.3g} mJ"
-    return f"{j * 1e6:.3g} µJ" if a else "0 J"
-
-
-def _num(x: float | None, unit: str = "") -> str:
-    if x is None or not math.isfinite(x):
-        return "–"
-    s = f"{x:.0f}" if abs(x) >= 1000 else f"{x:.3g}"
-    return f"{s} {unit}".strip()
-
-
-def _color(x: float) -> str:
-    if not math.isfinite(x):
-        return "#888888"
-    t = min(1.0, max(0.0, x)) * (len(VIRIDIS) - 1)
-    i = min(len(VIRIDIS) - 2, int(t))
-    f = t - i
-    a, b = VIRIDIS[i], VIRIDIS[i + 1]
-    r, g, bl = (round(a[k] + (b[k] - a[k]) * f) for k in range(3))
-    return f"#{r:02x}{g:02x}{bl:02x}"
-
-
-def kind_text(kind: str | None, scope: str | None = None) -> str:
-    """A figure's kind with the scope it covers, where known: "estimated · process"."""
-    k = kind or "estimated"
-    return f"{k} · {scope}" if scope else k
-
-
-def _window(ms: float) -> str:
-    """A power averaging window as an adjective: 1000 -> "1-s", 100 -> "100-ms"."""
-    return f"{ms / 1000:.3g}-s" if ms >= 1000 else f"{ms:.3g}-ms"
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None or not math.isfinite(x) else f"{x * 100:.3g} %"
 
 
 def summary_rows(run: Run) -> list[tuple[str, str, str]]:
@@ -238,7 +164,7 @@ def _power_svg(run: Run, x: float, y: float, w: float, h: float) -> list[str]:
     for p in phases:
         a = px(p["start_ms"] / 1000)
         b = px((p["end_ms"] if p["end_ms"] is not None else t[-1] * 1000) / 1000)
-        color = PHASE_COLORS.get(p["name"], "#888888")
+        color = PHASE_COLORS.get(p["name"], NEUTRAL)
         out.append(
             f'<rect x="{a:.1f}" y="0" width="{max(1.0, b - a):.1f}" height="{h:.0f}" '
             f'fill="{color}" fill-opacity="0.15"><title>{_esc(p["name"])}</title></rect>'
@@ -263,7 +189,7 @@ def _power_svg(run: Run, x: float, y: float, w: float, h: float) -> list[str]:
     # phases named in a legend too: a short one (the tail, say) is too narrow for its label
     lx = 60.0
     for name in dict.fromkeys(p["name"] for p in phases):
-        color = PHASE_COLORS.get(name, "#888888")
+        color = PHASE_COLORS.get(name, NEUTRAL)
         out.append(
             f'<rect x="{lx:.0f}" y="{h + 6:.0f}" width="10" height="9" fill="{color}" '
             f'fill-opacity="0.35" class="phase-key"><title>{_esc(name)}</title></rect>'
@@ -361,7 +287,7 @@ def _heatmap_svg(
             out.append(
                 f'<rect x="{label_w + ci * cw:.1f}" y="{top + li * ch:.1f}" '
                 f'width="{max(1.0, cw - 1):.1f}" height="{max(1.0, ch - 1):.1f}" '
-                f'fill="{_color((v - lo) / span)}">'
+                f'fill="{sequential_hex((v - lo) / span)}">'
                 + (f"<title>{_esc(cell_tip(li, ci))}</title>" if cell_titles else "")
                 + "</rect>"
             )

@@ -394,20 +394,25 @@ class EnergyWidget(anywidget.AnyWidget):
                 return False
             self._drop_unchanged_layers(batch)
             self._seq += 1
-            header, buffers = encode(
-                batch,
-                kind="delta",
-                seq=self._seq,
-                run_key=self._run_key,
-                live_metric_idx=self._live_idx,
-                time_col=self._time_col,
-            )
+            header, buffers = self._encode(batch, "delta")
             self._last_flush_s = time.monotonic()
             self.send(header, buffers)
             if batch.summary is None:
                 return False
         self._write_final_snapshot(run)
         return True
+
+    def _encode(self, batch: Batch, kind: str) -> tuple[dict[str, Any], list[bytes]]:
+        """`batch` as one message of this widget's run (its key, the last seq, the live metric
+        and time column); the caller holds `_flush_lock`."""
+        return encode(
+            batch,
+            kind=kind,
+            seq=self._seq,
+            run_key=self._run_key,
+            live_metric_idx=self._live_idx,
+            time_col=self._time_col,
+        )
 
     def _drop_unchanged_layers(self, batch: Batch) -> None:
         """The Run re-emits a row when its modeled energy_j is filled; the view derives that."""
@@ -465,14 +470,7 @@ class EnergyWidget(anywidget.AnyWidget):
             return
         batch.first_event_s = time.time()
         with self._flush_lock:
-            header, buffers = encode(
-                batch,
-                kind="snapshot",
-                seq=self._seq,
-                run_key=self._run_key,
-                live_metric_idx=self._live_idx,
-                time_col=self._time_col,
-            )
+            header, buffers = self._encode(batch, "snapshot")
         self.send(header, buffers)
 
     # -- display ----------------------------------------------------------------------------------

@@ -32,7 +32,6 @@ from support.widget import (
 )
 
 from llm_energy_widget.cli.run_text import summary_rows as cli_rows
-from llm_energy_widget.core.format import format_cost
 from llm_energy_widget.core.recorder import Recorder
 from llm_energy_widget.core.schema import (
     ESTIMATE_UNCERTAINTY,
@@ -44,6 +43,7 @@ from llm_energy_widget.core.schema import (
 from llm_energy_widget.run import Run
 from llm_energy_widget.testing import apply_event, new_synthetic_run
 from llm_energy_widget.view.static import summary_rows as static_rows
+from llm_energy_widget.view.text import format_cost
 from llm_energy_widget.view.widget import BUNDLE_JS, EnergyWidget
 from llm_energy_widget.view.wire import run_meta, snapshot_of
 
