@@ -29,7 +29,7 @@ export function fmtMs(ms: number | null | undefined): string {
 /**
  * Python's `format(x, ".{p}g")`: p significant digits, trailing zeros dropped, scientific below
  * 1e-4 or from 10^p up, exponent with two digits at least ("3.1e-06"). The kernel's views format
- * the same figures with it (core/format.py), so a number reads the same everywhere.
+ * the same figures with it (view/text.py), so a number reads the same everywhere.
  */
 export function fmtG(x: number, p = 3): string {
   if (!isFinite(x)) return "–";
@@ -43,7 +43,7 @@ export function fmtG(x: number, p = 3): string {
   return trim(x.toFixed(Math.max(0, p - 1 - exp)));
 }
 
-/** Cost in US dollars, one format in every view: "$3.1e-06" (core/format.format_cost). */
+/** Cost in US dollars, one format in every view: "$3.1e-06" (view/text.format_cost). */
 export function fmtCost(usd: number | null | undefined): string {
   if (usd === null || usd === undefined || !isFinite(usd)) return "–";
   return `$${fmtG(usd, 3)}`;

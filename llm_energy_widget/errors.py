@@ -1,17 +1,17 @@
 """One exception root, so callers can catch everything this package raises with one clause.
 
-    EnergyWidgetError
-    ├── InvalidInputError (also ValueError)     bad arguments: the message says which and why
-    ├── SourceUnavailableError                  a power source cannot be used here, and how to fix
-    ├── SourceError                             a power source failed while sampling
-    │   └── MalformedSampleError                one sample of a stream could not be parsed
-    ├── MissingDependencyError (also ImportError)  an optional package is needed (its install)
-    ├── ModelLoadError                          a model or tokenizer could not be found or loaded
-    ├── RunError                                a run could not start or failed
-    │   ├── ConcurrentRunError                  the model is already being profiled
-    │   └── RunCancelled                        raised in the generation thread to stop `generate`
-    └── StoreError                              the run store is unusable
-        └── UnknownRunError (also KeyError)     no run with that id
+EnergyWidgetError
+├── InvalidInputError (also ValueError)     bad arguments: the message says which and why
+├── SourceUnavailableError                  a power source cannot be used here, and how to fix
+├── SourceError                             a power source failed while sampling
+│   └── MalformedSampleError                one sample of a stream could not be parsed
+├── MissingDependencyError (also ImportError)  an optional package is needed (its install)
+├── ModelLoadError                          a model or tokenizer could not be found or loaded
+├── RunError                                a run could not start or failed
+│   ├── ConcurrentRunError                  the model is already being profiled
+│   └── RunCancelled                        raised in the generation thread to stop `generate`
+└── StoreError                              the run store is unusable
+    └── UnknownRunError (also KeyError)     no run with that id
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..notebook.cells import parent_request
 from .theme import plain_title
 
 __all__ = [
@@ -117,21 +118,6 @@ def figure_bundle(fig: Any) -> dict[str, Any]:
 
 
 # -- plotly.js, once per notebook -----------------------------------------------------------------
-
-
-def _parent() -> dict[str, Any]:
-    """The execute request being run (header, metadata), or {} outside a kernel."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return {}
-    ip = get_ipython()
-    get = getattr(ip, "get_parent", None)
-    try:
-        parent = get() if callable(get) else getattr(ip, "parent_header", None)
-    except Exception:
-        return {}
-    return parent if isinstance(parent, dict) else {}
 
 
 def _saved_copy_cell(path: str | None, current_cell: str | None) -> str | None:
@@ -247,7 +233,7 @@ def display_figures(figs: Sequence[Any]) -> None:
 
     if not figs:
         return
-    if _COPY.needed(_parent()):
+    if _COPY.needed(parent_request()):
         _emit_plotlyjs()
     for fig in figs:
         display(figure_bundle(fig), raw=True)

@@ -345,9 +345,7 @@ class PowerSampler:
             return list(self._cols.phases)
 
     def readings(self) -> list[PowerReading]:
-        cols = self.arrays()
-        phases = self.phases()
-        del phases  # readings keep the part-1 record shape; phases are a separate column
+        cols = self.arrays()  # phases are a column of their own (`phases()`), not in a reading
         out = []
         for i in range(len(cols["t_ms"])):
             rail = {r: cols[f"{r}_w"][i] for r in RAILS}

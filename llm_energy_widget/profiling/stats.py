@@ -2,9 +2,10 @@
 
 Hooks keep a reference to each small output; `Batcher.reduce` stacks same-shaped outputs (in
 decode every q_proj output of every layer has one shape) and reduces each stack row-wise, so 270
-components cost a few dozen tensor ops instead of ~1,500 (FACTS.md: per-call statistics cost
-30 %). In decode every token has the same layout, so the grouping and the row index are planned
-once and reused; the results reach the host in one copy (`to_host`).
+components cost a few dozen tensor ops instead of ~1,500 (measured on SmolLM2: per-call
+statistics cost 30 % of decode speed). In decode every token has the same layout, so the
+grouping and the row index are planned once and reused; the results reach the host in one copy
+(`to_host`).
 """
 
 from __future__ import annotations

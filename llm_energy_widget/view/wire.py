@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core.attribution import OUTSIDE_LAYERS, layers_time_ms, share_denominator_ms
+from ..core.jsonsafe import nan_if_none, strict_json
 from ..core.schema import (
     ESTIMATE_UNCERTAINTY,
     FIGURE_ORIGINS,
@@ -112,7 +113,7 @@ class Batch:
         if self.first_event_s is None:
             self.first_event_s = time.time()
         if event == "power":
-            self.power.append(tuple(_f(payload.get(k)) for k in POWER_COLS))
+            self.power.append(tuple(nan_if_none(payload.get(k)) for k in POWER_COLS))
         elif event == "token":
             self.tokens.append(payload)
         elif event == "token_energy":
@@ -138,10 +139,6 @@ class Batch:
     @property
     def empty(self) -> bool:
         return self.first_event_s is None
-
-
-def _f(v: Any) -> float:
-    return float("nan") if v is None else float(v)
 
 
 def quantize_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -258,24 +255,11 @@ def encode(
     for key in ("status", "error", "summary", "power_info"):
         value = getattr(batch, key)
         if value is not None:
-            header[key] = _jsonable(value)
+            header[key] = strict_json(value)
     if batch.first_event_s is not None:
         header["event_ms"] = batch.first_event_s * 1000.0
     header["sent_ms"] = time.time() * 1000.0
     return header, buffers
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        f = float(x)
-        return None if f != f or f in (float("inf"), float("-inf")) else f
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
 
 
 VIEW_NAMES: dict[str, Any] = {
@@ -316,7 +300,7 @@ def power_meta(info: dict[str, Any]) -> dict[str, Any]:
 def run_meta(run: Run, run_key: str) -> dict[str, Any]:
     """What the view needs once per run: names, labels, settings, the power source."""
     live = [m for m in run.metric_names if m not in DERIVED_METRICS]
-    return _jsonable(
+    return strict_json(
         {
             "run_key": run_key,
             "wire_version": WIRE_VERSION,
@@ -485,9 +469,9 @@ def snapshot_of(
             header["layer_means"] = {
                 "metrics": names,
                 "tokens": means["tokens"],
-                "coverage": _jsonable(means["coverage"]),
-                "outside_ms": _jsonable(means["outside_ms"]),
-                "outside_j": _jsonable(means["outside_j"]),
+                "coverage": strict_json(means["coverage"]),
+                "outside_ms": strict_json(means["outside_ms"]),
+                "outside_j": strict_json(means["outside_j"]),
                 "rows": {"all": len(batch.layers), "time": n_rows, "of": len(rows)},
             }
             _put(header, buffers, "lm", means["values"][..., cols])

@@ -52,7 +52,7 @@ def _parent(cell: str | None, msg: str, deleted: tuple[str, ...] = ()) -> dict[s
 def _shown(monkeypatch: pytest.MonkeyPatch, obj: Any, parent: dict[str, Any]) -> list[dict]:
     """The outputs `display(obj)` writes while `parent` is the request being executed."""
     InteractiveShell.instance()
-    monkeypatch.setattr(lew_html, "_parent", lambda: parent)
+    monkeypatch.setattr(lew_html, "parent_request", lambda: parent)
     with capture_output() as cap:
         obj._ipython_display_()
     return [o.data for o in cap.outputs]

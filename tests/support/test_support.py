@@ -8,13 +8,13 @@ import warnings
 from pathlib import Path
 
 import pytest
-from support.runs import hand_run
-from support.threads import leftover_threads
 
 from llm_energy_widget.core.recorder import Recorder
 from llm_energy_widget.power.streams import SkippedSampleWarning, warn_skipped
 from llm_energy_widget.testing import new_synthetic_run
 from llm_energy_widget.view.widget import EnergyWidget
+from support.runs import hand_run
+from support.threads import leftover_threads
 
 
 def test_a_thread_left_running_is_reported_by_name() -> None:
