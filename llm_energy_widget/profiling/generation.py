@@ -171,13 +171,13 @@ def warm_up(
     if layer_profiler is not None:
         layer_profiler.drain()
         layer_profiler.take()  # whatever the warm-up left is no token of the run
-    ms = (time.perf_counter() - t0) * 1000.0
+    ms = round((time.perf_counter() - t0) * 1000.0, 1)  # one value for the setting and the warning
     check_cancel(run)
     mark_warm(model, prof.level, f"the warm-up before run {run.run_id}")
     run.settings["warmup"] = {
         "tokens": n[0],
         "prompt_tokens": k,
-        "duration_ms": round(ms, 1),
+        "duration_ms": ms,
         "counted": False,
     }
     run.warnings.append(
