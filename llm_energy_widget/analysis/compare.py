@@ -31,6 +31,19 @@ if TYPE_CHECKING:
 
     from ..store import Store
 
+__all__ = [
+    "HEADLINE",
+    "NOT_IN_LABELS",
+    "PROMPT_CHARS",
+    "SETTING_ORDER",
+    "TABLE_COLUMNS",
+    "TEXT_COLUMNS",
+    "TIMING_KEYS",
+    "Comparison",
+    "compare",
+    "run_labels",
+]
+
 TABLE_COLUMNS = (
     "label", "run_id", "model", "status", "level", "max_new_tokens", "input_tokens",
     "output_tokens", "batch_size", "dtype", "device", "decode_j_per_token",

@@ -20,6 +20,17 @@ from typing import Any
 from ..errors import InvalidInputError, RunError
 from .compare import Comparison
 
+__all__ = [
+    "GRID_ALIASES",
+    "INPUT_KEYS",
+    "MODEL_KEYS",
+    "SequentialExecutor",
+    "SweepPoint",
+    "grid_points",
+    "run_point",
+    "sweep",
+]
+
 log = logging.getLogger(__name__)
 
 MODEL_KEYS = ("dtype", "device")

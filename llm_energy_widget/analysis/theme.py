@@ -26,8 +26,14 @@ __all__ = [
     "GRID_COLOR",
     "PALETTE",
     "compact",
+    "luminance",
+    "mix",
+    "plain_title",
+    "rgba",
+    "spread",
     "style",
     "template",
+    "text_on",
     "title_text",
 ]
 

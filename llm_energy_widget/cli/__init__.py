@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 from ..errors import EnergyWidgetError
 
+__all__ = ["COMMAND_MODULES", "build_parser", "main"]
+
 # Each module defines `register(subparsers)`; the parser it adds sets `func(args) -> int`.
 COMMAND_MODULES = ("power_cmd", "profile_cmd", "runs_cmd")
 

@@ -29,6 +29,8 @@ from ..power.registry import (
 from ..power.sampler import PowerSampler
 from ..power.streams import SkippedSampleWarning
 
+__all__ = ["EXIT_SKIPPED", "cmd_power", "cmd_sources", "register", "sniff_file"]
+
 EXIT_SKIPPED = 1  # readings printed, but some malformed samples were skipped
 
 

@@ -17,6 +17,8 @@ from ..errors import InvalidInputError
 from ..run import Run
 from .run_text import print_run
 
+__all__ = ["DEMO_PROMPT", "cmd_demo", "cmd_profile", "register", "run_profile"]
+
 DEMO_PROMPT = "What is the capital of France? Answer in one word."
 
 

@@ -11,6 +11,17 @@ from ..core.schema import SUMMARY_LABELS
 from ..errors import InvalidInputError
 from ..view.text import fmt_sig, kind_text
 
+__all__ = [
+    "FORMATS",
+    "RUNS_COLUMNS",
+    "cmd_compare",
+    "cmd_delete",
+    "cmd_export",
+    "cmd_runs",
+    "cmd_show",
+    "register",
+]
+
 FORMATS = ("json", "csv", "parquet", "trace")
 RUNS_COLUMNS = ("decode_j_per_token", "prefill_j_per_prompt_token", "decode_tokens_per_s",
                 "total_energy_j")  # fmt: skip

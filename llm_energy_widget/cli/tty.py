@@ -8,6 +8,8 @@ import io
 import re
 from typing import TextIO
 
+__all__ = ["TerminalSafe", "printable", "terminal_safe"]
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 

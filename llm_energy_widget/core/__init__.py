@@ -2,3 +2,5 @@
 
 Only numpy and `power.energy`/`power.record` are imported here, so every consumer can use it.
 """
+
+__all__: list[str] = []

@@ -13,6 +13,17 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+__all__ = [
+    "OUTSIDE_LAYERS",
+    "FloatArray",
+    "cell_energy_j",
+    "coverage",
+    "layers_time_ms",
+    "share_denominator_ms",
+    "window_peak_w",
+    "window_readings",
+]
+
 FloatArray = npt.NDArray[np.float64]
 
 OUTSIDE_LAYERS = "outside layers"

@@ -13,6 +13,17 @@ from .validation import finite_number
 if TYPE_CHECKING:
     from .run import RunData as Run
 
+__all__ = [
+    "DEFAULT_CARBON_G_PER_KWH",
+    "DEFAULT_PRICE_PER_KWH",
+    "PEAK_COLUMNS",
+    "carbon_g_per_kwh",
+    "compute_summary",
+    "env_carbon_g_per_kwh",
+    "env_price_per_kwh",
+    "price_per_kwh",
+]
+
 DEFAULT_PRICE_PER_KWH = 0.15
 """USD per kWh; override with LLM_ENERGY_PRICE_PER_KWH or the profiler's `price_per_kwh`."""
 DEFAULT_CARBON_G_PER_KWH = 400.0

@@ -6,6 +6,8 @@ import math
 
 from ..errors import InvalidInputError
 
+__all__ = ["finite_number"]
+
 
 def finite_number(value: object, what: str, minimum: float | None = None) -> float:
     """`value` as a finite float (>= minimum when given), else InvalidInputError naming `what`.

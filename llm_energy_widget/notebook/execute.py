@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__all__ = ["execute_notebook"]
+
 
 def execute_notebook(
     src: str | os.PathLike[str],

@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+__all__ = ["COMM_MSG_TYPES", "POLL_S", "wait_processing_kernel_events"]
+
 log = logging.getLogger(__name__)
 
 COMM_MSG_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from .record import SourceSample
 
+__all__ = ["Availability", "PowerSource"]
+
 
 @dataclass(frozen=True)
 class Availability:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+__all__ = ["EnergyCurve", "FloatArray", "cumulative_trapezoid_j"]
+
 FloatArray = npt.NDArray[np.float64]
 
 

@@ -30,6 +30,17 @@ from ..errors import InvalidInputError, SourceError
 from .base import Availability, PowerSource
 from .record import SourceSample
 
+__all__ = [
+    "DEFAULT_WATTS_PER_CORE",
+    "MIN_INTERVAL_S",
+    "PROC_STAT",
+    "SCOPES",
+    "EstimateSource",
+    "clock_tick_ms",
+    "system_busy_s",
+    "watts_per_core_from_env",
+]
+
 DEFAULT_WATTS_PER_CORE = 10.0
 SCOPES = ("process", "system")
 PROC_STAT = "/proc/stat"

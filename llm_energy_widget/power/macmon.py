@@ -26,6 +26,8 @@ from .base import Availability
 from .record import SourceSample
 from .streams import IntervalSample, SocStreamSource, warn_skipped
 
+__all__ = ["MacmonSource", "parse_macmon_line"]
+
 _RAIL_KEYS = {"cpu": "cpu_power", "gpu": "gpu_power", "ane": "ane_power", "dram": "ram_power"}
 
 

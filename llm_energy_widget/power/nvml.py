@@ -41,6 +41,21 @@ from ..errors import EnergyWidgetError, InvalidInputError, SourceError, SourceUn
 from .base import Availability, PowerSource
 from .record import SourceSample
 
+__all__ = [
+    "AVERAGED_POWER_WINDOW_MS",
+    "JITTER_S",
+    "LOCK_MAX_S",
+    "NVML_ERRORS",
+    "PROBE_CHANGES",
+    "PROBE_S",
+    "PROBE_SLEEP_S",
+    "NvmlSource",
+    "UpdateClock",
+    "load_nvml",
+    "nvml_error",
+    "visible_indices",
+]
+
 log = logging.getLogger(__name__)
 
 PROBE_S = 0.5  # the longest open() spends measuring the counter's update period

@@ -34,6 +34,15 @@ from .base import Availability
 from .record import RAILS, SourceSample
 from .streams import IntervalSample, SocStreamSource, warn_skipped
 
+__all__ = [
+    "POWERMETRICS",
+    "SAMPLERS",
+    "PowermetricsParser",
+    "PowermetricsSource",
+    "parse_plist_sample",
+    "parse_text_sample",
+]
+
 POWERMETRICS = "/usr/bin/powermetrics"
 SAMPLERS = "cpu_power,gpu_power,ane_power"
 

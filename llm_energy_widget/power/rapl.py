@@ -23,6 +23,16 @@ from ..errors import SourceError, SourceUnavailableError
 from .base import Availability, PowerSource
 from .record import SourceSample
 
+__all__ = [
+    "MIN_INTERVAL_S",
+    "PERMISSION_REMEDY",
+    "POWERCAP",
+    "ZONE_PREFIXES",
+    "RaplSource",
+    "Zone",
+    "discover_zones",
+]
+
 POWERCAP = Path("/sys/class/powercap")
 ZONE_PREFIXES = ("intel-rapl:", "amd-rapl:")
 MIN_INTERVAL_S = 0.005  # below this, a power from counter deltas is noise (counters tick ~1 ms)

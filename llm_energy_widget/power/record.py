@@ -9,6 +9,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+__all__ = [
+    "KINDS",
+    "POWER_COLUMNS",
+    "RAILS",
+    "RAIL_COLUMNS",
+    "READING_FIELDS",
+    "Kind",
+    "PowerReading",
+    "SourceSample",
+]
+
 RAILS: tuple[str, ...] = ("cpu", "gpu", "ane", "dram")
 """Rails a reading may carry; a source without a rail leaves it `None`."""
 

@@ -13,6 +13,17 @@ from .powermetrics import PowermetricsSource
 from .rapl import RaplSource
 from .replay import ReplaySource
 
+__all__ = [
+    "ARG_SOURCES",
+    "AUTO_ORDER",
+    "FILE_SOURCES",
+    "SOURCES",
+    "auto_name",
+    "explain_auto",
+    "get_source",
+    "list_sources",
+]
+
 SOURCES: dict[str, type[PowerSource]] = {
     "nvml": NvmlSource,
     "rapl": RaplSource,

@@ -33,6 +33,8 @@ from .base import Availability, PowerSource
 from .record import KINDS, RAILS, SourceSample
 from .streams import warn_skipped
 
+__all__ = ["MAX_POWER_W", "TEXT_COLUMNS", "VALUE_COLUMNS", "ReplaySource", "TraceRow"]
+
 MAX_POWER_W = 1e7
 """No reading of one machine is above 10 MW: a larger one is a broken trace, not a measurement
 (1e308 W made the integral overflow to infinity, and `power --json` printed invalid JSON)."""

@@ -16,6 +16,8 @@ from .base import PowerSource
 from .energy import EnergyCurve, FloatArray
 from .record import RAILS, PowerReading, SourceSample
 
+__all__ = ["ErrorListener", "PowerSampler", "ReadingListener", "samples_start_at_open"]
+
 log = logging.getLogger(__name__)
 
 ReadingListener = Callable[[PowerReading, "str | None"], None]

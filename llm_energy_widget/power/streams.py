@@ -26,6 +26,18 @@ from ..errors import InvalidInputError, SourceError, SourceUnavailableError
 from .base import PowerSource
 from .record import RAILS, SourceSample
 
+__all__ = [
+    "ByteFeed",
+    "FileFeed",
+    "IntervalClock",
+    "IntervalSample",
+    "ProcessFeed",
+    "SkippedSampleWarning",
+    "SocStreamSource",
+    "StreamSource",
+    "warn_skipped",
+]
+
 log = logging.getLogger(__name__)
 
 

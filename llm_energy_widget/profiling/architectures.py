@@ -28,6 +28,16 @@ from torch import nn
 
 from ..errors import InvalidInputError
 
+__all__ = [
+    "REGISTRY",
+    "ArchSpec",
+    "Discovery",
+    "discover",
+    "find_block_list",
+    "first_tensor",
+    "model_type",
+]
+
 
 @dataclass(frozen=True)
 class ArchSpec:

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+__all__ = ["ATTN_STAT_NAMES", "SMALL_WEIGHT", "AttentionTap", "attention_stats"]
+
 log = logging.getLogger(__name__)
 
 ATTN_STAT_NAMES = ("attn_entropy", "attn_max_weight", "attn_sparsity")

@@ -15,6 +15,8 @@ from torch import nn
 from ..errors import InvalidInputError
 from .architectures import find_block_list, model_type
 
+__all__ = ["attention_type", "kv_cache_bytes", "model_features", "model_name"]
+
 
 def _text_config(model: nn.Module) -> Any:
     config = getattr(model, "config", None)

@@ -22,6 +22,16 @@ import numpy as np
 import torch
 from torch import nn
 
+__all__ = [
+    "HOOK_STATS_ABOVE",
+    "EventClock",
+    "ForwardWrap",
+    "HostSlots",
+    "Keep",
+    "cpu_forward",
+    "event_forward",
+]
+
 HOOK_STATS_ABOVE = 1 << 15  # outputs with more elements are reduced in the hook (prefill)
 _inference_mode = torch.is_inference_mode_enabled
 _Forward = Callable[..., Any]

@@ -34,6 +34,20 @@ if TYPE_CHECKING:
     from ..run import Run
     from .layer_profiler import LayerProfiler
 
+__all__ = [
+    "SHORT_RUN_TOKENS",
+    "WARMUP_NEW_TOKENS",
+    "WARMUP_PROMPT_TOKENS",
+    "Generation",
+    "StepCriteria",
+    "baseline_w",
+    "check_cancel",
+    "drop_layers",
+    "mark_warm",
+    "warm_up",
+    "warmed_by",
+]
+
 log = logging.getLogger(__name__)
 
 WARMUP_NEW_TOKENS = 4

@@ -42,6 +42,8 @@ from .moe import RouterTap, router_n_experts, router_top_k
 from .reducer import Pipeline
 from .stats import N_STATS, Batcher, Part, RowFn, row_neg_frac, row_stats, stats_of, to_host
 
+__all__ = ["DRAIN_TIMEOUT_S", "LEVELS", "Deliver", "LayerProfiler"]
+
 LEVELS = ("layer", "component", "deep")
 _inference_mode = torch.is_inference_mode_enabled
 _Hook = Callable[..., None]

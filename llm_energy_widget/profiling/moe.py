@@ -15,6 +15,8 @@ from torch import nn
 
 from .architectures import first_tensor
 
+__all__ = ["RouterTap", "router_n_experts", "router_top_k"]
+
 
 def router_top_k(router: nn.Module, config: Any) -> int:
     for owner, attr in ((router, "top_k"), (config, "num_experts_per_tok"), (config, "top_k")):

@@ -22,6 +22,8 @@ from collections.abc import Callable
 
 import torch
 
+__all__ = ["MAX_PENDING", "NICE", "REDUCER", "Pipeline"]
+
 log = logging.getLogger(__name__)
 MAX_PENDING = 8
 NICE = 10  # added to the reducer thread's nice value (Linux)

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from ..power.base import PowerSource
     from ..run import Run
 
+__all__ = ["QUEUE", "RunQueue", "Ticket", "cancel_queued", "flag_overlap"]
+
 
 class Ticket:
     """A run's place in the queue: what it may not overlap with, and how to start it."""

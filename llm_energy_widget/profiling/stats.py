@@ -17,6 +17,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+__all__ = [
+    "N_STATS",
+    "SERIAL_ELEMENTS",
+    "SMALL_ABS",
+    "STAT_NAMES",
+    "Batcher",
+    "Part",
+    "RowFn",
+    "row_neg_frac",
+    "row_stats",
+    "stats_of",
+    "to_host",
+]
+
 SMALL_ABS = 1e-4  # |x| below this counts as zero for `sparsity`
 STAT_NAMES = ("act_mean", "act_std", "act_max", "sparsity")
 N_STATS = len(STAT_NAMES)

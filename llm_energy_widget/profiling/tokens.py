@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+__all__ = ["MAX_QUEUED_STEPS", "IncrementalDetokenizer", "OnToken", "TokenClock", "device_sync_fn"]
+
 try:  # transformers >= 4.40
     from transformers.generation.streamers import BaseStreamer
 except ImportError:  # pragma: no cover - very old transformers

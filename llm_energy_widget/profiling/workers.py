@@ -12,6 +12,8 @@ from typing import Any
 
 from .run_queue import QUEUE
 
+__all__ = ["EXIT_WAIT_S", "WORKERS", "GenerationThreads", "Worker", "end_runs_at_exit", "hook_exit"]
+
 log = logging.getLogger(__name__)
 
 

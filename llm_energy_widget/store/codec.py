@@ -10,7 +10,7 @@ import numpy as np
 from ..core.jsonsafe import none_if_nan, strict_json
 from ..core.schema import POWER_COLUMNS  # the columns of the `power` table (store/schema.py)
 
-__all__ = ["POWER_COLUMNS", "dumps", "layer_row", "loads"]
+__all__ = ["POWER_COLUMNS", "dumps", "layer_blob", "layer_row", "loads", "num"]
 
 
 def _default(x: Any) -> Any:

@@ -25,6 +25,28 @@ from urllib.parse import quote
 from ..errors import StoreError
 from .schema import SCHEMA_VERSION, user_version
 
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "DIR_MODE",
+    "FILE_MODE",
+    "check_path",
+    "check_schema",
+    "connect_ro",
+    "connect_rw",
+    "file_identity",
+    "is_retryable",
+    "missing_store",
+    "not_a_store",
+    "probe",
+    "raw_connect",
+    "rollback",
+    "sidecars_creatable",
+    "store_errors",
+    "transaction",
+    "wal_file",
+    "writable",
+]
+
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 15_000

@@ -9,6 +9,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .store import Store
 
+__all__ = [
+    "ENV_DISABLE",
+    "ENV_PATH",
+    "default_path",
+    "default_store",
+    "resolve_store",
+    "storing_disabled",
+]
+
 ENV_PATH = "LLM_ENERGY_STORE"
 ENV_DISABLE = "LLM_ENERGY_NO_STORE"
 

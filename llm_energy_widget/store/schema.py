@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "user_version"]
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: first schema
     """

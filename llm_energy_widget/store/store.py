@@ -35,6 +35,8 @@ from .writer import RunWriter, _host, pid_alive
 if TYPE_CHECKING:
     import pandas as pd
 
+__all__ = ["LIVE_STATUSES", "Store", "T"]
+
 log = logging.getLogger(__name__)
 
 LIVE_STATUSES = ("pending", "running")

@@ -37,6 +37,8 @@ from ..run import Run
 from .codec import dumps, layer_blob, num
 from .db import connect_rw, file_identity, is_retryable, store_errors, transaction
 
+__all__ = ["FLUSH_MS", "RETRIES", "RETRY_BASE_S", "RunWriter", "pid_alive"]
+
 log = logging.getLogger(__name__)
 
 FLUSH_MS = 100.0

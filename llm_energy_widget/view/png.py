@@ -35,7 +35,7 @@ from .text import fmt_energy, fmt_pct, kind_text, short_layer
 if TYPE_CHECKING:
     from ..run import Run
 
-__all__ = ["HEADLINE_KEYS", "headline_figures", "render_png"]
+__all__ = ["HEADLINE_KEYS", "header_lines", "headline_figures", "render_png"]
 
 WIDTH_PX = 860
 HEIGHT_PX = 560

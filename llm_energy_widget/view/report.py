@@ -35,6 +35,8 @@ from .wire import snapshot_of
 if TYPE_CHECKING:
     from ..run import Run
 
+__all__ = ["BOOT_JS", "MAX_TOKEN_ROWS", "PAGE_CSS", "TOKEN_HEADERS", "to_html"]
+
 MAX_TOKEN_ROWS = 5000
 
 PAGE_CSS = """

@@ -25,6 +25,18 @@ from .text import window_adjective as _window
 if TYPE_CHECKING:
     from ..run import Run
 
+__all__ = [
+    "below_resolution_line",
+    "mean_rows",
+    "phase_rows",
+    "render_html",
+    "render_svg",
+    "render_text",
+    "source_line",
+    "summary_rows",
+    "summary_warnings",
+]
+
 
 def summary_rows(run: Run) -> list[tuple[str, str, str]]:
     """(figure, value, kind) for the headline figures, shared by the text, HTML and report.

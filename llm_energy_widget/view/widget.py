@@ -43,6 +43,19 @@ from .wire import (
 if TYPE_CHECKING:
     from ..run import Run
 
+__all__ = [
+    "DEFAULT_MAX_RATE_HZ",
+    "MAX_ROWS_PER_REQUEST",
+    "WIDGET_VIEW_MIME",
+    "EnergyWidget",
+    "RunOutputs",
+    "display_run",
+    "final_bundle",
+    "outputs_of",
+    "run_mimebundle",
+    "widget_for",
+]
+
 log = logging.getLogger(__name__)
 
 

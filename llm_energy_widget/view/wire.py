@@ -43,6 +43,35 @@ from ..core.schema import (
 if TYPE_CHECKING:
     from ..core.run import RunData as Run
 
+__all__ = [
+    "BUFFER_DTYPES",
+    "DERIVED_METRICS",
+    "HEADER_TYPES",
+    "LAYER_CODES",
+    "MEAN_ALWAYS",
+    "POWER_COLS",
+    "Q_LOG_STEPS",
+    "Q_MAX",
+    "Q_NAN",
+    "Q_ZERO",
+    "SAVED_FULL_ROWS",
+    "SAVED_TIME_ROWS",
+    "VIEW_NAMES",
+    "WIRE_VERSION",
+    "Batch",
+    "dequantize_rows",
+    "encode",
+    "layer_means",
+    "power_meta",
+    "protocol_constants",
+    "quantize_rows",
+    "relative_precision",
+    "replay_batch",
+    "run_meta",
+    "saved_snapshot",
+    "snapshot_of",
+]
+
 WIRE_VERSION = 1
 """Bumped when a header field or buffer changes meaning; the view refuses a newer one."""
 POWER_COLS: tuple[str, ...] = POWER_COLUMNS
