@@ -52,7 +52,7 @@ def one(warmup: bool, args: argparse.Namespace) -> list[dict[str, Any]]:
     cmd += ["--runs", str(args.runs), "--tokens", str(args.tokens)]
     cmd += ["--device", args.device, "--power", args.power]
     env = {**os.environ, "LLM_ENERGY_NO_STORE": "1"}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
     if out.returncode != 0:
         raise SystemExit(f"child failed ({out.returncode}):\n{out.stderr[-3000:]}")
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]

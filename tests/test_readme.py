@@ -177,7 +177,8 @@ def test_readme_python_blocks_show_what_they_say(mode: str, kernel_env: Path) ->
             assert re.search(pattern, stdout, re.M), (pattern, stdout)
     runs = [o for outs in per_cell for o in outs if kind(o, state) == "run"]
     # executed headless, every run ended in its cell: each output is its finished run's bundle
-    assert runs and all(WIDGET not in o["data"] for o in runs)
+    assert runs
+    assert all(WIDGET not in o["data"] for o in runs)
     assert all(" · completed" in o["data"]["text/plain"] for o in runs)
     warned = [o["text"] for outs in per_cell for o in outs if o.get("name") == "stderr"]
     assert not [w for w in warned if "Warning" in w or "Traceback" in w], warned

@@ -450,8 +450,8 @@ class Comparison:
         for i, (label, r) in enumerate(zip(self.labels, self.runs, strict=True)):
             row = t.iloc[i]
             cells = "".join(f'<td style="{_NUM}">{_fmt(row.get(k))}</td>' for k in cols)
-            sh = row.get("prefill_share")
-            share_cell = f"{100 * sh:.0f} %" if sh is not None and sh == sh else "–"
+            sh = none_if_nan(row.get("prefill_share"))
+            share_cell = "–" if sh is None else f"{100 * sh:.0f} %"
             info = r.power_info
             kind = kind_text(info.get("kind", "estimated"), info.get("scope"))
             body.append(

@@ -109,10 +109,10 @@ def grid_points(grid: Mapping[str, Any] | None) -> list[dict[str, Any]]:
             f"grid must be a dict of setting -> values, got {type(grid).__name__}"
         )
     axes: dict[str, list[Any]] = {}
-    for key, values in grid.items():
-        if not isinstance(key, str):
-            raise InvalidInputError(f"grid keys must be setting names, got {key!r}")
-        key = GRID_ALIASES.get(key, key)
+    for given, values in grid.items():
+        if not isinstance(given, str):
+            raise InvalidInputError(f"grid keys must be setting names, got {given!r}")
+        key = GRID_ALIASES.get(given, given)
         vals = list(values) if isinstance(values, (list, tuple, range)) else [values]
         if not vals:
             raise InvalidInputError(f"grid axis {key!r} has no values")

@@ -27,7 +27,7 @@ def finite_or_none(x: Any) -> float | None:
 
 def none_if_nan(x: Any) -> Any:
     """`x` itself, or None where `x` is None or NaN (infinities and non-numbers pass through)."""
-    if x is None or x != x:  # NaN is the one value unequal to itself
+    if x is None or x != x:  # noqa: PLR0124 - NaN of any type (float, numpy) is unequal to itself
         return None
     return x
 

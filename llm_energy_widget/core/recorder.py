@@ -170,3 +170,11 @@ class Recorder:
                 if i < len(r._layer_rows):
                     r._fill_modeled_energy(i)
                     r._emit("layers", {"index": i, "values": r._layer_rows[i]})
+
+    def store_error(self, message: str, path: str) -> None:
+        """The run could not be (fully) stored: said on the run, so the widget and CLI show it."""
+        r = self.run
+        with r._lock:
+            r.warnings.append(message)
+            r.store_error = message
+            r._emit("store_error", {"message": message, "path": path})

@@ -10,6 +10,7 @@ a subclass outside the core, so the core imports no consumer.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import threading
 import uuid
 from collections.abc import Callable
@@ -70,6 +71,7 @@ class RunData:
         self.prompt_tokens = 0
         self.baseline_w: float | None = None
         self.warnings: list[str] = []
+        self.store_error: str | None = None  # set by the store's writer when it cannot save
         self.hooked: dict[str, Any] = {}  # registration summary from the profiler
         self.response_text = ""
         # power columns
@@ -297,7 +299,7 @@ class RunData:
         info = self.power_info
         for key in ("resolution_ms", "interval_ms"):
             v = info.get(key)
-            if isinstance(v, (int, float)) and v == v:
+            if isinstance(v, (int, float)) and not math.isnan(v):
                 return float(v)
         return None
 

@@ -39,6 +39,7 @@ __all__ = [
     "PhaseRecord",
     "PowerPayload",
     "StatusPayload",
+    "StoreErrorPayload",
     "TokenEnergyPayload",
     "TokenPayload",
     "TokenRecord",
@@ -53,7 +54,16 @@ TOKEN_COLUMNS = ("index", "token_id", "text", "phase", "start_ms", "end_ms")
 """The columns a run keeps per generated token (energies are derived from the curve)."""
 
 EventName = Literal[
-    "power", "power_info", "phase", "token", "token_energy", "layers", "status", "done", "error"
+    "power",
+    "power_info",
+    "phase",
+    "token",
+    "token_energy",
+    "layers",
+    "status",
+    "done",
+    "error",
+    "store_error",
 ]
 EVENTS: tuple[EventName, ...] = (
     "power",
@@ -65,6 +75,7 @@ EVENTS: tuple[EventName, ...] = (
     "status",
     "done",
     "error",
+    "store_error",
 )
 """Event names sent to a run's listeners; each payload's shape is the TypedDict below
 (`power_info`: the run's power info dict once the source is open; `done`: the run summary)."""
@@ -139,6 +150,13 @@ class LayersPayload(TypedDict):
 class StatusPayload(TypedDict):
     status: str
     reason: str | None
+
+
+class StoreErrorPayload(TypedDict):
+    """The run could not be stored: the message (also in `run.warnings`) and the store's path."""
+
+    message: str
+    path: str
 
 
 class ErrorPayload(TypedDict):

@@ -127,7 +127,8 @@ def _fill_energy(rows: list[TraceRow]) -> tuple[list[TraceRow], int]:
             continue
         nxt = known[bisect.bisect_right(known, i)]
         a, b = rows[prev], rows[nxt]
-        assert a.energy_j is not None and b.energy_j is not None
+        assert a.energy_j is not None
+        assert b.energy_j is not None
         frac = (r.t_ms - a.t_ms) / (b.t_ms - a.t_ms)
         out.append(TraceRow(r.t_ms, r.power_w, a.energy_j + frac * (b.energy_j - a.energy_j)))
     return out, len(rows) - len(out)

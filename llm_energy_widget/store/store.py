@@ -61,7 +61,7 @@ class Store:
         *,
         read_only: bool = False,
         create: bool = True,
-    ):
+    ) -> None:
         self.path = Path(path).expanduser() if path is not None else default_path()
         self.read_only = read_only
         self.read_only_reason: str | None = "opened with read_only=True" if read_only else None

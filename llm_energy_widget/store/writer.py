@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..core.recorder import Recorder
 from ..core.run import now_iso
 from ..errors import StoreError
 from ..run import Run
@@ -67,7 +68,7 @@ class RunWriter:
         self.retries = 0  # writes tried again after a failure (for tests and diagnostics)
         self._conn: sqlite3.Connection | None = None
         self._identity = identity
-        run.store_error = None  # type: ignore[attr-defined]  # this writer's outcome, None = fine
+        run.store_error = None  # this writer's outcome, None = fine
         self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
         self._finished = threading.Event()
         self._power_seq = 0
@@ -167,10 +168,7 @@ class RunWriter:
             "or export it."
         )
         log.error("%s", msg)
-        with run._lock:
-            run.warnings.append(msg)
-            run.store_error = msg  # type: ignore[attr-defined]
-            run._emit("store_error", {"message": msg, "path": str(self.path)})
+        Recorder(run).store_error(msg, str(self.path))
 
     def _next_batch(self) -> list[tuple[str, dict[str, Any]]]:
         batch = [self._queue.get()]

@@ -94,7 +94,7 @@ def window_adjective(ms: float) -> str:
 
 def window_note(window_ms: object) -> str:
     """'1-s average' for a source that averages power over 1000 ms ('' when it does not)."""
-    if not isinstance(window_ms, (int, float)) or window_ms != window_ms or window_ms <= 0:
+    if not isinstance(window_ms, (int, float)) or math.isnan(window_ms) or window_ms <= 0:
         return ""
     if window_ms >= 1000:
         return f"{window_ms / 1000:g}-s average"

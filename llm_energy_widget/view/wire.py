@@ -19,6 +19,7 @@ Encoding (why it looks like this):
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -312,7 +313,7 @@ def power_meta(info: dict[str, Any]) -> dict[str, Any]:
     is coarser than the poll interval), falling back to `interval_ms` for sources that do not say.
     """
     resolution = info.get("resolution_ms")
-    if not isinstance(resolution, (int, float)) or resolution != resolution:
+    if not isinstance(resolution, (int, float)) or math.isnan(resolution):
         resolution = info.get("interval_ms")
     return {
         "source": info.get("source"),

@@ -32,11 +32,13 @@ def test_table_has_one_row_per_run_with_efficiency() -> None:
     assert list(c.labels) == ["max_new_tokens=8", "max_new_tokens=12"]
     assert t.loc[a.run_id, "decode_j_per_token"] == pytest.approx(a.summary()["decode_j_per_token"])
     assert t.loc[b.run_id, "tokens_per_s"] == pytest.approx(b.summary()["tokens_per_s"])
-    assert t.loc[a.run_id, "prefill_share"] + t.loc[a.run_id, "decode_share"] == pytest.approx(1)
+    shares = float(t.loc[a.run_id, "prefill_share"]) + float(t.loc[a.run_id, "decode_share"])
+    assert shares == pytest.approx(1)
     assert t.loc[a.run_id, "energy_kind"] == "modeled"
     assert {"ttft_ms", "total_energy_j", "net_energy_j", "output_tokens"} <= set(c.table.columns)
     recs = c.records()
-    assert recs[0]["run_id"] == a.run_id and isinstance(recs[0]["decode_j_per_token"], float)
+    assert recs[0]["run_id"] == a.run_id
+    assert isinstance(recs[0]["decode_j_per_token"], float)
 
 
 def test_headline_columns_by_their_names() -> None:
@@ -87,9 +89,11 @@ def test_figures_and_display() -> None:
     assert list(eff.data[0].y) == c.labels  # horizontal bars: run labels read on the y axis
     assert "modeled" in plain_title(eff.layout.title.text)
     split = c.figures["phase_split"]
-    assert split.layout.barmode == "stack" and [t.name for t in split.data] == ["prefill", "decode"]
+    assert split.layout.barmode == "stack"
+    assert [t.name for t in split.data] == ["prefill", "decode"]
     power = c.figures["power"]
-    assert len(power.data) == 2 and power.data[0].x[0] <= 0.0  # aligned at prefill start
+    assert len(power.data) == 2
+    assert power.data[0].x[0] <= 0.0
     assert "time since prefill start" in power.layout.xaxis.title.text
     assert a.run_id in repr(c)
     w = c.widget()
@@ -115,7 +119,8 @@ def test_compare_by_id_prefix_and_dataframe(tmp_path: Path) -> None:
     c = compare([a.run_id[:7], b.run_id], store=store)
     assert [r.run_id for r in c.runs] == [a.run_id, b.run_id]
     c2 = compare(store.runs(experiment="exp"), store=store)
-    assert isinstance(c2, Comparison) and len(c2.runs) == 2
+    assert isinstance(c2, Comparison)
+    assert len(c2.runs) == 2
     with pytest.raises(UnknownRunError):
         compare(["nope"], store=store)
 
@@ -150,7 +155,8 @@ def test_runs_are_labelled_by_what_differs_between_them() -> None:
         "SmolLM2-135M-Instruct · prompt “…lighthouse” · do_sample=None",
         "gpt2 · prompt “…dragon” · do_sample=True",
     ]
-    assert c.shared["max_new_tokens"] == 6 and c.shared["level"] == "component"
+    assert c.shared["max_new_tokens"] == 6
+    assert c.shared["level"] == "component"
     assert "all share level component, power synthetic, max_new_tokens=6" in c.headline_html()
     long = _run_with(3, prompt="Summarise the following article in three sentences please")
     short = _run_with(4, prompt="Hi")
@@ -184,7 +190,8 @@ def test_the_headline_says_each_columns_kind() -> None:
         assert f">{s[key]:.4g}<" in head
     b.power_info = {**b.power_info, "kind": "measured", "scope": "device", "source": "rapl"}
     mixed = compare([a, b]).headline_html()
-    assert ">J · kind per run →<" in mixed and "measured · device (rapl)" in mixed
+    assert ">J · kind per run →<" in mixed
+    assert "measured · device (rapl)" in mixed
     assert "not comparable" in mixed
 
 
@@ -193,6 +200,8 @@ def test_labels_with_markup_are_shown_as_text() -> None:
     b = _run_with(2, prompt="plain")
     c = compare([a, b])
     head = c.headline_html()
-    assert "<img" not in head and "&lt;b&gt;bold&lt;/b&gt; &lt;img src=x…" in head
+    assert "<img" not in head
+    assert "&lt;b&gt;bold&lt;/b&gt; &lt;img src=x…" in head
     ticks = list(c.figures["efficiency"].data[0].y)
-    assert all("<" not in t for t in ticks) and "&lt;b&gt;bold&lt;/b&gt;" in ticks[0]
+    assert all("<" not in t for t in ticks)
+    assert "&lt;b&gt;bold&lt;/b&gt;" in ticks[0]

@@ -40,9 +40,11 @@ def test_compare_notebook_executes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     # compare(): the headline table first, then one output per figure
     cell = next(c for c in nb.cells if c.cell_type == "code" and "compare(runs" in c.source)
     head, *rest = cell.outputs
-    assert "<table" in head["data"]["text/html"] and "decode J/token" in head["data"]["text/html"]
+    assert "<table" in head["data"]["text/html"]
+    assert "decode J/token" in head["data"]["text/html"]
     figures = [o for o in rest if PLOTLY_MIME in o.get("data", {})]
-    assert len(figures) == 4 and all("text/html" in o["data"] for o in figures)
+    assert len(figures) == 4
+    assert all("text/html" in o["data"] for o in figures)
     # the two plain figures of one run come through plotly's own renderer: no second copy
     plotly_json = [o for o in outputs if PLOTLY_MIME in o.get("data", {})]
     assert len(plotly_json) == 4 + 2
@@ -53,6 +55,7 @@ def test_compare_notebook_executes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     from llm_energy_widget.store import Store
 
     df = Store(store_path, read_only=True).runs()
-    assert len(df) == 3 and set(df["status"]) == {"completed"}
+    assert len(df) == 3
+    assert set(df["status"]) == {"completed"}
     assert sorted(df["level"]) == ["component", "token", "token"]
     assert elapsed_s < 180, f"the notebook took {elapsed_s:.0f} s; keep it small"

@@ -67,7 +67,8 @@ def test_a_figure_output_carries_three_versions_and_no_plotlyjs() -> None:
     b = figure_bundle(fig)
     assert set(b) == {PLOTLY_MIME, "text/html", "text/plain"}
     spec = b[PLOTLY_MIME]
-    assert spec["layout"]["height"] == 460 and spec["data"]
+    assert spec["layout"]["height"] == 460
+    assert spec["data"]
     assert "responsive" not in spec["config"]  # collapses Lab's figures on a theme change
     assert PLOTLYJS_MARKER not in b["text/html"]
     assert 'style="width:100%;height:460px"' in b["text/html"]
@@ -83,7 +84,8 @@ def test_figure_html_cannot_be_broken_out_of() -> None:
     evil = "</script><script>alert(1)</script><!--"
     fig = go.Figure(go.Bar(x=[evil], y=[1]), layout={"height": 300})
     page = figure_html(fig)
-    assert page.count("</script>") == 1 and page.count("<script>") == 1
+    assert page.count("</script>") == 1
+    assert page.count("<script>") == 1
     assert "<!--" not in page
     payload = page.split("var fig = ", 1)[1].split(";\n", 1)[0]
     assert json.loads(payload)["data"][0]["x"] == [evil]
@@ -95,7 +97,8 @@ def test_run_figures_one_output_each_and_plotlyjs_once(monkeypatch: pytest.Monke
     run = synthetic_run(n_tokens=8, n_layers=3)
     first = _shown(monkeypatch, run.figures, _parent("cell-a", "m1"))
     assert len(first) == 1 + 5
-    assert _has_plotlyjs(first[0]) and PLOTLY_MIME not in first[0]
+    assert _has_plotlyjs(first[0])
+    assert PLOTLY_MIME not in first[0]
     assert all(PLOTLY_MIME in o and not _has_plotlyjs(o) for o in first[1:])
     heights = [o[PLOTLY_MIME]["layout"]["height"] for o in first[1:]]
     assert min(heights) >= 300
@@ -106,7 +109,8 @@ def test_run_figures_one_output_each_and_plotlyjs_once(monkeypatch: pytest.Monke
     assert not any(_has_plotlyjs(o) for o in again_same_request + other_cell)
     # the cell holding the copy runs again: its outputs were cleared, so it carries a new copy
     rerun = _shown(monkeypatch, run.figures, _parent("cell-a", "m3"))
-    assert _has_plotlyjs(rerun[0]) and len(rerun) == 6
+    assert _has_plotlyjs(rerun[0])
+    assert len(rerun) == 6
     # ... and once that cell is deleted, the next figures carry it
     after_delete = _shown(monkeypatch, run.figures, _parent("cell-c", "m4", deleted=("cell-a",)))
     assert _has_plotlyjs(after_delete[0])
@@ -173,10 +177,13 @@ def test_comparison_leads_with_its_headline_then_one_output_per_figure(
     a.settings["max_new_tokens"], b.settings["max_new_tokens"] = 8, 12
     shown = _shown(monkeypatch, compare([a, b]), _parent("c", "m1"))
     head, js, *figs = shown
-    assert "<table" in head["text/html"] and "decode J/token" in head["text/html"]
-    assert PLOTLY_MIME not in head and not _has_plotlyjs(head)
+    assert "<table" in head["text/html"]
+    assert "decode J/token" in head["text/html"]
+    assert PLOTLY_MIME not in head
+    assert not _has_plotlyjs(head)
     assert _has_plotlyjs(js)
-    assert len(figs) == 4 and all(PLOTLY_MIME in f for f in figs)
+    assert len(figs) == 4
+    assert all(PLOTLY_MIME in f for f in figs)
     assert "max_new_tokens=8" in json.dumps(figs[0][PLOTLY_MIME])
 
 

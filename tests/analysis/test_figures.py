@@ -41,7 +41,9 @@ def _title(fig: go.Figure) -> str:
 
 def test_power_timeline(run: Run) -> None:
     fig = run.figures.power_timeline()
-    assert "W" in _title(fig) and "modeled" in _title(fig) and "source synthetic" in _title(fig)
+    assert "W" in _title(fig)
+    assert "modeled" in _title(fig)
+    assert "source synthetic" in _title(fig)
     assert "resolution 100 ms" in _title(fig)
     lines = [t.name for t in fig.data if t.type == "scatter"]
     assert lines == ["CPU", "DRAM", "total"]  # rails without data are left out
@@ -55,7 +57,8 @@ def test_token_waterfall_matches_energy_curve(run: Run) -> None:
     # bars per phase (the legend says which colour is which), then the cumulative line
     prefill, decode, line = run.figures.token_waterfall().data
     expected = [t["energy_j"] for t in run.tokens()]
-    assert list(prefill.x) == [0] and list(decode.x) == list(range(1, 8))
+    assert list(prefill.x) == [0]
+    assert list(decode.x) == list(range(1, 8))
     assert [*prefill.y, *decode.y] == pytest.approx(expected, rel=1e-3)  # 4 significant digits
     assert list(line.y) == pytest.approx(np.cumsum(expected), rel=1e-3)
     assert "J, modeled" in _title(run.figures.token_waterfall())
@@ -69,14 +72,15 @@ def test_layer_heatmap(run: Run) -> None:
     inside = sum(t["energy_j"] - t["outside_layers_j"] for t in run.tokens())
     assert z.sum() == pytest.approx(inside, rel=1e-4)
     assert inside == pytest.approx(0.75 * sum(t["energy_j"] for t in run.tokens()), rel=1e-4)
-    assert "modeled" in _title(fig) and "J" in _title(fig)
+    assert "modeled" in _title(fig)
+    assert "J" in _title(fig)
     t = run.figures.layer_heatmap("time_ms", token=2)
-    assert "measured" in _title(t) and "token 2" in _title(t)
+    assert "measured" in _title(t)
+    assert "token 2" in _title(t)
     # activation statistics are averaged over the decode tokens only (8 tokens: 7 decode)
     act = run.figures.layer_heatmap("act_max")
-    assert "Max |x|" in _title(act) and "mean over 7 decode tokens (prefill excluded)" in _title(
-        act
-    )
+    assert "Max |x|" in _title(act)
+    assert "mean over 7 decode tokens (prefill excluded)" in _title(act)
     assert list(act.data[0].y) == ["L0", "L1", "L2"]
     with pytest.raises(InvalidInputError, match="metric must be one of"):
         run.figures.layer_heatmap("watts")
@@ -93,12 +97,12 @@ def test_treemap_and_sankey_conserve_energy(run: Run) -> None:
     assert sum(roots) == pytest.approx(tokens_j, rel=1e-4)
     outside = [v for v, lab in zip(d.values, d.labels, strict=True) if lab == OUTSIDE_LAYERS]
     assert sum(outside) == pytest.approx((1 - LAYER_COVERAGE) * tokens_j, rel=1e-4)
-    assert "modeled" in _title(tm) and "layer coverage (hooked / token time) 75.0 %" in _title(tm)
+    assert "modeled" in _title(tm)
+    assert "layer coverage (hooked / token time) 75.0 %" in _title(tm)
     sk = run.figures.sankey()
     labels = list(sk.data[0].node.label)
-    assert labels[0].startswith("total") and {"prefill", "decode", "L0", OUTSIDE_LAYERS} <= set(
-        labels
-    )
+    assert labels[0].startswith("total")
+    assert {"prefill", "decode", "L0", OUTSIDE_LAYERS} <= set(labels)
     link = sk.data[0].link
     out_of_root = sum(v for s, v in zip(link.source, link.value, strict=True) if s == 0)
     assert out_of_root == pytest.approx(sum(p["energy_j"] for p in run.phases()))
@@ -143,7 +147,8 @@ def test_treemap_of_the_hand_run() -> None:
     fig = hand_run().figures.treemap()
     d = fig.data[0]
     value = dict(zip(d.ids, d.values, strict=True))
-    assert value["prefill"] == pytest.approx(1.0) and value["decode"] == pytest.approx(1.5)
+    assert value["prefill"] == pytest.approx(1.0)
+    assert value["decode"] == pytest.approx(1.5)
     assert value[f"prefill/{OUTSIDE_LAYERS}"] == pytest.approx(0.4)
     assert value[f"decode/{OUTSIDE_LAYERS}"] == pytest.approx(0.3)
     assert value["decode/L1/mlp"] == pytest.approx(0.15 + 0.2)
@@ -178,7 +183,8 @@ def test_titles_carry_real_resolution_scope_and_power_window() -> None:
     title = _title(r.figures.power_timeline())
     assert "measured · device, source hand, resolution 75 ms" in title  # not the 50 ms poll
     assert "power readings are 1-s averages" in title
-    assert layer_label("model.layers.12") == "L12" and layer_label("lm_head") == "lm_head"
+    assert layer_label("model.layers.12") == "L12"
+    assert layer_label("lm_head") == "lm_head"
 
 
 def test_all_and_html_render(run: Run) -> None:
@@ -221,13 +227,16 @@ def test_phase_names_never_overlap_in_the_power_timeline() -> None:
     strip = [t for t in fig.data if t.type == "bar"]
     assert [t.name for t in strip] == ["prefill", "decode", "tail", "detokenize"]
     for bar in strip:
-        assert list(bar.text) == [bar.name] and bar.textposition == "inside"
+        assert list(bar.text) == [bar.name]
+        assert bar.textposition == "inside"
         assert bar.showlegend is not False
-    assert fig.layout.uniformtext.mode == "hide" and fig.layout.barmode == "overlay"
+    assert fig.layout.uniformtext.mode == "hide"
+    assert fig.layout.barmode == "overlay"
     # no phase name as free text (the old top-left annotations piled up on short phases)
     assert not [a for a in fig.layout.annotations if a.text in {"tail", "detokenize"}]
     tail = next(t for t in strip if t.name == "tail")
-    assert tail.x[0] == pytest.approx(0.012) and "12 ms" in tail.hovertemplate
+    assert tail.x[0] == pytest.approx(0.012)
+    assert "12 ms" in tail.hovertemplate
 
 
 def test_layers_are_labelled_L0_in_every_figure() -> None:
@@ -304,7 +313,8 @@ def test_long_runs_stay_small_and_keep_their_peaks() -> None:
         energies[1:].sum(), rel=1e-3
     )
     assert line.y[-1] == pytest.approx(energies.sum(), rel=1e-3)
-    assert f"bins of {k}" in _title(wf) and "mean J/token" in decode.name
+    assert f"bins of {k}" in _title(wf)
+    assert "mean J/token" in decode.name
 
     for f in r.figures.all():  # JSON + HTML of a figure leave room for the PNG Lab adds
         assert len(json.dumps(figure_bundle(f))) < 150_000, plain_title(f.layout.title.text)
@@ -316,9 +326,11 @@ def test_figures_read_on_light_and_dark_backgrounds(run: Run) -> None:
     for fig in run.figures.all():
         layout = fig.layout
         tpl = layout.template.layout
-        assert tpl.paper_bgcolor == "rgba(0,0,0,0)" and tpl.plot_bgcolor == "rgba(0,0,0,0)"
+        assert tpl.paper_bgcolor == "rgba(0,0,0,0)"
+        assert tpl.plot_bgcolor == "rgba(0,0,0,0)"
         assert tpl.font.color == FONT_COLOR
-        assert layout.height and layout.height >= 300  # sized by us, never by the output's CSS
+        assert layout.height
+        assert layout.height >= 300
         for trace in fig.data:
             line = getattr(trace, "line", None)
             color = getattr(line, "color", None) if line is not None else None

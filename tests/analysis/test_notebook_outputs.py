@@ -79,9 +79,11 @@ def test_saved_notebook_holds_plotlyjs_once_and_small_figure_outputs(
     assert max(size for *_, size in sizes) <= KERNEL_SIDE_BYTES < MAX_FIGURE_OUTPUT_BYTES, sizes
     for o in figures:
         assert o["data"][PLOTLY_MIME]["layout"]["height"] >= 300
-        assert "text/html" in o["data"] and "text/plain" in o["data"]
+        assert "text/html" in o["data"]
+        assert "text/plain" in o["data"]
     headline = cells[2]["outputs"][0]["data"]
-    assert "<table" in "".join(headline["text/html"]) and PLOTLY_MIME not in headline
+    assert "<table" in "".join(headline["text/html"])
+    assert PLOTLY_MIME not in headline
     assert elapsed_s < 120, f"the notebook took {elapsed_s:.0f} s"
 
 

@@ -27,7 +27,8 @@ def tiny(smollm_tokenizer: Any) -> tuple[Any, Any]:
 
 def test_grid_points() -> None:
     pts = grid_points({"max_new_tokens": [2, 4], "batch": 2, "do_sample": [False, True]})
-    assert len(pts) == 4 and all(p["batch_size"] == 2 for p in pts)
+    assert len(pts) == 4
+    assert all(p["batch_size"] == 2 for p in pts)
     assert grid_points(None) == [{}]
     with pytest.raises(InvalidInputError, match="positive integers"):
         grid_points({"input_tokens": [0]})
@@ -47,7 +48,9 @@ def test_sweep_stores_every_point_under_one_experiment(
         (model, tok), "The quick brown fox", grid, executor=ex, experiment="exp-a",
         store=path, power="estimate", level="token", baseline_s=0.0,
     )  # fmt: skip
-    assert len(c.runs) == 4 and not c.notes and c.experiment == "exp-a"
+    assert len(c.runs) == 4
+    assert not c.notes
+    assert c.experiment == "exp-a"
     assert sorted((r.settings["max_new_tokens"], r.settings["batch_size"]) for r in c.runs) == [
         (2, 1), (2, 2), (4, 1), (4, 2)
     ]  # fmt: skip
@@ -87,4 +90,5 @@ def test_sweep_bad_input(tiny: tuple[Any, Any]) -> None:
         sweep((model, tok), "hi", executor=object(), store=False)
     c = sweep((model, tok), "hi", {"dtype": ["float32", "float99"], "max_new_tokens": 2},
               store=False, power="estimate", baseline_s=0.0)  # fmt: skip
-    assert len(c.runs) == 1 and any("unknown dtype 'float99'" in n for n in c.notes)
+    assert len(c.runs) == 1
+    assert any("unknown dtype 'float99'" in n for n in c.notes)

@@ -210,7 +210,8 @@ def test_every_figure_renders_at_full_size(fx: Figures) -> None:
     assert len(figs) == N_FIGURES
     for f in figs:
         assert min(f["height"], f["outHeight"]) >= MIN_PLOT_PX, f  # the plot, and its place
-        assert f["width"] >= f["outWidth"] - 2 and f["outWidth"] >= 700, f  # as wide as its output
+        assert f["width"] >= f["outWidth"] - 2, f  # as wide as its output
+        assert f["outWidth"] >= 700, f
     assert fx.page.evaluate(SCROLLERS_JS) == []  # no inner scroll box, compare() included
     assert not fx.lab_page.log.outside, f"requests left localhost: {fx.lab_page.log.outside}"
     assert not [c for c in fx.lab_page.log.console if "[pageerror]" in c]
@@ -238,7 +239,8 @@ def test_compare_leads_with_the_headline_then_its_figures(fx: Figures) -> None:
     html = "".join(head["data"]["text/html"])
     for name in ("decode J/token", "prefill J/prompt token", "decode tokens/s", "total energy"):
         assert f"<th>{name}</th>" in html
-    assert "max_new_tokens=40" in html and "max_new_tokens=60" in html
+    assert "max_new_tokens=40" in html
+    assert "max_new_tokens=60" in html
     figs = [o for o in rest if PLOTLY_MIME in o.get("data", {})]
     assert len(figs) == 4
     ticks = fx.page.locator(".jp-Notebook .jp-Cell").nth(2).locator(".ytick text")
@@ -333,7 +335,8 @@ def test_reopened_untrusted_notebook_renders_without_running(
         """() => window.jupyterapp.shell.currentWidget.content.widgets
              .filter((c) => c.model.type === 'code').map((c) => c.model.trusted)"""
     )
-    assert trusted == [False] * len(trusted) and trusted, trusted
+    assert trusted == [False] * len(trusted), trusted
+    assert trusted, trusted
     p.page.wait_for_function(
         "(n) => [...document.querySelectorAll('.jp-Notebook .jp-RenderedPlotly')]"
         ".filter((o) => o.getBoundingClientRect().height >= 300).length >= n",
@@ -348,7 +351,8 @@ def test_reopened_untrusted_notebook_renders_without_running(
              return { h: Math.round(o.getBoundingClientRect().height), drawn };
            })"""
     )
-    assert len(shown) == N_FIGURES + 1 and all(s["drawn"] and s["h"] >= 300 for s in shown), shown
+    assert len(shown) == N_FIGURES + 1, shown
+    assert all(s["drawn"] and s["h"] >= 300 for s in shown), shown
 
 
 def test_nbconvert_html_draws_every_figure_offline(fx: Figures, lab: LabServer, pages: Any) -> None:
@@ -384,7 +388,8 @@ def test_nbconvert_html_draws_every_figure_offline(fx: Figures, lab: LabServer, 
     print("nbconvert figures:", *figs, sep="\n  ")
     assert len(figs) == N_FIGURES  # the plain plotly figure is plotly's own HTML, not ours
     for f in figs:
-        assert f["h"] >= MIN_PLOT_PX and f["w"] >= f["outW"] - 2, f
+        assert f["h"] >= MIN_PLOT_PX, f
+        assert f["w"] >= f["outW"] - 2, f
         assert "needs plotly.js" not in f["text"], f
     # the template's own require.js and MathJax are refused (offline); nothing of plotly's
     assert not [u for u in p.log.outside if "plotly" in u], p.log.outside

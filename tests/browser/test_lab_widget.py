@@ -131,7 +131,8 @@ def test_quickstart_runs_without_errors_and_the_widget_finishes(qs: Quickstart) 
     title = widget(qs.page, 0).locator(".lew-run-title").inner_text()
     assert "SmolLM2-135M" in title
     run_id = re.search(r"run (\w+)", title)
-    assert run_id and run_id.group(1) in widget(qs.page, 1).locator(".lew-run-title").inner_text()
+    assert run_id
+    assert run_id.group(1) in widget(qs.page, 1).locator(".lew-run-title").inner_text()
     assert not qs.lab_page.log.dialogs
     assert not qs.lab_page.log.outside, f"requests left localhost: {qs.lab_page.log.outside}"
 
@@ -169,7 +170,8 @@ def test_heatmap_cells_and_tokens_appear(qs: Quickstart) -> None:
     m = re.search(r"token\s+(\d+) / (\d+)", status)
     assert m, status
     n_tokens, max_new = int(m.group(1)), int(m.group(2))
-    assert max_new == QUICKSTART_TOKENS and 0 < n_tokens <= QUICKSTART_TOKENS
+    assert max_new == QUICKSTART_TOKENS
+    assert 0 < n_tokens <= QUICKSTART_TOKENS
     assert root.locator(".lew-tok").count() == n_tokens
     assert root.locator(".lew-token-box").inner_text().strip()
     canvas = root.locator(".lew-heatmap canvas")
@@ -198,7 +200,8 @@ def test_token_tooltip_shows_energy_with_its_kind(qs: Quickstart) -> None:
     why = root.locator(".lew-power .lew-source .lew-badge").get_attribute("title") or ""
     assert why.startswith(kind.split(" · ")[0] + ": "), why
     if kind.startswith("estimated"):
-        assert "source estimate: ESTIMATE, not a measurement" in why and "±50 %" in why, why
+        assert "source estimate: ESTIMATE, not a measurement" in why, why
+        assert "±50 %" in why, why
     root.locator('.lew-tok[data-i="1"]').hover()
     tip = root.locator(".lew-tooltip")
     tip.wait_for(state="visible", timeout=5_000)
@@ -239,7 +242,9 @@ def test_dark_theme_restyles_the_widget(qs: Quickstart) -> None:
         _wait_dark(page)
         dark_bg = _luminance(root.evaluate("(r) => getComputedStyle(r).backgroundColor"))
         dark_fg = _luminance(root.evaluate("(r) => getComputedStyle(r).color"))
-        assert light_bg > 0.8 and dark_bg < 0.35 and dark_fg > 0.6, (light_bg, dark_bg, dark_fg)
+        assert light_bg > 0.8, (light_bg, dark_bg, dark_fg)
+        assert dark_bg < 0.35, (light_bg, dark_bg, dark_fg)
+        assert dark_fg > 0.6, (light_bg, dark_bg, dark_fg)
         _wait_charts_fit(page)
         _wait_hashes_change(page, light_hashes)
         shot(root, "widget-done-dark.png")

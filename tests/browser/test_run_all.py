@@ -116,5 +116,6 @@ def test_run_all_queues_the_second_generation_and_both_complete(
     assert t_first_done - FLUSH_SLACK_MS <= t_second_running, (first, second)
     assert t_second_running - t_first_running > 1000  # it waited the first run out
     run_ids = [re.search(r"run (\w+)", r["text"]) for r in (first[-1], second[-1])]
-    assert all(run_ids) and run_ids[0].group(1) != run_ids[1].group(1)  # type: ignore[union-attr]
+    assert all(run_ids)
+    assert run_ids[0].group(1) != run_ids[1].group(1)
     assert not lp.log.outside, f"requests left localhost: {lp.log.outside}"

@@ -36,7 +36,8 @@ def test_power_estimate_prints_live_records(capsys: pytest.CaptureFixture[str]) 
     recs = json_lines(capsys.readouterr().out)
     assert len(recs) >= 15
     assert all(tuple(r) == READING_FIELDS for r in recs)
-    assert {r["kind"] for r in recs} == {"estimated"} and recs[0]["gpu_w"] is None
+    assert {r["kind"] for r in recs} == {"estimated"}
+    assert recs[0]["gpu_w"] is None
     assert all(b["t_ms"] > a["t_ms"] for a, b in itertools.pairwise(recs))
 
 
@@ -76,15 +77,18 @@ def test_complete_file_is_read_to_its_end(capsys: pytest.CaptureFixture[str]) ->
     out, err = capsys.readouterr()
     assert code == 1  # finished early, with one sample skipped
     recs = json_lines(out)
-    assert len(recs) == 4 and recs[0]["source"] == "powermetrics"
-    assert err.count("\n") == 1 and "warning: powermetrics: skipped malformed sample #3" in err
+    assert len(recs) == 4
+    assert recs[0]["source"] == "powermetrics"
+    assert err.count("\n") == 1
+    assert "warning: powermetrics: skipped malformed sample #3" in err
 
 
 def test_replay_file_fast(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["power", "--file", str(FIXTURES / "trace.csv"), "--speed", "0", "--json"]
     assert main(args) == 0
     recs = json_lines(capsys.readouterr().out)
-    assert len(recs) == 11 and recs[-1]["dram_w"] == 2.0
+    assert len(recs) == 11
+    assert recs[-1]["dram_w"] == 2.0
     assert recs[-1]["energy_j"] == pytest.approx(15.0, rel=1e-6)  # 10..20 W ramp over 1 s
 
 
@@ -103,7 +107,9 @@ def test_bad_input_one_line_error(
 ) -> None:
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err and err.startswith("llm-energy: error:")
+    assert err.count("\n") == 1
+    assert message in err
+    assert err.startswith("llm-energy: error:")
 
 
 def test_unreadable_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

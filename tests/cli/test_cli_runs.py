@@ -46,22 +46,27 @@ def test_runs_json_lists_every_run_with_summary(
     assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == [runs[0].run_id]
     assert main(["runs", "--store", str(path), "--limit", "1"]) == 0
     table = capsys.readouterr().out
-    assert runs[1].run_id in table and runs[0].run_id not in table
+    assert runs[1].run_id in table
+    assert runs[0].run_id not in table
     # headline figures under their exact names (no bare "J/TOKEN" / "TOK/S")
     head = table.splitlines()[0]
     for name in ("decode J/token", "prefill J/prompt token", "decode tokens/s", "total energy"):
         assert name in head
-    assert "J/TOKEN" not in head and "TOK/S" not in head
+    assert "J/TOKEN" not in head
+    assert "TOK/S" not in head
 
 
 def test_show(stored: tuple[Path, list[Run]], capsys: pytest.CaptureFixture[str]) -> None:
     path, runs = stored
     assert main(["show", runs[0].run_id[:6], "--store", str(path)]) == 0
     out = capsys.readouterr().out
-    assert runs[0].run_id in out and "prefill" in out and "modeled" in out
+    assert runs[0].run_id in out
+    assert "prefill" in out
+    assert "modeled" in out
     assert main(["show", runs[0].run_id, "--json", "--store", str(path)]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["run_id"] == runs[0].run_id and len(d["tokens"]) == 8
+    assert d["run_id"] == runs[0].run_id
+    assert len(d["tokens"]) == 8
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv", "parquet", "trace"])
@@ -75,10 +80,12 @@ def test_export(
         == 0
     )
     printed = capsys.readouterr().out.split()
-    assert printed and all(Path(p).exists() for p in printed)
+    assert printed
+    assert all(Path(p).exists() for p in printed)
     if fmt == "trace":
         doc = json.loads(out.read_text())
-        assert doc["traceEvents"] and doc["displayTimeUnit"] == "ms"
+        assert doc["traceEvents"]
+        assert doc["displayTimeUnit"] == "ms"
 
 
 def test_compare(stored: tuple[Path, list[Run]], capsys: pytest.CaptureFixture[str]) -> None:
@@ -101,7 +108,8 @@ def test_delete_and_errors(
     assert main(["delete", runs[0].run_id, "--yes", "--store", str(path)]) == 0
     assert main(["show", runs[0].run_id, "--store", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "no run" in err and str(path) in err
+    assert "no run" in err
+    assert str(path) in err
     bad = path.parent / "bad.sqlite"
     bad.write_text("not a db")
     assert main(["runs", "--store", str(bad)]) == 2
@@ -213,6 +221,7 @@ def test_show_token_level_run_leaves_out_layer_rows(
         s.save(run)
     assert main(["show", run.run_id, "--store", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "layer coverage" not in out and "outside layers" not in out
+    assert "layer coverage" not in out
+    assert "outside layers" not in out
     assert "summary (modeled energy):" in out
     assert "\n  decode J/token: " in out  # defined, as it is shown

@@ -186,7 +186,8 @@ def test_a_baseline_above_the_run_makes_net_energy_unreliable_with_a_warning() -
     assert any("net energy is unreliable" in w for w in s["warnings"])
     # a quiet baseline below the run's power: net is kept and reliable
     quiet = ten_watt_run(baseline_w=4.0).summary()
-    assert quiet["net_energy_reliable"] is True and not quiet["warnings"]
+    assert quiet["net_energy_reliable"] is True
+    assert not quiet["warnings"]
     assert quiet["net_energy_j"] == pytest.approx(quiet["total_energy_j"] * 0.6, rel=1e-9)
 
 
@@ -261,7 +262,8 @@ def test_a_stored_run_keeps_its_price_whatever_the_viewers_environment(
     monkeypatch.setenv("LLM_ENERGY_CARBON_G_PER_KWH", "9999")
     loaded = Run.from_dict(run.to_dict())
     s = loaded.summary()
-    assert s["price_per_kwh"] == 0.2 and s["carbon_g_per_kwh"] == 300.0
+    assert s["price_per_kwh"] == 0.2
+    assert s["carbon_g_per_kwh"] == 300.0
     assert s["cost_usd"] == pytest.approx(5.6 / 3.6e6 * 0.2, rel=1e-9)
     assert s["co2_g"] == pytest.approx(5.6 / 3.6e6 * 300.0, rel=1e-9)
     again = loaded.reprice(price_per_kwh=0.5)
@@ -347,7 +349,8 @@ def _profile(model: Any, tok: Any, power: Any, **kw: Any) -> Run:
         store=False,
     )
     run = prof.generate("Energy is the capacity to do work", do_sample=False, pad_token_id=0, **kw)
-    assert run.wait(120) and run.status == "completed", run.end_reason
+    assert run.wait(120), run.end_reason
+    assert run.status == "completed", run.end_reason
     return run
 
 
@@ -408,18 +411,21 @@ def test_slow_nvml_counter_polled_fast_through_the_profiler(
     # described after opening: what open() measured and chose
     assert info["native_interval_ms"] == pytest.approx(100.0, abs=5.0)
     assert info["resolution_ms"] == pytest.approx(100.0, abs=5.0)  # not the 20 ms poll
-    assert info["power_window_ms"] == 1000.0 and "1-second average" in info["description"]
+    assert info["power_window_ms"] == 1000.0
+    assert "1-second average" in info["description"]
     assert info["scope"] == "GPU 0"
     s = run.summary()
     assert s["energy_resolution_ms"] == info["resolution_ms"]
-    assert s["energy_scope"] == "GPU 0" and s["power_window_ms"] == 1000.0
+    assert s["energy_scope"] == "GPU 0"
+    assert s["power_window_ms"] == 1000.0
     toks = run.tokens()
     # readings placed at the counter's updates: every token, however short, gets 300 W x its
     # time (stamped at poll time, 70 % of 10 ms tokens read exactly 0 J)
     for t in toks:
         assert t["energy_j"] == pytest.approx(300.0 * t["duration_ms"] / 1e3, rel=0.05), t
     short = [t for t in toks if t["duration_ms"] < info["resolution_ms"]]
-    assert short and all(t["below_resolution"] for t in short)
+    assert short
+    assert all(t["below_resolution"] for t in short)
     assert s["tokens_below_resolution"] == len(short)
     assert s["total_energy_j"] == pytest.approx(300.0 * s["duration_ms"] / 1e3, rel=0.01)
 
@@ -434,9 +440,11 @@ def test_estimate_scope_is_chosen_by_name_and_carried_by_the_run(
     assert run.summary()["energy_scope"] == scope
     text = run.power_info["description"]
     if scope == "system":  # it counts other programs: it must not say it ignores them
-        assert "every process counted" in text and "other processes" not in text
+        assert "every process counted" in text
+        assert "other processes" not in text
     else:
-        assert "this process's CPU time only" in text and "not other programs" in text
+        assert "this process's CPU time only" in text
+        assert "not other programs" in text
 
 
 # -- 13. instant power aliases a periodic load; a counter never does -----------------------------

@@ -27,7 +27,8 @@ def run() -> Run:
 def test_json_is_strict_and_round_trips(run: Run, tmp_path: Path) -> None:
     p = run.to_json(tmp_path / "sub" / "run.json")
     d = json.loads(p.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
-    assert d["run_id"] == run.run_id and len(d["tokens"]) == 8
+    assert d["run_id"] == run.run_id
+    assert len(d["tokens"]) == 8
     back = Run.from_dict(d)
     assert back.tokens() == run.tokens()
     assert back.summary()["decode_j_per_token"] == pytest.approx(
@@ -85,21 +86,24 @@ def test_parquet_without_pyarrow_says_what_to_install(
 def test_chrome_trace_is_valid_and_complete(run: Run, tmp_path: Path) -> None:
     p = run.to_chrome_trace(tmp_path / "run.trace.json")
     doc = json.loads(p.read_text())
-    assert doc["displayTimeUnit"] == "ms" and isinstance(doc["traceEvents"], list)
+    assert doc["displayTimeUnit"] == "ms"
+    assert isinstance(doc["traceEvents"], list)
     ev = doc["traceEvents"]
     for e in ev:
         assert {"ph", "pid", "name"} <= e.keys()
         if e["ph"] in ("X", "C"):
             assert isinstance(e["ts"], (int, float))
         if e["ph"] == "X":
-            assert e["dur"] >= 0 and "tid" in e
+            assert e["dur"] >= 0
+            assert "tid" in e
     xs = [e for e in ev if e["ph"] == "X"]
     by_cat = {
         c: [e for e in xs if e["cat"] == c]
         for c in ("phase", "token", "layer", "component", "outside_layers")
     }
     assert [e["name"] for e in by_cat["phase"]] == ["prefill", "decode"]
-    assert len(by_cat["token"]) == 8 and len(by_cat["layer"]) == 8 * 2
+    assert len(by_cat["token"]) == 8
+    assert len(by_cat["layer"]) == 8 * 2
     assert len(by_cat["component"]) == 8 * 2 * 9
     assert len(by_cat["outside_layers"]) == 8
     assert len({e["tid"] for e in xs}) == 3  # separate tracks
@@ -168,10 +172,13 @@ def test_columns_sheet_gives_every_column_its_name_unit_and_kind(tmp_path: Path)
         written = pd.read_csv(tmp_path / f"{table}.csv").columns
         assert set(written) == set(cols[cols["table"] == table]["column"])
     layer = cols[cols["table"] == "layers"].set_index("column")
-    assert layer.loc["time_ms", "kind"] == "measured" and layer.loc["time_ms", "unit"] == "ms"
-    assert layer.loc["energy_j", "kind"] == "modeled" and layer.loc["energy_j", "unit"] == "J"
+    assert layer.loc["time_ms", "kind"] == "measured"
+    assert layer.loc["time_ms", "unit"] == "ms"
+    assert layer.loc["energy_j", "kind"] == "modeled"
+    assert layer.loc["energy_j", "unit"] == "J"
     for col, name in (("mean_abs_x", "mean |x|"), ("std_x", "std x"), ("max_abs_x", "max |x|")):
-        assert layer.loc[col, "name"] == name and layer.loc[col, "kind"] == "measured"
+        assert layer.loc[col, "name"] == name
+        assert layer.loc[col, "kind"] == "measured"
     tok = cols[cols["table"] == "tokens"].set_index("column")
     assert tok.loc["energy_j", "kind"] == "measured"  # the hand run's source is measured
     assert tok.loc["outside_layers_j", "kind"] == "modeled"
@@ -192,9 +199,12 @@ def test_token_level_tables_have_the_same_token_columns(tmp_path: Path) -> None:
 def test_trace_of_the_hand_run(tmp_path: Path) -> None:
     doc = json.loads(hand_run().to_chrome_trace(tmp_path / "t.json").read_text())
     other = doc["otherData"]
-    assert other["energy_resolution_ms"] == 75.0 and other["power_interval_ms"] == 50.0
-    assert other["energy_scope"] == "device" and other["layer_coverage"] == pytest.approx(0.72)
-    assert "mean_abs_x" in other["metrics"] and "act_mean" not in other["metrics"]
+    assert other["energy_resolution_ms"] == 75.0
+    assert other["power_interval_ms"] == 50.0
+    assert other["energy_scope"] == "device"
+    assert other["layer_coverage"] == pytest.approx(0.72)
+    assert "mean_abs_x" in other["metrics"]
+    assert "act_mean" not in other["metrics"]
     xs = [e for e in doc["traceEvents"] if e["ph"] == "X"]
     phases = {e["name"]: e for e in xs if e["cat"] == "phase"}
     assert list(phases) == ["prefill", "decode", "tail"]
@@ -219,5 +229,6 @@ def test_trace_of_the_hand_run(tmp_path: Path) -> None:
         ("outside layers", 60_000, 40_000, pytest.approx(0.4)),
     ]
     comp = next(e for e in xs if e["cat"] == "component" and e["args"]["token"] == 0)
-    assert comp["args"]["mean_abs_x"] == 10.0 and comp["args"]["max_abs_x"] == 20.0
+    assert comp["args"]["mean_abs_x"] == 10.0
+    assert comp["args"]["max_abs_x"] == 20.0
     assert "act_mean" not in comp["args"]

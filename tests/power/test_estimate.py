@@ -35,7 +35,8 @@ def energy_over(seconds: float, burn: bool) -> float:
 def test_grows_with_cpu_work_and_says_it_is_an_estimate() -> None:
     burning = energy_over(0.3, burn=True)
     sleeping = energy_over(0.3, burn=False)
-    assert burning > 1.0 and sleeping < 0.3 * burning
+    assert burning > 1.0
+    assert sleeping < 0.3 * burning
     assert EstimateSource.kind == "estimated"
     assert "ESTIMATE" in EstimateSource().describe()
     assert "ESTIMATE" in EstimateSource.availability().reason
@@ -64,8 +65,10 @@ def test_idle_watts_and_system_scope() -> None:
     src.open(100.0)
     time.sleep(0.1)
     (s,) = src.poll()
-    assert s.energy_j == pytest.approx(0.5, rel=0.3) and s.power_w["total"] > 4.0
+    assert s.energy_j == pytest.approx(0.5, rel=0.3)
+    assert s.power_w["total"] > 4.0
     sysw = EstimateSource(scope="system")
     sysw.open(100.0)
     time.sleep(0.05)
-    assert len(sysw.poll()) == 1 and "/proc/stat" in sysw.describe()
+    assert len(sysw.poll()) == 1
+    assert "/proc/stat" in sysw.describe()

@@ -30,6 +30,7 @@ from llm_energy_widget.power.record import SourceSample
 from llm_energy_widget.power.registry import explain_auto, get_source, list_sources
 from llm_energy_widget.power.replay import ReplaySource
 from llm_energy_widget.power.sampler import PowerSampler
+from llm_energy_widget.power.streams import SkippedSampleWarning
 
 from .fake_nvml import FakeClock, FakeGpu, make_fake_nvml
 from .test_rapl import zone
@@ -77,7 +78,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeClock]:
     monkeypatch.setattr(time, "monotonic", c)
     monkeypatch.setattr(time, "sleep", c.sleep)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    yield c
+    return c
 
 
 class FakeRun:
@@ -162,8 +163,10 @@ def test_info_after_start_has_exactly_the_keys_and_the_trace_spacing(tmp_path: P
         info = s.info()
         s.stop()
         assert set(info) == INFO_KEYS
-        assert info["source"] == "replay" and info["kind"] == "measured"
-        assert info["scope"] == "trace" and info["interval_ms"] == interval
+        assert info["source"] == "replay"
+        assert info["kind"] == "measured"
+        assert info["scope"] == "trace"
+        assert info["interval_ms"] == interval
         assert info["native_interval_ms"] == 40.0  # the trace's median spacing, by hand
         assert info["resolution_ms"] == resolution  # max(interval, native)
         assert info["power_window_ms"] is None
@@ -174,16 +177,21 @@ def test_info_after_start_has_exactly_the_keys_and_the_trace_spacing(tmp_path: P
 def test_estimate_scopes_by_name_resolution_and_descriptions() -> None:
     proc = get_source("estimate:process")
     system = get_source("estimate:system")
-    assert isinstance(proc, EstimateSource) and isinstance(system, EstimateSource)
+    assert isinstance(proc, EstimateSource)
+    assert isinstance(system, EstimateSource)
     assert (proc.scope, system.scope) == ("process", "system")
     assert get_source("estimate").scope == "process"  # the default is unchanged
     assert proc.native_interval_ms == 5.0  # MIN_INTERVAL_S
     assert system.native_interval_ms == pytest.approx(1000.0 / os.sysconf("SC_CLK_TCK"))
     pd, sd = proc.describe(), system.describe()
-    assert "this process" in pd and "only" in pd and "not other programs" in pd
-    assert "every process" in sd and "/proc/stat" in sd
+    assert "this process" in pd
+    assert "only" in pd
+    assert "not other programs" in pd
+    assert "every process" in sd
+    assert "/proc/stat" in sd
     for text in (pd, sd):
-        assert "ignores other processes" not in text and "ESTIMATE" in text
+        assert "ignores other processes" not in text
+        assert "ESTIMATE" in text
     proc.open(50.0)
     assert proc.power_window_ms == 50.0  # power is the CPU-time delta over a poll
     with pytest.raises(InvalidInputError, match="estimate:process, estimate:system"):
@@ -217,8 +225,10 @@ def test_rapl_describe_and_scope_after_open_list_the_chosen_zones(tmp_path: Path
     assert "package-0" not in src.describe()
     src.open(100.0)
     d = src.describe()
-    assert "package-0 (intel-rapl:0)" in d and "package-1 (intel-rapl:1)" in d
-    assert "dram (intel-rapl:0:1)" in d and "core (" not in d
+    assert "package-0 (intel-rapl:0)" in d
+    assert "package-1 (intel-rapl:1)" in d
+    assert "dram (intel-rapl:0:1)" in d
+    assert "core (" not in d
     assert src.scope == "package-0, package-1, dram"
     assert (src.native_interval_ms, src.power_window_ms) == (1.0, 100.0)
 
@@ -226,14 +236,16 @@ def test_rapl_describe_and_scope_after_open_list_the_chosen_zones(tmp_path: Path
 def test_powermetrics_resolution_is_the_real_sample_spacing() -> None:
     # the fixture's elapsed_ns: 116, 129, (malformed), 125, 121 ms -> median (121 + 125) / 2
     src = PowermetricsSource(FIXTURES / "powermetrics.plist", follow=False)
-    assert src.native_interval_ms is None and src.scope == "system (SoC)"
+    assert src.native_interval_ms is None
+    assert src.scope == "system (SoC)"
     src.open(100.0)
-    with pytest.warns(UserWarning):
+    with pytest.warns(SkippedSampleWarning, match="skipped malformed sample"):
         src.poll()
     src.close()
     assert src.native_interval_ms == pytest.approx(123.0)
     assert src.power_window_ms == pytest.approx(123.0)
-    assert "samples every 123 ms" in src.describe() and "reading" in src.describe()
+    assert "samples every 123 ms" in src.describe()
+    assert "reading" in src.describe()
 
 
 def test_macmon_resolution_is_the_real_line_spacing(tmp_path: Path) -> None:
@@ -255,7 +267,8 @@ def test_macmon_resolution_is_the_real_line_spacing(tmp_path: Path) -> None:
     assert src.power_window_ms == pytest.approx(119.5, abs=1e-3)
     assert src.scope == "system (SoC)"
     d = src.describe()
-    assert "lines every 120 ms" in d and "1 line(s) with no interval of their own" in d
+    assert "lines every 120 ms" in d
+    assert "1 line(s) with no interval of their own" in d
 
 
 def test_replay_partial_energy_column_is_used_not_integrated(tmp_path: Path) -> None:
@@ -264,7 +277,8 @@ def test_replay_partial_energy_column_is_used_not_integrated(tmp_path: Path) -> 
     path = tmp_path / "e.csv"
     path.write_text("t_ms,total_w,energy_j\n0,50,\n100,10,1\n200,10,\n300,10,3\n400,50,\n")
     src = ReplaySource(path, speed=0)
-    assert src.use_energy and src.dropped_rows == 2
+    assert src.use_energy
+    assert src.dropped_rows == 2
     assert [(r.t_ms, r.energy_j) for r in src.rows] == [(100, 1.0), (200, 2.0), (300, 3.0)]
     assert "energy_j column (2 rows outside it dropped)" in src.describe()
     s = PowerSampler(src, interval_ms=10)
@@ -278,19 +292,23 @@ def test_nvml_describe_scope_and_window_follow_what_open_chose(clock: FakeClock)
     avg = FakeGpu(instant_mw=None, energy_fn=const_e, clock=clock)
     src = NvmlSource(nvml=make_fake_nvml([avg]))
     src.open(20.0)
-    assert src.power_window_ms == 1000.0 and "1-second average" in src.describe()
-    assert src.scope == "GPU 0" and "updates every 100 ms" in src.describe()
+    assert src.power_window_ms == 1000.0
+    assert "1-second average" in src.describe()
+    assert src.scope == "GPU 0"
+    assert "updates every 100 ms" in src.describe()
     src.close()
 
     gpus = [FakeGpu(energy_fn=const_e, clock=clock), FakeGpu(energy_fn=const_e, clock=clock)]
     nv = make_fake_nvml(gpus)
     src = NvmlSource(nvml=nv)
     src.open(20.0)
-    assert src.scope == "GPUs 0,1" and src.power_window_ms is None
+    assert src.scope == "GPUs 0,1"
+    assert src.power_window_ms is None
     assert "NVML_FI_DEV_POWER_INSTANT" in src.describe()
     gpus[1].instant_mw = None  # the instant field stops answering mid-run: fall back
     src.poll()
-    assert src.power_window_ms == 1000.0 and "1-second average" in src.describe()
+    assert src.power_window_ms == 1000.0
+    assert "1-second average" in src.describe()
     src.close()
     one = NvmlSource(devices=[1], nvml=nv)
     one.open(100.0)
@@ -319,11 +337,13 @@ def test_nvml_measures_the_counter_period_at_open_bounded_in_time(clock: FakeClo
     src = NvmlSource(nvml=make_fake_nvml([slow]))
     t = clock()
     src.open(20.0)
-    assert clock() - t <= 0.5 + 0.002 and src.native_interval_ms == pytest.approx(300, abs=1.5)
+    assert clock() - t <= 0.5 + 0.002
+    assert src.native_interval_ms == pytest.approx(300, abs=1.5)
     src.close()
     frozen = NvmlSource(nvml=make_fake_nvml([FakeGpu(clock=clock)]))
     frozen.open(20.0)
-    assert frozen.native_interval_ms is None and "no update period seen" in frozen.describe()
+    assert frozen.native_interval_ms is None
+    assert "no update period seen" in frozen.describe()
     frozen.close()
 
 
@@ -369,7 +389,8 @@ def test_nvml_tokens_and_total_match_the_analytic_integral(clock: FakeClock) -> 
             # a linear E(t) through exact update points: every token is 300 W x 10 ms = 3 J
             assert np.max(np.abs(got - 3.0)) <= 3.0 * 1e-3
             # old: flat between updates, the whole 30 J jump inside one 20 ms poll: 0 or 15 J
-            assert np.min(old) == pytest.approx(0.0) and np.max(old) == pytest.approx(15.0)
+            assert np.min(old) == pytest.approx(0.0)
+            assert np.max(old) == pytest.approx(15.0)
         else:
             # chords of a quadratic: a token gets its 100 ms segment's mean power, off by at
             # most P' x U / 2 = 100 W/s x 50 ms = 5 W -> 0.05 J; 1 ms placement adds 0.001 J
@@ -452,7 +473,8 @@ def test_nvml_stop_covers_now_on_real_time() -> None:
     s.stop()
     assert s.curve().covers_until_ms >= t_stop
     e = s.arrays()["energy_j"]
-    assert np.all(np.diff(e) >= 0) and np.all(np.diff(s.arrays()["t_ms"]) > 0)
+    assert np.all(np.diff(e) >= 0)
+    assert np.all(np.diff(s.arrays()["t_ms"]) > 0)
 
 
 def test_stop_waits_long_enough_for_a_slow_counter() -> None:
@@ -542,7 +564,7 @@ def test_rapl_counter_path_is_exact_on_the_square_wave(
 ) -> None:
     """RAPL's counter (continuous here; ~1 ms in hardware) read every 100 ms: over any 7 s it
     holds 100 wave periods x 14 J = 1400 J, where sampled power read 1500 J (see above)."""
-    import llm_energy_widget.power.rapl as rapl
+    from llm_energy_widget.power import rapl
 
     zone(tmp_path, "intel-rapl:0", "package-0", 0)
     real_read = rapl._read_int

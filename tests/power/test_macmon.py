@@ -25,8 +25,11 @@ def test_capture_file_uses_timestamps_and_skips_a_malformed_line() -> None:
             got = src.poll()
     finally:
         src.close()
-    assert src.exhausted and src.skipped_samples == 1 and len(got) == 3
-    assert got[0].power_w["dram"] == 0.25 and got[0].power_w["total"] == pytest.approx(1.75)
+    assert src.exhausted
+    assert src.skipped_samples == 1
+    assert len(got) == 3
+    assert got[0].power_w["dram"] == 0.25
+    assert got[0].power_w["total"] == pytest.approx(1.75)
     # the first line stands for the nominal 250 ms, the others for their timestamp gaps
     assert [b.t_s - a.t_s for a, b in itertools.pairwise(got)] == pytest.approx([0.25, 0.25])
     assert got[-1].energy_j == pytest.approx(1.75 * 0.25 + 2.75 * 0.25 + 6.5 * 0.25)
@@ -40,7 +43,8 @@ def test_line_errors() -> None:
     with pytest.raises(Exception, match="no cpu_power"):
         parse_macmon_line(b'{"temp": {}}')
     watts, stamp = parse_macmon_line(b'{"all_power": 3.5}')
-    assert watts == {"total": 3.5} and stamp is None
+    assert watts == {"total": 3.5}
+    assert stamp is None
     with pytest.raises(InvalidInputError):
         MacmonSource(FIXTURES / "missing.jsonl")
 

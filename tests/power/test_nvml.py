@@ -42,7 +42,8 @@ def test_sums_all_gpus_rebased_energy_and_instant_power() -> None:
     src = NvmlSource(nvml=nv)
     src.open(100.0)
     (s0,) = src.poll()
-    assert s0.energy_j == 0.0 and s0.power_w == {"gpu": 350.0, "total": 350.0}
+    assert s0.energy_j == 0.0
+    assert s0.power_w == {"gpu": 350.0, "total": 350.0}
     gpus[0].energy_mj += 12_345
     gpus[1].energy_mj += 5_000
     (s1,) = src.poll()
@@ -110,7 +111,8 @@ def test_gpu_without_counter_integrates_power(monkeypatch: pytest.MonkeyPatch) -
 def test_errors_map_to_our_exceptions() -> None:
     nv = make_fake_nvml([], init_error=real.NVML_ERROR_DRIVER_NOT_LOADED)
     a = NvmlSource.availability(nvml=nv)
-    assert not a.available and "driver is not loaded" in a.reason
+    assert not a.available
+    assert "driver is not loaded" in a.reason
     with pytest.raises(SourceUnavailableError, match="NVML_ERROR_DRIVER_NOT_LOADED"):
         NvmlSource(nvml=nv).open(100.0)
     assert not NvmlSource.availability(nvml=make_fake_nvml([])).available  # no GPU
@@ -134,6 +136,8 @@ def test_errors_map_to_our_exceptions() -> None:
 def test_registry_uses_pynvml_from_sys_modules(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", make_fake_nvml(two_gpus()))
     a = NvmlSource.availability()
-    assert a.available and "2 GPU(s)" in a.reason and "energy counter" in a.reason
+    assert a.available
+    assert "2 GPU(s)" in a.reason
+    assert "energy counter" in a.reason
     src = get_source("auto")
     assert isinstance(src, NvmlSource)

@@ -34,7 +34,8 @@ def test_plist_stream_energy_power_clusters_and_a_malformed_sample() -> None:
     src = PowermetricsSource(FIXTURES / "powermetrics.plist", follow=False)
     with pytest.warns(SkippedSampleWarning, match=r"#3: not a plist"):
         samples = read_all(src)
-    assert src.exhausted and src.skipped_samples == 1
+    assert src.exhausted
+    assert src.skipped_samples == 1
     assert len(samples) == 4
     # sample 1: energy keys (mJ), not power x nominal interval
     s1 = samples[0]
@@ -84,7 +85,8 @@ def test_parser_waits_for_the_nul_that_ends_a_document() -> None:
     assert p.feed(doc[:50], final=False) == []
     assert p.feed(doc[50:], final=False) == []  # complete, but no NUL yet: a writer may add
     (out,) = p.feed(b"\x00", final=False)
-    assert out[0] == 1 and out[1].total_j == pytest.approx(0.010)
+    assert out[0] == 1
+    assert out[1].total_j == pytest.approx(0.010)
 
 
 def test_live_tail_skips_the_backlog_and_is_never_exhausted(tmp_path: Path) -> None:
@@ -99,11 +101,13 @@ def test_live_tail_skips_the_backlog_and_is_never_exhausted(tmp_path: Path) -> N
             f.write(doc * 2)
         before = time.monotonic()
         got = src.poll()
-        assert len(got) == 2 and [s.energy_j for s in got] == pytest.approx([0.05, 0.1])
+        assert len(got) == 2
+        assert [s.energy_j for s in got] == pytest.approx([0.05, 0.1])
         # live: the first new sample ends when it was read, the next 100 ms later
         assert got[0].t_s == pytest.approx(before, abs=0.05)
         assert got[1].t_s - got[0].t_s == pytest.approx(0.1)
-        assert src.poll() == [] and not src.exhausted
+        assert src.poll() == []
+        assert not src.exhausted
     finally:
         src.close()
 
@@ -142,7 +146,8 @@ def test_spawned_process_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
             time.sleep(0.02)
     finally:
         src.close()
-    assert src.exhausted and len(got) == 3
+    assert src.exhausted
+    assert len(got) == 3
     assert got[-1].energy_j == pytest.approx(0.018)
     assert got[0].power_w["cpu"] == pytest.approx(0.1)
 
@@ -159,7 +164,9 @@ def test_spawned_process_failure_is_reported(
     src = PowermetricsSource(binary=exe)
     src.open(100.0)
     try:
-        with pytest.raises(SourceError, match="exited with status 1: powermetrics must be invoked"):
+        with pytest.raises(  # noqa: PT012 - poll until the exit is noticed
+            SourceError, match="exited with status 1: powermetrics must be invoked"
+        ):
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 src.poll()
@@ -171,4 +178,5 @@ def test_spawned_process_failure_is_reported(
 def test_unavailable_off_macos_with_the_reason() -> None:
     a = PowermetricsSource.availability()
     if sys.platform != "darwin":
-        assert not a.available and "macOS" in a.reason
+        assert not a.available
+        assert "macOS" in a.reason

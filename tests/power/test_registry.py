@@ -31,7 +31,8 @@ def test_list_sources_has_every_source_in_order() -> None:
         "replay",
     ]
     for r in rows:
-        assert set(r) == {"name", "available", "kind", "reason"} and r["reason"]
+        assert set(r) == {"name", "available", "kind", "reason"}
+        assert r["reason"]
     assert {r["name"]: r["kind"] for r in rows}["estimate"] == "estimated"
 
 
@@ -40,7 +41,8 @@ def test_get_source_forms(monkeypatch: pytest.MonkeyPatch) -> None:
     assert get_source(est) is est
     assert isinstance(get_source(f"replay:{FIXTURES / 'trace.csv'}"), ReplaySource)
     pm = get_source(f"powermetrics:{FIXTURES / 'powermetrics.plist'}", follow=False)
-    assert isinstance(pm, PowermetricsSource) and not pm.follow
+    assert isinstance(pm, PowermetricsSource)
+    assert not pm.follow
     with pytest.raises(InvalidInputError, match="valid: auto, nvml, rapl"):
         get_source("joulemeter")
     with pytest.raises(InvalidInputError, match="replay needs a trace"):

@@ -27,7 +27,9 @@ def test_integral_error_below_a_tenth_of_a_percent(tmp_path: Path) -> None:
     assert sampler.wait(5.0)
     sampler.stop()
     r = sampler.readings()
-    assert len(r) == 201 and r[0].kind == "measured" and r[0].source == "replay"
+    assert len(r) == 201
+    assert r[0].kind == "measured"
+    assert r[0].source == "replay"
     exact = 10 * 20 + 5 * (1 - math.cos(20))
     assert abs(r[-1].energy_j - exact) / exact < 1e-3
     curve = sampler.curve()
@@ -51,12 +53,15 @@ def test_released_on_the_clock_at_speed(tmp_path: Path) -> None:
     fast = ReplaySource(path, speed=100.0)
     fast.open(100.0)
     time.sleep(0.11)
-    assert len(fast.poll()) == 3 and fast.exhausted
+    assert len(fast.poll()) == 3
+    assert fast.exhausted
 
 
 def test_jsonl_uses_its_energy_and_kind() -> None:
     src = ReplaySource(FIXTURES / "trace.jsonl", speed=0)
-    assert src.use_energy and src.kind == "measured" and "recorded by nvml" in src.describe()
+    assert src.use_energy
+    assert src.kind == "measured"
+    assert "recorded by nvml" in src.describe()
     src.open(100.0)
     got = src.poll()
     assert [s.energy_j for s in got] == pytest.approx([0.0, 30.0, 60.0, 90.0, 120.0, 150.0])
@@ -83,7 +88,8 @@ def test_malformed_rows_are_skipped_and_named(tmp_path: Path) -> None:
     messages = [str(w.message) for w in record]
     assert any("line 3" in m and "'ten'" in m for m in messages)
     assert any("line 5" in m and "not after" in m for m in messages)
-    assert src.skipped_samples == 2 and [r.t_ms for r in src.rows] == [0, 100, 200]
+    assert src.skipped_samples == 2
+    assert [r.t_ms for r in src.rows] == [0, 100, 200]
 
 
 def test_bad_files(tmp_path: Path) -> None:

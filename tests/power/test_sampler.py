@@ -45,9 +45,12 @@ def test_start_stop_idempotent_and_no_thread_left() -> None:
     time.sleep(0.15)
     s.stop()
     s.stop()
-    assert not s.running and sampler_threads() == [] and src.closed == 1
+    assert not s.running
+    assert sampler_threads() == []
+    assert src.closed == 1
     r = s.readings()
-    assert len(r) >= 4 and all(x.total_w == 11.0 for x in r)
+    assert len(r) >= 4
+    assert all(x.total_w == 11.0 for x in r)
     assert r[-1].energy_j == pytest.approx(11.0 * (r[-1].t_ms - r[0].t_ms) / 1e3)
 
 
@@ -65,9 +68,12 @@ def test_listeners_phases_peak_and_baseline() -> None:
         remove()
         n = len(seen)
         time.sleep(0.05)
-    assert len(seen) == n and ("decode" in s.phases())
-    assert any(p == "decode" for _, p in seen) and seen[0][1] is None
-    assert s.peak_w()["total_w"] == 21.0 and s.peak_w()["ane_w"] is None
+    assert len(seen) == n
+    assert "decode" in s.phases()
+    assert any(p == "decode" for _, p in seen)
+    assert seen[0][1] is None
+    assert s.peak_w()["total_w"] == 21.0
+    assert s.peak_w()["ane_w"] is None
 
 
 def test_source_error_stops_cleanly_and_is_reported() -> None:
@@ -77,18 +83,22 @@ def test_source_error_stops_cleanly_and_is_reported() -> None:
     s.add_error_listener(errors.append)
     s.start()
     assert s.wait(2.0)
-    assert isinstance(s.error, SourceError) and "sensor unplugged" in str(s.error)
-    assert errors == [s.error] and len(s) == 3
+    assert isinstance(s.error, SourceError)
+    assert "sensor unplugged" in str(s.error)
+    assert errors == [s.error]
+    assert len(s) == 3
     s.stop()
-    assert src.closed == 1 and sampler_threads() == []
+    assert src.closed == 1
+    assert sampler_threads() == []
 
 
 def test_start_failure_closes_the_source() -> None:
     src = Steady(fail_after=0)
     s = PowerSampler(src, interval_ms=10)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="sensor unplugged"):
         s.start()
-    assert src.closed == 1 and not s.running
+    assert src.closed == 1
+    assert not s.running
 
 
 def test_energy_between_inside_one_interval() -> None:

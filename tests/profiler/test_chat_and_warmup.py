@@ -88,11 +88,13 @@ def test_plain_prompt_goes_through_the_chat_template_by_default(smollm_tokenizer
     run = _profiler(model, smollm_tokenizer, level="token").generate(
         PROMPT, max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0
     )
-    assert run.wait(60) and run.status == "completed", run.end_reason
+    assert run.wait(60), run.end_reason
+    assert run.status == "completed", run.end_reason
     assert [t["token_id"] for t in run.tokens()] == expected
     assert run.prompt == PROMPT  # the user's text, not the template's markup
     assert run.prompt_tokens == ids.shape[1]
-    assert run.settings["chat"] == "auto" and run.settings["chat_template"] is True
+    assert run.settings["chat"] == "auto"
+    assert run.settings["chat_template"] is True
     assert run.settings["prompt_sent"].startswith("<|im_start|>")
     assert PROMPT in run.settings["prompt_sent"]
 
@@ -113,10 +115,12 @@ def test_raw_text_when_asked_or_without_a_template(
         do_sample=False,
         pad_token_id=0,
     )
-    assert run.wait(60) and run.status == "completed", run.end_reason
+    assert run.wait(60), run.end_reason
+    assert run.status == "completed", run.end_reason
     assert [t["token_id"] for t in run.tokens()] == expected
     assert run.prompt_tokens == ids.shape[1]
-    assert run.settings["chat_template"] is False and "prompt_sent" not in run.settings
+    assert run.settings["chat_template"] is False
+    assert "prompt_sent" not in run.settings
 
 
 @pytest.mark.parametrize(
@@ -146,7 +150,8 @@ def test_chat_true_with_a_template_matches_messages(smollm_tokenizer: Any) -> No
     b = prof.generate(
         [{"role": "user", "content": PROMPT}], max_new_tokens=4, do_sample=False, pad_token_id=0
     )
-    assert a.wait(60) and b.wait(60)
+    assert a.wait(60)
+    assert b.wait(60)
     assert [t["token_id"] for t in a.tokens()] == [t["token_id"] for t in b.tokens()]
     assert a.prompt_tokens == b.prompt_tokens == _templated(smollm_tokenizer, PROMPT).shape[1]
 
@@ -172,7 +177,8 @@ def _ended_by_eos(model: Any, tok: Any, ids: torch.Tensor, k: int, **gen: Any) -
     run = _profiler(model, tok, level="token").generate(
         PROMPT, max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=plain[k], **gen
     )
-    assert run.wait(60) and run.status == "completed", run.end_reason
+    assert run.wait(60), run.end_reason
+    assert run.status == "completed", run.end_reason
     assert run.n_tokens == k + 1
     return run
 
@@ -203,7 +209,8 @@ def test_a_run_cut_by_max_new_tokens_is_not_flagged(smollm_tokenizer: Any) -> No
     run = _profiler(model, smollm_tokenizer, level="token").generate(
         PROMPT, chat=False, max_new_tokens=1, do_sample=False, pad_token_id=0
     )
-    assert run.wait(60) and run.n_tokens == 1
+    assert run.wait(60)
+    assert run.n_tokens == 1
     assert not [w for w in run.warnings if "the model ended" in w]
 
 
@@ -250,7 +257,8 @@ def test_first_run_is_preceded_by_an_unmeasured_warm_up(smollm_tokenizer: Any) -
     run = prof.generate(
         PROMPT, chat=False, max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0
     )
-    assert run.wait(60) and run.status == "completed", run.end_reason
+    assert run.wait(60), run.end_reason
+    assert run.status == "completed", run.end_reason
     (opened,) = src.opened_at
     # the warm-up: one prefill and 3 decode forwards, all before the sampler opened
     assert len([t for t in calls if t < opened]) == 4
@@ -258,7 +266,9 @@ def test_first_run_is_preceded_by_an_unmeasured_warm_up(smollm_tokenizer: Any) -
     assert [t["token_id"] for t in run.tokens()] == expected
     assert run.layers.shape[0] == 6  # no layer row of the warm-up
     warm = run.settings["warmup"]
-    assert warm["tokens"] == 4 and warm["counted"] is False and warm["duration_ms"] > 0
+    assert warm["tokens"] == 4
+    assert warm["counted"] is False
+    assert warm["duration_ms"] > 0
     assert warm["prompt_tokens"] == min(ids.shape[1], 16)
     line = f"warm-up of 4 tokens ({warm['duration_ms']:.0f} ms) before this run, not counted"
     for where, shown in _views_warnings(run).items():
@@ -266,7 +276,8 @@ def test_first_run_is_preceded_by_an_unmeasured_warm_up(smollm_tokenizer: Any) -
 
     calls.clear()
     again = prof.generate(PROMPT, chat=False, max_new_tokens=3, do_sample=False, pad_token_id=0)
-    assert again.wait(60) and again.status == "completed"
+    assert again.wait(60)
+    assert again.status == "completed"
     assert len([t for t in calls if t < src.opened_at[1]]) == 0  # warm already
     assert again.settings["warmup"]["tokens"] == 0
     assert "already warm on this thread" in again.settings["warmup"]["why_not"]
@@ -280,7 +291,8 @@ def test_warmup_false_runs_none(smollm_tokenizer: Any) -> None:
     run = _profiler(model, smollm_tokenizer, power=src, warmup=False).generate(
         PROMPT, max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=0
     )
-    assert run.wait(60) and run.status == "completed"
+    assert run.wait(60)
+    assert run.status == "completed"
     assert [t for t in calls if t < src.opened_at[0]] == []
     assert run.settings["warmup"] == {"tokens": 0, "why_not": "warmup=False"}
     with pytest.raises(InvalidInputError, match="warmup must be True or False"):
@@ -296,7 +308,8 @@ def test_warm_up_leaves_a_seeded_sampled_run_unchanged(smollm_tokenizer: Any) ->
         run = _profiler(model, smollm_tokenizer, level="token", warmup=warmup).generate(
             PROMPT, max_new_tokens=8, min_new_tokens=8, do_sample=True, top_k=0, pad_token_id=0
         )
-        assert run.wait(60) and run.status == "completed"
+        assert run.wait(60)
+        assert run.status == "completed"
         runs.append([t["token_id"] for t in run.tokens()])
     assert runs[0] == runs[1]
 
@@ -325,9 +338,12 @@ def test_a_failure_in_the_warm_up_fails_the_run_cleanly(smollm_tokenizer: Any) -
     assert run.status == "failed"
     assert "injected warm-up failure (in the warm-up, before measuring)" in (run.end_reason or "")
     assert _hook_count(model) == 0  # the profiler's wrappers are gone too
-    assert src.opened_at == [] and run.phases() == [] and run.power_records() == []
+    assert src.opened_at == []
+    assert run.phases() == []
+    assert run.power_records() == []
     after = prof.generate(PROMPT, max_new_tokens=3, pad_token_id=0)  # nothing left held
-    assert after.wait(60) and after.status == "completed", after.end_reason
+    assert after.wait(60), after.end_reason
+    assert after.status == "completed", after.end_reason
     assert after.settings["warmup"]["tokens"] == 4  # the failed warm-up warmed nothing
 
 
@@ -358,8 +374,10 @@ def test_cancel_during_the_warm_up_measures_nothing(smollm_tokenizer: Any) -> No
         assert run.wait(60)
     finally:
         handle.remove()
-    assert run.status == "cancelled" and run.n_tokens == 0
-    assert src.opened_at == [] and run.phases() == []
+    assert run.status == "cancelled"
+    assert run.n_tokens == 0
+    assert src.opened_at == []
+    assert run.phases() == []
     assert _hook_count(model) == 0
 
 
@@ -383,13 +401,17 @@ def test_cli_chat_flags(
 ) -> None:
     model = tiny_llama()
     run, _ = _cli(monkeypatch, model, smollm_tokenizer)
-    assert run.settings["chat"] == "auto" and run.settings["chat_template"] is True
-    assert run.prompt == PROMPT and run.settings["warmup"]["tokens"] == 4
+    assert run.settings["chat"] == "auto"
+    assert run.settings["chat_template"] is True
+    assert run.prompt == PROMPT
+    assert run.settings["warmup"]["tokens"] == 4
     for flag in ("--no-chat", "--raw"):
         run, _ = _cli(monkeypatch, model, smollm_tokenizer, flag)
-        assert run.settings["chat"] is False and run.settings["chat_template"] is False
+        assert run.settings["chat"] is False
+        assert run.settings["chat_template"] is False
     run, _ = _cli(monkeypatch, model, smollm_tokenizer, "--chat")
-    assert run.settings["chat"] is True and run.settings["chat_template"] is True
+    assert run.settings["chat"] is True
+    assert run.settings["chat_template"] is True
     with pytest.raises(InvalidInputError, match="no chat template"):
         _cli(monkeypatch, model, plain_tokenizer, "--chat")
     with pytest.raises(SystemExit):  # --chat and --no-chat together: argparse refuses
@@ -432,15 +454,20 @@ def test_default_model_answers_a_plain_prompt_and_says_why_a_raw_one_is_empty(
     prof = EnergyProfiler(model, tok, power="estimate", store=False, baseline_s=0.0, level="token")
     chat = prof.generate("Why is the sky blue?", max_new_tokens=24, do_sample=False)
     raw = prof.generate("Why is the sky blue?", chat=False, max_new_tokens=24, do_sample=False)
-    assert chat.wait(120) and raw.wait(120)
+    assert chat.wait(120)
+    assert raw.wait(120)
     assert chat.status == raw.status == "completed"
     # through the template: an answer, not one end token
-    assert chat.n_tokens > 10 and len(chat.response.split()) > 8, chat.response
-    assert chat.settings["chat_template"] is True and chat.prompt == "Why is the sky blue?"
+    assert chat.n_tokens > 10, chat.response
+    assert len(chat.response.split()) > 8, chat.response
+    assert chat.settings["chat_template"] is True
+    assert chat.prompt == "Why is the sky blue?"
     assert not [w for w in chat.warnings if "the model ended" in w]
     # raw, as before the fix: one end token and nothing said
-    assert raw.n_tokens == 1 and raw.response.strip() == ""
+    assert raw.n_tokens == 1
+    assert raw.response.strip() == ""
     assert raw.tokens()[0]["token_id"] in {tok.eos_token_id, model.generation_config.eos_token_id}
     short = [w for w in raw.warnings if w.startswith("the model ended after 1 token")]
-    assert short and "chat model given a raw prompt" in short[0]
+    assert short
+    assert "chat model given a raw prompt" in short[0]
     assert short[0] in raw.summary()["warnings"]

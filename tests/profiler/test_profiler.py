@@ -68,7 +68,8 @@ def test_run_is_complete_and_outputs_unchanged(
         "detokenize",
     ]
     toks = run.tokens()
-    assert toks[0]["phase"] == "prefill" and all(t["phase"] == "decode" for t in toks[1:])
+    assert toks[0]["phase"] == "prefill"
+    assert all(t["phase"] == "decode" for t in toks[1:])
     assert all(t["energy_j"] > 0 and t["duration_ms"] > 0 for t in toks)
     assert run.prompt_tokens == enc["input_ids"].shape[1]
     if level == "token":
@@ -94,7 +95,8 @@ def test_run_is_complete_and_outputs_unchanged(
     ):
         assert key in d
     assert d["labels"]["layers.energy_j"] == "modeled"
-    assert d["power"]["kind"] == "measured" and d["power"]["source"] == "constant"
+    assert d["power"]["kind"] == "measured"
+    assert d["power"]["source"] == "constant"
 
 
 def test_energy_is_conserved_with_constant_power(tiny_model: Any, smollm_tokenizer: Any) -> None:
@@ -149,7 +151,8 @@ def test_tokens_and_other_phases_add_up_to_the_run(
     run = _profiler(tiny_model, smollm_tokenizer, power=source, level="component").generate(
         PROMPT, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False, pad_token_id=0
     )
-    assert run.wait(60) and run.status == "completed", run.end_reason
+    assert run.wait(60), run.end_reason
+    assert run.status == "completed", run.end_reason
     toks, ph = run.tokens(), _by_phase(run)
     assert len(toks) == n_new
     names = [p["name"] for p in run.phases()]
@@ -183,7 +186,9 @@ def test_events_stream_live(tiny_model: Any, smollm_tokenizer: Any) -> None:
     run.subscribe(lambda ev, payload: events.append(ev), replay=True)
     assert run.wait(60)
     assert events.count("token") == 5
-    assert "power" in events and "phase" in events and events[-1] == "done", " ".join(events[-12:])
+    assert "power" in events, " ".join(events[-12:])
+    assert "phase" in events, " ".join(events[-12:])
+    assert events[-1] == "done", " ".join(events[-12:])
     assert events.count("token_energy") == 5
 
 
@@ -239,10 +244,13 @@ def test_second_run_on_the_same_model_queues(tiny_model: Any, smollm_tokenizer: 
     run = prof.generate(PROMPT, max_new_tokens=4, pad_token_id=0)
     second = prof.generate(PROMPT, max_new_tokens=4, pad_token_id=0)
     assert (second.status, second.end_reason) == ("queued", "queued, 1 ahead")
-    assert run.wait(60) and run.status == "completed"
-    assert second.wait(60) and second.status == "completed"
+    assert run.wait(60)
+    assert run.status == "completed"
+    assert second.wait(60)
+    assert second.status == "completed"
     again = prof.generate(PROMPT, max_new_tokens=2, pad_token_id=0)  # free again afterwards
-    assert again.wait(60) and again.status == "completed"
+    assert again.wait(60)
+    assert again.status == "completed"
 
 
 @pytest.mark.parametrize(
@@ -285,7 +293,9 @@ def test_input_ids_without_tokenizer(tiny_model: Any) -> None:
     run = _profiler(tiny_model, None, level="token").generate(
         torch.tensor([[1, 2, 3, 4]]), max_new_tokens=3, do_sample=False, pad_token_id=0
     )
-    assert run.wait(60) and run.status == "completed" and run.n_tokens == 3
+    assert run.wait(60)
+    assert run.status == "completed"
+    assert run.n_tokens == 3
 
 
 def test_unavailable_power_source_is_explained(
@@ -312,7 +322,8 @@ def test_model_that_cannot_stream_still_profiles(smollm_tokenizer: Any) -> None:
     run = _profiler(model, smollm_tokenizer, level="token").generate(
         PROMPT, max_new_tokens=4, do_sample=False, pad_token_id=0
     )
-    assert run.wait(60) and run.status == "completed", run.end_reason
+    assert run.wait(60), run.end_reason
+    assert run.status == "completed", run.end_reason
     assert run.n_tokens == 4
     assert any("cannot stream tokens" in w for w in run.warnings)
     assert all(t["duration_ms"] is None and t["energy_j"] is None for t in run.tokens())
@@ -384,5 +395,7 @@ def test_summary_figures_are_consistent(tiny_model: Any, smollm_tokenizer: Any) 
     assert s["decode_j_per_token"] * s["decode_tokens_per_j"] == pytest.approx(1.0)
     assert s["prefill_energy_j"] + s["decode_energy_j"] <= s["total_energy_j"] + 1e-9
     assert s["peak_power_w"]["total_w"] == pytest.approx(8.0)
-    assert s["energy_kind"] == "measured" and not math.isnan(s["ttft_ms"])
-    assert s["cost_usd"] > 0 and s["co2_g"] > 0
+    assert s["energy_kind"] == "measured"
+    assert not math.isnan(s["ttft_ms"])
+    assert s["cost_usd"] > 0
+    assert s["co2_g"] > 0

@@ -98,7 +98,8 @@ def test_runs_on_one_model_queue_in_order_and_each_completes(smollm_tokenizer: A
         assert src.opened[k] > src.closed[k - 1]  # the samplers never overlapped
     # the queued runs ran on the thread the first one used (its CUDA set-up is paid there)
     threads = {r.thread("completed") for r in recs}
-    assert len(threads) == 1 and threads.pop().startswith("lew-generate-")
+    assert len(threads) == 1
+    assert threads.pop().startswith("lew-generate-")
     assert all(not [w for w in r.warnings if "same time" in w] for r in runs)
 
 
@@ -108,7 +109,8 @@ def test_a_run_after_wait_starts_at_once(smollm_tokenizer: Any) -> None:
     assert first.wait(60)
     second = _gen(prof)
     rec = Recorder(second)
-    assert second.wait(60) and second.status == "completed"
+    assert second.wait(60)
+    assert second.status == "completed"
     assert rec.reasons("queued") == []  # never queued: wait() returned with the place free
 
 
@@ -121,14 +123,18 @@ def test_cancel_removes_a_queued_run_without_opening_anything(smollm_tokenizer: 
     assert (doomed.status, behind.end_reason) == ("queued", "queued, 2 ahead")
     doomed.cancel()
     # ended at once, in this thread: no waiting for the run ahead of it
-    assert doomed.done and doomed.status == "cancelled"
+    assert doomed.done
+    assert doomed.status == "cancelled"
     assert "never started" in (doomed.end_reason or "")
     assert not running.done
     assert behind.end_reason == "queued, 1 ahead"
     assert doomed.wait(1)
-    assert doomed.n_tokens == 0 and doomed.phases() == [] and doomed.power_records() == []
+    assert doomed.n_tokens == 0
+    assert doomed.phases() == []
+    assert doomed.power_records() == []
     assert doomed.hooked == {}  # its hooks were never attached
-    assert running.wait(60) and behind.wait(60)
+    assert running.wait(60)
+    assert behind.wait(60)
     assert (running.status, behind.status) == ("completed", "completed")
     src: Any = prof.power
     assert len(src.opened) == 2  # the cancelled run never opened the source
@@ -140,7 +146,9 @@ def test_runs_on_different_models_queue_by_default(smollm_tokenizer: Any) -> Non
     a = _gen(_profiler(tiny_llama(), smollm_tokenizer))
     b = _gen(_profiler(tiny_llama(), smollm_tokenizer))
     assert (b.status, b.end_reason) == ("queued", "queued, 1 ahead")
-    assert a.wait(60) and b.wait(60) and b.status == "completed"
+    assert a.wait(60)
+    assert b.wait(60)
+    assert b.status == "completed"
     assert not [w for w in a.warnings + b.warnings if "same time" in w]
 
 
@@ -153,10 +161,13 @@ def test_overlap_true_lets_different_models_run_at_once_and_says_so(
     assert b.status != "queued"
     same = _gen(pa)  # the same model still waits, overlap or not
     assert (same.status, same.end_reason) == ("queued", "queued, 1 ahead")
-    assert a.wait(60) and b.wait(60) and same.wait(60)
+    assert a.wait(60)
+    assert b.wait(60)
+    assert same.wait(60)
     sa: Any = pa.power
     sb: Any = pb.power
-    assert sb.opened[0] < sa.closed[0] and sa.opened[0] < sb.closed[0]  # they did overlap
+    assert sb.opened[0] < sa.closed[0]
+    assert sa.opened[0] < sb.closed[0]
     assert any(f"same time as run {b.run_id}" in w for w in a.warnings)
     assert any(f"same time as run {a.run_id}" in w for w in b.warnings)
     assert any(f"same time as run {a.run_id}" in w for w in b.summary()["warnings"])
@@ -176,7 +187,8 @@ def test_a_models_next_run_goes_to_the_thread_that_ran_it(smollm_tokenizer: Any)
         for prof, thread in ((pb, threads[1]), (pa, threads[0])):
             run = _gen(prof)
             rec = Recorder(run)
-            assert run.wait(60) and rec.thread("completed") == thread
+            assert run.wait(60)
+            assert rec.thread("completed") == thread
             assert run.settings["warmup"]["tokens"] == 0  # warm on its own thread
 
 
@@ -185,7 +197,8 @@ def test_a_forbidding_profiler_keeps_overlapping_ones_waiting(smollm_tokenizer: 
     strict = _profiler(tiny_llama(), smollm_tokenizer)  # overlap=False
     a, b = _gen(free), _gen(strict)
     assert b.status == "queued"
-    assert a.wait(60) and b.wait(60)
+    assert a.wait(60)
+    assert b.wait(60)
 
 
 def test_a_failed_run_lets_the_next_one_run(smollm_tokenizer: Any) -> None:
@@ -198,8 +211,10 @@ def test_a_failed_run_lets_the_next_one_run(smollm_tokenizer: Any) -> None:
     failing = prof.generate(PROMPT, max_new_tokens=4, pad_token_id=0, stopping_criteria=[Boom()])
     after = _gen(prof)
     assert after.status == "queued"
-    assert failing.wait(60) and after.wait(60)
-    assert failing.status == "failed" and "injected" in (failing.error_message or "")
+    assert failing.wait(60)
+    assert after.wait(60)
+    assert failing.status == "failed"
+    assert "injected" in (failing.error_message or "")
     assert after.status == "completed"
 
 
@@ -209,8 +224,10 @@ def test_cancelling_the_running_run_starts_the_next(smollm_tokenizer: Any) -> No
     nxt = _gen(prof)
     time.sleep(0.2)
     slow.cancel()  # during its 5 s baseline
-    assert nxt.wait(30) and nxt.status == "completed"
-    assert slow.status == "cancelled" and slow.end_reason == "cancelled by the user"
+    assert nxt.wait(30)
+    assert nxt.status == "completed"
+    assert slow.status == "cancelled"
+    assert slow.end_reason == "cancelled by the user"
 
 
 @pytest.mark.parametrize("cancel_first", [True, False])
@@ -232,12 +249,15 @@ def test_wait_interrupted_on_a_queued_run_cancels_it(
         target.wait()
     monkeypatch.undo()
     assert target.cancel_requested
-    assert ahead.wait(60) and queued.wait(60)
+    assert ahead.wait(60)
+    assert queued.wait(60)
     if cancel_first:
-        assert queued.status == "cancelled" and "never started" in (queued.end_reason or "")
+        assert queued.status == "cancelled"
+        assert "never started" in (queued.end_reason or "")
         assert ahead.status == "completed"
     else:
-        assert ahead.status == "cancelled" and queued.status == "completed"
+        assert ahead.status == "cancelled"
+        assert queued.status == "completed"
 
 
 EXIT_SCRIPT = """
@@ -270,7 +290,7 @@ def test_exit_cancels_running_and_queued_runs_and_exits_cleanly(tmp_path: Any) -
     script = EXIT_SCRIPT.format(tests=tests, store=str(store))
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "at exit: running queued" in proc.stdout

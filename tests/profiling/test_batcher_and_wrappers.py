@@ -81,7 +81,8 @@ def test_wrappers_replace_forward_and_restore_it() -> None:
         assert "forward" in q0.__dict__  # wrapped: no hook dispatch per call
         assert inspect.signature(q0.forward) == before
         assert prof.summary["hooks"] > 0
-    assert hook_count(model) == 0 and "forward" not in q0.__dict__
+    assert hook_count(model) == 0
+    assert "forward" not in q0.__dict__
 
 
 def test_an_existing_instance_forward_is_kept_and_restored() -> None:

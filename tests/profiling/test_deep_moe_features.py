@@ -50,7 +50,8 @@ def test_registry_discovery(arch: str) -> None:
     if arch in EXPECTED:
         assert d.component_names == EXPECTED[arch]
     for row in d.components:
-        assert set(row) <= set(d.component_names) and row
+        assert set(row) <= set(d.component_names)
+        assert row
     assert all(a is not None for a in d.attention)
 
 
@@ -92,9 +93,11 @@ def test_generic_on_a_custom_block_model() -> None:
         summary = prof.summary
         net(torch.randn(1, 8))
         values, _ = prof.collect()
-    assert summary["discovered_by"] == "generic" and summary["layers_path"] == "blocks"
+    assert summary["discovered_by"] == "generic"
+    assert summary["layers_path"] == "blocks"
     assert prof.component_names == ["norm", "fc", "other"]
-    assert values.shape == (3, 3, 6) and np.isfinite(values[:, :2, 0]).all()
+    assert values.shape == (3, 3, 6)
+    assert np.isfinite(values[:, :2, 0]).all()
     assert "deep" not in summary
 
 
@@ -124,13 +127,15 @@ def test_deep_statistics_in_valid_ranges(arch: str) -> None:
             ent, mx, sp = ex["attn_entropy"], ex["attn_max_weight"], ex["attn_sparsity"]
             assert ent.shape == mx.shape == sp.shape == (2, heads)
             assert np.isfinite(ent).all(), f"{arch} token {t}"
-            assert (ent >= -1e-5).all() and (ent <= math.log(kv_len) + 1e-4).all()
+            assert (ent >= -1e-5).all()
+            assert (ent <= math.log(kv_len) + 1e-4).all()
             assert ((mx > 0) & (mx <= 1 + 1e-6)).all()
             assert ((sp >= 0) & (sp <= 1)).all()
     if deep["mlp_gate"] is not None:
         for ex in extras:
             kill = ex["mlp_gate_kill"]
-            assert kill.shape == (2,) and ((kill >= 0) & (kill <= 1)).all()
+            assert kill.shape == (2,)
+            assert ((kill >= 0) & (kill <= 1)).all()
             assert np.isfinite(kill).all()
 
 
@@ -200,11 +205,13 @@ def test_moe_routing(arch: str) -> None:
     model = build(arch)
     n_experts = model.config.num_local_experts if arch == "mixtral" else model.config.num_experts
     extras, summary = _deep_extras(arch)
-    assert summary["moe"]["top_k"] == 2 and summary["moe"]["n_experts"] == n_experts
+    assert summary["moe"]["top_k"] == 2
+    assert summary["moe"]["n_experts"] == n_experts
     assert "experts" in LayerProfiler(model, "component").component_names
     for ex in extras:
         experts = ex["moe_experts"]
-        assert experts.shape == (2, 2) and experts.dtype == np.int64
+        assert experts.shape == (2, 2)
+        assert experts.dtype == np.int64
         assert ((experts >= 0) & (experts < n_experts)).all()
         assert all(len(set(row)) == 2 for row in experts.tolist())
         ent = ex["moe_routing_entropy"]
@@ -242,13 +249,20 @@ def test_row_stats_reference() -> None:
 def test_features_llama_gqa() -> None:
     model = build("llama")
     f = model_features(model, quantization="Q4_1 (GGUF)")
-    assert f["model_type"] == "llama" and f["architecture"] == "LlamaForCausalLM"
-    assert f["layers"] == 2 and f["hidden_size"] == 64
-    assert f["heads"] == 4 and f["kv_heads"] == 2 and f["head_dim"] == 16
+    assert f["model_type"] == "llama"
+    assert f["architecture"] == "LlamaForCausalLM"
+    assert f["layers"] == 2
+    assert f["hidden_size"] == 64
+    assert f["heads"] == 4
+    assert f["kv_heads"] == 2
+    assert f["head_dim"] == 16
     assert f["attention_type"] == "GQA"
-    assert f["moe"] is False and f["experts"] is None
-    assert f["dtype"] == "float32" and f["quantization"] == "Q4_1 (GGUF)"
-    assert f["vocab_size"] == 256 and f["max_context"] == 128
+    assert f["moe"] is False
+    assert f["experts"] is None
+    assert f["dtype"] == "float32"
+    assert f["quantization"] == "Q4_1 (GGUF)"
+    assert f["vocab_size"] == 256
+    assert f["max_context"] == 128
     assert f["parameters"] == sum(p.numel() for p in model.parameters())
     assert f["kv_cache_bytes_per_token"] == 2 * 2 * 2 * 16 * 4
     assert kv_cache_bytes(f, 100) == 100 * 512
@@ -259,11 +273,14 @@ def test_features_llama_gqa() -> None:
 def test_features_other_layouts() -> None:
     assert model_features(build("gpt2"))["attention_type"] == "MHA"
     moe = model_features(build("mixtral"))
-    assert moe["moe"] is True and moe["experts"] == 4 and moe["experts_top_k"] == 2
+    assert moe["moe"] is True
+    assert moe["experts"] == 4
+    assert moe["experts_top_k"] == 2
     from support.archs import CONFIGS
 
     qwen = T.AutoModelForCausalLM.from_config(CONFIGS["qwen2"]()).to(torch.bfloat16)
     half = model_features(qwen)
-    assert half["dtype"] == "bfloat16" and half["kv_cache_bytes_per_token"] == 2 * 2 * 2 * 16 * 2
+    assert half["dtype"] == "bfloat16"
+    assert half["kv_cache_bytes_per_token"] == 2 * 2 * 2 * 16 * 2
     with pytest.raises(InvalidInputError):
         model_features("llama")  # type: ignore[arg-type]

@@ -69,7 +69,8 @@ def test_shapes_values_cleanup_and_unchanged_outputs(arch: str, level: str) -> N
     assert hook_count(model) == 0, "detach() left hooks behind"
     assert model.config._attn_implementation == impl, "attention implementation not restored"
     json.dumps(summary)  # JSON-serializable registration summary
-    assert summary["hooks"] > 0 and summary["n_layers"] == 2
+    assert summary["hooks"] > 0
+    assert summary["n_layers"] == 2
     assert len(col.rows) == 4  # one collect per generated token
     prof = LayerProfiler(model, level)
     for row in col.rows:
@@ -90,7 +91,9 @@ def test_shapes_values_cleanup_and_unchanged_outputs(arch: str, level: str) -> N
         assert measured.mean() > 0.9, f"{arch}: too few statistics"
         assert np.isfinite(stats[measured]).all()
         s = stats[measured]
-        assert (s[:, 0] >= 0).all() and (s[:, 1] >= 0).all() and (s[:, 2] >= s[:, 0] - 1e-6).all()
+        assert (s[:, 0] >= 0).all()
+        assert (s[:, 1] >= 0).all()
+        assert (s[:, 2] >= s[:, 0] - 1e-6).all()
         assert ((s[:, 3] >= 0) & (s[:, 3] <= 1)).all()
 
     with prof:  # logits of one forward are bit-identical
@@ -132,7 +135,8 @@ def test_times_are_per_token_and_reset() -> None:
     model = build("llama")
     with LayerProfiler(model, "component") as prof:
         values, extras = prof.collect()  # nothing ran yet
-        assert np.isnan(values).all() and extras == {}
+        assert np.isnan(values).all()
+        assert extras == {}
         with torch.inference_mode():
             model(prompt_ids())
         first, _ = prof.collect()
@@ -169,7 +173,8 @@ def test_gaps_and_other_cover_the_layer() -> None:
     assert (values[:, prof.component_names.index("attention"), TI] > 0).all()
     assert np.all(np.isfinite(values[:, -1, TI]))
     # all cells add up to the layer's own time (same order of magnitude as a layer-level run)
-    assert np.all(comp_total > 0.2 * layer_ms) and np.all(comp_total < 20 * layer_ms)
+    assert np.all(comp_total > 0.2 * layer_ms)
+    assert np.all(comp_total < 20 * layer_ms)
 
 
 def test_invalid_level_and_non_module() -> None:

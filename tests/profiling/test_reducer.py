@@ -82,7 +82,8 @@ def test_pipeline_survives_a_failing_job_and_drains() -> None:
     pipe.submit(bad)
     pipe.submit(lambda: ran.append("after"))
     assert pipe.drain(5.0)
-    assert ran == ["after"] and pipe.pending == 0
+    assert ran == ["after"]
+    assert pipe.pending == 0
 
 
 def test_drain_gives_up_after_its_timeout() -> None:

@@ -71,7 +71,7 @@ def sampler_t0(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
         return out
 
     monkeypatch.setattr(PowerSampler, "start", start)
-    yield starts
+    return starts
 
 
 Spans = list[tuple[float, float]]  # (start, end) of each top-level forward
@@ -127,7 +127,8 @@ def _profile(
             store=False,
             warmup=False,  # every forward counted here is one of the run's
         ).generate(prompt_ids(), do_sample=False, pad_token_id=0, **kw)
-        assert run.wait(60) and run.status == "completed", run.end_reason
+        assert run.wait(60), run.end_reason
+        assert run.status == "completed", run.end_reason
     finally:
         act.enabled = False
     return run, [((a - t0[-1]) * 1000.0, (b - t0[-1]) * 1000.0) for a, b in spans]
@@ -147,7 +148,8 @@ def _check_tokens_match_forwards(run: Any, fwd: Spans) -> None:
         start_ms, end_ms = fwd[k]
         assert abs(t["end_ms"] - end_ms) <= TOL_MS, (k, t, fwd)
         assert t["start_ms"] <= start_ms  # the whole forward k is inside token k
-        assert t["duration_ms"] >= SLEEP_MS[k] and t["energy_j"] > 0, (k, t)
+        assert t["duration_ms"] >= SLEEP_MS[k], (k, t)
+        assert t["energy_j"] > 0, (k, t)
         assert SLEEP_MS[k] <= layer0[k] <= end_ms - start_ms, (k, layer0, fwd)
         assert t["energy_j"] == pytest.approx(10.0 * t["duration_ms"] / 1000.0, rel=1e-6)
 
@@ -175,7 +177,8 @@ def test_undone_extra_forward_is_no_token(stop_check: str, sampler_t0: list[floa
     tail = next(p for p in run.phases() if p["name"] == "tail")
     assert tail["start_ms"] == run.tokens()[-1]["end_ms"]
     if stop_check == "deferred":
-        assert tail["start_ms"] <= fwd[4][0] and tail["end_ms"] >= fwd[4][1]
+        assert tail["start_ms"] <= fwd[4][0]
+        assert tail["end_ms"] >= fwd[4][1]
     else:
         assert tail["duration_ms"] < SLEEP_MS[4]
 
@@ -228,4 +231,5 @@ def test_token_clock_pairs_puts_with_steps_in_order() -> None:
 
 def test_token_clock_stays_bounded_when_nothing_is_put() -> None:
     got, unclaimed = _clock_run("s" * 50)
-    assert got == [] and unclaimed == 2
+    assert got == []
+    assert unclaimed == 2

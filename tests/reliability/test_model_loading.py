@@ -25,7 +25,9 @@ VOCAB = 128
 
 
 @pytest.fixture(autouse=True)
-def _private_model_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def _private_model_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("LLM_ENERGY_MODEL_CACHE", str(tmp_path_factory.mktemp("model-cache")))
 
 
@@ -65,7 +67,8 @@ def _no_stdin(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_a_tiny_llama_folder_loads(tmp_path: Path) -> None:
     folder = _saved(tiny_llama(vocab_size=VOCAB), tmp_path / "llama")
     model, tok = load_model(folder)
-    assert type(model).__name__ == "LlamaForCausalLM" and tok("w1 w2")["input_ids"] == [3, 4]
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert tok("w1 w2")["input_ids"] == [3, 4]
     check_decoder_only(model)
 
 
@@ -81,7 +84,9 @@ def test_a_corrupt_safetensors_file_is_named(damage: str, tmp_path: Path) -> Non
     with pytest.raises(ModelLoadError) as info:
         load_model(folder)
     msg = str(info.value)
-    assert str(weights) in msg and "safetensors" in msg and "corrupt" in msg, msg
+    assert str(weights) in msg, msg
+    assert "safetensors" in msg, msg
+    assert "corrupt" in msg, msg
 
 
 def _gguf_source() -> Path:
@@ -102,7 +107,8 @@ def test_a_truncated_gguf_is_named(keep: float, tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError) as info:
         load_model(bad)
     msg = str(info.value)
-    assert str(bad) in msg and ("truncated" in msg or "empty" in msg), msg
+    assert str(bad) in msg, msg
+    assert "truncated" in msg or "empty" in msg, msg
     assert f"{n:,} bytes" in msg
 
 
@@ -157,7 +163,9 @@ def test_custom_code_never_runs_and_nothing_is_asked(
     with pytest.raises(ModelLoadError) as info:
         load_model(folder)
     msg = str(info.value)
-    assert str(folder) in msg and "custom code" in msg and "trust_remote_code=True" in msg, msg
+    assert str(folder) in msg, msg
+    assert "custom code" in msg, msg
+    assert "trust_remote_code=True" in msg, msg
     assert not marker.exists(), "the folder's code ran"
     assert asked == [], "transformers asked on stdin"
 
@@ -179,7 +187,8 @@ def test_custom_code_needs_an_explicit_opt_in(
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", fake)
     with pytest.raises(ModelLoadError):
         load_model(folder, trust_remote_code=True)
-    assert seen == [True] and not marker.exists()
+    assert seen == [True]
+    assert not marker.exists()
 
 
 # -- point 9: encoder-only and encoder-decoder models -----------------------------------------
@@ -200,7 +209,9 @@ def test_a_bert_folder_is_refused_before_loading(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError) as info:
         load_model(folder)
     msg = str(info.value)
-    assert str(folder) in msg and "encoder-only" in msg and "bert" in msg, msg
+    assert str(folder) in msg, msg
+    assert "encoder-only" in msg, msg
+    assert "bert" in msg, msg
 
 
 def test_a_bert_configured_as_decoder_loads(tmp_path: Path) -> None:
@@ -208,7 +219,8 @@ def test_a_bert_configured_as_decoder_loads(tmp_path: Path) -> None:
 
     model = BertLMHeadModel(_bert(is_decoder=True).config)
     loaded, _ = load_model(_saved(model, tmp_path / "bert-decoder"))
-    assert type(loaded).__name__ == "BertLMHeadModel" and loaded.config.is_decoder
+    assert type(loaded).__name__ == "BertLMHeadModel"
+    assert loaded.config.is_decoder
 
 
 def test_check_decoder_only_on_models() -> None:

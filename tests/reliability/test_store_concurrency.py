@@ -127,13 +127,16 @@ def test_concurrent_writers_and_readers_store_every_run(tmp_path: Path) -> None:
         and run.status == "completed"
     ]
     store.close()
-    assert len(whole) == len(reports) and not failed, (
+    why = (
         f"{len(whole)}/{len(reports)} runs stored whole; {len(stored)} rows; "
         f"writer failures: {failed[:3]}"
     )
+    assert len(whole) == len(reports), why
+    assert not failed, why
     for out in reader_out:
         polls, n_errors = out.split()[:2]
-        assert int(polls) > 0 and int(n_errors) == 0, out
+        assert int(polls) > 0, out
+        assert int(n_errors) == 0, out
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
@@ -195,8 +198,10 @@ def test_a_failed_write_is_retried_on_a_new_connection(
     _flaky_commit(monkeypatch, failures=2)
     run = synthetic_run(n_tokens=6)
     writer = store.record(run)
-    assert writer.wait(10) and writer.error is None
-    assert writer.retries == 2 and run.store_error is None  # type: ignore[attr-defined]
+    assert writer.wait(10)
+    assert writer.error is None
+    assert writer.retries == 2
+    assert run.store_error is None
     assert store.load(run.run_id).n_tokens == 6
 
 
@@ -217,13 +222,18 @@ def test_a_run_that_cannot_be_stored_says_so_and_the_next_one_is_stored(
     assert writer.wait(10)
     assert calls[0] == writer_mod.RETRIES + 1  # bounded
     assert writer.error is not None
-    msg = run.store_error  # type: ignore[attr-defined]
-    assert msg and str(path) in msg and "disk I/O error" in msg and run.run_id in msg
+    msg = run.store_error
+    assert msg
+    assert str(path) in msg
+    assert "disk I/O error" in msg
+    assert run.run_id in msg
     assert msg in run.warnings
     assert ("store_error", {"message": msg, "path": str(path)}) in events
 
     monkeypatch.setattr(writer_mod.RunWriter, "_commit", real)  # the disk is back
     nxt = synthetic_run(n_tokens=3)
     w2 = store.record(nxt)
-    assert w2.wait(10) and w2.error is None and nxt.store_error is None  # type: ignore[attr-defined]
+    assert w2.wait(10)
+    assert w2.error is None
+    assert nxt.store_error is None
     assert store.load(nxt.run_id).n_tokens == 3

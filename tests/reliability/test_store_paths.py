@@ -34,7 +34,8 @@ def test_read_commands_do_not_create_a_store_at_a_mistyped_path(
     args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert main([*args, "--store", str(typo)]) == 2
     err = capsys.readouterr().err
-    assert str(typo) in err and "does not exist" in err
+    assert str(typo) in err
+    assert "does not exist" in err
     assert not typo.parent.exists()
 
 
@@ -104,8 +105,10 @@ def test_a_store_deleted_mid_run_is_reported_on_the_run(how: str, tmp_path: Path
         apply_event(run, name, args)  # type: ignore[arg-type]
     Recorder(run).finish("completed", "done")  # type: ignore[attr-defined]
     assert writer.wait(10)  # type: ignore[attr-defined]
-    msg = run.store_error  # type: ignore[attr-defined]
-    assert msg and f"was {how}" in msg and str(path) in msg, msg
+    msg = run.store_error
+    assert msg, msg
+    assert f"was {how}" in msg, msg
+    assert str(path) in msg, msg
     assert msg in run.warnings  # type: ignore[attr-defined]
     if how == "replaced":
         assert Store(path).ids() == []  # nothing half-written into the new store
@@ -124,4 +127,5 @@ def test_runs_before_any_run_is_not_an_error_and_creates_nothing(
     assert "no runs yet" in capsys.readouterr().out
     assert main(["runs", "--json"]) == 0
     assert capsys.readouterr().out.strip() == "[]"
-    assert not default.exists() and not default.parent.exists()
+    assert not default.exists()
+    assert not default.parent.exists()

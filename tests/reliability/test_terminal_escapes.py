@@ -59,7 +59,8 @@ def test_show_and_runs_on_a_terminal_print_no_escape_sequences(tmp_path: Path) -
     run_id = _stored_run(path)
     for args in (["show", run_id, "--store", str(path)], ["runs", "--store", str(path)]):
         out = _on_a_tty(args)
-        assert b"\x1b" not in out and b"\x07" not in out, (args, out[:400])
+        assert b"\x1b" not in out, (args, out[:400])
+        assert b"\x07" not in out, (args, out[:400])
         assert b"evil\\x1b]0;pwned\\x07model" in out  # made visible, not dropped
     shown = _on_a_tty(["show", run_id, "--store", str(path)])
     assert b"warning with \\x1b[2J\\x1b[H inside" in shown

@@ -25,13 +25,16 @@ from llm_energy_widget.testing import (
 
 
 def _same(a: Run, b: Run) -> None:
-    assert b.run_id == a.run_id and b.status == a.status and b.created_at == a.created_at
+    assert b.run_id == a.run_id
+    assert b.status == a.status
+    assert b.created_at == a.created_at
     assert b.tokens() == a.tokens()
     assert b.phases() == a.phases()
     assert b.power_records() == a.power_records()
     np.testing.assert_array_equal(b.layers, a.layers)  # NaN == NaN here
     assert b.summary() == a.summary()
-    assert b.response == a.response and b.prompt == a.prompt
+    assert b.response == a.response
+    assert b.prompt == a.prompt
     assert (b.model, b.settings, b.power_info, b.tags, b.experiment) == (
         a.model,
         a.settings,
@@ -84,7 +87,8 @@ def test_runs_lists_summaries_and_filters(store: Store) -> None:
     assert list(df["run_id"]) == [r2.run_id, r1.run_id]  # newest first
     row = df.set_index("run_id").loc[r1.run_id]
     assert row["decode_j_per_token"] == pytest.approx(r1.summary()["decode_j_per_token"])
-    assert row["output_tokens"] == 8 and row["power_kind"] == "modeled"
+    assert row["output_tokens"] == 8
+    assert row["power_kind"] == "modeled"
     assert "peak_power_w.total_w" in df.columns
     assert list(store.runs(tag="fast")["run_id"]) == [r1.run_id]
     assert list(store.runs(experiment="e2")["run_id"]) == [r2.run_id]
@@ -92,7 +96,8 @@ def test_runs_lists_summaries_and_filters(store: Store) -> None:
     assert list(store.runs(status="completed", limit=1)["run_id"]) == [r2.run_id]
     assert store.runs(since=dt.timedelta(hours=1)).shape[0] == 2
     assert store.runs(since="2999-01-01").empty
-    assert store.runs(status="failed").empty and "run_id" in store.runs(status="failed").columns
+    assert store.runs(status="failed").empty
+    assert "run_id" in store.runs(status="failed").columns
     recs = store.run_records()
     assert json.loads(json.dumps(recs))[0]["summary"]["output_tokens"] == 16
 
@@ -131,7 +136,8 @@ def test_written_incrementally_while_running(store_path: Path) -> None:
     for name, args in events[len(events) // 2 :]:
         apply_event(run, name, args)
     Recorder(run).finish("completed", "done")
-    assert writer.wait(5) and writer.error is None
+    assert writer.wait(5)
+    assert writer.error is None
     _same(run, other.load(run.run_id))
     assert other.runs().iloc[0]["status"] == "completed"
 
@@ -147,7 +153,8 @@ def test_late_token_text_and_run_fields_are_kept(store: Store) -> None:
     Recorder(run).finish("completed", "done")
     writer.wait(5)
     loaded = store.load(run.run_id)
-    assert loaded.tokens()[1]["text"] == " late" and loaded.baseline_w == 3.5
+    assert loaded.tokens()[1]["text"] == " late"
+    assert loaded.baseline_w == 3.5
     assert loaded.response == run.response
 
 
@@ -155,16 +162,19 @@ def test_default_path_and_resolve_store(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("LLM_ENERGY_STORE", str(tmp_path / "env.sqlite"))
     assert default_path() == tmp_path / "env.sqlite"
     s = resolve_store(True)
-    assert isinstance(s, Store) and s.path == tmp_path / "env.sqlite"
+    assert isinstance(s, Store)
+    assert s.path == tmp_path / "env.sqlite"
     assert resolve_store(s) is s
-    assert resolve_store(False) is None and resolve_store(None) is None
+    assert resolve_store(False) is None
+    assert resolve_store(None) is None
     assert resolve_store(tmp_path / "p.sqlite").path == tmp_path / "p.sqlite"
     monkeypatch.setenv("LLM_ENERGY_NO_STORE", "1")
     assert resolve_store(True) is None
     with pytest.raises(InvalidInputError, match="store must be"):
         resolve_store(3)
     monkeypatch.delenv("LLM_ENERGY_STORE")
-    assert default_path().name == "runs.sqlite" and "llm-energy-widget" in str(default_path())
+    assert default_path().name == "runs.sqlite"
+    assert "llm-energy-widget" in str(default_path())
 
 
 def test_schema_is_versioned(store: Store) -> None:

@@ -73,7 +73,8 @@ def test_read_only_store_reads_but_refuses_writes(tmp_path: Path) -> None:
     with Store(p) as s:
         s.save(run)
     ro = Store(p, read_only=True)
-    assert ro.read_only and ro.load(run.run_id[:6]).n_tokens == 8
+    assert ro.read_only
+    assert ro.load(run.run_id[:6]).n_tokens == 8
     assert list(ro.runs()["run_id"]) == [run.run_id]
     with pytest.raises(StoreError, match="read-only; cannot delete"):
         ro.delete(run.run_id)
@@ -96,7 +97,8 @@ def test_falls_back_to_read_only_when_writes_fail(
 
     monkeypatch.setattr("llm_energy_widget.store.store.connect_rw", refuse)
     s = Store(p)
-    assert s.read_only and s.load(run.run_id).n_tokens == 4
+    assert s.read_only
+    assert s.load(run.run_id).n_tokens == 4
     with pytest.raises(StoreError, match="read-only"):
         s.keep_last(0)
 

@@ -55,9 +55,11 @@ def test_run_killed_half_way_is_incomplete_with_its_tokens(tmp_path: Path) -> No
     run = store.load(run_id)
     assert run.status == "incomplete"
     assert 20 <= run.n_tokens < 40
-    assert run.layers.shape[0] >= 20 and len(run.power_records()) > 0
+    assert run.layers.shape[0] >= 20
+    assert len(run.power_records()) > 0
     row = store.runs().set_index("run_id").loc[run_id]
-    assert row["status"] == "incomplete" and row["output_tokens"] == run.n_tokens
+    assert row["status"] == "incomplete"
+    assert row["output_tokens"] == run.n_tokens
     assert "crash or kill" in row["end_reason"]
 
 
@@ -82,6 +84,7 @@ def test_concurrent_processes_do_not_corrupt(tmp_path: Path) -> None:
         assert p.exitcode == 0
     store = Store(path)
     df = store.runs()
-    assert len(df) == 15 and set(df["status"]) == {"completed"}
+    assert len(df) == 15
+    assert set(df["status"]) == {"completed"}
     assert all(store.load(rid).n_tokens == 12 for rid in df["run_id"])
     assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -96,7 +96,8 @@ def test_run_records_statement_count_does_not_grow_with_runs(
 def test_run_records_on_empty_store(tmp_path: Path) -> None:
     with Store(tmp_path / "runs.sqlite") as store:
         records, statements = _traced(store)
-    assert records == [] and len(statements) == 1
+    assert records == []
+    assert len(statements) == 1
 
 
 # -- transaction(): commit, rollback, read-only --------------------------------------------------
@@ -132,10 +133,12 @@ def _trace(conn: sqlite3.Connection) -> list[str]:
 def test_commits_on_success(conn: sqlite3.Connection) -> None:
     statements = _trace(conn)
     with transaction(conn) as c:
-        assert c is conn and conn.in_transaction
+        assert c is conn
+        assert conn.in_transaction
         conn.execute("INSERT INTO t VALUES (1)")
     assert not conn.in_transaction
-    assert statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT"
+    assert statements[0] == "BEGIN IMMEDIATE"
+    assert statements[-1] == "COMMIT"
     assert _rows(_path(conn)) == [1]
 
 
@@ -143,7 +146,8 @@ def test_deferred_begin_when_not_immediate(conn: sqlite3.Connection) -> None:
     statements = _trace(conn)
     with transaction(conn, immediate=False):
         conn.execute("INSERT INTO t VALUES (1)")
-    assert statements[0] == "BEGIN" and statements[-1] == "COMMIT"
+    assert statements[0] == "BEGIN"
+    assert statements[-1] == "COMMIT"
     assert _rows(_path(conn)) == [1]
 
 
@@ -166,18 +170,19 @@ def test_rolls_back_and_reraises_on_any_exception(
     conn.execute("INSERT INTO t VALUES (1)")  # committed before: must survive
     raised = exc_type("stop here")
     statements = _trace(conn)
-    with pytest.raises(exc_type) as info, transaction(conn):
+    with pytest.raises(exc_type) as info, transaction(conn):  # noqa: PT012 - the block is the transaction under test
         conn.execute("INSERT INTO t VALUES (2)")
         raise raised
     assert info.value is raised  # the original exception, not a rollback error
     assert not conn.in_transaction
-    assert statements[-1] == "ROLLBACK" and "COMMIT" not in statements
+    assert statements[-1] == "ROLLBACK"
+    assert "COMMIT" not in statements
     assert _rows(_path(conn)) == [1]
     assert [r[0] for r in conn.execute("SELECT x FROM t")] == [1]
 
 
 def test_a_failing_statement_rolls_back_the_earlier_ones(conn: sqlite3.Connection) -> None:
-    with pytest.raises(sqlite3.IntegrityError), transaction(conn):
+    with pytest.raises(sqlite3.IntegrityError), transaction(conn):  # noqa: PT012 - as above
         conn.execute("INSERT INTO t VALUES (1)")
         conn.execute("INSERT INTO t VALUES (1)")  # duplicate key
     assert not conn.in_transaction
@@ -205,12 +210,13 @@ def test_read_only_never_commits(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO t VALUES (2)")  # a write by mistake is not kept
     assert not conn.in_transaction
     assert statements[0] == "BEGIN"  # deferred: a reader takes no write lock
-    assert statements[-1] == "ROLLBACK" and "COMMIT" not in statements
+    assert statements[-1] == "ROLLBACK"
+    assert "COMMIT" not in statements
     assert _rows(_path(conn)) == [1]
 
 
 def test_read_only_rolls_back_and_reraises(conn: sqlite3.Connection) -> None:
-    with pytest.raises(KeyboardInterrupt), transaction(conn, read_only=True):
+    with pytest.raises(KeyboardInterrupt), transaction(conn, read_only=True):  # noqa: PT012
         conn.execute("SELECT x FROM t").fetchall()
         raise KeyboardInterrupt
     assert not conn.in_transaction
@@ -261,8 +267,10 @@ def test_store_writes_leave_no_transaction_open(tmp_path: Path) -> None:
         statements = _trace(store._conn)
         assert store.load(run.run_id).n_tokens == 2
         assert not store._conn.in_transaction
-        assert statements.count("BEGIN") == 1 and statements.count("ROLLBACK") == 1
+        assert statements.count("BEGIN") == 1
+        assert statements.count("ROLLBACK") == 1
         store.delete(run.run_id)
         assert not store._conn.in_transaction
-        assert statements.count("BEGIN IMMEDIATE") == 1 and statements.count("COMMIT") == 1
+        assert statements.count("BEGIN IMMEDIATE") == 1
+        assert statements.count("COMMIT") == 1
         assert store.ids() == []

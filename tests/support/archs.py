@@ -11,8 +11,8 @@ import torch
 import transformers as T
 
 VOCAB = 256
-_IDS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
-_COMMON = {
+_IDS: dict[str, Any] = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+_COMMON: dict[str, Any] = {
     "hidden_size": 64,
     "intermediate_size": 128,
     "num_hidden_layers": 2,

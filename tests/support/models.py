@@ -15,7 +15,7 @@ def tiny_llama(  # type: ignore[no-untyped-def]
     layers: int = 2,
     heads: int = 4,
     kv_heads: int = 2,
-):
+) -> Any:
     """A random Llama of `layers` layers, hidden size 32 (seeded: the same weights each call).
     The default vocabulary is the SmolLM2 tokenizer's."""
     from transformers import AutoModelForCausalLM, LlamaConfig

@@ -4,6 +4,7 @@ every view: the canvases draw what the SVG, the PNG and the plotly figures draw.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -58,7 +59,7 @@ def theme_ts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
          "--platform=neutral", f"--outfile={out / 'theme.mjs'}", "--log-level=warning"],
         check=True, timeout=60,
     )  # fmt: skip
-    xs = json.dumps(["NaN" if x != x else x for x in SAMPLES]).replace('"NaN"', "NaN")
+    xs = json.dumps(["NaN" if math.isnan(x) else x for x in SAMPLES]).replace('"NaN"', "NaN")
     (out / "probe.mjs").write_text(PROBE % xs)
     done = subprocess.run(
         ["node", str(out / "probe.mjs")], check=True, capture_output=True, text=True, timeout=60
@@ -93,11 +94,13 @@ def test_every_python_view_uses_the_palette() -> None:
     assert tuple(PALETTE) == palette.CATEGORICAL
     scale = template()["layout"]["colorscale"]["sequential"]
     assert scale == palette.plotly_colorscale()
-    assert scale[0] == [0.0, "#440154"] and scale[-1] == [1.0, "#fde725"]
+    assert scale[0] == [0.0, "#440154"]
+    assert scale[-1] == [1.0, "#fde725"]
 
 
 def test_sequential_scale_ends_and_missing() -> None:
     assert palette.sequential_hex(0.0) == "#440154"
     assert palette.sequential_hex(1.0) == "#fde725"
-    assert palette.sequential_hex(-3.0) == "#440154" and palette.sequential_hex(7.0) == "#fde725"
+    assert palette.sequential_hex(-3.0) == "#440154"
+    assert palette.sequential_hex(7.0) == "#fde725"
     assert palette.sequential_hex(float("nan")) == palette.NEUTRAL

@@ -9,6 +9,8 @@ import base64
 import json
 import time
 import zlib
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -39,19 +41,19 @@ quickstart's real 48-token run makes a 220 KB report (285 KB before its data was
 
 
 @pytest.fixture
-def nb():
+def nb() -> Any:
     notebook = FakeNotebook()
     yield notebook
     notebook.close()
 
 
-def live_run(n_layers: int = 4, **kw) -> Run:
+def live_run(n_layers: int = 4, **kw: Any) -> Run:
     run = new_synthetic_run(n_layers=n_layers, **kw)
     Recorder(run).status("running")
     return run
 
 
-def play_and_finish(run: Run, n_tokens: int = 12, n_layers: int = 4, **kw) -> Run:
+def play_and_finish(run: Run, n_tokens: int = 12, n_layers: int = 4, **kw: Any) -> Run:
     for name, args in events_with_full_power(n_tokens, n_layers, **kw):
         apply_event(run, name, args)
     Recorder(run).finish("completed", "synthetic run complete")
@@ -67,7 +69,7 @@ def final_of(output: dict) -> dict:
     return data
 
 
-def test_quickstart_pattern_each_output_ends_showing_its_own_run(nb):
+def test_quickstart_pattern_each_output_ends_showing_its_own_run(nb: Any) -> None:
     """Display the profiler's widget, generate (and show the run) in the next cell; then generate
     again in a later cell: cells 0 and 1 keep run 1, the later cell gets run 2, once."""
     w = EnergyWidget()
@@ -99,10 +101,11 @@ def test_quickstart_pattern_each_output_ends_showing_its_own_run(nb):
     ]
     for i in range(3):
         text = final_of(nb.outputs(i)[0])["text/plain"]
-        assert f"{SUMMARY_LABELS['decode_j_per_token']}: " in text and "(modeled)" in text
+        assert f"{SUMMARY_LABELS['decode_j_per_token']}: " in text
+        assert "(modeled)" in text
 
 
-def test_a_loop_in_one_cell_keeps_one_output_showing_its_last_run(nb):
+def test_a_loop_in_one_cell_keeps_one_output_showing_its_last_run(nb: Any) -> None:
     w = EnergyWidget()
     with nb.cell("w"):
         w._ipython_display_()
@@ -119,7 +122,7 @@ def test_a_loop_in_one_cell_keeps_one_output_showing_its_last_run(nb):
     assert nb.widget_views() == []
 
 
-def test_a_run_still_going_keeps_a_live_view_of_its_own_when_the_widget_moves_on(nb):
+def test_a_run_still_going_keeps_a_live_view_of_its_own_when_the_widget_moves_on(nb: Any) -> None:
     """Queued runs: the widget follows run 2 while run 1 still generates. Run 1's output shows run
     1 (a widget of its own) until it ends, then holds run 1's final bundle."""
     w = EnergyWidget()
@@ -131,9 +134,11 @@ def test_a_run_still_going_keeps_a_live_view_of_its_own_when_the_widget_moves_on
     with nb.cell("run2 = profiler.generate(...)"):
         w.attach(run2)
     views = dict(nb.widget_views())
-    assert nb.outputs(1) == [] and views[2] == w.model_id, "run 2 got an output of its own"
+    assert nb.outputs(1) == [], "run 2 got an output of its own"
+    assert views[2] == w.model_id, "run 2 got an output of its own"
     other = views[0]
-    assert other != w.model_id and widget_mod._DISPLAY_WIDGETS[run1].model_id == other
+    assert other != w.model_id
+    assert widget_mod._DISPLAY_WIDGETS[run1].model_id == other
     play_and_finish(run1)
     assert shown_run_id(nb.outputs(0)[0]) == run1.run_id
     assert nb.widget_views() == [(2, w.model_id)]
@@ -142,16 +147,17 @@ def test_a_run_still_going_keeps_a_live_view_of_its_own_when_the_widget_moves_on
     assert nb.widget_views() == []
 
 
-def test_a_finished_run_is_shown_without_opening_a_widget_model(nb):
+def test_a_finished_run_is_shown_without_opening_a_widget_model(nb: Any) -> None:
     run = synthetic_run(n_tokens=8)
     before = len(widget_mod._DISPLAY_WIDGETS)
     with nb.cell("run"):
         display_run(run)
     final_of(nb.outputs(0)[0])
-    assert len(widget_mod._DISPLAY_WIDGETS) == before and run not in widget_mod._WIDGETS
+    assert len(widget_mod._DISPLAY_WIDGETS) == before
+    assert run not in widget_mod._WIDGETS
 
 
-def test_the_widget_made_to_display_a_live_run_closes_once_its_outputs_are_final(nb):
+def test_the_widget_made_to_display_a_live_run_closes_once_its_outputs_are_final(nb: Any) -> None:
     run = live_run()
     with nb.cell("run"):
         display_run(run)
@@ -164,7 +170,9 @@ def test_the_widget_made_to_display_a_live_run_closes_once_its_outputs_are_final
     assert shown.comm is None, "closed: with widget state saved, no model outlives the run"
 
 
-def test_the_final_update_is_published_before_wait_returns(nb, tiny_model, constant_source):
+def test_the_final_update_is_published_before_wait_returns(
+    nb: Any, tiny_model: Any, constant_source: Any
+) -> None:
     """A real profiled run on its generation thread: as soon as `run.wait()` returns, every
     output already holds the final bundle (what a headless execution saves)."""
     from llm_energy_widget.profiler import EnergyProfiler
@@ -187,15 +195,17 @@ def test_the_final_update_is_published_before_wait_returns(nb, tiny_model, const
     assert "(measured)" in nb.outputs(0)[0]["data"]["text/plain"]
 
 
-def test_a_live_view_gets_a_row_the_saved_snapshot_left_out():
+def test_a_live_view_gets_a_row_the_saved_snapshot_left_out() -> None:
     run = synthetic_run(n_tokens=20, n_layers=3)
     w = EnergyWidget(run)
     sent: list[tuple[dict, list]] = []
     w.send = lambda content, buffers=None: sent.append((content, buffers or []))  # type: ignore[method-assign]
     w._on_frontend_msg(w, {"type": "rows", "index": [5, 99]}, [])
     (header, buffers) = sent[-1]
-    assert header["type"] == "snapshot" and header["run_key"] == w.meta["run_key"]
-    assert header["layers"]["first"] == 5 and header["layers"]["shape"][2] == 5
+    assert header["type"] == "snapshot"
+    assert header["run_key"] == w.meta["run_key"]
+    assert header["layers"]["first"] == 5
+    assert header["layers"]["shape"][2] == 5
     codes = np.frombuffer(buffers[header["buffers"].index("layer_q")], np.uint8)
     assert codes.size == 3 * len(run.component_names) * 5
 
@@ -221,29 +231,30 @@ def _quickstart_notebook(nb: FakeNotebook, n_tokens: int, runs: int) -> list[Run
     return out
 
 
-def test_a_saved_notebook_with_two_48_token_component_runs_is_within_400_kb(nb):
+def test_a_saved_notebook_with_two_48_token_component_runs_is_within_400_kb(nb: Any) -> None:
     _quickstart_notebook(nb, n_tokens=48, runs=2)
     size = nb.saved_bytes()
     assert size <= TWO_48_TOKEN_RUNS_NOTEBOOK_BYTES, f"{size:,} bytes"
 
 
-def test_a_saved_notebook_with_a_2000_token_run_is_within_1_5_mb(nb):
+def test_a_saved_notebook_with_a_2000_token_run_is_within_1_5_mb(nb: Any) -> None:
     _quickstart_notebook(nb, n_tokens=2000, runs=1)
     size = nb.saved_bytes()
     assert size <= A_2000_TOKEN_RUN_NOTEBOOK_BYTES, f"{size:,} bytes"
 
 
-def test_the_snapshot_of_a_2000_token_30x12_run_is_within_1_mb():
+def test_the_snapshot_of_a_2000_token_30x12_run_is_within_1_mb() -> None:
     run = synthetic_run(n_tokens=2000, n_layers=30, components=COMPONENTS_12)
     snap = saved_snapshot(run)
     size = len(json.dumps(snap["header"]).encode()) + sum(len(b) for b in snap["buffers"])
     assert size <= SNAPSHOT_2000_TOKENS_BYTES, f"{size:,} bytes"
     means = snap["header"]["layer_means"]
     assert means["rows"] == {"all": 0, "time": 512, "of": 2000}
-    assert means["tokens"] == 1999 and "time_ms" in means["metrics"], "times' mean exact too"
+    assert means["tokens"] == 1999, "times' mean exact too"
+    assert "time_ms" in means["metrics"], "times' mean exact too"
 
 
-def test_the_report_stays_self_contained_and_small(tmp_path):
+def test_the_report_stays_self_contained_and_small(tmp_path: Path) -> None:
     run = synthetic_run(n_tokens=48, n_layers=30, components=COMPONENTS_12)
     path = to_html(run, tmp_path / "r.html")
     text = path.read_text()
@@ -252,7 +263,7 @@ def test_the_report_stays_self_contained_and_small(tmp_path):
     assert "https://" not in text
 
 
-def test_the_embedded_data_is_the_saved_snapshot_and_the_bundle_is_the_built_one():
+def test_the_embedded_data_is_the_saved_snapshot_and_the_bundle_is_the_built_one() -> None:
     """The HTML's interactive view is the widget's own bundle, from the run's saved snapshot."""
     import re
 
@@ -298,23 +309,26 @@ return {
 
 
 @needs_node
-def test_a_saved_snapshots_view_shows_exact_means_each_tokens_times_and_what_it_left_out():
+def test_a_saved_snapshots_view_shows_exact_means_each_tokens_times_and_what_it_left_out() -> None:
     run = synthetic_run(n_tokens=20, n_layers=3)
     w = EnergyWidget(run)
     meta, items = _saved_items(w)
     out = eval_store(meta, items, SAVED_VIEW_JS)
     am, ti = run.metric_names.index("act_mean"), run.metric_names.index("time_ms")
     decode = run.layers[1:]
-    assert out["exactAct"] and not out["exactTime"], "times come from every token's row"
+    assert out["exactAct"], "times come from every token's row"
+    assert not out["exactTime"], "times come from every token's row"
     assert out["meanAct"] == pytest.approx(float(decode[:, 1, 2, am].mean()), rel=1e-6)
     assert out["meanTime"] == pytest.approx(float(decode[:, 1, 2, ti].mean()), rel=0.02)
     assert out["time"] == pytest.approx(float(run.layers[5, 1, 2, ti]), rel=0.02)
-    assert out["act"] is None and out["timesOnly"], "no single token's activation statistics"
+    assert out["act"] is None, "no single token's activation statistics"
+    assert out["timesOnly"], "no single token's activation statistics"
     assert "activation statistics are not in this saved view" in out["caption"][-1]
     assert "not in this saved view" not in " ".join(out["captionTime"])
     assert out["tipMean"][-1] == "the exact mean of run.layers (float32), saved with the run"
     assert "activation statistics are not in this saved view" in out["tipToken"][-1]
-    assert out["meanTokens"] == 19 and out["left"] is False
+    assert out["meanTokens"] == 19
+    assert out["left"] is False
     tokens = run.tokens()[1:]
     hooked = sum(t["layers_ms"] for t in tokens)
     share = sum(max(t["duration_ms"], t["layers_ms"]) for t in tokens)
@@ -322,7 +336,7 @@ def test_a_saved_snapshots_view_shows_exact_means_each_tokens_times_and_what_it_
 
 
 @needs_node
-def test_a_row_the_kernel_sends_on_demand_fills_the_saved_view():
+def test_a_row_the_kernel_sends_on_demand_fills_the_saved_view() -> None:
     run = synthetic_run(n_tokens=20, n_layers=3)
     w = EnergyWidget(run)
     meta, items = _saved_items(w)
@@ -339,7 +353,7 @@ def test_a_row_the_kernel_sends_on_demand_fills_the_saved_view():
 
 
 @needs_node
-def test_a_token_whose_times_were_left_out_says_so(monkeypatch):
+def test_a_token_whose_times_were_left_out_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wire_mod, "SAVED_TIME_ROWS", 8)
     run = synthetic_run(n_tokens=40, n_layers=3)
     snap = saved_snapshot(run)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import shutil
 import threading
+from pathlib import Path
+from typing import Any
 
 import pytest
 from support.browser import CHROMIUM, CHROMIUM_ARGS
@@ -42,7 +44,7 @@ PAINTED = """(sel) => { const c = document.querySelector(sel); if (!c || !c.widt
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser() -> Any:
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -50,14 +52,14 @@ def browser():
         b.close()
 
 
-def offline_page(browser, **kw):
+def offline_page(browser: Any, **kw: Any) -> Any:
     """A page that fails the test on any network request, dialog or script error."""
     page = browser.new_page(viewport={"width": 1200, "height": 1000}, **kw)
     trouble: list[str] = []
     page.on("dialog", lambda d: (trouble.append(f"dialog: {d.message}"), d.dismiss()))
     page.on("pageerror", lambda e: trouble.append(f"page error: {e}"))
 
-    def on_request(route):
+    def on_request(route: Any) -> Any:
         url = route.request.url
         if not url.startswith(("file:", "data:", "blob:", "about:")):
             trouble.append(f"network: {url}")
@@ -69,7 +71,7 @@ def offline_page(browser, **kw):
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_report_renders_offline_and_xss_is_inert(browser, tmp_path, scheme):
+def test_report_renders_offline_and_xss_is_inert(browser: Any, tmp_path: Path, scheme: Any) -> None:
     run = full_run(n_tokens=30, n_layers=6, texts=XSS_TEXTS, tail_ms=30.0)
     path = to_html(run, tmp_path / "report.html")
     page, trouble = offline_page(browser, color_scheme=scheme)
@@ -102,7 +104,8 @@ def test_report_renders_offline_and_xss_is_inert(browser, tmp_path, scheme):
     swatch = tail.evaluate("e => e.style.getPropertyValue('--lew-swatch')")
     assert swatch == "rgba(227,119,194,0.18)"
     heat = page.locator(".lew-heatmap .lew-caption-sub").inner_text()
-    assert heat.startswith("layers cover 75.0 % of ") and "outside layers" in heat
+    assert heat.startswith("layers cover 75.0 % of ")
+    assert "outside layers" in heat
     assert page.locator("#lew-fallback").is_hidden()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"widget-report-{scheme}.png"), full_page=True)
@@ -111,7 +114,9 @@ def test_report_renders_offline_and_xss_is_inert(browser, tmp_path, scheme):
     page.close()
 
 
-def test_report_without_javascript_still_shows_the_static_figures(browser, tmp_path):
+def test_report_without_javascript_still_shows_the_static_figures(
+    browser: Any, tmp_path: Path
+) -> None:
     run = full_run(n_tokens=10, texts=XSS_TEXTS)
     path = to_html(run, tmp_path / "report.html")
     ctx = browser.new_context(java_script_enabled=False)
@@ -123,13 +128,13 @@ def test_report_without_javascript_still_shows_the_static_figures(browser, tmp_p
     ctx.close()
 
 
-def stream_into_page(page, cap_items):
+def stream_into_page(page: Any, cap_items: Any) -> None:
     for item in cap_items:
         expr, arg = deliver_js(item)
         page.evaluate(expr, arg)
 
 
-def test_bundle_streams_live_updates_from_a_real_widget(browser):
+def test_bundle_streams_live_updates_from_a_real_widget(browser: Any) -> None:
     page, trouble = offline_page(browser)
     page.set_content(page_html())
     page.wait_for_function("window.lewReady === true")
@@ -178,7 +183,10 @@ def test_bundle_streams_live_updates_from_a_real_widget(browser):
     tok = page.locator(".lew-tok").nth(5)
     tok.hover()
     tip = page.locator(".lew-tooltip").inner_text()
-    assert "token 5" in tip and "energy" in tip and "J (modeled)" in tip and "W" in tip
+    assert "token 5" in tip
+    assert "energy" in tip
+    assert "J (modeled)" in tip
+    assert "W" in tip
     assert "< resolution (100 ms), interpolated between readings" in tip
     tok.click()
     page.wait_for_function(
@@ -191,11 +199,13 @@ def test_bundle_streams_live_updates_from_a_real_widget(browser):
     tip = page.locator(".lew-tooltip").inner_text()
     assert tip.startswith("L0 · input_layernorm\n"), tip
     assert re.search(r"time: [\d.]+ (µs|ms)\n", tip), "µs below a millisecond"
-    assert "(8-bit log scale)" in tip and "display precision" not in tip
+    assert "(8-bit log scale)" in tip
+    assert "display precision" not in tip
     page.select_option(METRIC_SELECT, label="energy (modeled)")
     page.mouse.move(box["x"] + 64 + 6, box["y"] + 70 + 3)
     tip = page.locator(".lew-tooltip").inner_text()
-    assert "J" in tip and "token energy × cell time / token time" in tip
+    assert "J" in tip
+    assert "token energy × cell time / token time" in tip
     assert page.locator(METRIC_SELECT).locator("option", has_text="mean |x|").count()
     page.select_option(MODE_SELECT, value="mean")
     page.wait_for_function(
@@ -209,7 +219,7 @@ def test_bundle_streams_live_updates_from_a_real_widget(browser):
     page.close()
 
 
-def test_a_late_view_asks_for_a_snapshot_then_follows_deltas(browser):
+def test_a_late_view_asks_for_a_snapshot_then_follows_deltas(browser: Any) -> None:
     run = new_synthetic_run()
     Recorder(run).status("running")
     w = EnergyWidget(run)

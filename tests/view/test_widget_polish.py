@@ -81,7 +81,7 @@ def as_estimate(run: Run, one_rail: bool = False) -> Run:
     return run
 
 
-def shifted_events(shift_ms: float, n_tokens: int, n_layers: int, **kw: Any):
+def shifted_events(shift_ms: float, n_tokens: int, n_layers: int, **kw: Any) -> Any:
     """`events_with_full_power` with every time moved `shift_ms` later and the energy counter
     continued from `shift_ms` of 15 W before it (the baseline and the gap after it)."""
     e0 = 15.0 * shift_ms / 1000.0
@@ -100,7 +100,9 @@ def shifted_events(shift_ms: float, n_tokens: int, n_layers: int, **kw: Any):
             yield name, args
 
 
-def baseline_run(n_tokens: int = 12, n_layers: int = 3, baseline_ms: float = 500.0, gap_ms=300.0):
+def baseline_run(
+    n_tokens: int = 12, n_layers: int = 3, baseline_ms: float = 500.0, gap_ms: float = 300.0
+) -> Any:
     """A finished run with a baseline [0, baseline_ms] and a gap of `gap_ms` before the prefill."""
     run = new_synthetic_run(n_layers=n_layers)
     Recorder(run).status("running")
@@ -120,7 +122,13 @@ def baseline_run(n_tokens: int = 12, n_layers: int = 3, baseline_ms: float = 500
     return run
 
 
-def live_capture(n_tokens=30, n_layers=3, speed=8.0, texts=None, events=None):
+def live_capture(
+    n_tokens: int = 30,
+    n_layers: int = 3,
+    speed: float = 8.0,
+    texts: list[str] | None = None,
+    events: Any = None,
+) -> Any:
     """(run, widget, the captured traffic) of a synthetic run played in real time to the end."""
     run = new_synthetic_run(n_layers=n_layers)
     Recorder(run).status("running")
@@ -139,7 +147,7 @@ def live_capture(n_tokens=30, n_layers=3, speed=8.0, texts=None, events=None):
 
 
 @needs_node
-def test_one_outlier_cell_does_not_flatten_a_token_on_the_default_scale():
+def test_one_outlier_cell_does_not_flatten_a_token_on_the_default_scale() -> None:
     run = full_run(n_tokens=8, n_layers=6)
     row = run.layers[4]
     row[2, 3, TI] *= 200.0  # one cell 200x its neighbours (a GC pause inside one module)
@@ -171,12 +179,14 @@ return { vals, robust: at("robust"), linear: at("linear"), log: at("log") };""",
     assert out["robust"]["labels"]["hi"].startswith("≥ "), "the colour bar says it is clipped"
     assert not out["linear"]["labels"]["hi"].startswith("≥")
     # log: the outlier stays at the top without squeezing the rest to one colour
-    assert spread("log") > 0.2 and out["log"]["pos"][outlier] == 1.0
-    assert out["log"]["sc"]["lo"] == pytest.approx(vals.min()) and out["log"]["sc"]["kind"] == "log"
+    assert spread("log") > 0.2
+    assert out["log"]["pos"][outlier] == 1.0
+    assert out["log"]["sc"]["lo"] == pytest.approx(vals.min())
+    assert out["log"]["sc"]["kind"] == "log"
 
 
 @needs_node
-def test_colour_scale_edge_cases():
+def test_colour_scale_edge_cases() -> None:
     out = eval_store(
         {},
         [],
@@ -186,10 +196,10 @@ return { two: s([1, 2], "robust"), flat: s([3, 3, 3, 3], "robust"), none: s([NaN
   mid: mod.scalePos(s([1, 100], "log"), 10), nan: mod.scalePos(s([1, 2], "linear"), NaN) };""",
     )
     assert (out["two"]["lo"], out["two"]["hi"]) == (1, 2), "too few cells to clip: full range"
-    assert out["flat"]["clipHi"] is False and out["none"]["lo"] == 0
-    assert out["zeros"]["lo"] == 0.5 and out["zeros"]["clipLo"] is True, (
-        "zeros are below a log scale"
-    )
+    assert out["flat"]["clipHi"] is False
+    assert out["none"]["lo"] == 0
+    assert out["zeros"]["lo"] == 0.5, "zeros are below a log scale"
+    assert out["zeros"]["clipLo"] is True, "zeros are below a log scale"
     assert out["pos0"] == 0
     assert out["mid"] == pytest.approx(0.5), "10 is half way from 1 to 100 on a log scale"
     assert out["nan"] is None
@@ -209,7 +219,7 @@ def _times_in(header: dict[str, Any], buffers: list[bytes]) -> list[float]:
 
 
 @needs_node
-def test_elapsed_ticks_between_events_and_never_goes_backwards():
+def test_elapsed_ticks_between_events_and_never_goes_backwards() -> None:
     run, _w, cap = live_capture(n_tokens=30, speed=8.0, events=shifted_events(800.0, 30, 3))
     meta = next(c for k, _t, c, _b in cap.items if k == "meta" and c)
     # the browser receives each message some 5-80 ms after its latest event (run clock = ms)
@@ -251,14 +261,16 @@ return { seen, tick: [pre.elapsedMs(r0), pre.elapsedMs(r0 + 2000)], open: pre.wo
     )
     out = eval_store(meta, [], body)
     values = [(t, e, live) for t, e, live in out["seen"] if e is not None]
-    assert values and values[0][2], "the clock starts while the run is live"
+    assert values, "the clock starts while the run is live"
+    assert values[0][2], "the clock starts while the run is live"
     for (t0, a, _), (t1, b, _) in itertools.pairwise(values):
         assert b >= a, f"elapsed went back from {a:.1f} to {b:.1f} ms at t={t1:.0f} (from {t0:.0f})"
     # before the first phase after the baseline: no elapsed figure, not a figure that resets
     assert out["seen"][0][1] is None
     s = run.summary()
     final = values[-1][1]
-    assert not values[-1][2] and final == pytest.approx(s["duration_ms"], rel=1e-6)
+    assert not values[-1][2]
+    assert final == pytest.approx(s["duration_ms"], rel=1e-6)
     assert out["elapsed"] == fmt_ms(s["duration_ms"])
     assert out["open"] is True
     before, after = out["tick"]
@@ -268,7 +280,7 @@ return { seen, tick: [pre.elapsedMs(r0), pre.elapsedMs(r0 + 2000)], open: pre.wo
 
 
 @needs_node
-def test_one_tokens_per_s_in_status_cards_and_report():
+def test_one_tokens_per_s_in_status_cards_and_report() -> None:
     run = full_run(n_tokens=16, n_layers=2)
     out = eval_store(
         *snapshot_items(run),
@@ -288,7 +300,7 @@ def test_one_tokens_per_s_in_status_cards_and_report():
 
 
 @needs_node
-def test_whitespace_tokens_are_shown_with_glyphs():
+def test_whitespace_tokens_are_shown_with_glyphs() -> None:
     texts = ["\n", "  ", "\t", "", " Hello", "a\nb", " \n\n", "<b>"]
     out = eval_store({}, [], f"return {json.dumps(texts)}.map((t) => mod.tokenParts(t));")
     shown = ["".join(p["text"] for p in parts) for parts in out]
@@ -301,7 +313,7 @@ def test_whitespace_tokens_are_shown_with_glyphs():
 
 
 @needs_node
-def test_token_colours_stay_put_as_tokens_arrive():
+def test_token_colours_stay_put_as_tokens_arrive() -> None:
     _run, _w, cap = live_capture(n_tokens=80, n_layers=2, speed=20.0)
     meta = next(c for k, _t, c, _b in cap.items if k == "meta" and c)
     items = captured_items(cap.items)
@@ -329,13 +341,15 @@ return { changes, steps, n: st.nTokens, e: Array.from(st.tokEnergy.data.slice(0,
     assert 1 <= out["changes"] <= 4, out["steps"]
     lo, hi = out["steps"][-1][1:]
     e = np.asarray(out["e"][1:])  # the decode tokens
-    assert lo <= np.percentile(e, 2) and np.percentile(e, 98) <= hi
+    assert lo <= np.percentile(e, 2)
+    assert np.percentile(e, 98) <= hi
     # round bounds: both ends are multiples of one 1/2/5 x 10^k step, a few steps apart
     assert _round_bounds(lo, hi), (lo, hi)
     # each step only widens: colours of earlier tokens move only at those steps
     los = [s[1] for s in out["steps"]]
     his = [s[2] for s in out["steps"]]
-    assert los == sorted(los, reverse=True) and his == sorted(his)
+    assert los == sorted(los, reverse=True)
+    assert his == sorted(his)
 
 
 def _round_bounds(lo: float, hi: float) -> bool:
@@ -353,7 +367,7 @@ def _round_bounds(lo: float, hi: float) -> bool:
 
 
 @needs_node
-def test_a_scale_from_the_prefill_token_alone_is_dropped_when_decode_tokens_come():
+def test_a_scale_from_the_prefill_token_alone_is_dropped_when_decode_tokens_come() -> None:
     # live, the prefill token (the whole prompt's work, here 10x a decode token) comes first
     run = full_run(n_tokens=20, n_layers=2)
     out = eval_store(
@@ -367,14 +381,16 @@ return { first, next: mod.nextTokenScale(first, store),
   e: Array.from(store.tokEnergy.data.slice(0, n)) };""",
     )
     e = np.asarray(out["e"])
-    assert out["first"]["prefillOnly"] and out["first"]["hi"] >= e[0]
+    assert out["first"]["prefillOnly"]
+    assert out["first"]["hi"] >= e[0]
     # then: the decode tokens' scale, the prefill clamped above it
     assert not out["next"]["prefillOnly"]
-    assert out["next"]["hi"] < e[0] / 3 and out["next"]["hi"] >= e[1:].max() * 0.9
+    assert out["next"]["hi"] < e[0] / 3
+    assert out["next"]["hi"] >= e[1:].max() * 0.9
 
 
 @needs_node
-def test_one_outlier_token_is_clamped_not_flattening_the_others():
+def test_one_outlier_token_is_clamped_not_flattening_the_others() -> None:
     run = full_run(n_tokens=40, n_layers=2)
     meta, items = snapshot_items(run)
     out = eval_store(
@@ -395,7 +411,7 @@ return { sc, e: Array.from(store.tokEnergy.data.slice(0, store.nTokens)) };""",
 
 
 @needs_node
-def test_kind_badges_say_where_the_number_comes_from_and_an_estimate_its_uncertainty():
+def test_kind_badges_say_where_the_number_comes_from_and_an_estimate_its_uncertainty() -> None:
     run = as_estimate(full_run(n_tokens=8, n_layers=2))
     out = eval_store(
         *snapshot_items(run),
@@ -407,7 +423,8 @@ def test_kind_badges_say_where_the_number_comes_from_and_an_estimate_its_uncerta
     assert energy[0] == KIND_DEFINITIONS["estimated"]
     assert f"source estimate: {ESTIMATE_DESCRIPTION}" in energy
     assert "scope: process" in energy
-    assert f"uncertainty: {ESTIMATE_UNCERTAINTY}" in energy and "±50 %" in ESTIMATE_UNCERTAINTY
+    assert f"uncertainty: {ESTIMATE_UNCERTAINTY}" in energy
+    assert "±50 %" in ESTIMATE_UNCERTAINTY
     ttft = cards["ttft_ms"]["tip"]
     assert ttft == [KIND_DEFINITIONS["measured"], f"from {FIGURE_ORIGINS['timing']}"]
     cost = cards["cost_usd"]["tip"]
@@ -417,7 +434,8 @@ def test_kind_badges_say_where_the_number_comes_from_and_an_estimate_its_uncerta
     assert cards["outside_layers_energy_j"]["tip"][1] == f"from {FIGURE_ORIGINS['layers.outside']}"
     for item in out["status"]:
         if "kind" in item:
-            assert item["tip"] and item["tip"][0] == KIND_DEFINITIONS[item["kind"]], item
+            assert item["tip"], item
+            assert item["tip"][0] == KIND_DEFINITIONS[item["kind"]], item
     assert out["tok"][-1] == f"uncertainty: {ESTIMATE_UNCERTAINTY}"
 
     # a measured source: its own description, no uncertainty line made up for it
@@ -446,10 +464,11 @@ COSTS = [3.1e-06, 2.37e-08, 1.0e-4, 9.99e-05, 0.000123456, 0.0123, 0.5, 1.0, 12.
 
 
 @needs_node
-def test_cost_reads_the_same_in_widget_static_view_report_and_cli():
+def test_cost_reads_the_same_in_widget_static_view_report_and_cli() -> None:
     js = eval_store({}, [], f"return {json.dumps(COSTS)}.map((x) => mod.fmtCost(x));")
     assert js == [format_cost(x) for x in COSTS]
-    assert format_cost(3.1e-06) == "$3.1e-06" and format_cost(None) == "–"
+    assert format_cost(3.1e-06) == "$3.1e-06"
+    assert format_cost(None) == "–"
     run = full_run(n_tokens=6, n_layers=2)
     cost = format_cost(run.summary()["cost_usd"])
     card = next(
@@ -467,7 +486,7 @@ def test_cost_reads_the_same_in_widget_static_view_report_and_cli():
 
 
 @needs_node
-def test_power_hover_names_the_token_at_that_time_and_its_energy():
+def test_power_hover_names_the_token_at_that_time_and_its_energy() -> None:
     run = full_run(n_tokens=10, n_layers=2)
     tok = run.tokens()[6]
     mid = (tok["start_ms"] + tok["end_ms"]) / 2
@@ -476,7 +495,9 @@ def test_power_hover_names_the_token_at_that_time_and_its_energy():
         f"""return {{ at: mod.tokenAt(store, {mid}), before: mod.tokenAt(store, -5),
   after: mod.tokenAt(store, 1e9), tip: mod.powerTip(store, {mid}, ["cpu_w", "total_w"]) }};""",
     )
-    assert out["at"] == 6 and out["before"] == -1 and out["after"] == -1
+    assert out["at"] == 6
+    assert out["before"] == -1
+    assert out["after"] == -1
     e = tok["energy_j"]
     assert out["tip"][0] == f"t = {mid / 1000:.3f} s"
     assert 1 < e < 10
@@ -486,7 +507,7 @@ def test_power_hover_names_the_token_at_that_time_and_its_energy():
 
 
 @needs_node
-def test_the_gap_after_the_baseline_is_tagged():
+def test_the_gap_after_the_baseline_is_tagged() -> None:
     run = baseline_run(baseline_ms=500.0, gap_ms=300.0)
     out = eval_store(
         *snapshot_items(run),
@@ -505,7 +526,7 @@ def test_the_gap_after_the_baseline_is_tagged():
 
 
 @needs_node
-def test_chart_labels_do_not_overlap_at_700_px():
+def test_chart_labels_do_not_overlap_at_700_px() -> None:
     out = eval_store(
         {},
         [],
@@ -535,7 +556,7 @@ browser_only = [
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser() -> Any:
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -543,13 +564,13 @@ def browser():
         b.close()
 
 
-def expect(locator):
+def expect(locator: Any) -> Any:
     from playwright.sync_api import expect as pw_expect
 
     return pw_expect(locator)
 
 
-def fake_page(browser, width: int = 1100, scheme: str = "light"):
+def fake_page(browser: Any, width: int = 1100, scheme: str = "light") -> Any:
     page = browser.new_page(viewport={"width": width + 20, "height": 1200}, color_scheme=scheme)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -558,13 +579,13 @@ def fake_page(browser, width: int = 1100, scheme: str = "light"):
     return page, errors
 
 
-def feed(page, items) -> None:
+def feed(page: Any, items: Any) -> None:
     for item in items:
         expr, arg = deliver_js(item)
         page.evaluate(expr, arg)
 
 
-def show_run(page, run: Run) -> None:
+def show_run(page: Any, run: Run) -> None:
     """A finished run, as a widget attached to it holds it (meta and snapshot traits)."""
     snap = snapshot_of(run)
     page.evaluate(
@@ -573,7 +594,7 @@ def show_run(page, run: Run) -> None:
     )
 
 
-def rerender_with_a_new_proxy(page) -> None:
+def rerender_with_a_new_proxy(page: Any) -> None:
     """What anywidget does for a re-rendered output: a fresh proxy of the same model."""
     page.evaluate(
         """() => { const l = window.lew; l.cleanup();
@@ -586,7 +607,7 @@ HEAT = ".lew-heatmap"
 SEL = {k: f"{HEAT} select[aria-label='{k}']" for k in ("metric", "colour scale", "token shown")}
 
 
-def canvas_hash(page, sel: str) -> int:
+def canvas_hash(page: Any, sel: str) -> int:
     return int(
         page.evaluate(
             """(sel) => { const c = document.querySelector(sel);
@@ -599,14 +620,14 @@ def canvas_hash(page, sel: str) -> int:
     )
 
 
-def browser_test(fn):
+def browser_test(fn: Any) -> Any:
     for m in reversed(browser_only):
         fn = m(fn)
     return fn
 
 
 @browser_test
-def test_an_empty_widget_says_no_run_yet_and_nothing_else(browser):
+def test_an_empty_widget_says_no_run_yet_and_nothing_else(browser: Any) -> None:
     page, errors = fake_page(browser)
     page.evaluate("window.lew.render()")
     root = page.locator(".lew-root")
@@ -617,16 +638,17 @@ def test_an_empty_widget_says_no_run_yet_and_nothing_else(browser):
     for sel in (".lew-power", ".lew-grid", ".lew-cards", ".lew-fields .lew-field", ".lew-prompt"):
         loc = root.locator(sel)
         assert loc.count() == 0 or loc.first.is_hidden(), f"{sel} shown with no run"
-    assert "pending" not in root.inner_text() and "waiting" not in root.inner_text()
+    assert "pending" not in root.inner_text()
+    assert "waiting" not in root.inner_text()
     assert errors == []
     page.close()
 
 
-def _caption(page) -> str:
+def _caption(page: Any) -> str:
     return page.locator(f"{HEAT} .lew-caption").inner_text()
 
 
-def _wait_caption(page, prefix: str) -> None:
+def _wait_caption(page: Any, prefix: str) -> None:
     page.wait_for_function(
         "(p) => document.querySelector('.lew-heatmap .lew-caption').textContent.startsWith(p)",
         arg=prefix,
@@ -635,7 +657,7 @@ def _wait_caption(page, prefix: str) -> None:
 
 
 @browser_test
-def test_heatmap_shows_the_mean_after_the_run_and_keeps_the_users_choices(browser):
+def test_heatmap_shows_the_mean_after_the_run_and_keeps_the_users_choices(browser: Any) -> None:
     _run, _w, cap = live_capture(n_tokens=24, n_layers=4, speed=8.0)
     done = next(
         i
@@ -703,7 +725,7 @@ def _px_of(run: Run, t_ms: float, width: int) -> float:
 
 
 @browser_test
-def test_power_chart_links_time_to_tokens_zooms_and_toggles_rails(browser):
+def test_power_chart_links_time_to_tokens_zooms_and_toggles_rails(browser: Any) -> None:
     run = full_run(n_tokens=30, n_layers=3)
     page, errors = fake_page(browser)
     show_run(page, run)
@@ -716,7 +738,8 @@ def test_power_chart_links_time_to_tokens_zooms_and_toggles_rails(browser):
     x = _px_of(run, (tok["start_ms"] + tok["end_ms"]) / 2, box["width"])
     page.mouse.move(box["x"] + x, box["y"] + 60)
     tip = page.locator(".lew-tooltip").inner_text()
-    assert 'token 12: " tok12" · ' in tip and "J (modeled) over " in tip, tip
+    assert 'token 12: " tok12" · ' in tip, tip
+    assert "J (modeled) over " in tip, tip
     # the token under the cursor is marked in the text too
     assert page.locator(".lew-tok-hot").get_attribute("data-i") == "12"
     t_before = float(re.search(r"t = ([\d.]+) s", tip).group(1))  # type: ignore[union-attr]
@@ -734,7 +757,8 @@ def test_power_chart_links_time_to_tokens_zooms_and_toggles_rails(browser):
     t_zoomed = float(
         re.search(r"t = ([\d.]+) s", page.locator(".lew-tooltip").inner_text()).group(1)
     )  # type: ignore[union-attr]
-    assert 0.59 <= t_zoomed <= 0.91 and abs(t_zoomed - t_before) > 0.05
+    assert 0.59 <= t_zoomed <= 0.91
+    assert abs(t_zoomed - t_before) > 0.05
     page.mouse.dblclick(box["x"] + x, box["y"] + 60)
     reset.wait_for(state="hidden", timeout=5000)
     page.mouse.move(box["x"] + x, box["y"] + 62)
@@ -768,7 +792,7 @@ def test_power_chart_links_time_to_tokens_zooms_and_toggles_rails(browser):
 
 
 @browser_test
-def test_narrow_widget_estimate_source_baseline_gap_and_kind_tooltips(browser):
+def test_narrow_widget_estimate_source_baseline_gap_and_kind_tooltips(browser: Any) -> None:
     run = as_estimate(baseline_run(n_tokens=16, n_layers=4), one_rail=True)
     run.prompt = "<img src=x onerror=alert(1)> Why is the sky blue?\nAnswer briefly."
     page, errors = fake_page(browser, width=700)
@@ -778,9 +802,8 @@ def test_narrow_widget_estimate_source_baseline_gap_and_kind_tooltips(browser):
     root = page.locator(".lew-root")
     # the one rail equals the total: dashed over it, and the legend says so
     cpu = page.locator('.lew-legend-rail[data-rail="cpu_w"]')
-    assert cpu.inner_text() == "CPU (= total)" and "lew-dashed" in (
-        cpu.get_attribute("class") or ""
-    )
+    assert cpu.inner_text() == "CPU (= total)"
+    assert "lew-dashed" in (cpu.get_attribute("class") or "")
     gap = page.locator('.lew-legend-gap[data-phase="gap"]')
     assert gap.inner_text() == "gap after baseline"
     assert (gap.get_attribute("title") or "").startswith(
@@ -801,7 +824,8 @@ def test_narrow_widget_estimate_source_baseline_gap_and_kind_tooltips(browser):
         left, right = head["panel"]
         items = head["items"]
         for name, l0, _t, r0, _b in items:
-            assert left - 0.5 <= l0 and r0 <= right + 0.5, f"{name!r} sticks out of its panel"
+            assert left - 0.5 <= l0, f"{name!r} sticks out of its panel"
+            assert r0 <= right + 0.5, f"{name!r} sticks out of its panel"
         for i, (n1, l1, t1, r1, b1) in enumerate(items):
             for n2, l2, t2, r2, b2 in items[i + 1 :]:
                 inside = (l2 >= l1 and r2 <= r1 and t2 >= t1 and b2 <= b1) or (
@@ -812,10 +836,12 @@ def test_narrow_widget_estimate_source_baseline_gap_and_kind_tooltips(browser):
     assert page.evaluate("document.querySelector('.lew-root').scrollWidth") <= 701
     # every kind badge explains itself on hover; the estimate with its model and uncertainty
     titles = page.eval_on_selector_all(".lew-badge", "bs => bs.map((b) => b.title)")
-    assert titles and all(titles), "a badge without an explanation"
+    assert titles, "a badge without an explanation"
+    assert all(titles), "a badge without an explanation"
     src = page.locator(".lew-power .lew-source .lew-badge").get_attribute("title") or ""
     assert src.startswith(KIND_DEFINITIONS["estimated"])
-    assert ESTIMATE_DESCRIPTION in src and ESTIMATE_UNCERTAINTY in src
+    assert ESTIMATE_DESCRIPTION in src
+    assert ESTIMATE_UNCERTAINTY in src
     # the prompt: the user's text, as text
     prompt = root.locator(".lew-prompt")
     assert prompt.inner_text() == (
@@ -830,7 +856,7 @@ def test_narrow_widget_estimate_source_baseline_gap_and_kind_tooltips(browser):
 
 
 @browser_test
-def test_whitespace_tokens_are_visible_and_hoverable(browser):
+def test_whitespace_tokens_are_visible_and_hoverable(browser: Any) -> None:
     texts = [" Hello", "\n", "  ", " world", "", "\n\n"]
     run = full_run(n_tokens=6, n_layers=2, texts=texts)
     page, errors = fake_page(browser)
@@ -846,7 +872,9 @@ def test_whitespace_tokens_are_visible_and_hoverable(browser):
     for i, text in enumerate(texts):
         tok = page.locator(f'.lew-tok[data-i="{i}"]')
         bb = tok.bounding_box()
-        assert bb and bb["width"] >= 4 and bb["height"] >= 8, (i, bb)
+        assert bb, (i, bb)
+        assert bb["width"] >= 4, (i, bb)
+        assert bb["height"] >= 8, (i, bb)
         tok.hover()
         tip = page.locator(".lew-tooltip").inner_text()
         assert tip.startswith(f"token {i}: {json.dumps(text)}"), tip

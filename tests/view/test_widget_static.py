@@ -7,6 +7,8 @@ import json
 import re
 import xml.etree.ElementTree as ET
 import zlib
+from pathlib import Path
+from typing import Any
 
 import pytest
 from support.widget import XSS_TEXTS, full_run
@@ -20,44 +22,47 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 @pytest.fixture(scope="module")
-def run():
+def run() -> Any:
     return full_run(n_tokens=16, n_layers=3, texts=XSS_TEXTS)
 
 
-def test_svg_is_well_formed_with_power_curve_phases_and_heatmap(run):
+def test_svg_is_well_formed_with_power_curve_phases_and_heatmap(run: Any) -> None:
     root = ET.fromstring(render_svg(run))
     polylines = root.findall(f".//{SVG}polyline")
     assert {p.find(f"{SVG}title").text for p in polylines} == {"cpu", "dram", "total"}
     total = next(p for p in polylines if p.find(f"{SVG}title").text == "total")
     assert len(total.get("points").split()) == len(run.power_records())
     titles = [t.text for t in root.iter(f"{SVG}title")]
-    assert "prefill" in titles and "decode" in titles
+    assert "prefill" in titles
+    assert "decode" in titles
     cells = [r for r in root.iter(f"{SVG}rect") if (r.find(f"{SVG}title") is not None)]
     heat = [r for r in cells if " · " in (r.find(f"{SVG}title").text or "")]
     assert len(heat) == len(run.layer_names) * len(run.component_names)
 
 
-def test_text_carries_source_kind_and_resolution(run):
+def test_text_carries_source_kind_and_resolution(run: Any) -> None:
     text = render_text(run)
     assert "power source: synthetic (modeled, resolution 100 ms)" in text
     assert re.search(r"decode J/token: [\d.]+ m?J \(modeled\)", text)
-    assert "cost: $" in text and "(modeled)" in text
+    assert "cost: $" in text
+    assert "(modeled)" in text
 
 
-def test_html_escapes_token_text(run):
+def test_html_escapes_token_text(run: Any) -> None:
     out = render_html(run)
-    assert "<img" not in out and "<script" not in out.lower()
+    assert "<img" not in out
+    assert "<script" not in out.lower()
     assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in out
 
 
-def test_static_render_of_an_empty_run_says_so():
+def test_static_render_of_an_empty_run_says_so() -> None:
     run = new_synthetic_run()
     assert "no power samples" in render_svg(run)
     ET.fromstring(render_svg(run))
     assert "0 out" in render_text(run)
 
 
-def test_report_is_self_contained_and_escaped(run, tmp_path):
+def test_report_is_self_contained_and_escaped(run: Any, tmp_path: Path) -> None:
     path = to_html(run, tmp_path / "sub" / "report.html")
     page = path.read_text(encoding="utf-8")
     assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)\s*=", page, re.I)
@@ -76,7 +81,8 @@ def test_report_is_self_contained_and_escaped(run, tmp_path):
     parsed = json.loads(raw[4 : 4 + n])
     assert parsed["header"]["tokens"]["text"] == [t["text"] for t in run.tokens()]
     assert parsed["meta"]["run_id"] == run.run_id
-    assert "layers" in parsed["header"] and "layer_means" not in parsed["header"], "full rows"
+    assert "layers" in parsed["header"], "full rows"
+    assert "layer_means" not in parsed["header"], "full rows"
     bundle = re.search(
         r'<script type="application/octet-stream" id="lew-bundle">(.*?)</script>', page
     )
@@ -84,10 +90,10 @@ def test_report_is_self_contained_and_escaped(run, tmp_path):
     assert "staticModel" in json.loads(zlib.decompress(base64.b64decode(bundle.group(1))))["js"]
 
 
-def test_run_to_html_delegates(run, tmp_path):
+def test_run_to_html_delegates(run: Any, tmp_path: Path) -> None:
     assert run.to_html(tmp_path / "r.html").is_file()
 
 
-def test_report_rejects_a_folder(run, tmp_path):
+def test_report_rejects_a_folder(run: Any, tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="file path"):
         to_html(run, tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +21,9 @@ from llm_energy_widget.view.wire import Q_NAN, dequantize_rows, quantize_rows, r
 LIVE = [i for i, m in enumerate(METRICS) if m != "energy_j"]
 
 
-def live_widget(n_tokens: int = 40, n_layers: int = 4, speed: float = 4.0, texts=None):
+def live_widget(
+    n_tokens: int = 40, n_layers: int = 4, speed: float = 4.0, texts: list[str] | None = None
+) -> Any:
     """A widget following a synthetic run played in real time; returns (run, widget, capture)."""
     run = new_synthetic_run(n_layers=n_layers)
     Recorder(run).status("running")
@@ -37,12 +40,12 @@ def live_widget(n_tokens: int = 40, n_layers: int = 4, speed: float = 4.0, texts
 
 
 @pytest.fixture(scope="module")
-def streamed():
+def streamed() -> Any:
     # 60 tokens at ~62 ms played 4x faster: ~1.1 s of events, many per 50 ms window.
     return live_widget(n_tokens=60, n_layers=4, speed=4.0, texts=XSS_TEXTS)
 
 
-def test_updates_are_coalesced_to_at_most_20_per_second(streamed):
+def test_updates_are_coalesced_to_at_most_20_per_second(streamed: Any) -> None:
     _run, w, cap = streamed
     times = [t for t, _c, _b in cap.messages]
     assert len(times) >= 8, "the run should have been streamed in several updates"
@@ -53,7 +56,7 @@ def test_updates_are_coalesced_to_at_most_20_per_second(streamed):
         assert in_window <= 21
 
 
-def test_each_update_carries_only_new_data(streamed):
+def test_each_update_carries_only_new_data(streamed: Any) -> None:
     run, _w, cap = streamed
     token_idx: list[int] = []
     power_t: list[float] = []
@@ -78,7 +81,7 @@ def test_each_update_carries_only_new_data(streamed):
     assert sorted(layer_idx) == list(range(run.n_tokens))
 
 
-def test_delta_layers_match_the_run_within_the_log_scale_precision(streamed):
+def test_delta_layers_match_the_run_within_the_log_scale_precision(streamed: Any) -> None:
     run, _w, cap = streamed
     got, prec, hooked = {}, {}, {}
     for _t, header, buffers in cap.messages:
@@ -101,7 +104,7 @@ def test_delta_layers_match_the_run_within_the_log_scale_precision(streamed):
         assert hooked[i] == pytest.approx(toks[i]["layers_ms"], rel=1e-6)
 
 
-def test_token_text_and_energy_arrive(streamed):
+def test_token_text_and_energy_arrive(streamed: Any) -> None:
     run, _w, cap = streamed
     texts: list[str] = []
     energies = {}
@@ -116,7 +119,7 @@ def test_token_text_and_energy_arrive(streamed):
     assert np.allclose([energies[i] for i in range(run.n_tokens)], ref, rtol=1e-5)
 
 
-def test_finished_live_run_leaves_the_whole_run_in_the_snapshot_trait(streamed):
+def test_finished_live_run_leaves_the_whole_run_in_the_snapshot_trait(streamed: Any) -> None:
     run, w, cap = streamed
     snaps = [c for k, _t, c, _b in cap.items if k == "snapshot"]
     assert len(snaps) == 1, "the full snapshot is written once, at the end"
@@ -129,7 +132,7 @@ def test_finished_live_run_leaves_the_whole_run_in_the_snapshot_trait(streamed):
     assert w.snapshot["header"]["seq"] == last_delta["seq"]
 
 
-def _check_snapshot(run, header, buffers):
+def _check_snapshot(run: Any, header: Any, buffers: Any) -> None:
     """The trait holds the saved snapshot: every token's layer times, no single token's
     activation statistics, and the exact means over the decode tokens (issue 10: the full rows
     made a 2,000-token run's saved state 3.8 MB)."""
@@ -158,20 +161,21 @@ def _check_snapshot(run, header, buffers):
     assert {p["name"] for p in header["phases"]} == {p["name"] for p in run.phases()}
 
 
-def test_widget_attached_to_a_finished_run_holds_it_in_state():
+def test_widget_attached_to_a_finished_run_holds_it_in_state() -> None:
     run = full_run(n_tokens=20)
     w = EnergyWidget(run)
     assert w._flusher is None, "no thread for a finished run"
     assert w.meta["run_id"] == run.run_id
     assert w.meta["layer_names"] == run.layer_names
     assert w.meta["max_new_tokens"] is None
-    assert w.meta["power"]["source"] == "synthetic" and w.meta["power"]["kind"] == "modeled"
+    assert w.meta["power"]["source"] == "synthetic"
+    assert w.meta["power"]["kind"] == "modeled"
     assert w.meta["power"]["interval_ms"] == 100.0
     assert w.meta["power"]["resolution_ms"] == 100.0, "falls back to the poll interval"
     _check_snapshot(run, w.snapshot["header"], w.snapshot["buffers"])
 
 
-def test_stop_message_cancels_the_run():
+def test_stop_message_cancels_the_run() -> None:
     run = new_synthetic_run()
     Recorder(run).status("running")
     w = EnergyWidget(run)
@@ -180,7 +184,7 @@ def test_stop_message_cancels_the_run():
     w.detach()
 
 
-def test_snapshot_request_answers_with_everything_so_far():
+def test_snapshot_request_answers_with_everything_so_far() -> None:
     run = new_synthetic_run()
     Recorder(run).status("running")
     events = list(events_with_full_power(10, 4))
@@ -191,14 +195,15 @@ def test_snapshot_request_answers_with_everything_so_far():
     seq = w._seq
     w._on_frontend_msg(w, {"type": "snapshot"}, [])
     header, buffers = cap.messages[-1][1], cap.messages[-1][2]
-    assert header["type"] == "snapshot" and header["seq"] == seq
+    assert header["type"] == "snapshot"
+    assert header["seq"] == seq
     d = decode(header, buffers)
     assert len(header["tokens"]["text"]) == run.n_tokens
     assert len(d["power"]) == len(run.power_records())
     w.detach()
 
 
-def test_attach_follows_the_next_run_and_drops_the_old_one():
+def test_attach_follows_the_next_run_and_drops_the_old_one() -> None:
     run1 = new_synthetic_run()
     Recorder(run1).status("running")
     w = EnergyWidget(run1)
@@ -207,7 +212,8 @@ def test_attach_follows_the_next_run_and_drops_the_old_one():
     run2 = new_synthetic_run()
     Recorder(run2).status("running")
     w.attach(run2)
-    assert w.meta["run_key"] != key1 and w.meta["run_id"] == run2.run_id
+    assert w.meta["run_key"] != key1
+    assert w.meta["run_id"] == run2.run_id
     assert w.snapshot == {}
     play(run1, list(events_with_full_power(3, 4)), speed=100.0)
     time.sleep(0.15)
@@ -217,7 +223,7 @@ def test_attach_follows_the_next_run_and_drops_the_old_one():
     assert w._flusher is None
 
 
-def test_error_reaches_the_widget():
+def test_error_reaches_the_widget() -> None:
     run = new_synthetic_run()
     Recorder(run).status("running")
     w = EnergyWidget(run)
@@ -229,7 +235,7 @@ def test_error_reaches_the_widget():
     assert w.snapshot["header"]["error"]["type"] == "RuntimeError"
 
 
-def test_flush_from_many_threads_never_duplicates():
+def test_flush_from_many_threads_never_duplicates() -> None:
     run = new_synthetic_run()
     Recorder(run).status("running")
     w = EnergyWidget(run, max_rate_hz=1000)
@@ -252,14 +258,14 @@ def test_flush_from_many_threads_never_duplicates():
     assert idx == list(range(30))
 
 
-def test_bad_arguments_raise_specific_errors():
+def test_bad_arguments_raise_specific_errors() -> None:
     with pytest.raises(InvalidInputError, match="max_rate_hz"):
         EnergyWidget(max_rate_hz=0)
     with pytest.raises(InvalidInputError, match="expects a Run"):
         EnergyWidget().attach("not a run")  # type: ignore[arg-type]
 
 
-def test_quantize_roundtrip_handles_nan_zero_negative_and_constant_metrics():
+def test_quantize_roundtrip_handles_nan_zero_negative_and_constant_metrics() -> None:
     rng = np.random.default_rng(1)
     rows = rng.gamma(2.0, 0.05, (4, 5, 4, 3)).astype(np.float32)
     rows[0, 1, 2, 0] = np.nan
@@ -268,9 +274,11 @@ def test_quantize_roundtrip_handles_nan_zero_negative_and_constant_metrics():
     rows[2, :, :, 2] = np.nan  # metric not measured at all
     rows[3, :, :, 0] -= 0.1  # negative values: a linear scale for that token and metric
     codes, ranges = quantize_rows(rows)
-    assert codes.dtype == np.uint8 and codes[0, 1, 2, 0] == Q_NAN
+    assert codes.dtype == np.uint8
+    assert codes[0, 1, 2, 0] == Q_NAN
     back = dequantize_rows(codes, ranges)
-    assert np.isnan(back[0, 1, 2, 0]) and np.all(np.isnan(back[2, :, :, 2]))
+    assert np.isnan(back[0, 1, 2, 0])
+    assert np.all(np.isnan(back[2, :, :, 2]))
     assert back[0, 0, 0, 1] == 0.0
     assert np.allclose(back[1, :, :, 1], 7.0)
     ok = np.isfinite(rows)
@@ -284,13 +292,13 @@ def test_quantize_roundtrip_handles_nan_zero_negative_and_constant_metrics():
     assert np.all(np.abs(back - rows)[3, :, :, 0] <= span / 254 * 0.51 + 1e-7)
 
 
-def test_widget_for_reuses_one_widget_per_run():
+def test_widget_for_reuses_one_widget_per_run() -> None:
     run = full_run(n_tokens=5)
     assert widget_for(run) is widget_for(run)
     assert run.widget() is widget_for(run)
 
 
-def test_a_finished_runs_bundle_holds_no_widget_view_and_escapes_token_text():
+def test_a_finished_runs_bundle_holds_no_widget_view_and_escapes_token_text() -> None:
     """Issue 10: an output holding the widget view shows "model not found" once reopened, so a
     finished run's bundle is an image, text and sanitizer-safe HTML (this replaced a test that
     asked for the widget view beside an SVG fallback)."""
@@ -299,12 +307,15 @@ def test_a_finished_runs_bundle_holds_no_widget_view_and_escapes_token_text():
     assert "application/vnd.jupyter.widget-view+json" not in data
     assert base64.b64decode(data["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
     html_ = data["text/html"]
-    assert "<svg" not in html_ and "<img src=x" not in html_ and "<script>alert" not in html_
+    assert "<svg" not in html_
+    assert "<img src=x" not in html_
+    assert "<script>alert" not in html_
     assert "&lt;img src=x onerror=alert(1)&gt;" in html_
-    assert "decode J/token" in data["text/plain"] and "(modeled)" in data["text/plain"]
+    assert "decode J/token" in data["text/plain"]
+    assert "(modeled)" in data["text/plain"]
 
 
-def test_a_live_runs_bundle_is_the_widget_view():
+def test_a_live_runs_bundle_is_the_widget_view() -> None:
     run = new_synthetic_run()
     Recorder(run).status("running")
     w = EnergyWidget(run)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,7 +52,7 @@ def fmt3(x: float) -> str:
 
 
 @needs_node
-def test_layer_cells_sum_to_coverage_times_token_energy_in_the_store():
+def test_layer_cells_sum_to_coverage_times_token_energy_in_the_store() -> None:
     run = full_run(n_tokens=12, n_layers=3)
     out = eval_run(
         run,
@@ -86,7 +88,7 @@ return { energy: cells(1), time: cells(0), e: Array.from(store.tokEnergy.data.sl
 
 
 @needs_node
-def test_a_token_whose_layers_outlast_its_clock_never_gets_more_than_its_energy():
+def test_a_token_whose_layers_outlast_its_clock_never_gets_more_than_its_energy() -> None:
     run = full_run(n_tokens=6, n_layers=3)
     row = run.layers[3]
     row[:, :, TI] *= 1.6  # device-event time 1.2 x the host's token time
@@ -97,7 +99,7 @@ def test_a_token_whose_layers_outlast_its_clock_never_gets_more_than_its_energy(
     assert np.sum(out["energy"]) == pytest.approx(e3, rel=1e-5)
 
 
-def test_static_view_shows_coverage_and_outside_layers():
+def test_static_view_shows_coverage_and_outside_layers() -> None:
     run = full_run(n_tokens=12, n_layers=3)
     svg = render_svg(run)
     assert "layers cover 75 % of token time" in svg
@@ -113,7 +115,7 @@ def test_static_view_shows_coverage_and_outside_layers():
 # -- 2. peak power: the generation window's, of the total rail, with the averaging window ---------
 
 
-def peaky_run(window_ms: float | None = None):
+def peaky_run(window_ms: float | None = None) -> Any:
     """A run whose highest reading (500 W) is after the last token: not the generation's peak."""
     run = new_synthetic_run(n_layers=2)
     Recorder(run).status("running")
@@ -132,10 +134,10 @@ def peaky_run(window_ms: float | None = None):
 
 
 @needs_node
-def test_peak_card_is_the_generation_peak_of_the_total_rail_and_says_its_window():
+def test_peak_card_is_the_generation_peak_of_the_total_rail_and_says_its_window() -> None:
     run = peaky_run(window_ms=1000.0)
     peak = run.summary()["peak_power_w"]["total_w"]
-    assert peak < 40 < 500
+    assert peak < 40, "the 500 W spike outside the generation window is not its peak"
     card = cards_by_key(eval_run(run, "return mod.summaryCards(store);"))["peak_power_w"]
     assert card["label"] == SUMMARY_LABELS["peak_power_w"]
     assert card["value"] == f"{fmt3(peak)} W"
@@ -145,7 +147,8 @@ def test_peak_card_is_the_generation_peak_of_the_total_rail_and_says_its_window(
     )
     plain = peaky_run()
     card = cards_by_key(eval_run(plain, "return mod.summaryCards(store);"))["peak_power_w"]
-    assert card["sub"].startswith("total · ") and "average" not in card["sub"]
+    assert card["sub"].startswith("total · ")
+    assert "average" not in card["sub"]
     assert "W (total) (" in render_text(plain)
 
 
@@ -153,7 +156,9 @@ def test_peak_card_is_the_generation_peak_of_the_total_rail_and_says_its_window(
 
 
 @needs_node
-def test_resolution_is_the_sources_and_short_tokens_say_they_are_interpolated(tmp_path):
+def test_resolution_is_the_sources_and_short_tokens_say_they_are_interpolated(
+    tmp_path: Path,
+) -> None:
     run = full_run(n_tokens=6, n_layers=2)
     Recorder(run).power_info({"resolution_ms": 1000.0})  # 1-s native updates, polled every 100 ms
     out = eval_run(
@@ -179,7 +184,7 @@ def test_resolution_is_the_sources_and_short_tokens_say_they_are_interpolated(tm
 
 
 @needs_node
-def test_resolution_falls_back_to_the_poll_interval():
+def test_resolution_falls_back_to_the_poll_interval() -> None:
     run = full_run(n_tokens=4, n_layers=2)
     assert "resolution_ms" not in run.power_info
     assert eval_run(run, "return mod.sourceNote(store);") == "resolution 100 ms"
@@ -190,7 +195,7 @@ def test_resolution_falls_back_to_the_poll_interval():
 
 
 @needs_node
-def test_rates_and_metrics_carry_the_schema_names_everywhere():
+def test_rates_and_metrics_carry_the_schema_names_everywhere() -> None:
     run = full_run(n_tokens=10, n_layers=2)
     meta, _ = snapshot_items(run)
     assert meta["names"]["summary"] == SUMMARY_LABELS
@@ -221,7 +226,8 @@ def test_rates_and_metrics_carry_the_schema_names_everywhere():
     assert f"{rate}: {s['decode_tokens_per_s']:.3g} (measured)" in text
     assert "tokens / s" not in text
     svg = render_svg(run)
-    assert "mean |x| " in svg and "max |x| " in svg
+    assert "mean |x| " in svg
+    assert "max |x| " in svg
     bundle = BUNDLE_JS.read_text(encoding="utf-8")
     for old in ("activation mean", "activation max", "tokens / s", "mean over run"):
         assert old not in bundle, f"the bundle still spells {old!r} itself"
@@ -231,7 +237,7 @@ def test_rates_and_metrics_carry_the_schema_names_everywhere():
 
 
 @needs_node
-def test_kind_badges_carry_the_scope_when_the_source_says():
+def test_kind_badges_carry_the_scope_when_the_source_says() -> None:
     run = full_run(n_tokens=6, n_layers=2)
     Recorder(run).power_info({"kind": "estimated", "scope": "process"})
     out = eval_run(
@@ -248,7 +254,8 @@ def test_kind_badges_carry_the_scope_when_the_source_says():
     assert any(line.endswith("(estimated · process)") for line in out["tip"])
     text = render_text(run)
     assert "power source: synthetic (estimated · process, resolution 100 ms)" in text
-    assert f"{SUMMARY_LABELS['total_energy_j']}: " in text and "J (estimated · process)" in text
+    assert f"{SUMMARY_LABELS['total_energy_j']}: " in text
+    assert "J (estimated · process)" in text
     assert "TTFT: 200 ms (measured)" in text
     assert {r[-1] for r in _phase_table(run)} == {"estimated · process"}
 
@@ -257,15 +264,17 @@ def test_kind_badges_carry_the_scope_when_the_source_says():
 
 
 @needs_node
-def test_an_unreliable_net_energy_says_so_with_the_warning():
+def test_an_unreliable_net_energy_says_so_with_the_warning() -> None:
     run = full_run(n_tokens=6, n_layers=2)
     run.baseline_w = 40.0  # above the run's ~25 W average: something else drew power then
     Recorder(run).power_info({})  # the summary is computed anew
     s = run.summary()
-    assert s["net_energy_reliable"] is False and s["warnings"]
+    assert s["net_energy_reliable"] is False
+    assert s["warnings"]
     out = eval_run(run, "return { cards: mod.summaryCards(store), w: store.summary.warnings };")
     net = cards_by_key(out["cards"])["net_energy_j"]
-    assert net["unreliable"] is True and net["sub"].startswith("unreliable")
+    assert net["unreliable"] is True
+    assert net["sub"].startswith("unreliable")
     assert out["w"] == s["warnings"]
     text = render_text(run)
     assert f"{SUMMARY_LABELS['net_energy_j']}: {s['net_energy_j']:.3g} J (unreliable)" in text
@@ -276,7 +285,8 @@ def test_an_unreliable_net_energy_says_so_with_the_warning():
     run.baseline_w = 5.0
     Recorder(run).power_info({})
     net = cards_by_key(eval_run(run, "return mod.summaryCards(store);"))["net_energy_j"]
-    assert not net.get("unreliable") and net["sub"] == "baseline 5.00 W"
+    assert not net.get("unreliable")
+    assert net["sub"] == "baseline 5.00 W"
     assert "(unreliable)" not in render_text(run)
 
 
@@ -286,7 +296,7 @@ LINEAR_8BIT_SNAPSHOT_BYTES = 3_765_016
 """The 2,000-token 30-layer x 12-component synthetic run's snapshot with linear 8-bit codes."""
 
 
-def heavy_tailed(run, seed: int = 5):
+def heavy_tailed(run: Any, seed: int = 5) -> Any:
     """Layer times spread like a real decoder's (norms ~50x below the MLP), still 75 % of each
     token. On a linear 8-bit scale their hover values were off by 1.9 % (median), 41 % (p95)."""
     rng = np.random.default_rng(seed)
@@ -301,7 +311,7 @@ def heavy_tailed(run, seed: int = 5):
 
 
 @needs_node
-def test_hover_values_are_within_their_stated_precision_of_run_layers():
+def test_hover_values_are_within_their_stated_precision_of_run_layers() -> None:
     run = heavy_tailed(full_run(n_tokens=150, n_layers=30, components=COMPONENTS_12))
     out = eval_run(
         run,
@@ -316,7 +326,8 @@ return { time: cells(0), energy: cells(1),
         got = np.asarray(out[name], dtype=float)
         ref = run.layers[..., m].astype(np.float64)
         rel = np.abs(got - ref) / ref
-        assert np.median(rel) < 0.01 and np.percentile(rel, 95) < 0.015, name
+        assert np.median(rel) < 0.01, name
+        assert np.percentile(rel, 95) < 0.015, name
         # (+1e-4: float32 token times and energies on the wire)
         assert np.all(rel <= prec + 1e-4), f"{name}: a value outside its stated bound"
     assert prec.max() < 0.02
@@ -324,7 +335,7 @@ return { time: cells(0), energy: cells(1),
     assert not any("display precision" in line for line in out["tip"])
 
 
-def test_the_snapshot_of_a_2000_token_component_run_does_not_grow():
+def test_the_snapshot_of_a_2000_token_component_run_does_not_grow() -> None:
     from llm_energy_widget.testing import synthetic_run
 
     run = synthetic_run(n_tokens=2000, n_layers=30, components=COMPONENTS_12)
@@ -332,7 +343,8 @@ def test_the_snapshot_of_a_2000_token_component_run_does_not_grow():
     size = sum(len(b) for b in snap["buffers"])
     assert size <= LINEAR_8BIT_SNAPSHOT_BYTES
     names = snap["header"]["buffers"]
-    assert "layer_idx" not in names and "te_idx" not in names, "indices in a row go as `first`"
+    assert "layer_idx" not in names, "indices in a row go as `first`"
+    assert "te_idx" not in names, "indices in a row go as `first`"
     assert len(snap["buffers"][names.index("layer_q")]) == 2000 * 30 * 12 * 5
 
 
@@ -340,7 +352,7 @@ def test_the_snapshot_of_a_2000_token_component_run_does_not_grow():
 
 
 @needs_node
-def test_energy_so_far_stops_at_the_run_even_when_the_trace_runs_on():
+def test_energy_so_far_stops_at_the_run_even_when_the_trace_runs_on() -> None:
     run = peaky_run()  # three 500 W readings (+150 J) after the last token
     s = run.summary()
     out = eval_run(run, "return { items: mod.statusItems(store), e: store.energySoFar() };")
@@ -350,7 +362,7 @@ def test_energy_so_far_stops_at_the_run_even_when_the_trace_runs_on():
 
 
 @needs_node
-def test_energy_so_far_of_a_live_replay_that_delivered_its_whole_trace_at_once():
+def test_energy_so_far_of_a_live_replay_that_delivered_its_whole_trace_at_once() -> None:
     # a replay at speed 0: all readings (60 s of them) arrive before the first token
     run = new_synthetic_run(n_layers=2)
     Recorder(run).status("running")
@@ -381,25 +393,27 @@ def test_energy_so_far_of_a_live_replay_that_delivered_its_whole_trace_at_once()
 
 
 @needs_node
-def test_the_tail_phase_has_its_colour_and_name_in_the_chart_and_the_static_view():
+def test_the_tail_phase_has_its_colour_and_name_in_the_chart_and_the_static_view() -> None:
     run = full_run(n_tokens=6, n_layers=2, tail_ms=30.0)
     assert [p["name"] for p in run.phases()][-1] == "tail"
     fill = eval_run(run, "return mod.PHASE_FILL;")
-    assert "tail" in fill and fill["tail"] not in (fill["decode"], fill["prefill"])
+    assert "tail" in fill
+    assert fill["tail"] not in (fill["decode"], fill["prefill"])
     root = ET.fromstring(render_svg(run))
     bands = [
         r
         for r in root.iter(f"{SVG}rect")
         if (t := r.find(f"{SVG}title")) is not None and t.text == "tail"
     ]
-    assert bands and all(r.get("fill") == PHASE_COLORS["tail"] for r in bands)
+    assert bands
+    assert all(r.get("fill") == PHASE_COLORS["tail"] for r in bands)
     legend = [t.text for t in root.iter(f"{SVG}text")]
     assert "tail" in legend, "named in the legend even when its band is too narrow for a label"
     assert len(bands) == 2  # the band and its legend key
     assert "tail" in [r[0] for r in _phase_table(run)]
 
 
-def _phase_table(run):
+def _phase_table(run: Any) -> Any:
     from llm_energy_widget.view.static import phase_rows
 
     return phase_rows(run)
@@ -409,7 +423,7 @@ def _phase_table(run):
 
 
 @needs_node
-def test_the_mean_heatmap_leaves_out_the_prefill_token_and_says_so():
+def test_the_mean_heatmap_leaves_out_the_prefill_token_and_says_so() -> None:
     run = full_run(n_tokens=9, n_layers=3)
     out = eval_run(
         run,
@@ -442,16 +456,18 @@ return { mean: v, agree, caption: mod.heatCaption(store, "mean", 0, "time_ms") }
     assert f"time {ref[0, 0]:.4g} ms" in first
 
 
-def test_meta_names_the_power_source_fully():
+def test_meta_names_the_power_source_fully() -> None:
     run = full_run(n_tokens=3, n_layers=2)
     run.power_info.update(scope="system", resolution_ms=20.0, power_window_ms=1000.0)
     p = run_meta(run, "k")["power"]
-    assert p["scope"] == "system" and p["resolution_ms"] == 20.0 and p["power_window_ms"] == 1000.0
+    assert p["scope"] == "system"
+    assert p["resolution_ms"] == 20.0
+    assert p["power_window_ms"] == 1000.0
     assert set(p) >= {"source", "kind", "interval_ms", "native_interval_ms", "description"}
 
 
 @needs_node
-def test_a_snapshot_saved_before_log_codes_still_decodes_and_says_its_precision():
+def test_a_snapshot_saved_before_log_codes_still_decodes_and_says_its_precision() -> None:
     """A notebook saved with the older widget: linear codes, no `codes` key, no names in meta."""
     run = full_run(n_tokens=5, n_layers=2)
     meta, items = snapshot_items(run)
@@ -483,7 +499,7 @@ def test_a_snapshot_saved_before_log_codes_still_decodes_and_says_its_precision(
 
 
 @needs_node
-def test_what_the_source_chose_at_open_reaches_a_view_attached_before_it_opened():
+def test_what_the_source_chose_at_open_reaches_a_view_attached_before_it_opened() -> None:
     # the widget's meta is taken when the run starts, before the source opens; the source then
     # says it resolves 1 s (a slow counter) for process scope: the badges must follow
     run = full_run(n_tokens=4, n_layers=2)
