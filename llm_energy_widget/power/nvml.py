@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import importlib
 import logging
 import os
 import statistics
@@ -124,12 +125,11 @@ def nvml_error(nvml: ModuleType, exc: BaseException, during: str) -> EnergyWidge
 
 def load_nvml() -> ModuleType:
     try:
-        import pynvml
+        return importlib.import_module("pynvml")
     except ImportError as exc:
         raise SourceUnavailableError(
             "nvidia-ml-py is not installed (pip install nvidia-ml-py)"
         ) from exc
-    return pynvml
 
 
 def _call(nvml: ModuleType, during: str, fn: Any, *args: Any) -> Any:
