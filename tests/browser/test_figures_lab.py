@@ -43,6 +43,7 @@ TALL = {"width": 1280, "height": 4600}  # every output in view at once: no lazy 
 
 SETUP = (
     "from llm_energy_widget.testing import synthetic_run\n"
+    "from llm_energy_widget.core.recorder import Recorder\n"
     "from llm_energy_widget.analysis import compare\n"
     "comps = ('input_layernorm', 'q_proj', 'k_proj', 'v_proj', 'o_proj', 'rotary',\n"
     "         'post_attention_layernorm', 'gate_proj', 'up_proj', 'act_fn', 'down_proj', 'mlp')\n"
