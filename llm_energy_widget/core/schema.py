@@ -9,7 +9,7 @@ different rates).
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, get_args
 
 import numpy as np
 
@@ -65,18 +65,7 @@ EventName = Literal[
     "error",
     "store_error",
 ]
-EVENTS: tuple[EventName, ...] = (
-    "power",
-    "power_info",
-    "phase",
-    "token",
-    "token_energy",
-    "layers",
-    "status",
-    "done",
-    "error",
-    "store_error",
-)
+EVENTS: tuple[EventName, ...] = get_args(EventName)
 """Event names sent to a run's listeners; each payload's shape is the TypedDict below
 (`power_info`: the run's power info dict once the source is open; `done`: the run summary)."""
 

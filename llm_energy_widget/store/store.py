@@ -11,7 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from ..core.recorder import Recorder
 from ..core.run import now_iso
@@ -34,13 +34,25 @@ from .writer import RunWriter, _host, pid_alive
 
 if TYPE_CHECKING:
     import pandas as pd
+    from typing_extensions import Unpack
 
-__all__ = ["LIVE_STATUSES", "Store", "T"]
+__all__ = ["LIVE_STATUSES", "RunFilters", "Store", "T"]
 
 log = logging.getLogger(__name__)
 
 LIVE_STATUSES = ("pending", "running")
 T = TypeVar("T")
+
+
+class RunFilters(TypedDict, total=False):
+    """The filters of `Store.runs()` and `Store.run_records()` (`Store._run_rows` applies them)."""
+
+    model: str | None
+    tag: str | None
+    experiment: str | None
+    since: str | _dt.datetime | _dt.date | _dt.timedelta | None
+    status: str | None
+    limit: int | None
 
 
 class Store:
@@ -343,19 +355,15 @@ class Store:
             Recorder(run).load_layer_rows([by_idx.get(i) for i in range(max(by_idx) + 1)])
         return run
 
-    def runs(
-        self,
-        model: str | None = None,
-        tag: str | None = None,
-        experiment: str | None = None,
-        since: str | _dt.datetime | _dt.date | _dt.timedelta | None = None,
-        status: str | None = None,
-        limit: int | None = None,
-    ) -> pd.DataFrame:
-        """One row per run, newest first, summary fields as columns (decode_j_per_token, …)."""
+    def runs(self, **filters: Unpack[RunFilters]) -> pd.DataFrame:
+        """One row per run, newest first, summary fields as columns (decode_j_per_token, …).
+
+        Filters (`RunFilters`): model (a name pattern), tag, experiment, since (a date, datetime,
+        ISO string or a timedelta back from now), status, limit.
+        """
         import pandas as pd
 
-        rows = self._run_rows(model, tag, experiment, since, status, limit)
+        rows = self._run_rows(**filters)
         records = [_run_record(row) for row in rows]
         base = [
             "run_id", "created_at", "updated_at", "status", "model", "experiment", "tags",
@@ -366,7 +374,7 @@ class Store:
             return pd.DataFrame(columns=base)
         return df
 
-    def run_records(self, **filters: Any) -> list[dict[str, Any]]:
+    def run_records(self, **filters: Unpack[RunFilters]) -> list[dict[str, Any]]:
         """`runs()` as JSON-ready dicts with the summary nested (the CLI's `runs --json`).
 
         One query whatever the number of runs (the rows `runs()` reads, not one query per run).
