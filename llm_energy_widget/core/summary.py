@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidInputError
 from .attribution import window_peak_w, window_readings
 from .jsonsafe import finite_or_none as _num
+from .schema import RAIL_COLUMNS
 from .validation import finite_number
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ DEFAULT_PRICE_PER_KWH = 0.15
 """USD per kWh; override with LLM_ENERGY_PRICE_PER_KWH or the profiler's `price_per_kwh`."""
 DEFAULT_CARBON_G_PER_KWH = 400.0
 """gCO2e per kWh (roughly a world-average grid); override with LLM_ENERGY_CARBON_G_PER_KWH."""
-PEAK_COLUMNS = ("cpu_w", "gpu_w", "ane_w", "dram_w", "total_w")
+PEAK_COLUMNS = (*RAIL_COLUMNS, "total_w")
 
 
 def _env_number(name: str, default: float) -> float:

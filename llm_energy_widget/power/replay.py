@@ -30,7 +30,7 @@ from typing import Any
 
 from ..errors import InvalidInputError, MalformedSampleError, SourceError
 from .base import Availability, PowerSource
-from .record import KINDS, RAILS, SourceSample
+from .record import KINDS, RAIL_COLUMNS, RAILS, SourceSample
 from .streams import warn_skipped
 
 __all__ = ["MAX_POWER_W", "TEXT_COLUMNS", "VALUE_COLUMNS", "ReplaySource", "TraceRow"]
@@ -38,7 +38,7 @@ __all__ = ["MAX_POWER_W", "TEXT_COLUMNS", "VALUE_COLUMNS", "ReplaySource", "Trac
 MAX_POWER_W = 1e7
 """No reading of one machine is above 10 MW: a larger one is a broken trace, not a measurement
 (1e308 W made the integral overflow to infinity, and `power --json` printed invalid JSON)."""
-VALUE_COLUMNS = ("t_ms", "total_w", *(f"{r}_w" for r in RAILS), "energy_j")
+VALUE_COLUMNS = ("t_ms", "total_w", *RAIL_COLUMNS, "energy_j")
 TEXT_COLUMNS = ("source", "kind", "phase")
 
 

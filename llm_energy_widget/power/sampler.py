@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import EnergyWidgetError, InvalidInputError, SourceError
 from .base import PowerSource
 from .energy import EnergyCurve, FloatArray
-from .record import RAILS, PowerReading, SourceSample
+from .record import POWER_COLUMNS, RAIL_COLUMNS, RAILS, PowerReading, SourceSample
 
 __all__ = ["ErrorListener", "PowerSampler", "ReadingListener", "samples_start_at_open"]
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 ReadingListener = Callable[[PowerReading, "str | None"], None]
 ErrorListener = Callable[[BaseException], None]
 
-_COLUMNS = ("t_ms", "cpu_w", "gpu_w", "ane_w", "dram_w", "total_w", "energy_j")
+_COLUMNS = POWER_COLUMNS
 
 
 class _Columns:
@@ -376,7 +376,7 @@ class PowerSampler:
     def peak_w(self) -> dict[str, float | None]:
         cols = self.arrays()
         out: dict[str, float | None] = {}
-        for name in (*(f"{r}_w" for r in RAILS), "total_w"):
+        for name in (*RAIL_COLUMNS, "total_w"):
             col = cols[name]
             col = col[~np.isnan(col)]
             out[name] = float(col.max()) if col.size else None
