@@ -4,7 +4,7 @@ import { fromBase64 } from "./codec";
 import { h, Tooltip } from "./ui/dom";
 import { Heatmap } from "./views/heatmap";
 import { PowerChart } from "./views/power_chart";
-import { RunStore } from "./store";
+import { RunStore } from "./run_store";
 import { StatusBar } from "./views/status";
 import { SummaryCards } from "./views/summary";
 import { clearThemeCache } from "./theme";

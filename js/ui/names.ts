@@ -1,6 +1,6 @@
 // Display names come from the kernel (core/schema.py via the widget's meta), never spelled here.
 
-import type { PowerInfo } from "../store";
+import type { PowerInfo } from "../run_store";
 import type { Meta } from "../types";
 
 const bare = (key: string) => key.replace(/_/g, " ");

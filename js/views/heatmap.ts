@@ -6,7 +6,7 @@ import type { Tooltip } from "../ui/dom";
 import { h, keepKeys } from "../ui/dom";
 import { fmtEnergy, fmtMetric, fmtMs, fmtPct } from "../format";
 import { layerFamily, layerKind, metricLabel, outsideName } from "../ui/names";
-import type { RunStore } from "../store";
+import type { RunStore } from "../run_store";
 import { colormap, fitCanvas, readTheme, rgb } from "../theme";
 import type { HeatScale, TokenMode, ViewState } from "../ui/state";
 import type { View } from "./view";

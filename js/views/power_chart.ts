@@ -6,7 +6,7 @@ import { badge, h } from "../ui/dom";
 import { fmtEnergy, fmtMs, fmtNum, fmtWindow, ticks } from "../format";
 import { definition, kindText, kindTip } from "../ui/names";
 import { POWER_COLS } from "../protocol";
-import type { RunStore } from "../store";
+import type { RunStore } from "../run_store";
 import { fitCanvas, readTheme } from "../theme";
 import type { Theme } from "../theme";
 import type { Meta } from "../types";

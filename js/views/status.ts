@@ -3,7 +3,7 @@
 import { badge, h } from "../ui/dom";
 import { fmtEnergy, fmtMs, fmtNum } from "../format";
 import { definition, kindTip, label } from "../ui/names";
-import type { RunStore } from "../store";
+import type { RunStore } from "../run_store";
 import type { View } from "./view";
 
 export interface StatusItem {

@@ -4,7 +4,7 @@
 import { badge, h } from "../ui/dom";
 import { fmtCost, fmtEnergy, fmtMs, fmtNum, fmtPct, fmtWindow } from "../format";
 import { definition, kindTip, label } from "../ui/names";
-import type { RunStore } from "../store";
+import type { RunStore } from "../run_store";
 import type { Summary } from "../types";
 import type { View } from "./view";
 

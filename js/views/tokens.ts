@@ -4,7 +4,7 @@ import type { Tooltip } from "../ui/dom";
 import { badge, h } from "../ui/dom";
 import { fmtEnergy, fmtMs, fmtNum, fmtPct, niceStep } from "../format";
 import { kindText, kindTip, outsideName } from "../ui/names";
-import type { RunStore } from "../store";
+import type { RunStore } from "../run_store";
 import { colormap, rgb, textOn } from "../theme";
 import type { View } from "./view";
 

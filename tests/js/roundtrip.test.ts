@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { POWER_COLS } from "../../js/protocol";
-import { RunStore } from "../../js/store";
+import { RunStore } from "../../js/run_store";
 
 const dir = process.env.LEW_WIRE_FIXTURE;
 const read = (name: string) => JSON.parse(readFileSync(join(dir!, name), "utf8"));

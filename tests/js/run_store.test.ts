@@ -1,9 +1,9 @@
-// The run store (js/store.ts): idempotent deltas and snapshots, the layer codes' decoding, the
+// The run store (js/run_store.ts): idempotent deltas and snapshots, the layer codes' decoding, the
 // derived energies and means, and the refusal of a newer wire protocol.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { LAYER_CODES, POWER_COLS, Q_LOG_STEPS, Q_NAN, WIRE_VERSION } from "../../js/protocol";
-import { RunStore } from "../../js/store";
+import { RunStore } from "../../js/run_store";
 import type { Header, Meta } from "../../js/types";
 
 const meta = (over: Partial<Meta> = {}): Meta => ({
