@@ -443,7 +443,7 @@ def test_cli_prints_the_short_run_warning(
 def smollm() -> tuple[Any, Any]:
     import llm_energy_widget as lew
 
-    return lew.load_default_model()  # type: ignore[no-any-return]
+    return lew.load_default_model()
 
 
 @pytest.mark.integration

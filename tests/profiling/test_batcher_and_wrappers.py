@@ -96,7 +96,7 @@ def test_an_existing_instance_forward_is_kept_and_restored() -> None:
         calls["n"] += 1
         return original(*args, **kwargs)
 
-    q0.forward = theirs  # type: ignore[method-assign]
+    q0.forward = theirs
     try:
         reference = generate(model, prompt_ids())
         n_plain = calls["n"]
@@ -124,7 +124,7 @@ def test_a_forward_replaced_after_attach_is_left_to_its_owner() -> None:
     def later(*args: Any, **kwargs: Any) -> Any:
         return ours(*args, **kwargs)
 
-    q0.forward = later  # type: ignore[method-assign]
+    q0.forward = later
     prof.detach()
     assert q0.__dict__["forward"] is later  # not ours to remove
     del q0.forward

@@ -97,7 +97,7 @@ def _sleepy_llama() -> tuple[nn.Module, SleepySiLU, Spans]:
         spans.append((t0, time.monotonic()))
         return out
 
-    model.forward = forward  # type: ignore[method-assign]
+    model.forward = forward
     return model, act, spans
 
 

@@ -43,7 +43,7 @@ def test_opening_for_reading_creates_nothing(tmp_path: Path) -> None:
     typo = tmp_path / "rusn.sqlite"
     for kwargs in ({"read_only": True}, {"create": False}):
         with pytest.raises(StoreError, match=f"no run store at {typo}"):
-            Store(typo, **kwargs)  # type: ignore[arg-type]
+            Store(typo, **kwargs)
     assert list(tmp_path.iterdir()) == []
 
 

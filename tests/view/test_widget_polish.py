@@ -756,7 +756,7 @@ def test_power_chart_links_time_to_tokens_zooms_and_toggles_rails(browser: Any) 
     page.mouse.move(box["x"] + x, box["y"] + 61)
     t_zoomed = float(
         re.search(r"t = ([\d.]+) s", page.locator(".lew-tooltip").inner_text()).group(1)
-    )  # type: ignore[union-attr]
+    )
     assert 0.59 <= t_zoomed <= 0.91
     assert abs(t_zoomed - t_before) > 0.05
     page.mouse.dblclick(box["x"] + x, box["y"] + 60)
