@@ -90,6 +90,11 @@ def build(arch: str) -> torch.nn.Module:
     return _cache[arch]
 
 
+def config_of(model: torch.nn.Module) -> T.PretrainedConfig:
+    """`model.config` as what it is (torch types a Module's attributes as Tensor | Module)."""
+    return cast(T.PretrainedConfig, model.config)
+
+
 def prompt_ids(n: int = 9, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(3, VOCAB, (1, n), generator=g)
