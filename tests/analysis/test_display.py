@@ -39,7 +39,7 @@ def fresh_copy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     pio.renderers.default = "plotly_mimetype+notebook"  # what a Jupyter kernel starts with
     yield
     pio.renderers.default = default
-    pio.renderers._to_activate = pending  # type: ignore[attr-defined]
+    pio.renderers._to_activate = pending
 
 
 def _parent(cell: str | None, msg: str, deleted: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -23,10 +23,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import LabPage, open_page, save_artifacts
+
+if TYPE_CHECKING:  # mypy's `conftest` is tests/conftest.py; pytest's, here, is this folder's
+    from browser.conftest import LabPage, open_page, save_artifacts
+else:
+    from conftest import LabPage, open_page, save_artifacts
 from support.lab import ARTIFACTS, JUPYTER, REPO, LabServer, write_notebook
 from support.lab_page import cell_outputs, open_notebook, run_all, set_theme, wait_kernel_idle
 

@@ -15,10 +15,14 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import XSS_TEXTS, LabPage, Pages, open_page, save_artifacts
+
+if TYPE_CHECKING:  # mypy's `conftest` is tests/conftest.py; pytest's, here, is this folder's
+    from browser.conftest import XSS_TEXTS, LabPage, Pages, open_page, save_artifacts
+else:
+    from conftest import XSS_TEXTS, LabPage, Pages, open_page, save_artifacts
 from playwright.sync_api import expect
 from support.lab import ARTIFACTS, REPO, LabServer
 from support.lab_page import (

@@ -12,10 +12,14 @@ the one shown on screen.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import Pages
+
+if TYPE_CHECKING:  # mypy's `conftest` is tests/conftest.py; pytest's, here, is this folder's
+    from browser.conftest import Pages
+else:
+    from conftest import Pages
 from support.lab import ARTIFACTS, LabServer, write_notebook
 from support.lab_page import (
     cell_outputs,
@@ -117,5 +121,8 @@ def test_run_all_queues_the_second_generation_and_both_complete(
     assert t_second_running - t_first_running > 1000  # it waited the first run out
     run_ids = [re.search(r"run (\w+)", r["text"]) for r in (first[-1], second[-1])]
     assert all(run_ids)
-    assert run_ids[0].group(1) != run_ids[1].group(1)
+    first_id, second_id = run_ids
+    assert first_id is not None
+    assert second_id is not None
+    assert first_id.group(1) != second_id.group(1)
     assert not lp.log.outside, f"requests left localhost: {lp.log.outside}"

@@ -35,10 +35,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
-from conftest import LAB_SETTINGS, LabPage, Pages, open_page, save_artifacts
+
+if TYPE_CHECKING:  # mypy's `conftest` is tests/conftest.py; pytest's, here, is this folder's
+    from browser.conftest import LAB_SETTINGS, LabPage, Pages, open_page, save_artifacts
+else:
+    from conftest import LAB_SETTINGS, LabPage, Pages, open_page, save_artifacts
 from support.lab import ARTIFACTS, JUPYTER, REPO, LabServer, code_cell, wait_until
 from support.lab_page import cell_outputs, open_notebook, outputs_text, run_all, wait_kernel_idle
 
@@ -180,7 +184,7 @@ def _toggle_save_state(page: Any, want: bool) -> None:
 
 
 @pytest.fixture(scope="module")
-def saved(browser: Any, lab: LabServer) -> Iterator[Saved]:
+def saved(browser: Any, lab: LabServer) -> Saved:
     lp = open_page(browser, lab, "saved-execute")
     page = lp.page
     t0 = time.monotonic()
@@ -675,7 +679,7 @@ def test_f_executed_headless_the_saved_outputs_carry_images_and_numbers(tmp_path
         check=False,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert execute_notebook  # the function `make demo` uses
+    assert callable(execute_notebook)  # the function `make demo` uses
     nb = nbformat.read(dest, as_version=4)
     from nbformat.sign import NotebookNotary
 

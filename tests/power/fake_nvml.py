@@ -115,8 +115,8 @@ def make_fake_nvml(gpus: list[FakeGpu], init_error: int | None = None) -> types.
 
         def wrapped(*args: Any) -> Any:
             sig.bind(*args)  # fails like the real binding would on a wrong call
-            m.calls.append(fn.__name__)  # type: ignore[attr-defined]
-            if fn.__name__ not in ("nvmlInit", "nvmlShutdown") and not m.inited:  # type: ignore[attr-defined]
+            m.calls.append(fn.__name__)
+            if fn.__name__ not in ("nvmlInit", "nvmlShutdown") and not m.inited:
                 raise NVMLError(real.NVML_ERROR_UNINITIALIZED)
             if args and isinstance(args[0], FakeGpu) and fn.__name__ in args[0].errors:
                 raise NVMLError(args[0].errors[fn.__name__])

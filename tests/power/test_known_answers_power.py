@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support.sources import energy_of
 
 from llm_energy_widget.errors import InvalidInputError
 from llm_energy_widget.power.base import Availability, PowerSource
@@ -72,7 +73,7 @@ def square_e(t_s: float) -> float:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeClock]:
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """Monotonic time that moves only when slept on: every poll time is known exactly."""
     c = FakeClock(1000.0)
     monkeypatch.setattr(time, "monotonic", c)
@@ -555,7 +556,7 @@ def test_nvml_counter_exact_but_pre_volta_power_aliases(clock: FakeClock) -> Non
     for _ in range(71):  # 70 intervals = 7 s = 10 seven-sample cycles
         samples += src.poll()
         clock.sleep(0.100)
-    total = samples[-1].energy_j - samples[0].energy_j
+    total = energy_of(samples[-1]) - energy_of(samples[0])
     assert total / 1400.0 - 1 == pytest.approx(1 / 14, rel=1e-9)
 
 

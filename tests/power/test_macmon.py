@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.sources import energy_of, t_of
 
 from llm_energy_widget.errors import InvalidInputError
 from llm_energy_widget.power.macmon import MacmonSource, parse_macmon_line
@@ -31,7 +32,7 @@ def test_capture_file_uses_timestamps_and_skips_a_malformed_line() -> None:
     assert got[0].power_w["dram"] == 0.25
     assert got[0].power_w["total"] == pytest.approx(1.75)
     # the first line stands for the nominal 250 ms, the others for their timestamp gaps
-    assert [b.t_s - a.t_s for a, b in itertools.pairwise(got)] == pytest.approx([0.25, 0.25])
+    assert [t_of(b) - t_of(a) for a, b in itertools.pairwise(got)] == pytest.approx([0.25, 0.25])
     assert got[-1].energy_j == pytest.approx(1.75 * 0.25 + 2.75 * 0.25 + 6.5 * 0.25)
 
 
@@ -73,5 +74,5 @@ def test_pipe_from_a_process(tmp_path: Path) -> None:
         src.close()
     assert len(got) == 4
     assert [s.power_w["cpu"] for s in got] == [1.0, 2.0, 3.0, 4.0]
-    assert all(b.t_s > a.t_s for a, b in itertools.pairwise(got))
-    assert all(b.energy_j > a.energy_j for a, b in itertools.pairwise(got))
+    assert all(t_of(b) > t_of(a) for a, b in itertools.pairwise(got))
+    assert all(energy_of(b) > energy_of(a) for a, b in itertools.pairwise(got))

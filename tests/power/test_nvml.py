@@ -50,7 +50,7 @@ def test_sums_all_gpus_rebased_energy_and_instant_power() -> None:
     assert s1.energy_j == pytest.approx(17.345)
     assert "NVML_FI_DEV_POWER_INSTANT" in src.describe()
     src.close()
-    assert nv.inited == 0  # type: ignore[attr-defined]
+    assert nv.inited == 0
 
 
 def test_chosen_devices_and_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,7 +72,7 @@ def test_chosen_devices_and_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with pytest.raises(SourceUnavailableError, match="names no whole GPU"):
         NvmlSource(nvml=nv).open(100.0)
-    assert nv.inited == 0  # type: ignore[attr-defined]  # a failed open shuts NVML down
+    assert nv.inited == 0  # a failed open shuts NVML down
 
 
 def test_bad_device_lists() -> None:

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.sources import t_of
 
 from llm_energy_widget.errors import SourceUnavailableError
 from llm_energy_widget.power.rapl import RaplSource, discover_zones
@@ -72,7 +73,7 @@ def test_energy_since_open_with_wraparound(tree: Path) -> None:
     (s2,) = src.poll()
     assert s2.energy_j == pytest.approx(expected_cpu + 0.5 + 1.0)
     assert s2.power_w["dram"] == 0.0
-    assert s2.power_w["cpu"] == pytest.approx(1.0 / (s2.t_s - s.t_s))
+    assert s2.power_w["cpu"] == pytest.approx(1.0 / (t_of(s2) - t_of(s)))
 
 
 def test_psys_alone_when_there_is_no_package(tmp_path: Path) -> None:

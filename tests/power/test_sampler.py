@@ -9,7 +9,7 @@ import pytest
 
 from llm_energy_widget.errors import SourceError
 from llm_energy_widget.power.base import Availability, PowerSource
-from llm_energy_widget.power.record import SourceSample
+from llm_energy_widget.power.record import PowerReading, SourceSample
 from llm_energy_widget.power.sampler import PowerSampler
 
 
@@ -59,7 +59,11 @@ def test_listeners_phases_peak_and_baseline() -> None:
     s = PowerSampler(src, interval_ms=20)
     seen: list[tuple[float, str | None]] = []
     remove = s.add_listener(lambda r, phase: seen.append((r.total_w, phase)))
-    s.add_listener(lambda r, phase: 1 / 0)  # a broken consumer does not stop sampling
+
+    def broken(r: PowerReading, phase: str | None) -> None:
+        _ = 1 / 0
+
+    s.add_listener(broken)  # a broken consumer does not stop sampling
     with s:
         time.sleep(0.06)
         s.phase = "decode"

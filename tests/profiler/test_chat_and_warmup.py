@@ -349,7 +349,8 @@ def test_a_failure_in_the_warm_up_fails_the_run_cleanly(smollm_tokenizer: Any) -
 
 def test_cancel_during_the_warm_up_measures_nothing(smollm_tokenizer: Any) -> None:
     model = tiny_llama()
-    started, holder = threading.Event(), {}
+    started = threading.Event()
+    holder: dict[str, Any] = {}
 
     def cancel_on_first_call(module: Any, args: Any, out: Any) -> None:
         if not started.is_set():
@@ -443,7 +444,7 @@ def test_cli_prints_the_short_run_warning(
 def smollm() -> tuple[Any, Any]:
     import llm_energy_widget as lew
 
-    return lew.load_default_model()  # type: ignore[no-any-return]
+    return lew.load_default_model()
 
 
 @pytest.mark.integration

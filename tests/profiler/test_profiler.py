@@ -318,7 +318,7 @@ def test_model_that_cannot_stream_still_profiles(smollm_tokenizer: Any) -> None:
             raise TypeError("generate() got an unexpected keyword argument 'streamer'")
         return original(*args, **kw)
 
-    model.generate = generate_no_streamer  # type: ignore[method-assign]
+    model.generate = generate_no_streamer
     run = _profiler(model, smollm_tokenizer, level="token").generate(
         PROMPT, max_new_tokens=4, do_sample=False, pad_token_id=0
     )

@@ -75,7 +75,7 @@ def test_batcher_never_changes_the_held_outputs() -> None:
 
 def test_wrappers_replace_forward_and_restore_it() -> None:
     model = build("llama")
-    q0 = model.model.layers[0].self_attn.q_proj
+    q0 = model.get_submodule("model.layers.0.self_attn.q_proj")
     before = inspect.signature(q0.forward)
     with LayerProfiler(model, "component") as prof:
         assert "forward" in q0.__dict__  # wrapped: no hook dispatch per call
@@ -88,7 +88,7 @@ def test_wrappers_replace_forward_and_restore_it() -> None:
 def test_an_existing_instance_forward_is_kept_and_restored() -> None:
     """e.g. accelerate's device hooks replace `module.forward` on the instance."""
     model = build("llama")
-    q0 = model.model.layers[0].self_attn.q_proj
+    q0 = model.get_submodule("model.layers.0.self_attn.q_proj")
     calls = {"n": 0}
     original = q0.forward
 
@@ -96,7 +96,7 @@ def test_an_existing_instance_forward_is_kept_and_restored() -> None:
         calls["n"] += 1
         return original(*args, **kwargs)
 
-    q0.forward = theirs  # type: ignore[method-assign]
+    q0.forward = theirs
     try:
         reference = generate(model, prompt_ids())
         n_plain = calls["n"]
@@ -116,7 +116,7 @@ def test_an_existing_instance_forward_is_kept_and_restored() -> None:
 
 def test_a_forward_replaced_after_attach_is_left_to_its_owner() -> None:
     model = build("llama")
-    q0 = model.model.layers[0].self_attn.q_proj
+    q0 = model.get_submodule("model.layers.0.self_attn.q_proj")
     prof = LayerProfiler(model, "component")
     prof.attach()
     ours = q0.forward
@@ -124,7 +124,7 @@ def test_a_forward_replaced_after_attach_is_left_to_its_owner() -> None:
     def later(*args: Any, **kwargs: Any) -> Any:
         return ours(*args, **kwargs)
 
-    q0.forward = later  # type: ignore[method-assign]
+    q0.forward = later
     prof.detach()
     assert q0.__dict__["forward"] is later  # not ours to remove
     del q0.forward

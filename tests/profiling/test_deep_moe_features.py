@@ -13,6 +13,7 @@ from support.archs import (
     REGISTRY_ARCHS,
     BoundaryStreamer,
     build,
+    config_of,
     generate,
     prompt_ids,
 )
@@ -45,7 +46,7 @@ EXPECTED = {
 @pytest.mark.parametrize("arch", REGISTRY_ARCHS)
 def test_registry_discovery(arch: str) -> None:
     d = discover(build(arch))
-    assert d.how == f"registry:{build(arch).config.model_type}"
+    assert d.how == f"registry:{config_of(build(arch)).model_type}"
     assert d.n_layers == 2
     if arch in EXPECTED:
         assert d.component_names == EXPECTED[arch]
@@ -116,7 +117,7 @@ def _deep_extras(arch: str, n: int = 3) -> tuple[list[dict], dict]:
 def test_deep_statistics_in_valid_ranges(arch: str) -> None:
     extras, summary = _deep_extras(arch)
     deep = summary["deep"]
-    heads = build(arch).config.num_attention_heads
+    heads = config_of(build(arch)).num_attention_heads
     n_prompt = prompt_ids().shape[1]
     if deep["attention"] is None:
         assert deep["attention_skipped"]  # says why, and no numbers are invented
@@ -155,9 +156,8 @@ def test_attention_stats_match_eager_attention_weights() -> None:
         num_attention_heads=4,
         num_key_value_heads=2,
         vocab_size=256,
-        attn_implementation="eager",
     )
-    model = T.AutoModelForCausalLM.from_config(cfg).eval()
+    model = T.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() >= 2:
@@ -203,7 +203,8 @@ def test_attention_stats_decode_row_and_masks() -> None:
 @pytest.mark.parametrize("arch", ["mixtral", "qwen2_moe"])
 def test_moe_routing(arch: str) -> None:
     model = build(arch)
-    n_experts = model.config.num_local_experts if arch == "mixtral" else model.config.num_experts
+    config = config_of(model)
+    n_experts = config.num_local_experts if arch == "mixtral" else config.num_experts
     extras, summary = _deep_extras(arch)
     assert summary["moe"]["top_k"] == 2
     assert summary["moe"]["n_experts"] == n_experts
@@ -222,7 +223,9 @@ def test_moe_experts_are_the_routers_choice() -> None:
     model = build("mixtral")
     routers = discover(model).routers
     seen: list[torch.Tensor] = []
-    h = routers[1].register_forward_hook(lambda m, a, o: seen.append(o[2][-1].clone()))
+    router = routers[1]
+    assert router is not None
+    h = router.register_forward_hook(lambda m, a, o: seen.append(o[2][-1].clone()))
     try:
         with LayerProfiler(model, "component") as prof, torch.inference_mode():
             model(prompt_ids())

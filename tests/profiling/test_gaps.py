@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
 import torch
-from support.archs import build, prompt_ids
+from support.archs import build, config_of, prompt_ids
 from torch import nn
 
 from llm_energy_widget.core.schema import METRICS
@@ -92,11 +92,12 @@ def test_attention_holds_rotary_and_the_kernel(monkeypatch: pytest.MonkeyPatch) 
     from transformers.models.llama import modeling_llama
 
     model = build("llama")
-    assert model.config._attn_implementation == "sdpa"
+    assert config_of(model)._attn_implementation == "sdpa"
     monkeypatch.setattr(
         modeling_llama, "apply_rotary_pos_emb", Sleepy(modeling_llama.apply_rotary_pos_emb)
     )
-    sdpa = AttentionInterface._global_mapping["sdpa"]
+    # transformers types the mapping's values as `function`, which is no Callable to mypy
+    sdpa = cast("Callable[..., Any]", AttentionInterface._global_mapping["sdpa"])
     monkeypatch.setitem(AttentionInterface._global_mapping, "sdpa", Sleepy(sdpa))
     plain, profiled, cols = _one_forward(model)
     assert torch.equal(plain, profiled)

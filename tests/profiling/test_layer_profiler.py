@@ -7,7 +7,15 @@ import json
 import numpy as np
 import pytest
 import torch
-from support.archs import GENERIC_ARCHS, REGISTRY_ARCHS, build, generate, hook_count, prompt_ids
+from support.archs import (
+    GENERIC_ARCHS,
+    REGISTRY_ARCHS,
+    build,
+    config_of,
+    generate,
+    hook_count,
+    prompt_ids,
+)
 
 from llm_energy_widget.core.schema import METRICS
 from llm_energy_widget.errors import InvalidInputError
@@ -56,7 +64,7 @@ def profiled_generate(arch: str, level: str, n: int = 4) -> tuple[torch.Tensor, 
 @pytest.mark.parametrize("level", LEVELS)
 def test_shapes_values_cleanup_and_unchanged_outputs(arch: str, level: str) -> None:
     model = build(arch)
-    impl = model.config._attn_implementation
+    impl = config_of(model)._attn_implementation
     ids = prompt_ids()
     reference = generate(model, ids)
     with torch.inference_mode():
@@ -67,7 +75,7 @@ def test_shapes_values_cleanup_and_unchanged_outputs(arch: str, level: str) -> N
 
     assert torch.equal(out, reference), f"{arch}/{level}: profiling changed the generated ids"
     assert hook_count(model) == 0, "detach() left hooks behind"
-    assert model.config._attn_implementation == impl, "attention implementation not restored"
+    assert config_of(model)._attn_implementation == impl, "attention implementation not restored"
     json.dumps(summary)  # JSON-serializable registration summary
     assert summary["hooks"] > 0
     assert summary["n_layers"] == 2
@@ -208,7 +216,7 @@ def test_exception_inside_a_hook_still_detaches(monkeypatch: pytest.MonkeyPatch)
     prof.detach()  # idempotent
     monkeypatch.undo()
     assert hook_count(model) == 0
-    assert model.config._attn_implementation == "sdpa"
+    assert config_of(model)._attn_implementation == "sdpa"
     assert torch.equal(generate(model, prompt_ids()), reference)
 
 
@@ -223,7 +231,7 @@ def test_attach_failing_half_way_leaves_nothing(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(RuntimeError, match="injected attach failure"):
         prof.attach()
     assert hook_count(model) == 0
-    assert model.config._attn_implementation == "sdpa"
+    assert config_of(model)._attn_implementation == "sdpa"
     prof.detach()
 
 

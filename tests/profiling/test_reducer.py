@@ -89,7 +89,11 @@ def test_pipeline_survives_a_failing_job_and_drains() -> None:
 def test_drain_gives_up_after_its_timeout() -> None:
     pipe = Pipeline()
     release = threading.Event()
-    pipe.submit(lambda: release.wait(5.0))
+
+    def stuck() -> None:
+        release.wait(5.0)
+
+    pipe.submit(stuck)
     t0 = time.monotonic()
     assert not pipe.drain(0.05)
     assert time.monotonic() - t0 < 1.0
@@ -103,7 +107,11 @@ def test_a_stuck_reduction_is_reported_by_the_profiler() -> None:
     release = threading.Event()
     with prof, torch.inference_mode():
         model(prompt_ids())
-        prof.collect_async(lambda values, extras: release.wait(5.0))
+
+        def stuck(values: Any, extras: Any) -> None:
+            release.wait(5.0)
+
+        prof.collect_async(stuck)
         prof.drain(timeout_s=0.05)
         release.set()
     assert any("still being reduced" in e for e in prof.errors)

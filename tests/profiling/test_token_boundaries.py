@@ -9,8 +9,8 @@ distinct time, so each token's duration, end and layer row can be checked agains
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
 import torch
@@ -59,7 +59,7 @@ def stop_check(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.fixture
-def sampler_t0(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+def sampler_t0(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The start time (time.monotonic) of each sampler started: the run's clock origin."""
     starts: list[float] = []
     original = PowerSampler.start
@@ -97,7 +97,7 @@ def _sleepy_llama() -> tuple[nn.Module, SleepySiLU, Spans]:
         spans.append((t0, time.monotonic()))
         return out
 
-    model.forward = forward  # type: ignore[method-assign]
+    model.forward = forward
     return model, act, spans
 
 
@@ -105,7 +105,7 @@ def _plain_ids(model: nn.Module, n: int, **kw: Any) -> list[int]:
     """Token ids of unprofiled greedy generation (sleeps off; also warms the model up)."""
     ids = prompt_ids()
     with torch.inference_mode():
-        out = model.generate(
+        out = cast("Callable[..., torch.Tensor]", model.generate)(
             ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False, **kw
         )
     return [int(x) for x in out[0, ids.shape[1] :]]

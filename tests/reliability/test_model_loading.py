@@ -27,7 +27,7 @@ VOCAB = 128
 @pytest.fixture(autouse=True)
 def _private_model_cache(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     monkeypatch.setenv("LLM_ENERGY_MODEL_CACHE", str(tmp_path_factory.mktemp("model-cache")))
 
 

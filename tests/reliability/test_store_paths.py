@@ -7,13 +7,15 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from llm_energy_widget.cli import main
 from llm_energy_widget.core.recorder import Recorder
 from llm_energy_widget.errors import StoreError
-from llm_energy_widget.store import Store
+from llm_energy_widget.run import Run
+from llm_energy_widget.store import RunWriter, Store
 from llm_energy_widget.testing import (
     apply_event,
     new_synthetic_run,
@@ -43,7 +45,7 @@ def test_opening_for_reading_creates_nothing(tmp_path: Path) -> None:
     typo = tmp_path / "rusn.sqlite"
     for kwargs in ({"read_only": True}, {"create": False}):
         with pytest.raises(StoreError, match=f"no run store at {typo}"):
-            Store(typo, **kwargs)  # type: ignore[arg-type]
+            Store(typo, **kwargs)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -82,7 +84,7 @@ def test_a_new_store_is_private(tmp_path: Path) -> None:
     store.close()
 
 
-def _half_run(store: Store) -> tuple[object, object, list[tuple[str, object]]]:
+def _half_run(store: Store) -> tuple[Run, RunWriter, list[tuple[str, Any]]]:
     run = new_synthetic_run(n_layers=2)
     writer = store.record(run)
     Recorder(run).status("running")
@@ -102,14 +104,14 @@ def test_a_store_deleted_mid_run_is_reported_on_the_run(how: str, tmp_path: Path
     if how == "replaced":
         Store(path).close()  # someone else starts a new store at the same path
     for name, args in rest:
-        apply_event(run, name, args)  # type: ignore[arg-type]
-    Recorder(run).finish("completed", "done")  # type: ignore[attr-defined]
-    assert writer.wait(10)  # type: ignore[attr-defined]
+        apply_event(run, name, args)
+    Recorder(run).finish("completed", "done")
+    assert writer.wait(10)
     msg = run.store_error
     assert msg, msg
     assert f"was {how}" in msg, msg
     assert str(path) in msg, msg
-    assert msg in run.warnings  # type: ignore[attr-defined]
+    assert msg in run.warnings
     if how == "replaced":
         assert Store(path).ids() == []  # nothing half-written into the new store
     with pytest.raises(StoreError, match=f"was {how}"):

@@ -58,7 +58,7 @@ def _read_only_unshare_works() -> bool:
     return res.returncode == 0
 
 
-def _run_in_read_only_dir(directory: Path, script: str, *args: str) -> dict:  # type: ignore[type-arg]
+def _run_in_read_only_dir(directory: Path, script: str, *args: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-c", script, *args]
     if os.geteuid() == 0:
@@ -72,7 +72,7 @@ def _run_in_read_only_dir(directory: Path, script: str, *args: str) -> dict:  # 
     finally:
         directory.chmod(0o755)
     assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout)  # type: ignore[no-any-return]
+    return json.loads(res.stdout)
 
 
 needs_read_only = pytest.mark.skipif(

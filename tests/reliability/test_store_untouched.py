@@ -68,5 +68,5 @@ def test_refused_files_are_left_byte_for_byte(case: str, tmp_path: Path) -> None
     time.sleep(0.02)  # so a rewrite would show in the mtime
     for kwargs in ({}, {"read_only": True}, {"create": False}):
         with pytest.raises(StoreError, match=match):
-            Store(path, **kwargs)  # type: ignore[arg-type]
+            Store(path, **kwargs)
     assert _state(path) == before  # same bytes, mtime and mode; no -wal/-shm left behind

@@ -60,7 +60,7 @@ def bench_long(rows: np.ndarray, path: str) -> tuple[float, float, int]:
     t0 = time.perf_counter()
     for start in range(0, N_TOKENS, 10):
         conn.execute("BEGIN")
-        batch = []
+        batch: list[tuple[object, ...]] = []
         for i in range(start, start + 10):
             flat = rows[i].reshape(-1, N_METRICS).astype(float).tolist()
             batch.extend(

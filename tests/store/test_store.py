@@ -167,7 +167,9 @@ def test_default_path_and_resolve_store(tmp_path: Path, monkeypatch: pytest.Monk
     assert resolve_store(s) is s
     assert resolve_store(False) is None
     assert resolve_store(None) is None
-    assert resolve_store(tmp_path / "p.sqlite").path == tmp_path / "p.sqlite"
+    p = resolve_store(tmp_path / "p.sqlite")
+    assert p is not None
+    assert p.path == tmp_path / "p.sqlite"
     monkeypatch.setenv("LLM_ENERGY_NO_STORE", "1")
     assert resolve_store(True) is None
     with pytest.raises(InvalidInputError, match="store must be"):

@@ -1,7 +1,8 @@
 """Helpers shared by the tests, one copy each (tests/ is on sys.path: `import support.models`).
 
 - `models`: tiny random models from configs, `HostEvent` (torch.Event on CPU)
-- `sources`: `ConstantSource`, a power source with a known energy
+- `sources`: `ConstantSource`, a power source with a known energy; `t_of`, `energy_of`: a
+  sample's time and counter, asserted set
 - `runs`: `hand_run`, a run small enough to work out by hand
 - `widget`: synthetic runs played in real time, the widget's traffic captured and decoded
 - `notebook`: `FakeNotebook`, display messages applied as JupyterLab does, saved with nbformat

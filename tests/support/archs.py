@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
@@ -90,6 +90,11 @@ def build(arch: str) -> torch.nn.Module:
     return _cache[arch]
 
 
+def config_of(model: torch.nn.Module) -> T.PretrainedConfig:
+    """`model.config` as what it is (torch types a Module's attributes as Tensor | Module)."""
+    return cast(T.PretrainedConfig, model.config)
+
+
 def prompt_ids(n: int = 9, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(3, VOCAB, (1, n), generator=g)
@@ -97,7 +102,8 @@ def prompt_ids(n: int = 9, seed: int = 1) -> torch.Tensor:
 
 def generate(model: torch.nn.Module, ids: torch.Tensor, n: int = 4, **kw: Any) -> torch.Tensor:
     with torch.inference_mode():
-        return model.generate(  # type: ignore[no-any-return]
+        # transformers' generate: torch types a Module's attribute as Tensor | Module
+        return cast("Callable[..., torch.Tensor]", model.generate)(
             ids,
             attention_mask=torch.ones_like(ids),
             max_new_tokens=n,

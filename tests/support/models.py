@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 
-def tiny_llama(  # type: ignore[no-untyped-def]
+def tiny_llama(
     vocab_size: int = 49152,
     max_positions: int = 256,
     layers: int = 2,

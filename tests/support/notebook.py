@@ -30,7 +30,7 @@ class _Publisher(DisplayPublisher):
         super().__init__()
         self.nb = nb
 
-    def publish(  # type: ignore[override]
+    def publish(
         self,
         data: dict[str, Any],
         metadata: dict[str, Any] | None = None,

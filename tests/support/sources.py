@@ -28,3 +28,15 @@ class ConstantSource(PowerSource):
         if self.fail_after is not None and self.polls > self.fail_after:
             raise OSError("injected sampler failure")
         return [SourceSample(t_s=time.monotonic(), power_w={"cpu": self.watts})]
+
+
+def t_of(sample: SourceSample) -> float:
+    """The sample's time, which a source must have set (None would mean "now")."""
+    assert sample.t_s is not None
+    return sample.t_s
+
+
+def energy_of(sample: SourceSample) -> float:
+    """The sample's cumulative energy counter, which a counter source must have set."""
+    assert sample.energy_j is not None
+    return sample.energy_j

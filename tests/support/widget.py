@@ -101,7 +101,7 @@ def capture(widget: EnergyWidget, cap: Capture | None = None) -> Capture:
     def send(content: Any, buffers: Any = None) -> None:
         cap.add("msg", content, list(buffers or []))
 
-    widget.send = send  # type: ignore[method-assign]
+    widget.send = send
 
     def on_trait(change: dict[str, Any]) -> None:
         value = change["new"]

@@ -199,7 +199,7 @@ def test_a_live_view_gets_a_row_the_saved_snapshot_left_out() -> None:
     run = synthetic_run(n_tokens=20, n_layers=3)
     w = EnergyWidget(run)
     sent: list[tuple[dict, list]] = []
-    w.send = lambda content, buffers=None: sent.append((content, buffers or []))  # type: ignore[method-assign]
+    w.send = lambda content, buffers=None: sent.append((content, buffers or []))
     w._on_frontend_msg(w, {"type": "rows", "index": [5, 99]}, [])
     (header, buffers) = sent[-1]
     assert header["type"] == "snapshot"
@@ -341,7 +341,7 @@ def test_a_row_the_kernel_sends_on_demand_fills_the_saved_view() -> None:
     w = EnergyWidget(run)
     meta, items = _saved_items(w)
     sent: list[tuple[dict, list]] = []
-    w.send = lambda content, buffers=None: sent.append((content, buffers or []))  # type: ignore[method-assign]
+    w.send = lambda content, buffers=None: sent.append((content, buffers or []))
     w._on_frontend_msg(w, {"type": "rows", "index": [5]}, [])
     header, buffers = sent[-1]
     items.append(["msg", header, [base64.b64encode(bytes(b)).decode("ascii") for b in buffers]])

@@ -56,7 +56,12 @@ def offline_page(browser: Any, **kw: Any) -> Any:
     """A page that fails the test on any network request, dialog or script error."""
     page = browser.new_page(viewport={"width": 1200, "height": 1000}, **kw)
     trouble: list[str] = []
-    page.on("dialog", lambda d: (trouble.append(f"dialog: {d.message}"), d.dismiss()))
+
+    def on_dialog(d: Any) -> None:
+        trouble.append(f"dialog: {d.message}")
+        d.dismiss()
+
+    page.on("dialog", on_dialog)
     page.on("pageerror", lambda e: trouble.append(f"page error: {e}"))
 
     def on_request(route: Any) -> Any:

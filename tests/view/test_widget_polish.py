@@ -110,7 +110,13 @@ def baseline_run(
     shift = baseline_ms + gap_ms
     for k in range(int(shift // 100)):
         t = 100.0 * k
-        rec = {"t_ms": t, "cpu_w": 12.0, "gpu_w": None, "ane_w": None, "dram_w": 3.0}
+        rec: dict[str, Any] = {
+            "t_ms": t,
+            "cpu_w": 12.0,
+            "gpu_w": None,
+            "ane_w": None,
+            "dram_w": 3.0,
+        }
         rec.update(total_w=15.0, energy_j=15.0 * t / 1000.0, source="synthetic", kind="modeled")
         apply_event(run, "power", (rec, "baseline" if t <= baseline_ms else None))
         if t == baseline_ms:
@@ -754,9 +760,9 @@ def test_power_chart_links_time_to_tokens_zooms_and_toggles_rails(browser: Any) 
     reset = page.locator(".lew-power .lew-reset")
     reset.wait_for(state="visible", timeout=5000)
     page.mouse.move(box["x"] + x, box["y"] + 61)
-    t_zoomed = float(
-        re.search(r"t = ([\d.]+) s", page.locator(".lew-tooltip").inner_text()).group(1)
-    )  # type: ignore[union-attr]
+    m = re.search(r"t = ([\d.]+) s", page.locator(".lew-tooltip").inner_text())
+    assert m is not None
+    t_zoomed = float(m.group(1))
     assert 0.59 <= t_zoomed <= 0.91
     assert abs(t_zoomed - t_before) > 0.05
     page.mouse.dblclick(box["x"] + x, box["y"] + 60)

@@ -21,6 +21,13 @@ from llm_energy_widget.view.static import render_html, render_svg, render_text
 SVG = "{http://www.w3.org/2000/svg}"
 
 
+def _title(e: ET.Element) -> str | None:
+    """The text of `e`'s <title>, which it must have."""
+    t = e.find(f"{SVG}title")
+    assert t is not None
+    return t.text
+
+
 @pytest.fixture(scope="module")
 def run() -> Any:
     return full_run(n_tokens=16, n_layers=3, texts=XSS_TEXTS)
@@ -29,14 +36,16 @@ def run() -> Any:
 def test_svg_is_well_formed_with_power_curve_phases_and_heatmap(run: Any) -> None:
     root = ET.fromstring(render_svg(run))
     polylines = root.findall(f".//{SVG}polyline")
-    assert {p.find(f"{SVG}title").text for p in polylines} == {"cpu", "dram", "total"}
-    total = next(p for p in polylines if p.find(f"{SVG}title").text == "total")
-    assert len(total.get("points").split()) == len(run.power_records())
+    assert {_title(p) for p in polylines} == {"cpu", "dram", "total"}
+    total = next(p for p in polylines if _title(p) == "total")
+    points = total.get("points")
+    assert points is not None
+    assert len(points.split()) == len(run.power_records())
     titles = [t.text for t in root.iter(f"{SVG}title")]
     assert "prefill" in titles
     assert "decode" in titles
     cells = [r for r in root.iter(f"{SVG}rect") if (r.find(f"{SVG}title") is not None)]
-    heat = [r for r in cells if " · " in (r.find(f"{SVG}title").text or "")]
+    heat = [r for r in cells if " · " in (_title(r) or "")]
     assert len(heat) == len(run.layer_names) * len(run.component_names)
 
 

@@ -107,7 +107,7 @@ def test_delta_layers_match_the_run_within_the_log_scale_precision(streamed: Any
 def test_token_text_and_energy_arrive(streamed: Any) -> None:
     run, _w, cap = streamed
     texts: list[str] = []
-    energies = {}
+    energies: dict[int, float] = {}
     for _t, header, buffers in cap.messages:
         texts += header.get("tokens", {}).get("text", [])
         d = decode(header, buffers)

@@ -453,6 +453,7 @@ return { mean: v, agree, caption: mod.heatCaption(store, "mean", 0, "time_ms") }
     first = next(
         t.text for t in root.iter(f"{SVG}title") if (t.text or "").startswith("layers.0 · input_")
     )
+    assert first is not None
     assert f"time {ref[0, 0]:.4g} ms" in first
 
 
