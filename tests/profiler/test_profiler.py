@@ -354,8 +354,8 @@ def test_keyboard_interrupt_cancels_and_cleans_up(
             power=ConstantSource(),
             store=False,
             baseline_s=0.0,
-            max_new_tokens=240,
-            min_new_tokens=240,
+            max_new_tokens=200,
+            min_new_tokens=200,
             pad_token_id=0,
         )
     assert _all_hooks(tiny_model) == 0
