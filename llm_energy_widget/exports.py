@@ -334,7 +334,7 @@ def trace_events(run: Run, detail: str = "component") -> list[dict[str, Any]]:
                 "args": args,
             }
         )  # fmt: skip
-    tokens = run.tokens()
+    tokens: list[dict[str, Any]] = [dict(t) for t in run.tokens()]  # keys read by name below
     for tok in tokens:
         if tok["start_ms"] is None or tok["duration_ms"] is None:
             continue  # no per-token timing: nothing to place

@@ -194,11 +194,11 @@ def _print_layers(run: Run, w: Any) -> None:
     )
     per_comp = energy.sum(axis=0)
     per_comp_t = time_ms.sum(axis=0)
-    outside_j = sum(t["outside_layers_j"] for t in tokens if t.get("outside_layers_j") is not None)
+    outside_j = sum(e for t in tokens if (e := t.get("outside_layers_j")) is not None)
     outside_ms = sum(
-        max((t["duration_ms"] or 0.0) - t["layers_ms"], 0.0)
+        max((t.get("duration_ms") or 0.0) - h, 0.0)
         for t in tokens
-        if t.get("layers_ms") is not None and t.get("outside_layers_j") is not None
+        if (h := t.get("layers_ms")) is not None and t.get("outside_layers_j") is not None
     )
     total = float(per_comp.sum()) + outside_j or 1.0
     w("  component                 time ms   energy J (modeled)   share of token energy\n")

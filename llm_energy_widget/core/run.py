@@ -23,7 +23,7 @@ from ..power.record import POWER_COLUMNS, RAILS
 from .attribution import cell_energy_j, coverage, layers_time_ms
 from .events import EventBus, Listener
 from .jsonsafe import nan_to_none, none_if_nan, strict_json
-from .schema import METRICS, TOKEN_COLUMNS
+from .schema import METRICS, TOKEN_COLUMNS, TokenEnergyPayload, TokenPayload
 from .summary import compute_summary
 from .validation import finite_number
 
@@ -127,8 +127,8 @@ class RunData:
     def _emit(self, event: str, payload: Any) -> None:
         self._events.emit(event, payload)
 
-    def _replay_events(self) -> list[tuple[str, dict[str, Any]]]:
-        out: list[tuple[str, dict[str, Any]]] = [
+    def _replay_events(self) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = [
             ("status", {"status": self.status, "reason": self.end_reason}),
             ("power_info", dict(self.power_info)),
         ]
@@ -159,7 +159,7 @@ class RunData:
             dtype=np.float32,
         )
 
-    def _token_payload(self, i: int) -> dict[str, Any]:
+    def _token_payload(self, i: int) -> TokenPayload:
         t = self._tokens
         return {
             "index": i,
@@ -171,7 +171,7 @@ class RunData:
             "duration_ms": t["end_ms"][i] - t["start_ms"][i],
         }
 
-    def _token_energy_payload(self, i: int, energy_j: float) -> dict[str, Any]:
+    def _token_energy_payload(self, i: int, energy_j: float) -> TokenEnergyPayload:
         dur_s = (self._tokens["end_ms"][i] - self._tokens["start_ms"][i]) / 1000.0
         return {
             "index": i,
@@ -264,9 +264,9 @@ class RunData:
             energies = self.token_energies_j()
             res_ms = self.resolution_ms
             ti = METRICS.index("time_ms") if "time_ms" in self.metric_names else None
-            out = []
+            out: list[dict[str, Any]] = []  # TokenRecord's keys (core.schema)
             for i in range(self.n_tokens):
-                rec = self._token_payload(i)
+                rec: dict[str, Any] = dict(self._token_payload(i))
                 for k in ("start_ms", "end_ms", "duration_ms"):
                     # NaN: no per-token timing (non-streaming fallback)
                     rec[k] = none_if_nan(rec[k])

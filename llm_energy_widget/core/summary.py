@@ -128,16 +128,24 @@ def compute_summary(run: Run) -> dict[str, Any]:
 
     prefill_e, decode_e, tail_e = phase_e("prefill"), phase_e("decode"), phase_e("tail")
     tail_ms = by_name["tail"]["duration_ms"] if "tail" in by_name else None
-    timed = bool(tokens) and all(t["end_ms"] is not None for t in tokens)
+    ends = [t.get("end_ms") for t in tokens]
+    # the first and last token's ends, where every token is timed (None: a non-streaming run)
+    first_end, last_end = (ends[0], ends[-1]) if ends and None not in ends else (None, None)
     gen_ms = None
     gen_end: float | None = None
     prefill_start = by_name["prefill"]["start_ms"] if "prefill" in by_name else None
     if prefill_start is not None and tokens:
-        gen_end = tokens[-1]["end_ms"] if timed else by_name.get("decode", {}).get("end_ms")
+        gen_end = last_end if last_end is not None else by_name.get("decode", {}).get("end_ms")
         gen_ms = gen_end - prefill_start if gen_end is not None else None
-    ttft_ms = tokens[0]["end_ms"] - prefill_start if timed and prefill_start is not None else None
+    ttft_ms = (
+        first_end - prefill_start if first_end is not None and prefill_start is not None else None
+    )
     decode_tokens = max(n_out - 1, 0)
-    decode_ms = (tokens[-1]["end_ms"] - tokens[0]["end_ms"]) if timed and n_out > 1 else None
+    decode_ms = (
+        last_end - first_end
+        if first_end is not None and last_end is not None and n_out > 1
+        else None
+    )
 
     # Power figures over the generation window only: never the idle baseline nor readings after.
     peak: dict[str, float | None] = {}
@@ -167,13 +175,13 @@ def compute_summary(run: Run) -> dict[str, Any]:
             f"({resolution_ms:g} ms): their energies are interpolated between readings"
         )
 
-    cov_ms = [(t["layers_ms"], t["duration_ms"]) for t in tokens if t.get("layers_ms") is not None]
+    cov_ms = [(h, t.get("duration_ms")) for t in tokens if (h := t.get("layers_ms")) is not None]
     layer_cov = None
     if cov_ms:
         hooked = sum(h for h, _ in cov_ms)
         token_ms = sum(max(d or 0.0, h) for h, d in cov_ms)
         layer_cov = hooked / token_ms if token_ms > 0 else None
-    outside = [t["outside_layers_j"] for t in tokens if t.get("outside_layers_j") is not None]
+    outside = [e for t in tokens if (e := t.get("outside_layers_j")) is not None]
 
     kwh = total_e / 3.6e6 if total_e is not None else None
     price, carbon = price_per_kwh(run), carbon_g_per_kwh(run)

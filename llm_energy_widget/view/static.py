@@ -253,9 +253,7 @@ def _heatmap_svg(
     ]
     hooked_ms = [h for h in hooked if h is not None]
     cov = sum(hooked_ms) / sum(token_ms) if token_ms and sum(token_ms) > 0 else None
-    outside_j = [
-        toks[i]["outside_layers_j"] for i in idx if toks[i].get("outside_layers_j") is not None
-    ]
+    outside_j = [e for i in idx if (e := toks[i].get("outside_layers_j")) is not None]
     outside_ms = (sum(token_ms) - sum(hooked_ms)) / len(token_ms) if token_ms else None
     n_l, n_c = mean.shape
     ch = max(4.0, min(14.0, 300.0 / n_l))
