@@ -566,16 +566,16 @@ class RunFigures:
             val.append(value)
             note.append(k)
 
-        phases = [
-            p
+        phases = [  # (phase name, its energy)
+            (p["name"], e)
             for p in run.phases()
-            if p["name"] != "baseline" and p["energy_j"] is not None and p["energy_j"] > 0
+            if p["name"] != "baseline" and (e := p["energy_j"]) is not None and e > 0
         ]
-        total = sum(p["energy_j"] for p in phases)
+        total = sum(e for _, e in phases)
         root = f"total {total:.3g} J ({kind})"
         node(root)
-        for ph in phases:
-            link(root, ph["name"], ph["energy_j"], kind, _phase_color(ph["name"]))
+        for name, e in phases:
+            link(root, name, e, kind, _phase_color(name))
         splits = self._phase_splits()
         layer_total = sum(
             (sp.cells.sum(axis=1) for n, sp in splits.items() if n in ("prefill", "decode")),
@@ -587,24 +587,24 @@ class RunFigures:
             shown = set(range(len(names)))
         other = f"other {len(names) - len(shown)} layers"
         layer_color = PALETTE[0]
-        for ph in phases:
-            sp = splits.get(ph["name"])
-            if sp is None or ph["name"] not in ("prefill", "decode"):
+        for name, e in phases:
+            sp = splits.get(name)
+            if sp is None or name not in ("prefill", "decode"):
                 continue
             per_layer = sp.cells.sum(axis=1)
             for li in sorted(shown):
                 if per_layer[li] > 0:
-                    link(ph["name"], names[li], float(per_layer[li]), "modeled", layer_color)
+                    link(name, names[li], float(per_layer[li]), "modeled", layer_color)
             rest = float(sum(per_layer[li] for li in range(len(names)) if li not in shown))
             if rest > 0:
-                link(ph["name"], other, rest, "modeled", rgba(layer_color, 0.6))
+                link(name, other, rest, "modeled", rgba(layer_color, 0.6))
             if sp.outside_j > 0:
-                link(ph["name"], OUTSIDE_LAYERS, sp.outside_j, "modeled")
+                link(name, OUTSIDE_LAYERS, sp.outside_j, "modeled")
             if sp.no_layers_j > 0:
-                link(ph["name"], NO_LAYER_DATA, sp.no_layers_j, kind)
-            gap = ph["energy_j"] - sp.tokens_j
-            if gap > 1e-9 * ph["energy_j"]:
-                link(ph["name"], BETWEEN_TOKENS, gap, kind)
+                link(name, NO_LAYER_DATA, sp.no_layers_j, kind)
+            gap = e - sp.tokens_j
+            if gap > 1e-9 * e:
+                link(name, BETWEEN_TOKENS, gap, kind)
         link_colors = [_translucent(node_colors[s]) for s in src]
         column = max(len(phases), len(nodes) - 1 - len(phases), 1)  # the tallest node column
         fig = go.Figure(

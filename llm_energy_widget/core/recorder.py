@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .run import RunData
+from .schema import PhaseRecord
 from .summary import compute_summary
 
 __all__ = ["Recorder"]
@@ -56,7 +57,7 @@ class Recorder:
     def phase_start(self, name: str, t_ms: float) -> None:
         r = self.run
         with r._lock:
-            ph = {"name": name, "start_ms": t_ms, "end_ms": None}
+            ph: PhaseRecord = {"name": name, "start_ms": t_ms, "end_ms": None}
             r._phases.append(ph)
             r._emit("phase", {**ph, "state": "start"})
 

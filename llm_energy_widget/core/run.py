@@ -19,11 +19,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..power.energy import EnergyCurve, FloatArray
-from ..power.record import POWER_COLUMNS, RAILS
+from ..power.record import POWER_COLUMNS
 from .attribution import cell_energy_j, coverage, layers_time_ms
 from .events import EventBus, Listener
 from .jsonsafe import nan_to_none, none_if_nan, strict_json
-from .schema import METRICS, TOKEN_COLUMNS, TokenEnergyPayload, TokenPayload
+from .schema import (
+    METRICS,
+    TOKEN_COLUMNS,
+    PhaseRecord,
+    PhaseRow,
+    PowerPayload,
+    TokenEnergyPayload,
+    TokenPayload,
+    TokenRecord,
+)
 from .summary import compute_summary
 from .validation import finite_number
 
@@ -78,7 +87,7 @@ class RunData:
         self._power: dict[str, list[float]] = {k: [] for k in POWER_COLUMNS}
         self._power_phase: list[str | None] = []
         # phases and tokens
-        self._phases: list[dict[str, Any]] = []
+        self._phases: list[PhaseRecord] = []
         self._tokens: dict[str, list[Any]] = {k: [] for k in TOKEN_COLUMNS}
         self._token_energy_sent = 0  # tokens [0, n) already got a token_energy event
         # layers: [tokens, layers, components, metrics]
@@ -221,20 +230,26 @@ class RunData:
         with self._lock:
             return list(self._power_phase)
 
-    def power_records(self) -> list[dict[str, Any]]:
+    def power_records(self) -> list[PowerPayload]:
         """Power readings as `core.schema.PowerPayload` dicts (READING_FIELDS plus `phase`)."""
         with self._lock:
-            out = []
+            out: list[PowerPayload] = []
             src, kind = self.power_info.get("source"), self.power_info.get("kind")
-            for i in range(len(self._power["t_ms"])):
-                rec: dict[str, Any] = {"t_ms": self._power["t_ms"][i]}
-                for r in RAILS:
-                    v = self._power[f"{r}_w"][i]
-                    rec[f"{r}_w"] = none_if_nan(v)
-                rec["total_w"] = self._power["total_w"][i]
-                rec["energy_j"] = self._power["energy_j"][i]
-                rec["source"], rec["kind"] = src, kind
-                rec["phase"] = self._power_phase[i]
+            pw = self._power
+            for i in range(len(pw["t_ms"])):
+                # READING_FIELDS in their order (the rails as in RAILS), then the phase
+                rec: PowerPayload = {
+                    "t_ms": pw["t_ms"][i],
+                    "cpu_w": none_if_nan(pw["cpu_w"][i]),
+                    "gpu_w": none_if_nan(pw["gpu_w"][i]),
+                    "ane_w": none_if_nan(pw["ane_w"][i]),
+                    "dram_w": none_if_nan(pw["dram_w"][i]),
+                    "total_w": pw["total_w"][i],
+                    "energy_j": pw["energy_j"][i],
+                    "source": src,
+                    "kind": kind,
+                    "phase": self._power_phase[i],
+                }
                 out.append(rec)
             return out
 
@@ -252,7 +267,7 @@ class RunData:
                 dtype=np.float64,
             ).reshape(-1)
 
-    def tokens(self) -> list[dict[str, Any]]:
+    def tokens(self) -> list[TokenRecord]:
         """Per-token records, energies from the cumulative curve.
 
         Besides time and energy: `below_resolution` (the token is shorter than the power source's
@@ -264,20 +279,28 @@ class RunData:
             energies = self.token_energies_j()
             res_ms = self.resolution_ms
             ti = METRICS.index("time_ms") if "time_ms" in self.metric_names else None
-            out: list[dict[str, Any]] = []  # TokenRecord's keys (core.schema)
+            out: list[TokenRecord] = []
             for i in range(self.n_tokens):
-                rec: dict[str, Any] = dict(self._token_payload(i))
-                for k in ("start_ms", "end_ms", "duration_ms"):
-                    # NaN: no per-token timing (non-streaming fallback)
-                    rec[k] = none_if_nan(rec[k])
+                p = self._token_payload(i)
+                # NaN: no per-token timing (non-streaming fallback)
+                dur_ms: float | None = none_if_nan(p["duration_ms"])
                 e = float(energies[i])
-                rec["energy_j"] = none_if_nan(e)
-                dur_ms = rec["duration_ms"]
+                energy_j: float | None = none_if_nan(e)
                 dur_s = (dur_ms or 0.0) / 1000.0
-                rec["avg_power_w"] = None if rec["energy_j"] is None or dur_s <= 0 else e / dur_s
-                rec["below_resolution"] = bool(
-                    dur_ms is not None and res_ms is not None and dur_ms < res_ms
-                )
+                rec: TokenRecord = {
+                    "index": p["index"],
+                    "token_id": p["token_id"],
+                    "text": p["text"],
+                    "phase": p["phase"],
+                    "start_ms": none_if_nan(p["start_ms"]),
+                    "end_ms": none_if_nan(p["end_ms"]),
+                    "duration_ms": dur_ms,
+                    "energy_j": energy_j,
+                    "avg_power_w": None if energy_j is None or dur_s <= 0 else e / dur_s,
+                    "below_resolution": bool(
+                        dur_ms is not None and res_ms is not None and dur_ms < res_ms
+                    ),
+                }
                 if self.level != "token":
                     hooked = (
                         layers_time_ms(self._layer_rows[i][:, :, ti])
@@ -303,23 +326,26 @@ class RunData:
                 return float(v)
         return None
 
-    def phases(self) -> list[dict[str, Any]]:
+    def phases(self) -> list[PhaseRow]:
         """Phases with energy_j and avg_power_w from the curve (None where not covered)."""
         with self._lock:
             curve = self.curve()
-            out = []
+            out: list[PhaseRow] = []
             for ph in self._phases:
-                rec = dict(ph)
-                e = (
-                    float(curve.energy_between(ph["start_ms"], ph["end_ms"]))
-                    if ph["end_ms"] is not None
-                    else float("nan")
+                start, end = ph["start_ms"], ph["end_ms"]
+                e = float(curve.energy_between(start, end)) if end is not None else float("nan")
+                dur = None if end is None else end - start
+                energy_j: float | None = none_if_nan(e)
+                out.append(
+                    {
+                        "name": ph["name"],
+                        "start_ms": start,
+                        "end_ms": end,
+                        "duration_ms": dur,
+                        "energy_j": energy_j,
+                        "avg_power_w": None if energy_j is None or not dur else e / (dur / 1e3),
+                    }
                 )
-                rec["duration_ms"] = None if ph["end_ms"] is None else ph["end_ms"] - ph["start_ms"]
-                rec["energy_j"] = none_if_nan(e)
-                dur = rec["duration_ms"]
-                rec["avg_power_w"] = None if rec["energy_j"] is None or not dur else e / (dur / 1e3)
-                out.append(rec)
             return out
 
     @property

@@ -37,6 +37,7 @@ __all__ = [
     "LayersPayload",
     "PhasePayload",
     "PhaseRecord",
+    "PhaseRow",
     "PowerPayload",
     "StatusPayload",
     "StoreErrorPayload",
@@ -93,6 +94,15 @@ class PhaseRecord(TypedDict):
 
 class PhasePayload(PhaseRecord):
     state: Literal["start", "end"]
+
+
+class PhaseRow(PhaseRecord):
+    """`Run.phases()`: the record plus its duration and its energy and power from the curve
+    (None where the phase is open or the power readings do not cover it)."""
+
+    duration_ms: float | None
+    energy_j: float | None
+    avg_power_w: float | None
 
 
 class TokenPayload(TypedDict):

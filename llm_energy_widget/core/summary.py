@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidInputError
 from .attribution import window_peak_w, window_readings
 from .jsonsafe import finite_or_none as _num
-from .schema import RAIL_COLUMNS
+from .schema import RAIL_COLUMNS, PhaseRow
 from .validation import finite_number
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def compute_summary(run: Run) -> dict[str, Any]:
     tokens after the first). Names and definitions: `core.schema`.
     """
     phases = run.phases()
-    by_name: dict[str, dict[str, Any]] = {}
+    by_name: dict[str, PhaseRow] = {}
     for ph in phases:
         by_name.setdefault(ph["name"], ph)
     curve = run.curve()
@@ -128,14 +128,17 @@ def compute_summary(run: Run) -> dict[str, Any]:
 
     prefill_e, decode_e, tail_e = phase_e("prefill"), phase_e("decode"), phase_e("tail")
     tail_ms = by_name["tail"]["duration_ms"] if "tail" in by_name else None
-    ends = [t.get("end_ms") for t in tokens]
+    tok_ends = [t.get("end_ms") for t in tokens]
     # the first and last token's ends, where every token is timed (None: a non-streaming run)
-    first_end, last_end = (ends[0], ends[-1]) if ends and None not in ends else (None, None)
+    first_end, last_end = (
+        (tok_ends[0], tok_ends[-1]) if tok_ends and None not in tok_ends else (None, None)
+    )
     gen_ms = None
     gen_end: float | None = None
     prefill_start = by_name["prefill"]["start_ms"] if "prefill" in by_name else None
     if prefill_start is not None and tokens:
-        gen_end = last_end if last_end is not None else by_name.get("decode", {}).get("end_ms")
+        decode_end = by_name["decode"]["end_ms"] if "decode" in by_name else None
+        gen_end = last_end if last_end is not None else decode_end
         gen_ms = gen_end - prefill_start if gen_end is not None else None
     ttft_ms = (
         first_end - prefill_start if first_end is not None and prefill_start is not None else None

@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 import support.runs as hr
-from support.runs import hand_run
+from support.runs import hand_run, num
 
 from llm_energy_widget.analysis.figures import (
     MAX_LINE_POINTS,
@@ -56,7 +56,7 @@ def test_power_timeline(run: Run) -> None:
 def test_token_waterfall_matches_energy_curve(run: Run) -> None:
     # bars per phase (the legend says which colour is which), then the cumulative line
     prefill, decode, line = run.figures.token_waterfall().data
-    expected = [t["energy_j"] for t in run.tokens()]
+    expected = [num(t["energy_j"]) for t in run.tokens()]
     assert list(prefill.x) == [0]
     assert list(decode.x) == list(range(1, 8))
     assert [*prefill.y, *decode.y] == pytest.approx(expected, rel=1e-3)  # 4 significant digits
@@ -69,9 +69,9 @@ def test_layer_heatmap(run: Run) -> None:
     z = np.asarray(fig.data[0].z, dtype=float)
     assert z.shape == (3, 9)
     # cells hold the layers' share of each token; the rest is outside the layers (lm_head, loop)
-    inside = sum(t["energy_j"] - t["outside_layers_j"] for t in run.tokens())
+    inside = sum(num(t["energy_j"]) - num(t["outside_layers_j"]) for t in run.tokens())
     assert z.sum() == pytest.approx(inside, rel=1e-4)
-    assert inside == pytest.approx(0.75 * sum(t["energy_j"] for t in run.tokens()), rel=1e-4)
+    assert inside == pytest.approx(0.75 * sum(num(t["energy_j"]) for t in run.tokens()), rel=1e-4)
     assert "modeled" in _title(fig)
     assert "J" in _title(fig)
     t = run.figures.layer_heatmap("time_ms", token=2)
@@ -90,7 +90,7 @@ def test_layer_heatmap(run: Run) -> None:
 
 def test_treemap_and_sankey_conserve_energy(run: Run) -> None:
     # the layers cover 75 % of each synthetic token: cells + outside layers = the tokens' energy
-    tokens_j = sum(t["energy_j"] for t in run.tokens())
+    tokens_j = sum(num(t["energy_j"]) for t in run.tokens())
     tm = run.figures.treemap()
     d = tm.data[0]
     roots = [v for v, p in zip(d.values, d.parents, strict=True) if p == ""]
@@ -105,7 +105,7 @@ def test_treemap_and_sankey_conserve_energy(run: Run) -> None:
     assert {"prefill", "decode", "L0", OUTSIDE_LAYERS} <= set(labels)
     link = sk.data[0].link
     out_of_root = sum(v for s, v in zip(link.source, link.value, strict=True) if s == 0)
-    assert out_of_root == pytest.approx(sum(p["energy_j"] for p in run.phases()))
+    assert out_of_root == pytest.approx(sum(num(p["energy_j"]) for p in run.phases()))
     into_outside = sum(
         v for t, v in zip(link.target, link.value, strict=True) if labels[t] == OUTSIDE_LAYERS
     )
@@ -211,7 +211,7 @@ COMPONENTS_12 = tuple(f"comp{i}" for i in range(12))
 def _with_short_phases(n_tokens: int = 8, n_layers: int = 3, **kw: object) -> Run:
     """A synthetic run ending in a 12-ms tail and a 2-ms detokenize, as real runs do."""
     r = synthetic_run(n_tokens=n_tokens, n_layers=n_layers, finish=False, **kw)
-    t = r.phases()[-1]["end_ms"]
+    t = num(r.phases()[-1]["end_ms"])
     Recorder(r).phase_start("tail", t)
     Recorder(r).phase_end("tail", t + 12.0)
     Recorder(r).phase_start("detokenize", t + 12.0)
@@ -249,7 +249,7 @@ def test_layers_are_labelled_L0_in_every_figure() -> None:
 
 def test_treemap_and_sankey_stay_readable_for_30_layers_x_12_components() -> None:
     r = synthetic_run(n_tokens=16, n_layers=30, components=COMPONENTS_12)
-    tokens_j = sum(t["energy_j"] for t in r.tokens())
+    tokens_j = sum(num(t["energy_j"]) for t in r.tokens())
     tm = r.figures.treemap().data[0]
     ids = list(tm.ids)
     value = dict(zip(ids, tm.values, strict=True))
@@ -281,7 +281,7 @@ def test_treemap_and_sankey_stay_readable_for_30_layers_x_12_components() -> Non
         for s, v in zip(sk.link.source, sk.link.value, strict=True)
         if labels[s] in ("prefill", "decode")
     )
-    assert out_of_root == pytest.approx(sum(p["energy_j"] for p in r.phases()))
+    assert out_of_root == pytest.approx(sum(num(p["energy_j"]) for p in r.phases()))
     assert into_leaves == pytest.approx(tokens_j, rel=1e-6)
     assert len(labels) <= 1 + 7 + MAX_SANKEY_LAYERS + 3  # root, phases, layers, the rest
     # the hottest layer is one of the nodes shown (top-N by energy, not the first N)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from support.runs import num
 
 from llm_energy_widget.core.attribution import OUTSIDE_LAYERS, window_readings
 from llm_energy_widget.core.schema import METRIC_LABELS, METRICS, SUMMARY_LABELS
@@ -284,13 +285,13 @@ def test_a_run_saved_before_prices_were_kept_uses_its_saved_summary_not_the_env(
 def test_tokens_and_named_phases_sum_to_the_total() -> None:
     run = ten_watt_run()
     s = run.summary()
-    by = {p["name"]: p["energy_j"] for p in run.phases()}
-    tokens_j = sum(t["energy_j"] for t in run.tokens())
+    by = {p["name"]: num(p["energy_j"]) for p in run.phases()}
+    tokens_j = sum(num(t["energy_j"]) for t in run.tokens())
     rest = by["tokenize"] + by["to_device"] + by["tail"] + by["detokenize"]
     assert tokens_j + rest == pytest.approx(s["total_energy_j"], rel=1e-12)
     assert s["tail_energy_j"] == pytest.approx(10.0 * 0.020, rel=1e-9)  # 20 ms at 10 W
     assert s["tail_ms"] == pytest.approx(20.0)
-    assert s["decode_energy_j"] == pytest.approx(sum(t["energy_j"] for t in run.tokens()[1:]))
+    assert s["decode_energy_j"] == pytest.approx(sum(num(t["energy_j"]) for t in run.tokens()[1:]))
 
 
 # -- the energy integral itself, on a ramp and a square wave ----------------------------------
@@ -376,10 +377,10 @@ def test_deferred_stop_check_tokens_get_their_own_forward(
     for i, t in enumerate(toks):
         hooked = float(np.nansum(deferred.layers[i, :, :, ti]))
         # each token's layers ran inside its own interval (the old one held the next forward)
-        assert 0 < hooked <= t["duration_ms"] * 1.05 + 0.5, (i, hooked, t["duration_ms"])
+        assert 0 < hooked <= num(t["duration_ms"]) * 1.05 + 0.5, (i, hooked, t["duration_ms"])
         # 10 W constant: energy = 10 W x duration, the last token included (it read ~0 J)
-        assert t["energy_j"] == pytest.approx(10.0 * t["duration_ms"] / 1e3, rel=1e-6)
-    assert toks[-1]["duration_ms"] > 0.5 * min(t["duration_ms"] for t in toks[1:-1])
+        assert num(t["energy_j"]) == pytest.approx(10.0 * num(t["duration_ms"]) / 1e3, rel=1e-6)
+    assert num(toks[-1]["duration_ms"]) > 0.5 * min(num(t["duration_ms"]) for t in toks[1:-1])
     s = deferred.summary()
     assert s["ttft_ms"] == pytest.approx(toks[0]["duration_ms"])
 
@@ -422,7 +423,7 @@ def test_slow_nvml_counter_polled_fast_through_the_profiler(
     # readings placed at the counter's updates: every token, however short, gets 300 W x its
     # time (stamped at poll time, 70 % of 10 ms tokens read exactly 0 J)
     for t in toks:
-        assert t["energy_j"] == pytest.approx(300.0 * t["duration_ms"] / 1e3, rel=0.05), t
+        assert num(t["energy_j"]) == pytest.approx(300.0 * num(t["duration_ms"]) / 1e3, rel=0.05), t
     short = [t for t in toks if t["duration_ms"] < info["resolution_ms"]]
     assert short
     assert all(t["below_resolution"] for t in short)

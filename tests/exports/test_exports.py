@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import support.runs as hr
-from support.runs import hand_run
+from support.runs import hand_run, num
 
 from llm_energy_widget.core.schema import SUMMARY_DEFINITIONS
 from llm_energy_widget.errors import InvalidInputError
@@ -119,7 +119,7 @@ def test_chrome_trace_is_valid_and_complete(run: Run, tmp_path: Path) -> None:
     assert out0["ts"] + out0["dur"] == pytest.approx(tok0["ts"] + tok0["dur"], rel=1e-6)
     assert out0["args"]["energy_j"] == pytest.approx(run.tokens()[0]["outside_layers_j"])
     assert all("modeled placement" in e["args"]["placement"] for e in [*comps0, out0])
-    assert tok0["ts"] == pytest.approx(run.tokens()[0]["start_ms"] * 1000)  # µs
+    assert tok0["ts"] == pytest.approx(num(run.tokens()[0]["start_ms"]) * 1000)  # µs
     counters = {e["name"] for e in ev if e["ph"] == "C"}
     assert any(n.startswith("power total_w (W, modeled, synthetic)") for n in counters)
     assert any(n.startswith("power cpu_w") for n in counters)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from support.models import tiny_llama
+from support.runs import num
 from support.sources import ConstantSource
 
 from llm_energy_widget.errors import (
@@ -70,7 +71,7 @@ def test_run_is_complete_and_outputs_unchanged(
     toks = run.tokens()
     assert toks[0]["phase"] == "prefill"
     assert all(t["phase"] == "decode" for t in toks[1:])
-    assert all(t["energy_j"] > 0 and t["duration_ms"] > 0 for t in toks)
+    assert all(num(t["energy_j"]) > 0 and num(t["duration_ms"]) > 0 for t in toks)
     assert run.prompt_tokens == enc["input_ids"].shape[1]
     if level == "token":
         assert run.layers.shape[0] == 0
@@ -107,9 +108,9 @@ def test_energy_is_conserved_with_constant_power(tiny_model: Any, smollm_tokeniz
     )
     assert run.wait(60)
     s = run.summary()
-    tokens_j = sum(t["energy_j"] for t in run.tokens())
+    tokens_j = sum(num(t["energy_j"]) for t in run.tokens())
     other_j = sum(
-        p["energy_j"]
+        num(p["energy_j"])
         for p in run.phases()
         if p["name"] in ("tokenize", "to_device", "tail", "detokenize")
     )
@@ -120,7 +121,7 @@ def test_energy_is_conserved_with_constant_power(tiny_model: Any, smollm_tokeniz
     ei, ti = run.metric_names.index("energy_j"), run.metric_names.index("time_ms")
     per_token = run.layers[:, :, :, ei].sum(axis=(1, 2))
     for i, t in enumerate(run.tokens()):
-        assert 0 < t["layer_coverage"] <= 1
+        assert 0 < num(t["layer_coverage"]) <= 1
         assert per_token[i] + t["outside_layers_j"] == pytest.approx(t["energy_j"], rel=1e-3)
         cells_j = run.layers[i, :, :, ei]
         assert np.nanmax(np.abs(cells_j - 10.0 * run.layers[i, :, :, ti] / 1e3)) < 1e-4
@@ -168,15 +169,15 @@ def test_tokens_and_other_phases_add_up_to_the_run(
 
     s = run.summary()
     others = sum(ph[n]["energy_j"] for n in ("tokenize", "to_device", "tail", "detokenize"))
-    tokens_j = sum(t["energy_j"] for t in toks)
+    tokens_j = sum(num(t["energy_j"]) for t in toks)
     assert tokens_j + others == pytest.approx(s["total_energy_j"], rel=1e-6)
     assert ph["prefill"]["energy_j"] == pytest.approx(toks[0]["energy_j"], rel=1e-6)
     if n_new > 1:
-        decode_j = sum(t["energy_j"] for t in toks[1:])
+        decode_j = sum(num(t["energy_j"]) for t in toks[1:])
         assert ph["decode"]["energy_j"] == pytest.approx(decode_j, rel=1e-6)
         assert s["decode_energy_j"] == pytest.approx(decode_j, rel=1e-6)
     # the trace varies: an interval's energy is not just 13 W x its duration
-    assert len({round(t["avg_power_w"], 3) for t in toks}) > 1 or n_new == 1
+    assert len({round(num(t["avg_power_w"]), 3) for t in toks}) > 1 or n_new == 1
 
 
 def test_events_stream_live(tiny_model: Any, smollm_tokenizer: Any) -> None:

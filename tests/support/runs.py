@@ -91,3 +91,9 @@ def hand_run(power: dict[str, Any] | None = None, baseline_w: float | None = Non
     Recorder(run).phase_end("tail", 300.0)
     Recorder(run).finish("completed", "hand-made run")
     return run
+
+
+def num(x: float | None) -> float:
+    """`x`, asserted measured: a record's optional figure (`float | None`) where a test needs it."""
+    assert x is not None
+    return x

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from support.notebook import WIDGET_VIEW, FakeNotebook, png_size, shown_run_id
+from support.runs import num
 from support.store_node import eval_store, needs_node
 from support.widget import events_with_full_power
 
@@ -330,8 +331,8 @@ def test_a_saved_snapshots_view_shows_exact_means_each_tokens_times_and_what_it_
     assert out["meanTokens"] == 19
     assert out["left"] is False
     tokens = run.tokens()[1:]
-    hooked = sum(t["layers_ms"] for t in tokens)
-    share = sum(max(t["duration_ms"], t["layers_ms"]) for t in tokens)
+    hooked = sum(num(t["layers_ms"]) for t in tokens)
+    share = sum(max(num(t["duration_ms"]), num(t["layers_ms"])) for t in tokens)
     assert out["cov"]["coverage"] == pytest.approx(hooked / share, rel=1e-6)
 
 

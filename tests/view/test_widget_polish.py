@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 from support.browser import CHROMIUM, CHROMIUM_ARGS
+from support.runs import num
 from support.store_node import captured_items, eval_store, needs_node, snapshot_items
 from support.widget import (
     ARTIFACTS,
@@ -495,7 +496,7 @@ def test_cost_reads_the_same_in_widget_static_view_report_and_cli() -> None:
 def test_power_hover_names_the_token_at_that_time_and_its_energy() -> None:
     run = full_run(n_tokens=10, n_layers=2)
     tok = run.tokens()[6]
-    mid = (tok["start_ms"] + tok["end_ms"]) / 2
+    mid = (num(tok["start_ms"]) + num(tok["end_ms"])) / 2
     out = eval_store(
         *snapshot_items(run),
         f"""return {{ at: mod.tokenAt(store, {mid}), before: mod.tokenAt(store, -5),
@@ -504,7 +505,7 @@ def test_power_hover_names_the_token_at_that_time_and_its_energy() -> None:
     assert out["at"] == 6
     assert out["before"] == -1
     assert out["after"] == -1
-    e = tok["energy_j"]
+    e = num(tok["energy_j"])
     assert out["tip"][0] == f"t = {mid / 1000:.3f} s"
     assert 1 < e < 10
     assert out["tip"][1].startswith(f'token 6: " tok6" · {e:#.3g} J (modeled) over ')
@@ -726,7 +727,7 @@ def _px_of(run: Run, t_ms: float, width: int) -> float:
     """Where the power chart draws time t_ms (its whole-run domain), in CSS px from its left."""
     pw = run.power_arrays()["t_ms"]
     t0 = min(float(pw[0]), run.phases()[0]["start_ms"]) / 1000
-    t1 = max(float(pw[-1]), run.tokens()[-1]["end_ms"]) / 1000
+    t1 = max(float(pw[-1]), num(run.tokens()[-1]["end_ms"])) / 1000
     return 44 + (t_ms / 1000 - t0) / (t1 - t0) * (width - 54)
 
 
@@ -741,7 +742,7 @@ def test_power_chart_links_time_to_tokens_zooms_and_toggles_rails(browser: Any) 
     box = canvas.bounding_box()
     assert box is not None
     tok = run.tokens()[12]
-    x = _px_of(run, (tok["start_ms"] + tok["end_ms"]) / 2, box["width"])
+    x = _px_of(run, (num(tok["start_ms"]) + num(tok["end_ms"])) / 2, box["width"])
     page.mouse.move(box["x"] + x, box["y"] + 60)
     tip = page.locator(".lew-tooltip").inner_text()
     assert 'token 12: " tok12" · ' in tip, tip

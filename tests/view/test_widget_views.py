@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.runs import num
 from support.store_node import eval_run, eval_store, needs_node, snapshot_items
 from support.widget import full_run
 
@@ -78,7 +79,10 @@ return { energy: cells(1), time: cells(0), e: Array.from(store.tokEnergy.data.sl
     assert head == 'token 4: " tok4"'
     assert sub.startswith("layers cover 75.0 % of ")
     assert f"{OUTSIDE_LAYERS}: " in sub
-    assert f"cells sum to {fmt3(0.75 * tok['energy_j'])} J of {fmt3(tok['energy_j'])} J" in sub
+    assert (
+        f"cells sum to {fmt3(0.75 * num(tok['energy_j']))} J of {fmt3(num(tok['energy_j']))} J"
+        in sub
+    )
     cards = cards_by_key(out["cards"])
     assert cards["layer_coverage"]["label"] == SUMMARY_LABELS["layer_coverage"]
     assert cards["layer_coverage"]["value"] == "75.0 %"
@@ -384,7 +388,7 @@ def test_energy_so_far_of_a_live_replay_that_delivered_its_whole_trace_at_once()
     meta, items = snapshot_items(run)
     out = eval_store(meta, items, "return store.energySoFar();")
     curve = run.curve()
-    expected = curve.energy_between(0.0, toks[-1]["end_ms"])
+    expected = curve.energy_between(0.0, num(toks[-1]["end_ms"]))
     assert out == pytest.approx(expected, rel=1e-4)
     assert out < 0.05 * curve.energy_between(0.0, extra[-1][0]["t_ms"])
 
