@@ -112,10 +112,17 @@ class EnergyProfiler:
         _check_causal_lm(model)
         if level not in LEVELS:
             raise InvalidInputError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
-        if not isinstance(interval_ms, (int, float)) or interval_ms <= 0:
+        # NaN passes `<= 0`: a NaN interval hung every later run on the model (fault suite)
+        if finite_number(interval_ms, "interval_ms") <= 0:
             raise InvalidInputError(f"interval_ms must be a positive number, got {interval_ms!r}")
-        if not isinstance(baseline_s, (int, float)) or baseline_s < 0:
-            raise InvalidInputError(f"baseline_s must be >= 0 seconds, got {baseline_s!r}")
+        finite_number(baseline_s, "baseline_s (seconds)", 0.0)
+        if isinstance(tags, (str, bytes)) or not all(isinstance(t, str) for t in tags or []):
+            raise InvalidInputError(
+                f"tags must be a list of strings, got {tags!r}"
+                + (f" (did you mean [{tags!r}]?)" if isinstance(tags, str) else "")
+            )
+        if experiment is not None and not isinstance(experiment, str):
+            raise InvalidInputError(f"experiment must be a string, got {experiment!r}")
         for name, flag in (("warmup", warmup), ("overlap", overlap)):
             if not isinstance(flag, bool):
                 raise InvalidInputError(f"{name} must be True or False, got {flag!r}")

@@ -142,7 +142,9 @@ class PowerSampler:
                 self.source.close()
             finally:
                 self._opened = False
-        self._note_gap(self.now_ms() if self.t0_s is not None else None)
+                self._note_gap(self.now_ms() if self.t0_s is not None else None)
+        else:
+            self._note_gap(self.now_ms() if self.t0_s is not None else None)
 
     def _note_gap(self, now_ms: float | None) -> None:
         """Warn once about a stall: readings more than 3 polls apart (or none since the last)."""

@@ -228,12 +228,16 @@ class Generation:
 
     # -- the run, start to finish -------------------------------------------------------------
     def execute(self) -> None:
+        """The run's steps; whatever raises, wherever (even making the sampler), the run ends
+        and the model is released (`_release` in the finally)."""
         run = self.run
-        self.sampler = sampler = PowerSampler(self.source, self.prof.interval_ms)
         status, reason, error = "completed", "generation finished", None
-        if self.tokenizer is not None:
-            self.detok = IncrementalDetokenizer(self.tokenizer)
         try:
+            self.step = "setting up the power sampler"
+            self.sampler = PowerSampler(self.source, self.prof.interval_ms)
+            if self.tokenizer is not None:
+                self.detok = IncrementalDetokenizer(self.tokenizer)
+            self.step = "starting"
             self._begin()
             self.step = "measuring"
             self._start_sampler()
@@ -252,8 +256,9 @@ class Generation:
             where = "" if self.step == "measuring" else f" (in {self.step})"
             status, reason, error = "failed", f"{type(exc).__name__}: {exc}{where}", exc
             log.error("profiling run %s failed: %s", run.run_id, reason)
+            sampler = self.sampler
             for ph in run._phases:
-                if ph["end_ms"] is None and sampler.t0_s is not None:
+                if ph["end_ms"] is None and sampler is not None and sampler.t0_s is not None:
                     self.rec.phase_end(ph["name"], sampler.now_ms())
         finally:
             self._release(status, reason, error)
@@ -425,18 +430,34 @@ class Generation:
 
     def _release(self, status: str, reason: str, error: BaseException | None) -> None:
         """Hooks off, sampler stopped, this thread freed, the run finished (in that order)."""
-        run, lp, sampler = self.run, self.layer_profiler, self._sampler()
-        if lp is not None:
+        run, lp, sampler = self.run, self.layer_profiler, self.sampler
+        try:
+            if lp is not None:
+                try:
+                    lp.detach()  # waits for the tokens still being reduced
+                except Exception as exc:  # never mask the run's own outcome
+                    log.error("removing hooks failed: %s", exc)
+                    run.warnings.append(f"removing the hooks failed: {exc}")
+                run.warnings.extend(f"layer profiling: {e}" for e in lp.errors)
+            if sampler is not None:
+                try:
+                    sampler.stop()  # closes the source: a close() that raises must not wedge
+                except Exception as exc:
+                    log.error("stopping the power sampler failed: %s", exc)
+                    run.warnings.append(f"closing the power source failed: {exc}")
+                # a stall or an abandoned source: said on the run, and the figures' resolution
+                # is the worst gap, not the poll interval
+                run.warnings.extend(sampler.warnings)
+                worst_ms = sampler.worst_resolution_ms
+                if run.resolution_ms is not None and worst_ms > run.resolution_ms:
+                    self.rec.power_info({"resolution_ms": worst_ms})
+                if sampler.error is not None and status == "completed":
+                    reason = f"generation finished; power sampling stopped early: {sampler.error}"
+        finally:
             try:
-                lp.detach()  # waits for the tokens still being reduced
-            except Exception as exc:  # never mask the run's own outcome
-                log.error("removing hooks failed: %s", exc)
-            run.warnings.extend(f"layer profiling: {e}" for e in lp.errors)
-        sampler.stop()
-        if sampler.error is not None and status == "completed":
-            reason = f"generation finished; power sampling stopped early: {sampler.error}"
-        WORKERS.free_this_thread()  # the next run may come to this thread
-        self.rec.finish(status, reason, error)  # frees its place in the queue, then wakes waiters
+                WORKERS.free_this_thread()  # the next run may come to this thread
+            finally:
+                self.rec.finish(status, reason, error)  # frees its queue place, wakes waiters
 
     # -- helpers ------------------------------------------------------------------------------
     def _sampler(self) -> PowerSampler:
