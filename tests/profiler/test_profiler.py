@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from support.archs import hook_count
 from support.models import tiny_llama
+from support.profilers import quick_profiler
 from support.runs import num
 from support.sources import ConstantSource
 
@@ -25,20 +27,8 @@ from llm_energy_widget.profiler import EnergyProfiler, profile
 PROMPT = "Energy is the capacity to do work"
 
 
-def _all_hooks(model: torch.nn.Module) -> int:
-    """Forward hooks plus forward wrappers (an instance attribute `forward`) left on the model."""
-    return sum(
-        len(m._forward_hooks) + len(m._forward_pre_hooks) + ("forward" in m.__dict__)
-        for m in model.modules()
-    )
-
-
-def _profiler(model: Any, tok: Any, **kw: Any) -> EnergyProfiler:
-    kw.setdefault("power", ConstantSource(10.0))
-    kw.setdefault("baseline_s", 0.2)
-    kw.setdefault("store", False)
-    kw.setdefault("interval_ms", 20)
-    return EnergyProfiler(model, tok, **kw)
+_all_hooks = hook_count
+_profiler = quick_profiler
 
 
 @pytest.mark.parametrize("level", ["token", "layer", "component", "deep"])

@@ -12,8 +12,9 @@ import math
 from typing import Any
 
 import pytest
-import torch
+from support.archs import hook_count
 from support.models import tiny_llama
+from support.profilers import quick_profiler
 from support.sources import ConstantSource
 
 from llm_energy_widget.errors import InvalidInputError
@@ -23,20 +24,10 @@ from llm_energy_widget.profiling import generation
 PROMPT = "The capital of France is"
 
 
-def _hooks(model: torch.nn.Module) -> int:
-    return sum(
-        len(m._forward_hooks) + len(m._forward_pre_hooks) + ("forward" in m.__dict__)
-        for m in model.modules()
-    )
-
-
 def _profiler(model: Any, tok: Any, **kw: Any) -> EnergyProfiler:
-    kw.setdefault("power", ConstantSource(10.0))
     kw.setdefault("baseline_s", 0.0)
-    kw.setdefault("store", False)
-    kw.setdefault("interval_ms", 20)
     kw.setdefault("warmup", False)
-    return EnergyProfiler(model, tok, **kw)
+    return quick_profiler(model, tok, **kw)
 
 
 def _next_run_works(model: Any, tok: Any) -> None:
@@ -88,7 +79,7 @@ def test_an_exception_at_any_step_ends_the_run_and_frees_the_model(
     assert run.wait(60), "wait() returns"
     assert run.status == "failed"
     assert f"injected in {step}" in (run.end_reason or "")
-    assert _hooks(model) == 0
+    assert hook_count(model) == 0
     monkeypatch.undo()
     _next_run_works(model, smollm_tokenizer)
 
@@ -137,5 +128,5 @@ def test_a_cancel_at_once_still_frees_the_model(smollm_tokenizer: Any) -> None:
     run.cancel()
     assert run.wait(60)
     assert run.status == "cancelled"
-    assert _hooks(model) == 0
+    assert hook_count(model) == 0
     _next_run_works(model, smollm_tokenizer)
