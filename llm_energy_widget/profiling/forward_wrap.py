@@ -26,6 +26,7 @@ __all__ = [
     "HOOK_STATS_ABOVE",
     "EventClock",
     "ForwardWrap",
+    "HookSwitch",
     "HostSlots",
     "Keep",
     "cpu_forward",
@@ -133,9 +134,20 @@ class ForwardWrap:
         original = mod.forward
         self.wrapper = make(original)
         self.wrapper.__wrapped__ = original  # type: ignore[attr-defined]  # inspect.signature
-        mod.__dict__["forward"] = self.wrapper
+        self.installed = False
+        self.install()
+
+    def install(self) -> None:
+        """Put the wrapper in the call path (again, after `remove`); a no-op while it is."""
+        if not self.installed:
+            self.mod.__dict__["forward"] = self.wrapper
+            self.installed = True
 
     def remove(self) -> None:
+        """Take the wrapper out of the call path: the module runs its own forward again."""
+        if not self.installed:
+            return
+        self.installed = False
         own = self.mod.__dict__
         if own.get("forward") is not self.wrapper:
             return  # replaced after us by someone else: theirs to undo
@@ -143,6 +155,30 @@ class ForwardWrap:
             own["forward"] = self.previous
         else:
             del own["forward"]
+
+
+class HookSwitch:
+    """A forward hook that can be taken out of the call path and put back (`install`/`remove`),
+    for the tokens profiled bare (`LayerProfiler.disarm`)."""
+
+    def __init__(self, mod: nn.Module, hook: Callable[..., Any]) -> None:
+        self.mod = mod
+        self.hook = hook
+        self._handle: Any = None
+        self.install()
+
+    @property
+    def installed(self) -> bool:
+        return self._handle is not None
+
+    def install(self) -> None:
+        if self._handle is None:
+            self._handle = self.mod.register_forward_hook(self.hook)
+
+    def remove(self) -> None:
+        if self._handle is not None:
+            handle, self._handle = self._handle, None
+            handle.remove()
 
 
 def cpu_forward(
