@@ -180,6 +180,9 @@ def column_dictionary(run: Run) -> list[dict[str, str]]:
         ("tokens", "start_ms", "start", "ms", timing, "since the run's clock started"),
         ("tokens", "end_ms", "end", "ms", timing, "since the run's clock started"),
         ("tokens", "duration_ms", "time", "ms", timing, "end - start"),
+        ("tokens", "instrumented", "instrumented", "", "",
+         "the layer hooks ran during this token (False: a bare token, at plain speed, no layer "
+         "row; empty: a token-level run)"),
         ("tokens", "energy_j", "energy", "J", energy, "E(end) - E(start) of the energy curve"),
         ("tokens", "avg_power_w", "avg power", "W", energy, "energy / time"),
         ("tokens", "below_resolution", "below resolution", "", timing,
@@ -345,6 +348,7 @@ def trace_events(run: Run, detail: str = "component") -> list[dict[str, Any]]:
                 "args": {"text": tok["text"], "token_id": tok["token_id"], "phase": tok["phase"],
                          "energy_j": tok["energy_j"], "avg_power_w": tok["avg_power_w"],
                          "below_resolution": tok.get("below_resolution"),
+                         "instrumented": tok.get("instrumented"),
                          **{k: tok[k] for k in TOKEN_LAYER_COLUMNS if k in tok},
                          "energy_kind": kind, "source": source},
             }

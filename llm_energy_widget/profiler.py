@@ -22,6 +22,7 @@ from .power.base import PowerSource
 from .profiling.features import model_name
 from .profiling.generation import Generation, warm_up
 from .profiling.run_queue import QUEUE, Ticket, cancel_queued
+from .profiling.sampling import sampling_from
 from .profiling.workers import WORKERS, hook_exit
 from .run import Run
 
@@ -85,6 +86,13 @@ class EnergyProfiler:
         dtype), generate a few unmeasured tokens with the hooks attached, so one-time work
         (kernel and allocator set-up, first calls of generate and of the hooks) is not in the
         first run's figures; `run.settings["warmup"]` says what ran and how long.
+    sample / overhead_budget: which tokens run with the layer instrumentation
+        (`profiling.sampling`). Neither (the default): an overhead budget of 1 %, the rate
+        chosen from this run's own slowdown of instrumented tokens against bare ones;
+        overhead_budget=0.05: the same with 5 %; sample=k: the prefill and every k-th decode
+        token; sample="all": every token (the figures then carry the profiler's overhead).
+        Bare tokens run at plain speed and carry the headline figures (J/token, tokens/s);
+        `run.tokens()[i]["instrumented"]` says which ran instrumented.
     overlap: False (the default): a run waits for every other profiled run of this process,
         whatever its model, because every power source here also counts the other run's work
         (the same CPU cores and counter; NVML sums all visible GPUs). True: wait only for runs
@@ -108,6 +116,8 @@ class EnergyProfiler:
         carbon_g_per_kwh: float | None = None,
         warmup: bool = True,
         overlap: bool = False,
+        sample: int | str | None = None,
+        overhead_budget: float | None = None,
     ) -> None:
         _check_causal_lm(model)
         if level not in LEVELS:
@@ -126,6 +136,9 @@ class EnergyProfiler:
         for name, flag in (("warmup", warmup), ("overlap", overlap)):
             if not isinstance(flag, bool):
                 raise InvalidInputError(f"{name} must be True or False, got {flag!r}")
+        sampling_from(sample, overhead_budget)  # a bad value is an error here, not in the run
+        self.sample = sample
+        self.overhead_budget = overhead_budget
         self.model = model
         self.tokenizer = tokenizer
         self.power = power
@@ -325,10 +338,12 @@ class EnergyProfiler:
         source = get_source(self.power)
         store_obj = self._resolve_store(store)
         layer_profiler = None
+        sampling = None
         if self.level != "token":
             from .profiling.layer_profiler import LayerProfiler
 
             layer_profiler = LayerProfiler(self.model, self.level)  # hooks attach when it starts
+            sampling = sampling_from(self.sample, self.overhead_budget)  # fresh: it keeps state
         run = Run(
             model={"name": model_name(self.model), "features": self.model_features()},
             prompt=enc.text,
@@ -342,6 +357,7 @@ class EnergyProfiler:
                 "dtype": str(getattr(self.model, "dtype", "")).replace("torch.", ""),
                 "chat": chat,
                 "chat_template": enc.chat_template,
+                **({"sampling": sampling.settings()} if sampling is not None else {}),
                 **({"prompt_sent": enc.sent} if enc.sent is not None else {}),
                 # fixed at measurement: a stored run is never re-priced by a viewer's env
                 "price_per_kwh": self.price_per_kwh
@@ -380,7 +396,7 @@ class EnergyProfiler:
             lambda: WORKERS.submit(
                 self.model,
                 Generation(
-                    self, run, source, layer_profiler, prompt, chat, gen_kw, store_obj
+                    self, run, source, layer_profiler, prompt, chat, gen_kw, store_obj, sampling
                 ).execute,
             ),
         )
@@ -432,6 +448,8 @@ _PROFILER_KW = (
     "price_per_kwh",
     "carbon_g_per_kwh",
     "warmup",
+    "sample",
+    "overhead_budget",
     "overlap",
 )
 

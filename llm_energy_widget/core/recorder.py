@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .run import RunData
-from .schema import PhaseRecord
+from .schema import TOKEN_COLUMNS, PhaseRecord
 from .summary import compute_summary
 
 __all__ = ["Recorder"]
@@ -70,13 +70,21 @@ class Recorder:
                     r._emit("phase", {**ph, "state": "end"})
                     return
 
-    def token(self, token_id: int, text: str, phase: str, start_ms: float, end_ms: float) -> int:
+    def token(
+        self,
+        token_id: int,
+        text: str,
+        phase: str,
+        start_ms: float,
+        end_ms: float,
+        instrumented: bool | None = None,
+    ) -> int:
         r = self.run
         with r._lock:
             i = len(r._tokens["index"])
             for k, v in zip(
-                ("index", "token_id", "text", "phase", "start_ms", "end_ms"),
-                (i, int(token_id), text, phase, float(start_ms), float(end_ms)),
+                TOKEN_COLUMNS,
+                (i, int(token_id), text, phase, float(start_ms), float(end_ms), instrumented),
                 strict=True,
             ):
                 r._tokens[k].append(v)

@@ -178,6 +178,7 @@ class RunData:
             "start_ms": t["start_ms"][i],
             "end_ms": t["end_ms"][i],
             "duration_ms": t["end_ms"][i] - t["start_ms"][i],
+            "instrumented": t["instrumented"][i],
         }
 
     def _token_energy_payload(self, i: int, energy_j: float) -> TokenEnergyPayload:
@@ -295,6 +296,7 @@ class RunData:
                     "start_ms": none_if_nan(p["start_ms"]),
                     "end_ms": none_if_nan(p["end_ms"]),
                     "duration_ms": dur_ms,
+                    "instrumented": p["instrumented"],
                     "energy_j": energy_j,
                     "avg_power_w": None if energy_j is None or dur_s <= 0 else e / dur_s,
                     "below_resolution": bool(
@@ -357,7 +359,10 @@ class RunData:
                     (0, len(self.layer_names), len(self.component_names), len(self.metric_names)),
                     dtype=np.float32,
                 )
-            return np.stack(self._layer_rows)
+            rows = self._layer_rows
+            # bare tokens after the last instrumented one (and rows still being reduced): NaN
+            missing = max(self.n_tokens - len(rows), 0)
+            return np.stack(rows + [self._empty_layer_row()] * missing)
 
     def summary(self) -> dict[str, Any]:
         with self._lock:
@@ -480,9 +485,11 @@ class RunData:
             run._phases.append(
                 {"name": ph["name"], "start_ms": ph["start_ms"], "end_ms": ph["end_ms"]}
             )
+        # runs saved before sampled instrumentation instrumented every token (if any level)
+        every = None if run.level == "token" else True
         for tok in d.get("tokens", []):
             for k in run._tokens:
-                run._tokens[k].append(tok[k])
+                run._tokens[k].append(tok.get(k, every) if k == "instrumented" else tok[k])
         run.response_text = d.get("response", "".join(run._tokens["text"]))
         run._token_energy_sent = run.n_tokens
         values = d.get("layers", {}).get("values") or []

@@ -51,8 +51,10 @@ STATUSES = ("pending", "queued", "running", "completed", "cancelled", "failed", 
 PHASES = ("baseline", "tokenize", "to_device", "prefill", "decode", "tail", "detokenize")
 METRICS = ("time_ms", "energy_j", "act_mean", "act_std", "act_max", "sparsity")
 LEVELS = ("token", "layer", "component", "deep")
-TOKEN_COLUMNS = ("index", "token_id", "text", "phase", "start_ms", "end_ms")
-"""The columns a run keeps per generated token (energies are derived from the curve)."""
+TOKEN_COLUMNS = ("index", "token_id", "text", "phase", "start_ms", "end_ms", "instrumented")
+"""The columns a run keeps per generated token (energies are derived from the curve).
+`instrumented`: the layer instrumentation ran during the token (False: a bare token, timed at
+plain speed; None: a token-level run, nothing to instrument)."""
 
 EventName = Literal[
     "power",
@@ -113,6 +115,7 @@ class TokenPayload(TypedDict):
     start_ms: float
     end_ms: float
     duration_ms: float
+    instrumented: bool | None
 
 
 class TokenRecord(TypedDict, total=False):
@@ -125,6 +128,7 @@ class TokenRecord(TypedDict, total=False):
     start_ms: float | None
     end_ms: float | None
     duration_ms: float | None
+    instrumented: bool | None
     energy_j: float | None
     avg_power_w: float | None
     below_resolution: bool

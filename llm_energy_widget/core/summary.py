@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError
 from .attribution import window_peak_w, window_readings
+from .headline import decode_figures, profiling_overhead
 from .jsonsafe import finite_or_none as _num
 from .schema import RAIL_COLUMNS, PhaseRow
 from .validation import finite_number
@@ -164,9 +165,10 @@ def compute_summary(run: Run) -> dict[str, Any]:
     known = [t["energy_j"] for t in tokens if t["energy_j"] is not None]
     gen_e = float(sum(known)) if known else None
     avg_power = gen_e / (gen_ms / 1000.0) if gen_e is not None and gen_ms else None
-    decode_known = [t["energy_j"] for t in tokens[1:] if t["energy_j"] is not None]
-    # decode J/token: over the decode tokens whose energy is known (all, unless cut short)
-    decode_jpt = float(sum(decode_known)) / len(decode_known) if decode_known else None
+    # decode J/token and tokens/s: over the bare decode tokens whose energy is known, where
+    # there are any (`core.headline`), else all decode tokens
+    head = decode_figures(tokens, run.level)
+    decode_jpt = head["decode_j_per_token"]
     inputs = run.prompt_tokens
     prefill_token_e = tokens[0]["energy_j"] if tokens else None
 
@@ -209,10 +211,13 @@ def compute_summary(run: Run) -> dict[str, Any]:
         if prefill_token_e is not None and inputs
         else None,
         "tokens_per_s": _num(n_out / (gen_ms / 1000.0)) if gen_ms else None,
-        "decode_tokens_per_s": _num(decode_tokens / (decode_ms / 1000.0)) if decode_ms else None,
+        "decode_tokens_per_s": _num(head["decode_tokens_per_s"]) if decode_ms else None,
         "ttft_ms": _num(ttft_ms),
         "prefill_energy_j": prefill_e,
-        "decode_energy_j": decode_e,
+        "decode_energy_j": _num(head["decode_energy_j"])
+        if head["decode_energy_scaled"]
+        else decode_e,
+        "decode_energy_measured_j": decode_e,
         "tail_energy_j": tail_e,
         "tail_ms": _num(tail_ms),
         "edp_js": _num(total_e * duration_ms / 1000.0)
@@ -233,5 +238,7 @@ def compute_summary(run: Run) -> dict[str, Any]:
         "energy_scope": info.get("scope"),
         "energy_resolution_ms": resolution_ms,
         "tokens_below_resolution": below,
+        "profiling_overhead": profiling_overhead(tokens, run.level),
+        "figure_basis": head["figure_basis"],
         "warnings": warnings,
     }

@@ -85,6 +85,7 @@ class AttentionTap:
         self.name: str | None = None
         self.original: str | None = None
         self.error: str | None = None  # first failure inside the tap (stats then stay NaN)
+        self._configs: list[Any] = []  # configs that name our implementation (pause/resume)
 
     def unavailable_reason(self) -> str | None:
         """Why this model cannot be tapped, or None."""
@@ -138,6 +139,25 @@ class AttentionTap:
         if config._attn_implementation != name:
             self.uninstall()
             raise RuntimeError(f"model refused attention implementation {name!r}")
+        seen: dict[int, Any] = {}
+        for m in self.model.modules():
+            c = getattr(m, "config", None)
+            if getattr(c, "_attn_implementation_internal", None) == name:
+                seen.setdefault(id(c), c)
+        self._configs = list(seen.values())
+
+    def pause(self) -> None:
+        """The original attention for the next forwards (bare tokens): one attribute per
+        config, microseconds, where `set_attn_implementation` walks the model (~0.6 ms)."""
+        if self.name is not None:
+            for c in self._configs:
+                c._attn_implementation_internal = self.original
+
+    def resume(self) -> None:
+        """The tapped attention again, after `pause`."""
+        if self.name is not None:
+            for c in self._configs:
+                c._attn_implementation_internal = self.name
 
     def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         layer_of = self.layer_of
@@ -178,6 +198,7 @@ class AttentionTap:
         """Restore the original implementation and drop the registered names. Idempotent."""
         if self.name is None:
             return
+        self.resume()  # so set_attn_implementation below sees our name and undoes it all
         from transformers import AttentionInterface
         from transformers.masking_utils import AttentionMaskInterface
 

@@ -25,6 +25,7 @@ import torch
 from ..core.recorder import Recorder
 from ..errors import RunCancelled
 from ..power.sampler import PowerSampler
+from .sampling import TokenSampling
 from .tokens import IncrementalDetokenizer, TokenClock
 from .workers import WORKERS
 
@@ -215,6 +216,7 @@ class Generation:
     chat: Any
     gen_kw: dict[str, Any]
     store: Any
+    sampling: TokenSampling | None = None  # which tokens run instrumented (None: no layers)
     sampler: PowerSampler | None = field(default=None, init=False)
     detok: IncrementalDetokenizer | None = field(default=None, init=False)
     step: str = field(default="start", init=False)  # what the run is doing, named on failure
@@ -340,11 +342,26 @@ class Generation:
                 self.rec.phase_start("decode", start)  # type: ignore[arg-type]
             tok_phase = "decode"
         text = self.detok.push(token_id) if self.detok is not None else ""
-        i = self.rec.token(token_id, text, tok_phase, start, t)  # type: ignore[arg-type]
+        lp = self.layer_profiler
+        instrumented = None if lp is None else taken is not None  # None taken: a bare token
+        i = self.rec.token(token_id, text, tok_phase, start, t, instrumented)  # type: ignore[arg-type]
         self.prev_ms = t
         self.n += 1
-        if self.layer_profiler is not None:
-            self.layer_profiler.submit(taken, functools.partial(self._deliver_layers, i))
+        if lp is not None and taken is not None:
+            lp.submit(taken, functools.partial(self._deliver_layers, i))
+
+    def _take(self) -> Any:
+        """At a token boundary: the ending token's measurements (None for a bare one), and the
+        instrumentation put in or taken out of the call path for the next token."""
+        lp, sampling = self.layer_profiler, self.sampling
+        assert lp is not None
+        taken = lp.take() if lp.armed else None
+        if sampling is not None:
+            if sampling.decide():
+                lp.arm()
+            else:
+                lp.disarm()
+        return taken
 
     def _deliver_layers(self, index: int, values: Any, extras: dict[str, Any]) -> None:
         """A token's layer row, from the reducer thread (in token order)."""
@@ -357,11 +374,15 @@ class Generation:
         from transformers import StoppingCriteriaList
 
         run, gen_kw, lp = self.run, self.gen_kw, self.layer_profiler
-        take = lp.take if lp is not None else None
+        take = self._take if lp is not None else None
         clock = TokenClock(self._on_token, self._sampler().now_ms, self.model.device, take)
         stopping = StoppingCriteriaList(list(gen_kw.pop("stopping_criteria", []) or []))
         stopping.append(StepCriteria(run, clock))
         self.prev_ms = self._phase("prefill", t_ready)
+        if lp is not None:
+            lp.arm()  # the prefill is instrumented
+        if self.sampling is not None:
+            self.sampling.start()
         with torch.inference_mode():
             try:
                 self.model.generate(**inputs, streamer=clock, stopping_criteria=stopping, **gen_kw)
@@ -394,7 +415,9 @@ class Generation:
         nan = float("nan")
         for k, token_id in enumerate(new_ids):
             text = self.detok.push(token_id) if self.detok is not None else ""
-            self.rec.token(token_id, text, "prefill" if k == 0 else "decode", nan, nan)
+            phase = "prefill" if k == 0 else "decode"
+            armed = None if self.layer_profiler is None else True  # never disarmed: no steps
+            self.rec.token(token_id, text, phase, nan, nan, armed)
         return t
 
     def _tail(self) -> float:

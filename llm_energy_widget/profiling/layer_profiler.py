@@ -37,7 +37,14 @@ from ..errors import InvalidInputError
 from . import forward_wrap
 from .architectures import Discovery, discover, first_tensor
 from .deep import ATTN_STAT_NAMES, AttentionTap
-from .forward_wrap import EventClock, ForwardWrap, HostSlots, cpu_forward, event_forward
+from .forward_wrap import (
+    EventClock,
+    ForwardWrap,
+    HookSwitch,
+    HostSlots,
+    cpu_forward,
+    event_forward,
+)
 from .moe import RouterTap, router_n_experts, router_top_k
 from .reducer import Pipeline
 from .stats import N_STATS, Batcher, Part, RowFn, row_neg_frac, row_stats, stats_of, to_host
@@ -119,8 +126,10 @@ class LayerProfiler:
         C = len(self.component_names)
         self._n_cells = L * C
         self._n_slots = L * C + L  # cells, then one whole-layer slot per layer
-        self._handles: list[Any] = []
+        self._handles: list[ForwardWrap | HookSwitch] = []
         self._attached = False
+        self._armed = False  # the wrappers and hooks are in the call path
+        self._deferred: list[tuple[_Token, Deliver]] = []  # taken while the next ran bare
         self._tap: AttentionTap | None = None
         self._routers: RouterTap | None = None
         self._summary: dict[str, Any] = {}
@@ -156,6 +165,7 @@ class LayerProfiler:
         if self._attached:
             return self._summary
         self._attached = True  # so detach() cleans up a half-done attach
+        self._armed = True
         try:
             return self._attach()
         except BaseException:
@@ -296,7 +306,7 @@ class LayerProfiler:
             self._gates = True
             for li, g in enumerate(gates):
                 if g is not None:
-                    self._handles.append(g.register_forward_hook(self._gate_hook(li)))
+                    self._handles.append(HookSwitch(g, self._gate_hook(li)))
             info["mlp_gate"] = "fraction of gate pre-activations < 0" + (
                 " (first half of the fused gate_up projection)" if d.gate_first_half else ""
             )
@@ -336,7 +346,7 @@ class LayerProfiler:
         self._routers = RouterTap(self.disc.n_layers, k, dev)
         for li, r in enumerate(routers):
             if r is not None:
-                self._handles.append(r.register_forward_hook(self._routers.hook(li)))
+                self._handles.append(HookSwitch(r, self._routers.hook(li)))
         return {"top_k": k, "n_experts": router_n_experts(first, config), "router": "mlp.gate"}
 
     def detach(self) -> None:
@@ -360,8 +370,43 @@ class LayerProfiler:
         self._slots.refs[:] = [None] * self._n_slots
         self._grefs[:] = [None] * self.disc.n_layers
         self._attached = False
+        self._armed = False
         if errors:
             raise errors[0]
+
+    # -- sampled instrumentation --------------------------------------------------------------
+    @property
+    def armed(self) -> bool:
+        """Whether the wrappers and hooks are in the call path (the running token is measured)."""
+        return self._armed
+
+    def disarm(self) -> None:
+        """Take every wrapper and hook out of the call path: the next forwards run bare, at
+        plain speed (the modules call their own forward; nothing of ours runs for them)."""
+        if not self._armed:
+            return
+        for h in self._handles:
+            h.remove()
+        if self._tap is not None:
+            self._tap.pause()
+        self._armed = False
+
+    def arm(self) -> None:
+        """Put the wrappers and hooks back, and hand the reducer what was taken before the bare
+        tokens: its work overlaps this instrumented token, never a bare one."""
+        if self._armed or not self._attached:
+            return
+        for h in self._handles:
+            h.install()
+        if self._tap is not None:
+            self._tap.resume()
+        self._armed = True
+        self._flush_deferred()
+
+    def _flush_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        for token, deliver in deferred:
+            self._submit_now(token, deliver)
 
     def __enter__(self) -> LayerProfiler:
         self.attach()
@@ -391,8 +436,18 @@ class LayerProfiler:
         return self._take()
 
     def submit(self, token: _Token, deliver: Deliver) -> None:
-        """Reduce a taken token on the reducer thread and `deliver(values, extras)` it, in order."""
+        """Reduce a taken token on the reducer thread and `deliver(values, extras)` it, in order.
 
+        While disarmed (bare tokens running) the reduction waits for the next `arm` or `drain`:
+        no reducer work competes with a bare token.
+        """
+        if not self._armed and self._attached:
+            self._deferred.append((token, deliver))
+            return
+        self._flush_deferred()
+        self._submit_now(token, deliver)
+
+    def _submit_now(self, token: _Token, deliver: Deliver) -> None:
         def job() -> None:
             try:
                 values, extras = self._finish(token)
@@ -408,6 +463,7 @@ class LayerProfiler:
 
     def drain(self, timeout_s: float | None = DRAIN_TIMEOUT_S) -> None:
         """Wait until every token handed to `collect_async` was delivered."""
+        self._flush_deferred()
         if not self._pipeline.drain(timeout_s):
             self._note_error(
                 f"layer measurements of {self._pipeline.pending} token(s) were still being "

@@ -90,6 +90,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_id, idx)
     );
     """,
+    # 2: sampled instrumentation: whether the layer hooks ran during each token (NULL: nothing
+    # to instrument, a token-level run); runs stored before had every token instrumented
+    """
+    ALTER TABLE tokens ADD COLUMN instrumented INTEGER;
+    UPDATE tokens SET instrumented = 1
+        WHERE run_id IN (SELECT run_id FROM runs WHERE COALESCE(level, 'component') != 'token');
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -328,14 +328,7 @@ class Store:
             "warnings": loads(r["warnings_json"], []),
             "hooked": loads(r["hooked_json"], {}),
             "phases": [{"name": n, "start_ms": s, "end_ms": e} for n, s, e in phases],
-            "tokens": [
-                dict(
-                    zip(
-                        ("index", "token_id", "text", "phase", "start_ms", "end_ms"), t, strict=True
-                    )
-                )
-                for t in tokens
-            ],
+            "tokens": [_token_row(t) for t in tokens],
             "power_samples": [
                 {**dict(zip(POWER_COLUMNS, p[:-1], strict=True)), "phase": p[-1]} for p in power
             ],
@@ -433,7 +426,7 @@ def _load_rows(conn: sqlite3.Connection, rid: str) -> tuple[Any, ...]:
             "SELECT name, start_ms, end_ms FROM phases WHERE run_id = ? ORDER BY seq", (rid,)
         ).fetchall()
         tokens = conn.execute(
-            "SELECT idx, token_id, text, phase, start_ms, end_ms FROM tokens "
+            "SELECT idx, token_id, text, phase, start_ms, end_ms, instrumented FROM tokens "
             "WHERE run_id = ? ORDER BY idx",
             (rid,),
         ).fetchall()
@@ -441,6 +434,15 @@ def _load_rows(conn: sqlite3.Connection, rid: str) -> tuple[Any, ...]:
             "SELECT idx, values_f32 FROM layers WHERE run_id = ? ORDER BY idx", (rid,)
         ).fetchall()
     return row, cols, power, phases, tokens, layers
+
+
+def _token_row(t: tuple[Any, ...]) -> dict[str, Any]:
+    """A tokens row as a Run.to_dict token."""
+    rec = dict(
+        zip(("index", "token_id", "text", "phase", "start_ms", "end_ms"), t[:6], strict=True)
+    )
+    rec["instrumented"] = None if t[6] is None else bool(t[6])
+    return rec
 
 
 def _like_escape(text: str) -> str:

@@ -215,7 +215,7 @@ class RunWriter:
             elif event == "token":
                 token_rows.append(
                     (rid, p["index"], p["token_id"], p["text"], p["phase"], p["start_ms"],
-                     p["end_ms"])
+                     p["end_ms"], p.get("instrumented"))
                 )  # fmt: skip
             elif event == "token_energy":
                 energy_rows.append((num(p["energy_j"]), rid, p["index"]))
@@ -238,7 +238,7 @@ class RunWriter:
             if token_rows:
                 conn.executemany(
                     "INSERT OR REPLACE INTO tokens (run_id, idx, token_id, text, phase, start_ms,"
-                    " end_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " end_ms, instrumented) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     token_rows,
                 )
             if energy_rows:

@@ -347,6 +347,7 @@ def _profile(model: Any, tok: Any, power: Any, **kw: Any) -> Run:
         level=kw.pop("level", "component"),
         interval_ms=kw.pop("interval_ms", 20),
         baseline_s=kw.pop("baseline_s", 0.2),
+        sample=kw.pop("sample", "all"),
         store=False,
     )
     run = prof.generate("Energy is the capacity to do work", do_sample=False, pad_token_id=0, **kw)

@@ -88,6 +88,7 @@ def test_cuda_energy_profiler_run() -> None:
             None,
             power=ConstantSource(50.0),
             level="component",
+            sample="all",
             store=False,
             baseline_s=0,
             interval_ms=10,

@@ -126,6 +126,7 @@ def _profile(
             baseline_s=0.0,
             store=False,
             warmup=False,  # every forward counted here is one of the run's
+            sample="all",  # every token's layers timed
         ).generate(prompt_ids(), do_sample=False, pad_token_id=0, **kw)
         assert run.wait(60), run.end_reason
         assert run.status == "completed", run.end_reason

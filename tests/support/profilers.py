@@ -15,4 +15,5 @@ def quick_profiler(model: Any, tok: Any, **kw: Any) -> EnergyProfiler:
     kw.setdefault("baseline_s", 0.2)
     kw.setdefault("store", False)
     kw.setdefault("interval_ms", 20)
+    kw.setdefault("sample", "all")  # every token has its layer row; sampling: its own tests
     return EnergyProfiler(model, tok, **kw)
