@@ -222,6 +222,7 @@ class Generation:
     step: str = field(default="start", init=False)  # what the run is doing, named on failure
     prev_ms: float | None = field(default=None, init=False)  # the last token's end
     n: int = field(default=0, init=False)  # tokens streamed (-1: generate could not stream)
+    _next_instrumented: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
         self.model = self.prof.model
@@ -351,17 +352,23 @@ class Generation:
             lp.submit(taken, functools.partial(self._deliver_layers, i))
 
     def _take(self) -> Any:
-        """At a token boundary: the ending token's measurements (None for a bare one), and the
-        instrumentation put in or taken out of the call path for the next token."""
+        """At a token boundary, before its timestamp: the ending token's measurements (None for
+        a bare one); before a bare token, the instrumentation out of the call path and the
+        reducer idle, in the ending token's time."""
         lp, sampling = self.layer_profiler, self.sampling
         assert lp is not None
         taken = lp.take() if lp.armed else None
         if sampling is not None:
-            if sampling.decide():
-                lp.arm()
-            else:
+            self._next_instrumented = sampling.decide()
+            if not self._next_instrumented and lp.armed:
                 lp.disarm()
+                lp.settle()
         return taken
+
+    def _after_end(self) -> None:
+        """After the boundary: the instrumentation back for an instrumented token, in its time."""
+        if self._next_instrumented and self.layer_profiler is not None:
+            self.layer_profiler.arm()
 
     def _deliver_layers(self, index: int, values: Any, extras: dict[str, Any]) -> None:
         """A token's layer row, from the reducer thread (in token order)."""
@@ -375,7 +382,8 @@ class Generation:
 
         run, gen_kw, lp = self.run, self.gen_kw, self.layer_profiler
         take = self._take if lp is not None else None
-        clock = TokenClock(self._on_token, self._sampler().now_ms, self.model.device, take)
+        after = self._after_end if self.sampling is not None and not self.sampling.all else None
+        clock = TokenClock(self._on_token, self._sampler().now_ms, self.model.device, take, after)
         stopping = StoppingCriteriaList(list(gen_kw.pop("stopping_criteria", []) or []))
         stopping.append(StepCriteria(run, clock))
         self.prev_ms = self._phase("prefill", t_ready)

@@ -403,6 +403,12 @@ class LayerProfiler:
         self._armed = True
         self._flush_deferred()
 
+    def settle(self, timeout_s: float | None = DRAIN_TIMEOUT_S) -> None:
+        """Wait for the reductions already handed to the reducer (not the deferred ones), so
+        none runs during the bare tokens that follow."""
+        if not self._pipeline.drain(timeout_s):
+            self._note_error(f"the reducer was still busy after {timeout_s} s")
+
     def _flush_deferred(self) -> None:
         deferred, self._deferred = self._deferred, []
         for token, deliver in deferred:

@@ -11,7 +11,8 @@ Policies (`TokenSampling.decide` is asked at each token boundary about the next 
 - every k: the prefill and every k-th decode token;
 - an overhead budget b: the prefill, then a rate chosen from the run's own measurements so
   that the extra time of instrumented decode tokens stays within b of the decode time
-  (`_Budget`); with the instrumented tokens s slower than bare ones it settles at b / s.
+  (`_Budget`); with the instrumented tokens s slower than bare ones it settles at
+  b / (s (1 - b)), about b / s.
 """
 
 from __future__ import annotations

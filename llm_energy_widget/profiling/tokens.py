@@ -95,10 +95,12 @@ class TokenClock(BaseStreamer):
         now_ms: Callable[[], float],
         device: torch.device,
         take: Callable[[], Any] | None = None,
+        after_end: Callable[[], None] | None = None,
     ) -> None:
         self._on_token = on_token
         self._now = now_ms
         self._take = take
+        self._after_end = after_end
         self._sync = device_sync_fn(device)
         self._ends_ms: deque[float] = deque()  # queued steps, oldest first
         self._taken: deque[Any] = deque()
@@ -115,9 +117,14 @@ class TokenClock(BaseStreamer):
             if self._take is not None:
                 self._taken.popleft()
         self._sync()
+        # taken before the boundary: the taking (and whatever `take` settles for the next
+        # token) is the ending token's time; `after_end` runs in the next token's
+        taken = self._take() if self._take is not None else None
         self._ends_ms.append(self._now())
         if self._take is not None:
-            self._taken.append(self._take())
+            self._taken.append(taken)
+        if self._after_end is not None:
+            self._after_end()
 
     def put(self, value: torch.Tensor) -> None:
         if not self._prompt_seen:
@@ -131,8 +138,10 @@ class TokenClock(BaseStreamer):
         else:
             self._at_put = True
             self._sync()
-            t = self._now()
             taken = self._take() if self._take is not None else None
+            t = self._now()
+            if self._after_end is not None:
+                self._after_end()
         self._on_token(int(flat[0]), t, taken)  # one record per step; batch rows share its time
 
     def discard(self) -> int:
