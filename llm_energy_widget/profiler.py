@@ -21,16 +21,27 @@ from .errors import InvalidInputError, RunError
 from .power.base import PowerSource
 from .profiling.features import model_name
 from .profiling.generation import Generation, warm_up
+from .profiling.inputs import check_generate_kwargs, check_input_ids, check_messages
 from .profiling.run_queue import QUEUE, Ticket, cancel_queued
 from .profiling.sampling import sampling_from
 from .profiling.workers import WORKERS, hook_exit
 from .run import Run
 
-__all__ = ["CHAT_CHOICES", "DEFAULT_MAX_NEW_TOKENS", "EnergyProfiler", "live", "profile"]
+__all__ = [
+    "CHAT_CHOICES",
+    "DEFAULT_MAX_NEW_TOKENS",
+    "RUNS_KEPT",
+    "EnergyProfiler",
+    "live",
+    "profile",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_NEW_TOKENS = 64
+RUNS_KEPT = 100
+"""`EnergyProfiler.runs` keeps this many recent runs in memory (a sweep of thousands would
+otherwise hold every power trace and layer array); older ones stay in the store."""
 CHAT_CHOICES = ("auto", True, False)
 
 
@@ -93,6 +104,7 @@ class EnergyProfiler:
         token; sample="all": every token (the figures then carry the profiler's overhead).
         Bare tokens run at plain speed and carry the headline figures (J/token, tokens/s);
         `run.tokens()[i]["instrumented"]` says which ran instrumented.
+    runs: this profiler's last RUNS_KEPT (100) runs, oldest first; every run is in the store.
     overlap: False (the default): a run waits for every other profiled run of this process,
         whatever its model, because every power source here also counts the other run's work
         (the same CPU cores and counter; NVML sums all visible GPUs). True: wait only for runs
@@ -216,6 +228,7 @@ class EnergyProfiler:
             ids = ids if ids.dim() == 2 else ids.reshape(1, -1)
             if ids.numel() == 0:
                 raise InvalidInputError("input_ids is empty")
+            check_input_ids(ids, self._vocab_size())
             text = tok.decode(ids[0]) if tok is not None else f"<{ids.shape[1]} input ids>"
             return _Encoded(
                 {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, text, False, None
@@ -243,6 +256,7 @@ class EnergyProfiler:
             and prompt
             and all(isinstance(m, dict) for m in prompt)
         ):
+            check_messages(list(prompt))
             if not any(str(m.get("content", "")).strip() for m in prompt):
                 raise InvalidInputError("the chat messages have no content")
             if chat is False:
@@ -271,6 +285,12 @@ class EnergyProfiler:
         text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return _ids_and_mask(enc), str(text)
 
+    def _vocab_size(self) -> int | None:
+        emb = getattr(self.model, "get_input_embeddings", None)
+        layer = emb() if callable(emb) else None
+        n = getattr(layer, "num_embeddings", None) or getattr(self.model.config, "vocab_size", None)
+        return n if isinstance(n, int) and n > 0 else None
+
     def _context_length(self) -> int | None:
         cfg = self.model.config
         for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
@@ -281,6 +301,7 @@ class EnergyProfiler:
 
     def _check_generate_kwargs(self, kw: dict[str, Any], n_prompt: int) -> dict[str, Any]:
         kw = dict(kw)
+        check_generate_kwargs(kw, self.model)
         if "max_new_tokens" not in kw and "max_length" not in kw:
             kw["max_new_tokens"] = DEFAULT_MAX_NEW_TOKENS
         mnt = kw.get("max_new_tokens")
@@ -403,6 +424,8 @@ class EnergyProfiler:
         run._on_cancel = functools.partial(cancel_queued, ticket)
         run._release = functools.partial(QUEUE.release, ticket)
         self.runs.append(run)
+        if len(self.runs) > RUNS_KEPT:  # the oldest go; a queued or running one is never first
+            del self.runs[: len(self.runs) - RUNS_KEPT]
         hook_exit()
         QUEUE.submit(ticket)
         return run
