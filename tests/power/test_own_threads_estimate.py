@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -61,9 +61,9 @@ class Helper:
 
 
 @pytest.fixture
-def role(request: pytest.FixtureRequest) -> Iterator[str]:
+def role(request: pytest.FixtureRequest) -> str:
     """A role no other thread in the test process uses (the real reducer may be running)."""
-    yield f"test-{request.node.name}"
+    return f"test-{request.node.name}"
 
 
 def test_a_registered_thread_is_counted_live_and_after_it_ends(role: str) -> None:
@@ -168,8 +168,10 @@ def test_the_sampler_registers_its_thread_and_forwards_the_estimates_info() -> N
     sampler.stop()
     end = sampler.end_info()
     assert own_threads.cpu_s_by_role()["sampler"] >= before  # its thread registered
-    assert end["excluded_cpu_s"] is not None and end["excluded_cpu_s"] >= 0.0
-    load = end["load"]
-    assert load is sampler.load_info()
+    assert end["excluded_cpu_s"] is not None
+    assert end["excluded_cpu_s"] >= 0.0
+    load = sampler.load_info()
+    assert load is not None
+    assert end["load"] is load
     assert load["wall_s"] >= 0.2
     assert "sampler" in load["profiler_cpu_s_by_role"]
