@@ -11,6 +11,7 @@ run gets the same answers as a live one.
   be told apart from work; a run made on a busy machine says so.
 - `profiler_cpu`: the CPU the profiler's own threads (reducer, sampler, store writer) used during
   the run, and, under the CPU-time estimate, the joules that stand for (left out of the model's).
+- `with_uncertainty`: all three added to a summary (what core.summary.compute_summary returns).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "busy_machine_note",
     "energy_ranges_j",
     "profiler_cpu",
+    "with_uncertainty",
 ]
 
 ENERGY_SCALED_KEYS = (
@@ -147,4 +149,33 @@ def profiler_cpu(
         "share_of_process_cpu": share,
         "energy_j": cpu_s * watts_per_core if estimated and watts_per_core is not None else None,
         "excluded_from_model": estimated if excluded_from_model is None else excluded_from_model,
+    }
+
+
+def with_uncertainty(summary: Mapping[str, Any], power_info: Mapping[str, Any]) -> dict[str, Any]:
+    """`summary` plus `energy_ranges_j`, `machine_load` (power_info["load"], None if not
+    recorded) and `profiler_cpu` (None without a load), the busy-machine note appended to its
+    `warnings`. A new dict: `summary` is left as it was."""
+    load = power_info.get("load")
+    load = load if isinstance(load, Mapping) else None
+    kind = power_info.get("kind")
+    note = busy_machine_note(load, kind=kind if isinstance(kind, str) else None)
+    wpc = _number(power_info.get("watts_per_core"))
+    cpu = None
+    if load is not None:
+        by_role = load.get("profiler_cpu_s_by_role")
+        cpu = profiler_cpu(
+            by_role if isinstance(by_role, Mapping) else {},
+            _number(load.get("process_cpu_s")),
+            estimated=kind == "estimated",
+            watts_per_core=wpc,
+            excluded_from_model=bool(power_info.get("excludes_profiler_threads")),
+        )
+    warnings = list(summary.get("warnings") or [])
+    return {
+        **summary,
+        "energy_ranges_j": energy_ranges_j(summary, power_info),
+        "machine_load": dict(load) if load is not None else None,
+        "profiler_cpu": cpu,
+        "warnings": [*warnings, note] if note else warnings,
     }

@@ -212,7 +212,11 @@ class PowerSampler:
         info = getattr(self.source, "info", None)
         if not callable(info):
             return {}
-        extra = info()
+        try:
+            extra = info()
+        except Exception as exc:  # a note on the run: never fail a start or a stop for it
+            log.warning("power source %r gave no info: %s", self.source.name, exc)
+            return {}
         return dict(extra) if isinstance(extra, dict) else {}
 
     def load_info(self) -> dict[str, Any] | None:

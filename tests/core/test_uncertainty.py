@@ -11,6 +11,7 @@ from llm_energy_widget.core.uncertainty import (
     busy_machine_note,
     energy_ranges_j,
     profiler_cpu,
+    with_uncertainty,
 )
 
 ESTIMATE = {"source": "estimate", "kind": "estimated", "scope": "process", "uncertainty": 0.5}
@@ -111,3 +112,29 @@ def test_the_profilers_cpu_is_priced_only_under_the_estimate() -> None:
     empty = profiler_cpu({}, 0.0, True, 10.0)
     assert empty["cpu_s"] == 0.0
     assert empty["share_of_process_cpu"] is None
+
+
+def test_a_summary_gains_ranges_the_load_the_profilers_cpu_and_the_note() -> None:
+    load = {
+        **quiet_or_busy(1.3),
+        "process_cpu_s": 10.0,
+        "profiler_cpu_s_by_role": {"reducer": 0.4, "sampler": 0.1},
+    }
+    info = {**ESTIMATE, "watts_per_core": 10.0, "excludes_profiler_threads": True, "load": load}
+    summary = {**SUMMARY, "warnings": ["a run warning"]}
+    out = with_uncertainty(summary, info)
+    assert out["total_energy_j"] == 10.0  # the figures are unchanged
+    assert out["energy_ranges_j"]["total_energy_j"] == pytest.approx([5.0, 15.0])
+    assert out["machine_load"] == load
+    assert out["profiler_cpu"]["cpu_s"] == pytest.approx(0.5)
+    assert out["profiler_cpu"]["energy_j"] == pytest.approx(5.0)  # 0.5 CPU s x 10 W
+    assert out["profiler_cpu"]["share_of_process_cpu"] == pytest.approx(0.05)
+    assert out["profiler_cpu"]["excluded_from_model"] is True
+    assert out["warnings"][0] == "a run warning"
+    assert out["warnings"][1].startswith("the machine was busy: other processes used 1.3 of 2")
+    assert summary["warnings"] == ["a run warning"]  # the input is left as it was
+    measured = with_uncertainty(summary, {"kind": "measured", "source": "rapl"})
+    assert measured["energy_ranges_j"] == {}
+    assert measured["machine_load"] is None
+    assert measured["profiler_cpu"] is None
+    assert measured["warnings"] == ["a run warning"]
