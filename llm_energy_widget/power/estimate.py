@@ -117,7 +117,6 @@ class EstimateSource(PowerSource):
         self.idle_w = _positive(idle_w, "idle_w", allow_zero=True)
         self.counter_starts_at_open = True
         self._open_cpu_s = 0.0
-        self._open_own_s = 0.0
         #: profiler-thread CPU seconds left out of the energy, as of the last reading
         self.excluded_cpu_s = 0.0
         self.excluded_cpu_s_by_role: dict[str, float] = {}
@@ -159,7 +158,6 @@ class EstimateSource(PowerSource):
         # power is the CPU-time delta over each poll interval
         self.power_window_ms = float(interval_ms)
         self._open_own_by_role = self._own_by_role()
-        self._open_own_s = sum(self._open_own_by_role.values())
         self._open_cpu_s = self._cpu_s()
         self.excluded_cpu_s, self.excluded_cpu_s_by_role = 0.0, {}
         self._open_s = self._last_s = time.monotonic()
