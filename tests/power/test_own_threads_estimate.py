@@ -136,7 +136,8 @@ def test_the_estimate_counts_the_models_cpu_not_the_profilers(role: str) -> None
     (after,) = src.poll()  # the thread has ended: its CPU is still left out
     for s in (live, after):
         assert s.energy_j is not None
-        assert 1.0 <= s.energy_j < 1.0 + 0.6
+        # + up to 0.1 CPU s of overheads (thread start, idle OpenMP workers spinning down)
+        assert 1.0 <= s.energy_j < 1.0 + 1.0
     assert 0.3 <= src.excluded_cpu_s < 0.3 + 0.05
     assert 0.3 <= src.excluded_cpu_s_by_role[role] < 0.3 + 0.05
     info = src.info()
