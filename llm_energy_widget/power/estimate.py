@@ -2,12 +2,17 @@
 
 Model: energy = (CPU seconds used since open) x watts per busy core (+ optional idle watts x wall
 seconds). Two scopes, chosen by name (`estimate:process`, `estimate:system`):
-- "process" (the default) counts this process only, every thread of it, through
-  `time.process_time()`: torch's intra-op threads are included, other programs are not.
+- "process" (the default) counts this process only, through `time.process_time()` minus the CPU
+  of the profiler's own threads (the layer reducer, the power sampler, the store writer: they
+  register in core.own_threads): torch's intra-op threads are included, other programs are not.
+  What was left out is kept (`excluded_cpu_s`, in `info()`), so the run can say what the
+  profiling itself cost. Where a live thread's CPU cannot be read (macOS) the figure lags by one
+  reducer job or sampler poll.
 - "system" counts the busy time of all CPUs from Linux /proc/stat, every process included, in
   ticks of 1/SC_CLK_TCK s (10 ms).
 It is not a measurement: it ignores frequency, SIMD width, memory traffic and the platform; treat
-its joules as +-50 % or worse, good for comparing runs on one machine, not for absolute claims.
+its joules as +-50 % or worse (UNCERTAINTY_FRACTION, carried in the run's power info as
+`uncertainty`), good for comparing runs on one machine, not for absolute claims.
 
 Aliasing: none from sampling. CPU time is a counter (like RAPL's), so the energy between two
 polls is exact for the model whatever the load's rhythm; its power is the delta over each poll.
@@ -25,7 +30,9 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
+from ..core import own_threads
 from ..errors import InvalidInputError, SourceError
 from .base import Availability, PowerSource
 from .record import SourceSample
@@ -35,6 +42,7 @@ __all__ = [
     "MIN_INTERVAL_S",
     "PROC_STAT",
     "SCOPES",
+    "UNCERTAINTY_FRACTION",
     "EstimateSource",
     "clock_tick_ms",
     "system_busy_s",
@@ -45,6 +53,10 @@ DEFAULT_WATTS_PER_CORE = 10.0
 SCOPES = ("process", "system")
 PROC_STAT = "/proc/stat"
 MIN_INTERVAL_S = 0.005  # process_time ticks coarsely on some kernels: no power from shorter gaps
+UNCERTAINTY_FRACTION = 0.5
+"""The estimate's stated relative uncertainty (+-50 %): the per-core watts alone span 4-13 W across
+current CPUs (the figures below), and frequency, SIMD width and memory traffic are ignored. A
+reasoned bound, not a measured one: ranges built from it say "or worse"."""
 
 
 def clock_tick_ms() -> float:
@@ -105,6 +117,10 @@ class EstimateSource(PowerSource):
         self.idle_w = _positive(idle_w, "idle_w", allow_zero=True)
         self.counter_starts_at_open = True
         self._open_cpu_s = 0.0
+        #: profiler-thread CPU seconds left out of the energy, as of the last reading
+        self.excluded_cpu_s = 0.0
+        self.excluded_cpu_s_by_role: dict[str, float] = {}
+        self._open_own_by_role: dict[str, float] = {}
         self._open_s: float | None = None
         self._last_s = 0.0
         self._last_j = 0.0
@@ -124,7 +140,10 @@ class EstimateSource(PowerSource):
     def describe(self) -> str:
         idle = f" + {self.idle_w:g} W idle" if self.idle_w else ""
         if self.scope == "process":
-            whose = "this process's CPU time only (all its threads; not other programs)"
+            whose = (
+                "this process's CPU time only (process CPU time minus the profiler's own "
+                "threads: reducer, sampler, store writer; not other programs)"
+            )
         else:
             whose = (
                 f"all CPUs' busy time from /proc/stat, every process counted "
@@ -138,9 +157,14 @@ class EstimateSource(PowerSource):
     def open(self, interval_ms: float) -> None:
         # power is the CPU-time delta over each poll interval
         self.power_window_ms = float(interval_ms)
+        self._open_own_by_role = self._own_by_role()
         self._open_cpu_s = self._cpu_s()
+        self.excluded_cpu_s, self.excluded_cpu_s_by_role = 0.0, {}
         self._open_s = self._last_s = time.monotonic()
         self._last_j = 0.0
+
+    def _own_by_role(self) -> dict[str, float]:
+        return own_threads.cpu_s_by_role() if self.scope == "process" else {}
 
     def _cpu_s(self) -> float:
         if self.scope == "process":
@@ -148,9 +172,35 @@ class EstimateSource(PowerSource):
         return system_busy_s()
 
     def energy_j(self, t_s: float) -> float:
+        """Joules since open() at `t_s`, the profiler's own threads left out (scope "process").
+
+        Own-thread CPU is read before the process's, so a thread burning between the two reads
+        counts as the model's (over-, never under-estimating the model by that sliver).
+        """
         assert self._open_s is not None
+        own = self._own_by_role()
         cpu_s = self._cpu_s() - self._open_cpu_s
+        if self.scope == "process":
+            by_role = {r: max(0.0, v - self._open_own_by_role.get(r, 0.0)) for r, v in own.items()}
+            excluded = min(max(0.0, sum(by_role.values())), max(0.0, cpu_s))
+            self.excluded_cpu_s, self.excluded_cpu_s_by_role = excluded, by_role
+            cpu_s -= excluded
         return cpu_s * self.watts_per_core + self.idle_w * (t_s - self._open_s)
+
+    def info(self) -> dict[str, Any]:
+        """Fields for the run's power info (PowerSampler.info merges them): the stated
+        uncertainty and, as of the last reading, the profiler CPU left out of the energy."""
+        excluded = self.scope == "process"
+        return {
+            "uncertainty": UNCERTAINTY_FRACTION,
+            "watts_per_core": self.watts_per_core,
+            "idle_w": self.idle_w,
+            "excludes_profiler_threads": excluded,
+            "excluded_cpu_s": self.excluded_cpu_s if excluded else None,
+            "excluded_cpu_s_by_role": dict(self.excluded_cpu_s_by_role) if excluded else None,
+            "excluded_energy_j": self.excluded_cpu_s * self.watts_per_core if excluded else None,
+            "live_thread_clocks": own_threads.live_clocks(),
+        }
 
     def poll(self) -> list[SourceSample]:
         if self._open_s is None:

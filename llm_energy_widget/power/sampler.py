@@ -1,4 +1,9 @@
-"""Background power sampler: polls one source on its own thread and keeps readings in columns."""
+"""Background power sampler: polls one source on its own thread and keeps readings in columns.
+
+Its thread registers as the profiler's own ("sampler", core.own_threads), so a CPU-time estimate
+leaves its polling out of the model's energy. It also records the machine's load from start() to
+stop() (power.load), which says whether other programs shared the cores during the run.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from ..core import own_threads
 from ..errors import EnergyWidgetError, InvalidInputError, SourceError
 from .base import PowerSource
 from .energy import EnergyCurve, FloatArray
+from .load import LoadWindow
 from .record import POWER_COLUMNS, RAIL_COLUMNS, RAILS, PowerReading, SourceSample
 
 __all__ = ["ErrorListener", "PowerSampler", "ReadingListener", "samples_start_at_open"]
@@ -85,6 +92,7 @@ class PowerSampler:
         self.warnings: list[str] = []
         self.join_timeout_s = max(5.0, 3 * self.interval_ms / 1000)
         self._abandoned = False
+        self._load = LoadWindow()
 
     # -- life cycle -------------------------------------------------------------------------------
     @property
@@ -96,6 +104,7 @@ class PowerSampler:
         if self._thread is not None:
             return self
         self.t0_s = time.monotonic()
+        self._load.start()
         self.source.open(self.interval_ms)
         self._opened = True
         try:
@@ -143,8 +152,18 @@ class PowerSampler:
             finally:
                 self._opened = False
                 self._note_gap(self.now_ms() if self.t0_s is not None else None)
+                self._stop_load()
         else:
             self._note_gap(self.now_ms() if self.t0_s is not None else None)
+            self._stop_load()
+
+    def _stop_load(self) -> None:
+        if self.t0_s is None:
+            return
+        try:
+            self._load.stop()
+        except Exception as exc:  # the load is a note on the run: never fail a stop for it
+            log.warning("machine load not recorded: %s", exc)
 
     def _note_gap(self, now_ms: float | None) -> None:
         """Warn once about a stall: readings more than 3 polls apart (or none since the last)."""
@@ -184,7 +203,30 @@ class PowerSampler:
             "resolution_ms": max(self.interval_ms, native or 0.0),
             "power_window_ms": self.source.power_window_ms,
             "description": self.source.describe(),
+            **self._source_info(),
         }
+
+    def _source_info(self) -> dict[str, Any]:
+        """What the source says of itself beyond the base fields (the estimate: its uncertainty
+        and the profiler CPU it left out); sources without an `info()` add nothing."""
+        info = getattr(self.source, "info", None)
+        if not callable(info):
+            return {}
+        try:
+            extra = info()
+        except Exception as exc:  # a note on the run: never fail a start or a stop for it
+            log.warning("power source %r gave no info: %s", self.source.name, exc)
+            return {}
+        return dict(extra) if isinstance(extra, dict) else {}
+
+    def load_info(self) -> dict[str, Any] | None:
+        """The machine's CPU load from start() to stop() (power.load); None before stop()."""
+        return self._load.result
+
+    def end_info(self) -> dict[str, Any]:
+        """What only the end of the run knows, to merge into the run's power info after stop():
+        the source's final info (the estimate's `excluded_cpu_s`) and the machine load."""
+        return {**self._source_info(), "load": self.load_info()}
 
     def __enter__(self) -> PowerSampler:
         return self.start()
@@ -210,6 +252,13 @@ class PowerSampler:
 
     # -- sampling ---------------------------------------------------------------------------------
     def _loop(self) -> None:
+        own_threads.register_current("sampler")
+        try:
+            self._sample()
+        finally:
+            own_threads.unregister_current()
+
+    def _sample(self) -> None:
         period = self.interval_ms / 1000.0
         next_t = time.monotonic() + period
         while not self._stop.wait(max(0.0, next_t - time.monotonic())):
@@ -221,6 +270,7 @@ class PowerSampler:
             except Exception as exc:
                 self._fail(exc)
                 return
+            own_threads.publish_current()  # the figure where live thread clocks are missing
             if self.source.exhausted:
                 return
 

@@ -9,6 +9,10 @@ the overlap is real even in CPython.
 One thread serves every profiler: jobs run in submission order, so a profiler's tokens arrive in
 order. A profiler waits (back-pressure) when it is more than `MAX_PENDING` tokens ahead, so held
 outputs never pile up when the reducer is slower than generation.
+
+The thread registers as the profiler's own ("reducer", core.own_threads), so a CPU-time estimate
+leaves its work out of the model's energy; each pipeline also counts the thread CPU its own jobs
+took (`Pipeline.cpu_s`), which says what one run's layer profiling cost.
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 import torch
+
+from ..core import own_threads
 
 __all__ = ["MAX_PENDING", "NICE", "REDUCER", "Pipeline"]
 
@@ -49,6 +56,7 @@ class _Reducer:
 
     def _work(self) -> None:
         _lower_priority()
+        own_threads.register_current("reducer")
         with torch.inference_mode():
             while True:
                 job = self._jobs.get()
@@ -56,6 +64,7 @@ class _Reducer:
                     job()
                 except BaseException:  # a job reports its own errors; never let the thread die
                     log.exception("layer reducer job failed")
+                own_threads.publish_current()  # the figure where live thread clocks are missing
 
 
 def _lower_priority() -> None:
@@ -85,6 +94,7 @@ class Pipeline:
         self._slots = threading.BoundedSemaphore(max_pending)
         self._idle = threading.Condition()
         self._pending = 0
+        self._cpu_s = 0.0
 
     def submit(self, job: Callable[[], None]) -> None:
         """Queue `job`; blocks while `max_pending` of this pipeline's jobs are unfinished."""
@@ -93,11 +103,13 @@ class Pipeline:
             self._pending += 1
 
         def run() -> None:
+            t0 = time.thread_time()  # runs on the reducer thread: its CPU, not the process's
             try:
                 job()
             finally:
                 self._slots.release()
                 with self._idle:
+                    self._cpu_s += time.thread_time() - t0
                     self._pending -= 1
                     if self._pending == 0:
                         self._idle.notify_all()
@@ -118,3 +130,13 @@ class Pipeline:
     @property
     def pending(self) -> int:
         return self._pending
+
+    @property
+    def cpu_s(self) -> float:
+        """Reducer-thread CPU seconds this pipeline's finished jobs took (drain() first for all).
+
+        Thread CPU, not wall time: a job that waits (a CUDA event, the GIL) adds little. The
+        torch ops a job runs may use intra-op threads too; those are not counted here.
+        """
+        with self._idle:
+            return self._cpu_s

@@ -13,6 +13,7 @@ import pytest
 import torch
 from support.archs import BoundaryStreamer, build, generate, hook_count, prompt_ids, token_rows
 
+from llm_energy_widget.core import own_threads
 from llm_energy_widget.core.schema import METRICS
 from llm_energy_widget.profiling.layer_profiler import LayerProfiler
 from llm_energy_widget.profiling.reducer import MAX_PENDING, NICE, Pipeline
@@ -129,3 +130,38 @@ def test_reducer_thread_yields_cores_to_the_generating_thread() -> None:
     assert pipe.drain(5.0)
     mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     assert seen["nice"] == min(19, mine + NICE)
+
+
+def _burn(cpu_s: float) -> None:
+    """Use `cpu_s` of this thread's CPU, whatever else the shared cores are doing."""
+    end = time.thread_time() + cpu_s
+    while time.thread_time() < end:
+        pass
+
+
+def test_a_pipeline_counts_the_reducer_cpu_its_jobs_took() -> None:
+    """Two jobs burning 50 ms of thread CPU each: ~0.1 s; a 50 ms sleep adds ~0; another
+    pipeline's job is not this one's."""
+    pipe, other = Pipeline(), Pipeline()
+    assert pipe.cpu_s == 0.0
+    pipe.submit(lambda: _burn(0.05))
+    other.submit(lambda: _burn(0.05))
+    pipe.submit(lambda: _burn(0.05))
+    assert pipe.drain(10.0)
+    assert other.drain(10.0)
+    burnt = pipe.cpu_s
+    assert 0.1 <= burnt < 0.1 + 0.02
+    pipe.submit(lambda: time.sleep(0.05))
+    assert pipe.drain(10.0)
+    assert pipe.cpu_s - burnt < 0.005
+    assert 0.05 <= other.cpu_s < 0.05 + 0.01
+
+
+def test_the_reducer_thread_is_one_of_the_profilers_own() -> None:
+    pipe = Pipeline()
+    pipe.submit(lambda: None)  # the thread exists (and registered) once a job ran
+    assert pipe.drain(10.0)
+    before = own_threads.cpu_s_by_role()["reducer"]
+    pipe.submit(lambda: _burn(0.05))
+    assert pipe.drain(10.0)
+    assert own_threads.cpu_s_by_role()["reducer"] - before >= 0.05
