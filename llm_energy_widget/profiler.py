@@ -301,12 +301,12 @@ class EnergyProfiler:
 
     def _check_generate_kwargs(self, kw: dict[str, Any], n_prompt: int) -> dict[str, Any]:
         kw = dict(kw)
-        check_generate_kwargs(kw, self.model)
         if "max_new_tokens" not in kw and "max_length" not in kw:
             kw["max_new_tokens"] = DEFAULT_MAX_NEW_TOKENS
         mnt = kw.get("max_new_tokens")
         if mnt is not None and (not isinstance(mnt, int) or isinstance(mnt, bool) or mnt <= 0):
             raise InvalidInputError(f"max_new_tokens must be a positive integer, got {mnt!r}")
+        check_generate_kwargs(kw, self.model)
         ctx = self._context_length()
         if ctx is not None and n_prompt >= ctx:
             raise InvalidInputError(

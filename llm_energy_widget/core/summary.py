@@ -10,6 +10,7 @@ from .attribution import window_peak_w, window_readings
 from .headline import decode_figures, profiling_overhead
 from .jsonsafe import finite_or_none as _num
 from .schema import RAIL_COLUMNS, PhaseRow
+from .uncertainty import with_uncertainty
 from .validation import finite_number
 
 if TYPE_CHECKING:
@@ -192,7 +193,7 @@ def compute_summary(run: Run) -> dict[str, Any]:
     price, carbon = price_per_kwh(run), carbon_g_per_kwh(run)
     info = run.power_info
 
-    return {
+    out: dict[str, Any] = {
         "status": run.status,
         "input_tokens": inputs,
         "output_tokens": n_out,
@@ -242,3 +243,4 @@ def compute_summary(run: Run) -> dict[str, Any]:
         "figure_basis": head["figure_basis"],
         "warnings": warnings,
     }
+    return with_uncertainty(out, info)

@@ -476,6 +476,10 @@ class Generation:
                 except Exception as exc:
                     log.error("stopping the power sampler failed: %s", exc)
                     run.warnings.append(f"closing the power source failed: {exc}")
+                end = sampler.end_info()  # the estimate's exclusions and the machine load
+                if lp is not None:
+                    end["reducer_cpu_s"] = lp.reducer_cpu_s
+                self.rec.power_info(end)
                 # a stall or an abandoned source: said on the run, and the figures' resolution
                 # is the worst gap, not the poll interval
                 run.warnings.extend(sampler.warnings)

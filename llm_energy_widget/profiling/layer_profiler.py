@@ -591,6 +591,11 @@ class LayerProfiler:
         return self._pipeline.pending
 
     @property
+    def reducer_cpu_s(self) -> float:
+        """Reducer-thread CPU seconds this profiler's token jobs took (all of them after detach)."""
+        return self._pipeline.cpu_s
+
+    @property
     def errors(self) -> list[str]:
         """Problems met while measuring (statistics disabled for a token, etc.)."""
         tap_err = (

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..core import own_threads
 from ..core.recorder import Recorder
 from ..core.run import now_iso
 from ..errors import StoreError
@@ -104,6 +105,7 @@ class RunWriter:
 
     # -- writer thread ----------------------------------------------------------------------------
     def _loop(self) -> None:
+        own_threads.register_current("store")  # its CPU is the profiler's, not the model's
         try:
             self._attempt(self._insert_run)
             done = False
@@ -117,6 +119,7 @@ class RunWriter:
         finally:
             self._unsubscribe()
             self._close_conn()
+            own_threads.unregister_current()
             self._finished.set()
 
     def _attempt(self, write: Callable[[sqlite3.Connection], None]) -> None:

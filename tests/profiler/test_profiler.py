@@ -352,6 +352,10 @@ def test_keyboard_interrupt_cancels_and_cleans_up(
     assert _all_hooks(tiny_model) == 0
 
 
+def _raising_criterion(input_ids: torch.Tensor, scores: torch.Tensor, **kw: Any) -> torch.Tensor:
+    raise RuntimeError("a stopping criterion failed")
+
+
 def test_profile_raises_on_failed_run(tiny_model: Any, smollm_tokenizer: Any) -> None:
     with pytest.raises(RunError, match="profiling failed"):
         profile(
@@ -362,7 +366,7 @@ def test_profile_raises_on_failed_run(tiny_model: Any, smollm_tokenizer: Any) ->
             store=False,
             baseline_s=0.0,
             max_new_tokens=2,
-            bogus_generate_kwarg_xyz=1,
+            stopping_criteria=[_raising_criterion],  # fails inside generate, mid-run
         )
 
 
