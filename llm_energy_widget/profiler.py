@@ -16,7 +16,7 @@ import torch
 
 from .core.schema import LEVELS
 from .core.summary import env_carbon_g_per_kwh, env_price_per_kwh
-from .core.validation import finite_number
+from .core.validation import check_experiment, check_tags, finite_number
 from .errors import InvalidInputError, RunError
 from .power.base import PowerSource
 from .profiling.features import model_name
@@ -138,13 +138,8 @@ class EnergyProfiler:
         if finite_number(interval_ms, "interval_ms") <= 0:
             raise InvalidInputError(f"interval_ms must be a positive number, got {interval_ms!r}")
         finite_number(baseline_s, "baseline_s (seconds)", 0.0)
-        if isinstance(tags, (str, bytes)) or not all(isinstance(t, str) for t in tags or []):
-            raise InvalidInputError(
-                f"tags must be a list of strings, got {tags!r}"
-                + (f" (did you mean [{tags!r}]?)" if isinstance(tags, str) else "")
-            )
-        if experiment is not None and not isinstance(experiment, str):
-            raise InvalidInputError(f"experiment must be a string, got {experiment!r}")
+        tags = check_tags(tags) if tags is not None else None
+        check_experiment(experiment)
         for name, flag in (("warmup", warmup), ("overlap", overlap)):
             if not isinstance(flag, bool):
                 raise InvalidInputError(f"{name} must be True or False, got {flag!r}")
@@ -353,6 +348,11 @@ class EnergyProfiler:
         """
         from .power import get_source
 
+        if tags is not None:
+            tags = check_tags(tags)
+        check_experiment(experiment)
+        if settings is not None and not isinstance(settings, dict):
+            raise InvalidInputError(f"settings must be a dict, got {type(settings).__name__}")
         enc = self._encode(prompt, chat)
         n_prompt = int(enc.inputs["input_ids"].shape[1])
         gen_kw = self._check_generate_kwargs(generate_kwargs, n_prompt)

@@ -6,7 +6,7 @@ import math
 
 from ..errors import InvalidInputError
 
-__all__ = ["finite_number"]
+__all__ = ["check_experiment", "check_tags", "finite_number"]
 
 
 def finite_number(value: object, what: str, minimum: float | None = None) -> float:
@@ -22,3 +22,19 @@ def finite_number(value: object, what: str, minimum: float | None = None) -> flo
     if minimum is not None and x < minimum:
         raise InvalidInputError(f"{what} must be >= {minimum:g}, got {value!r}")
     return x
+
+
+def check_tags(tags: object) -> list[str]:
+    """A list of tag strings (a lone string would become its characters)."""
+    if isinstance(tags, (str, bytes)) or not isinstance(tags, (list, tuple)):
+        hint = f" (did you mean [{tags!r}]?)" if isinstance(tags, str) else ""
+        raise InvalidInputError(f"tags must be a list of strings, got {tags!r}{hint}")
+    if not all(isinstance(t, str) for t in tags):
+        raise InvalidInputError(f"tags must be a list of strings, got {tags!r}")
+    return list(tags)
+
+
+def check_experiment(experiment: object) -> str | None:
+    if experiment is not None and not isinstance(experiment, str):
+        raise InvalidInputError(f"experiment must be a string, got {experiment!r}")
+    return experiment
