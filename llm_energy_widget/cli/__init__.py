@@ -7,8 +7,9 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from ..errors import EnergyWidgetError
+from ..errors import EnergyWidgetError, InvalidInputError
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
@@ -16,8 +17,16 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 COMMAND_MODULES = ("power_cmd", "profile_cmd", "runs_cmd")
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line like every other error (`llm-energy: error: ...`, exit 2), not
+    argparse's usage block; `--help` shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InvalidInputError(f"{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="llm-energy",
         description="Measure where the energy of LLM text generation goes.",
     )
@@ -42,7 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except InvalidInputError as exc:
+        print(f"llm-energy: error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="llm-energy: %(levelname)s: %(message)s",
