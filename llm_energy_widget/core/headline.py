@@ -64,7 +64,7 @@ def decode_figures(tokens: list[TokenRecord], level: str) -> dict[str, Any]:
         "decode_tokens_per_s": tps,
         "decode_energy_scaled": bool(bare and inst),
     }
-    basis = {"decode_j_per_token": on, "decode_tokens_per_s": on}
+    basis = {"decode_j_per_token": on, "decode_tokens_per_j": on, "decode_tokens_per_s": on}
     if bare and inst and jpt is not None:
         out["decode_energy_j"] = jpt * n_dec
         basis["decode_energy_j"] = (
@@ -76,18 +76,25 @@ def decode_figures(tokens: list[TokenRecord], level: str) -> dict[str, Any]:
             ", instrumented" if inst and not bare else ""
         )
     first = tokens[0].get("instrumented") if tokens else None
-    basis["prefill_energy_j"] = (
+    basis["prefill_energy_j"] = basis["prefill_j_per_prompt_token"] = basis["ttft_ms"] = (
         "the prefill, instrumented: includes the profiler's overhead"
         if first
         else "the prefill, bare"
         if first is False
         else "the prefill"
     )
-    basis["tokens_per_s"] = basis["generation_energy_j"] = basis["avg_power_w"] = (
+    every = (
         "every token, prefill and instrumented ones included"
         if level != "token"
         else "every token, prefill included"
     )
+    for key in ("tokens_per_s", "generation_energy_j", "avg_power_w", "peak_power_w"):
+        basis[key] = every
+    whole = "the whole run (tokenize to detokenize)" + (
+        ", instrumented tokens included" if inst else ""
+    )
+    for key in ("total_energy_j", "net_energy_j", "duration_ms", "edp_js", "cost_usd", "co2_g"):
+        basis[key] = whole
     out["figure_basis"] = basis
     return out
 

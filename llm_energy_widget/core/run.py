@@ -489,7 +489,12 @@ class RunData:
         every = None if run.level == "token" else True
         for tok in d.get("tokens", []):
             for k in run._tokens:
-                run._tokens[k].append(tok.get(k, every) if k == "instrumented" else tok[k])
+                if k == "instrumented":
+                    run._tokens[k].append(tok.get(k, every))
+                elif k in ("start_ms", "end_ms"):  # None: untimed (a run that could not stream)
+                    run._tokens[k].append(np.nan if tok[k] is None else float(tok[k]))
+                else:
+                    run._tokens[k].append(tok[k])
         run.response_text = d.get("response", "".join(run._tokens["text"]))
         run._token_energy_sent = run.n_tokens
         values = d.get("layers", {}).get("values") or []

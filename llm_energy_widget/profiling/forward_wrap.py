@@ -138,10 +138,15 @@ class ForwardWrap:
         self.install()
 
     def install(self) -> None:
-        """Put the wrapper in the call path (again, after `remove`); a no-op while it is."""
-        if not self.installed:
-            self.mod.__dict__["forward"] = self.wrapper
-            self.installed = True
+        """Put the wrapper in the call path (again, after `remove`); a no-op while it is, and
+        while someone else's forward has taken the place since (theirs is never overwritten)."""
+        if self.installed:
+            return
+        own = self.mod.__dict__
+        if own.get("forward") is not (self.previous if self.had_own else None):
+            return
+        own["forward"] = self.wrapper
+        self.installed = True
 
     def remove(self) -> None:
         """Take the wrapper out of the call path: the module runs its own forward again."""

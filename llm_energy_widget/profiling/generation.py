@@ -181,7 +181,8 @@ def warm_up(
         except (TypeError, ValueError) as exc:
             if "streamer" not in str(exc):
                 raise
-            model.generate(**inputs, stopping_criteria=stopping, **kw)
+            out = model.generate(**inputs, stopping_criteria=stopping, **kw)
+            n[0] = int(out.shape[-1]) - k  # no streamer: count what it generated
     clock.discard()
     if layer_profiler is not None:
         layer_profiler.drain()

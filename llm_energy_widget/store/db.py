@@ -69,6 +69,11 @@ def store_errors(path: Path, action: str) -> Iterator[None]:
                 f"{BUSY_TIMEOUT_MS / 1000:.0f} s; cannot {action} ({msg})"
             ) from exc
         raise StoreError(f"run store {path}: cannot {action}: {msg}") from exc
+    except sqlite3.IntegrityError as exc:  # a record the schema refuses: not a damaged file
+        raise StoreError(
+            f"run store {path}: cannot {action}: a record broke the store's schema ({exc}); "
+            "the store itself is fine (this is a bug: please report it with the run's JSON)"
+        ) from exc
     except sqlite3.DatabaseError as exc:
         if "not a database" in str(exc):
             raise not_a_store(path) from exc

@@ -90,12 +90,30 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_id, idx)
     );
     """,
-    # 2: sampled instrumentation: whether the layer hooks ran during each token (NULL: nothing
-    # to instrument, a token-level run); runs stored before had every token instrumented
+    # 2: token times may be unknown (NULL: a run whose generate could not stream, e.g. beam
+    # search; NOT NULL lost such runs), and whether the layer hooks ran during each token
+    # (`instrumented`, NULL: nothing to instrument, a token-level run; runs stored before had
+    # every token instrumented). SQLite cannot drop NOT NULL in place: the table is rebuilt.
     """
-    ALTER TABLE tokens ADD COLUMN instrumented INTEGER;
-    UPDATE tokens SET instrumented = 1
-        WHERE run_id IN (SELECT run_id FROM runs WHERE COALESCE(level, 'component') != 'token');
+    CREATE TABLE tokens_v2 (
+        run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        token_id INTEGER,
+        text TEXT,
+        phase TEXT,
+        start_ms REAL,
+        end_ms REAL,
+        energy_j REAL,
+        instrumented INTEGER,
+        PRIMARY KEY (run_id, idx)
+    ) WITHOUT ROWID;
+    INSERT INTO tokens_v2 (run_id, idx, token_id, text, phase, start_ms, end_ms, energy_j,
+                           instrumented)
+        SELECT t.run_id, t.idx, t.token_id, t.text, t.phase, t.start_ms, t.end_ms, t.energy_j,
+               CASE WHEN COALESCE(r.level, 'component') = 'token' THEN NULL ELSE 1 END
+        FROM tokens t LEFT JOIN runs r ON r.run_id = t.run_id;
+    DROP TABLE tokens;
+    ALTER TABLE tokens_v2 RENAME TO tokens;
     """,
 )
 

@@ -206,3 +206,28 @@ def test_bad_sampling_keywords_fail_at_construction(
 ) -> None:
     with pytest.raises(InvalidInputError, match=match):
         EnergyProfiler(tiny_llama(layers=1), smollm_tokenizer, store=False, **kw)
+
+
+def test_a_forward_replaced_by_someone_else_is_never_overwritten() -> None:
+    layer = torch.nn.Linear(2, 2)
+
+    def make(f: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return f(*args, **kwargs)
+
+        return wrapper
+
+    wrap = forward_wrap.ForwardWrap(layer, make)
+    wrap.remove()
+    assert "forward" not in layer.__dict__
+    wrap.install()
+    assert layer.__dict__["forward"] is wrap.wrapper
+    wrap.remove()
+
+    def theirs(x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    layer.__dict__["forward"] = theirs  # e.g. accelerate, while the token ran bare
+    wrap.install()
+    assert layer.__dict__["forward"] is theirs
+    assert not wrap.installed
