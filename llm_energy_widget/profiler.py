@@ -19,7 +19,7 @@ from .core.summary import env_carbon_g_per_kwh, env_price_per_kwh
 from .core.validation import check_experiment, check_tags, finite_number
 from .errors import InvalidInputError, RunError
 from .power.base import PowerSource
-from .profiling.features import model_name
+from .profiling.features import machine_description, model_name
 from .profiling.generation import Generation, warm_up
 from .profiling.inputs import check_generate_kwargs, check_input_ids, check_messages
 from .profiling.run_queue import QUEUE, Ticket, cancel_queued
@@ -375,6 +375,7 @@ class EnergyProfiler:
                 "baseline_s": self.baseline_s,
                 "batch_size": int(enc.inputs["input_ids"].shape[0]),
                 "device": str(self.model.device),
+                "machine": machine_description(self.model.device),
                 "dtype": str(getattr(self.model, "dtype", "")).replace("torch.", ""),
                 "chat": chat,
                 "chat_template": enc.chat_template,

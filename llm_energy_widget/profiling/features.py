@@ -15,7 +15,13 @@ from torch import nn
 from ..errors import InvalidInputError
 from .architectures import find_block_list, model_type
 
-__all__ = ["attention_type", "kv_cache_bytes", "model_features", "model_name"]
+__all__ = [
+    "attention_type",
+    "kv_cache_bytes",
+    "machine_description",
+    "model_features",
+    "model_name",
+]
 
 
 def _text_config(model: nn.Module) -> Any:
@@ -140,3 +146,27 @@ def model_name(model: Any) -> str:
         if v:
             return str(v)
     return type(model).__name__
+
+
+def machine_description(device: Any) -> dict[str, Any]:
+    """Which machine a run was measured on, so runs of different machines are never fitted or
+    compared as one (`analysis.predict`): host, platform, CPU count and the accelerator's name."""
+    import os
+    import platform
+
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    accel = None
+    try:
+        if dev.type == "cuda":
+            accel = torch.cuda.get_device_name(dev)
+        elif dev.type == "mps":
+            accel = "Apple MPS"
+    except Exception:  # descriptive only
+        accel = None
+    return {
+        "host": platform.node(),
+        "platform": platform.platform(terse=True),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "accelerator": accel,
+    }
