@@ -178,6 +178,7 @@ class ReplaySource(PowerSource):
         rows: list[TraceRow] = []
         kinds: set[str] = set()
         sources: set[str] = set()
+        last_e: float | None = None  # the last kept row's counter (kept as we go: linear)
         for n, rec in _records(text, str(self.path)):
             try:
                 if isinstance(rec, Exception):
@@ -192,7 +193,6 @@ class ReplaySource(PowerSource):
                     raise MalformedSampleError(
                         f"{max(high):g} W is beyond any machine (> {MAX_POWER_W:g} W)"
                     )
-                last_e = next((r.energy_j for r in reversed(rows) if r.energy_j is not None), None)
                 if row.energy_j is not None and last_e is not None and row.energy_j < last_e:
                     raise InvalidInputError(
                         f"trace {self.path}: line {n}: the energy counter goes backwards "
@@ -208,6 +208,8 @@ class ReplaySource(PowerSource):
                 warn_skipped(f"replay {self.path.name}", n, f"line {n}: {exc}")
                 continue
             rows.append(row)
+            if row.energy_j is not None:
+                last_e = row.energy_j
             if rec.get("source"):
                 sources.add(str(rec["source"]))
         if not rows:
