@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_MAX_NEW_TOKENS",
     "RUNS_KEPT",
     "EnergyProfiler",
+    "check_settings",
     "live",
     "profile",
 ]
@@ -85,6 +86,35 @@ def _jsonable_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def check_settings(
+    *,
+    level: str = "component",
+    interval_ms: float = 100.0,
+    baseline_s: float = 1.0,
+    tags: Sequence[str] | None = None,
+    experiment: str | None = None,
+    warmup: bool = True,
+    overlap: bool = False,
+    sample: int | str | None = None,
+    overhead_budget: float | None = None,
+) -> None:
+    """The profiler's settings that need no model, checked (the CLI calls it before loading
+    one, so a typo fails in milliseconds, not after the load)."""
+    if level not in LEVELS:
+        raise InvalidInputError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
+    # NaN passes `<= 0`: a NaN interval hung every later run on the model (fault suite)
+    if finite_number(interval_ms, "interval_ms") <= 0:
+        raise InvalidInputError(f"interval_ms must be a positive number, got {interval_ms!r}")
+    finite_number(baseline_s, "baseline_s (seconds)", 0.0)
+    if tags is not None:
+        check_tags(tags)
+    check_experiment(experiment)
+    for name, flag in (("warmup", warmup), ("overlap", overlap)):
+        if not isinstance(flag, bool):
+            raise InvalidInputError(f"{name} must be True or False, got {flag!r}")
+    sampling_from(sample, overhead_budget)  # a bad value is an error here, not in the run
+
+
 class EnergyProfiler:
     """Profile text generation of a causal LM: energy per phase, token and layer x component.
 
@@ -132,18 +162,18 @@ class EnergyProfiler:
         overhead_budget: float | None = None,
     ) -> None:
         _check_causal_lm(model)
-        if level not in LEVELS:
-            raise InvalidInputError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
-        # NaN passes `<= 0`: a NaN interval hung every later run on the model (fault suite)
-        if finite_number(interval_ms, "interval_ms") <= 0:
-            raise InvalidInputError(f"interval_ms must be a positive number, got {interval_ms!r}")
-        finite_number(baseline_s, "baseline_s (seconds)", 0.0)
-        tags = check_tags(tags) if tags is not None else None
-        check_experiment(experiment)
-        for name, flag in (("warmup", warmup), ("overlap", overlap)):
-            if not isinstance(flag, bool):
-                raise InvalidInputError(f"{name} must be True or False, got {flag!r}")
-        sampling_from(sample, overhead_budget)  # a bad value is an error here, not in the run
+        check_settings(
+            level=level,
+            interval_ms=interval_ms,
+            baseline_s=baseline_s,
+            tags=tags,
+            experiment=experiment,
+            warmup=warmup,
+            overlap=overlap,
+            sample=sample,
+            overhead_budget=overhead_budget,
+        )
+        tags = list(tags) if tags is not None else None
         self.sample = sample
         self.overhead_budget = overhead_budget
         self.model = model
@@ -358,6 +388,8 @@ class EnergyProfiler:
         gen_kw = self._check_generate_kwargs(generate_kwargs, n_prompt)
         source = get_source(self.power)
         store_obj = self._resolve_store(store)
+        if store_obj is not None:  # a store that cannot save: an error now, not a lost run
+            store_obj.check_writable()
         layer_profiler = None
         sampling = None
         if self.level != "token":
