@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.schema import LEVELS
-from ..errors import InvalidInputError
 from ..run import Run
+from .checks import check_before_load
 from .run_text import print_run
 
 __all__ = ["DEMO_PROMPT", "cmd_demo", "cmd_profile", "register", "run_profile"]
@@ -108,25 +108,21 @@ def _load(model_arg: str | None) -> tuple[Any, Any]:
 def run_profile(args: argparse.Namespace, out: Any = sys.stdout) -> Run:
     from ..profiler import EnergyProfiler
 
-    if args.max_new_tokens <= 0:
-        raise InvalidInputError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
-    if not args.prompt.strip():
-        raise InvalidInputError("--prompt is empty")
+    opened = check_before_load(args)  # every setting, the source and the store, before the load
     t0 = time.perf_counter()
     model, tok = _load(args.model)
     print(
         f"loaded {model.config._llm_energy_name} in {time.perf_counter() - t0:.1f} s",
         file=sys.stderr,
     )
-    store: Any = False if args.no_store else (args.store or True)
     prof = EnergyProfiler(
         model,
         tok,
-        power=args.power,
+        power=opened["source"],
         level=args.level,
         interval_ms=args.interval_ms,
         baseline_s=args.baseline_s,
-        store=store,
+        store=opened["store"],
         tags=args.tag,
         experiment=args.experiment,
         warmup=getattr(args, "warmup", True),
@@ -138,6 +134,7 @@ def run_profile(args: argparse.Namespace, out: Any = sys.stdout) -> Run:
     try:
         run.wait()
     except KeyboardInterrupt:
+        args.interrupted = True  # exit 130, as a shell expects after Ctrl-C
         run.cancel()
         run.wait(30)
         print(f"interrupted: the partial run {run.run_id} keeps what it measured", file=sys.stderr)
@@ -154,6 +151,8 @@ def run_profile(args: argparse.Namespace, out: Any = sys.stdout) -> Run:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     run = run_profile(args, out=sys.stderr if args.json == "-" else sys.stdout)
+    if getattr(args, "interrupted", False):
+        return 130
     return 0 if run.status in ("completed", "cancelled") else 1
 
 

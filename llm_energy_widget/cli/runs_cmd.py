@@ -97,6 +97,8 @@ def _store(args: argparse.Namespace, read_only: bool = False, create: bool = Tru
 def cmd_runs(args: argparse.Namespace) -> int:
     from ..store.paths import default_path
 
+    if args.limit is not None and args.limit < 1:
+        raise InvalidInputError(f"--limit must be a positive number of runs, got {args.limit}")
     if args.store is None and not default_path().exists():
         # a first-time user, before any run: not an error (a mistyped --store still is)
         if args.json:

@@ -16,7 +16,7 @@ from llm_energy_widget.store import Store
 from llm_energy_widget.testing import synthetic_run
 
 PROFILE = ["profile", "--prompt", "hi", "--no-store"]
-MISSING = "/nonexistent-dir/x"
+MISSING = "{dir}/nonexistent-dir/x"
 
 # (case, arguments, a fragment the one-line error must contain); {store} is a stored run's store,
 # {run} its run id, {dir} a folder
@@ -37,9 +37,10 @@ CASES: list[tuple[str, list[str], str]] = [
     ("temperature 0", [*PROFILE, "--do-sample", "--temperature", "0"], "temperature must be > 0"),
     ("model missing", [*PROFILE, "--model", MISSING], "x"),
     ("store is a folder", ["profile", "--prompt", "hi", "--store", "{dir}"], "is a directory"),
-    ("store not writable", ["profile", "--prompt", "hi", "--store", f"{MISSING}/r.sqlite"],
-     "nonexistent-dir"),
-    ("json into a missing folder", [*PROFILE, "--json", f"{MISSING}/run.json"], "nonexistent-dir"),
+    ("store under a file", ["profile", "--prompt", "hi", "--store", "{store}/r.sqlite"],
+     "runs.sqlite"),
+    ("json under a file", [*PROFILE, "--json", "{store}/run.json"], "is a file, not a folder"),
+    ("json a folder", [*PROFILE, "--json", "{dir}"], "is a directory"),
     ("sample 0", [*PROFILE, "--sample", "0"], "sample must be"),
     ("overhead budget 2", [*PROFILE, "--overhead-budget", "2"], "overhead_budget must be"),
     ("sample and budget", [*PROFILE, "--sample", "2", "--overhead-budget", "0.1"], "not both"),
@@ -54,9 +55,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("runs negative limit", ["runs", "--store", "{store}", "--limit", "-1"], "--limit"),
     ("export bad format", ["export", "{run}", "--format", "xls", "--out", "o", "--store",
                            "{store}"], "--format"),
-    ("export into a missing folder", ["export", "{run}", "--format", "json", "--out",
-                                      f"{MISSING}/r.json", "--store", "{store}"],
-     "nonexistent-dir"),
+    ("export under a file", ["export", "{run}", "--format", "json", "--out", "{store}/r.json",
+                             "--store", "{store}"], "runs.sqlite"),
     ("compare unknown", ["compare", "zzzz", "--store", "{store}"], "zzzz"),
     ("delete unknown", ["delete", "zzzz", "--yes", "--store", "{store}"], "zzzz"),
 ]  # fmt: skip
@@ -100,7 +100,7 @@ def test_bad_cli_input_is_one_line_exit_2_and_changes_nothing(
     assert loads == []  # refused before the model loads
     assert time.perf_counter() - t0 < 5
     assert _digest(path) == before
-    assert not Path(MISSING).parent.joinpath("nonexistent-dir").exists()
+    assert not (tmp_path / "nonexistent-dir").exists()  # nothing created on the way
 
 
 def test_price_env_is_named(
@@ -111,3 +111,37 @@ def test_price_env_is_named(
     assert main([*PROFILE]) == 2
     err = capsys.readouterr().err
     assert "LLM_ENERGY_PRICE_PER_KWH='abc' is not a finite number" in err
+
+
+def test_ctrl_c_during_profile_exits_130_and_keeps_the_run(
+    tmp_path: Path,
+    smollm_tokenizer: object,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from support.models import tiny_llama
+
+    from llm_energy_widget.run import Run
+
+    model = tiny_llama()
+    model.config._llm_energy_name = "tiny"
+    loaded = (model, smollm_tokenizer)
+    monkeypatch.setattr("llm_energy_widget.cli.profile_cmd._load", lambda _m: loaded)
+    real_wait = Run.wait
+    calls: list[int] = []
+
+    def interrupted_wait(self: Run, timeout: float | None = None) -> bool:
+        if not calls:
+            calls.append(1)
+            raise KeyboardInterrupt
+        return real_wait(self, timeout)
+
+    monkeypatch.setattr(Run, "wait", interrupted_wait)
+    path = tmp_path / "runs.sqlite"
+    argv = ["profile", "--prompt", "hi", "--store", str(path), "--power", "estimate",
+            "--baseline-s", "0", "--max-new-tokens", "200"]  # fmt: skip
+    assert main(argv) == 130
+    assert "interrupted" in capsys.readouterr().err
+    with Store(path) as s:
+        (rid,) = s.ids()
+        assert s.load(rid).status in ("cancelled", "completed")
