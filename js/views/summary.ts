@@ -40,7 +40,7 @@ export function rangeText(s: Summary, key: string, fmt: (x: number) => string): 
   const r = s.energy_ranges_j?.[key];
   if (!Array.isArray(r) || r.length !== 2) return undefined;
   const u = uncertainty(s);
-  return `${fmt(r[0])}–${fmt(r[1])}, estimate${u !== null ? ` ±${fmtNum(u * 100)} %` : ""}`;
+  return `${fmt(r[0])}–${fmt(r[1])}, estimate${u !== null ? ` ±${+(u * 100).toPrecision(3)} %` : ""}`;
 }
 
 /** With sampled instrumentation, the headline's basis in short: "from 19 bare decode tokens". */

@@ -158,7 +158,7 @@ test("status and cards: the profiling overhead, the basis of J/token, estimate r
   const cards = summaryCards(s);
   const jpt = cards.find((c) => c.key === "decode_j_per_token")!;
   assert.equal(jpt.sub, "from 20 bare decode tokens of 23");
-  assert.equal(jpt.range, "600 mJ–1.80 J, estimate ±50.0 %");
+  assert.equal(jpt.range, "600 mJ–1.80 J, estimate ±50 %");
   assert.ok(jpt.title?.includes("rests on: the 20 bare decode tokens of 23"), jpt.title);
   assert.equal(cards.find((c) => c.key === "decode_energy_j")!.sub, "bare J/token × 23 tokens (28.0 J as measured)");
   assert.equal(cards.find((c) => c.key === "prefill_energy_j")!.range, undefined);

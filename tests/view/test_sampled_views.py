@@ -173,5 +173,5 @@ def test_the_cards_show_an_estimates_range() -> None:
     est = sampled_run(power=ESTIMATE)
     out = eval_run(est, "return mod.summaryCards(store).map((c) => [c.key, c.range ?? null]);")
     ranges = dict(out)
-    assert ranges["total_energy_j"].endswith(", estimate ±50.0 %")
+    assert ranges["total_energy_j"].endswith(", estimate ±50 %")
     assert ranges["ttft_ms"] is None
