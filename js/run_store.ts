@@ -22,7 +22,7 @@ const LIVE = new Set(["queued", "pending", "running"]);
 const LAG_MS = 250;
 const num = (x: unknown): number | null => (typeof x === "number" && isFinite(x) ? x : null);
 
-class Grow<T extends Float64Array | Int32Array | Uint8Array | Float32Array> {
+class Grow<T extends Float64Array | Int32Array | Int8Array | Uint8Array | Float32Array> {
   data: T;
   constructor(private make: (n: number) => T, n = 256) {
     this.data = make(n);
@@ -60,6 +60,12 @@ export class RunStore {
   tokEnergy = new Grow((n) => new Float64Array(n).fill(NaN));
   tokText: string[] = [];
   tokPhase: (string | null)[] = [];
+  /** 1: instrumented, 0: bare (no layer row), -1: unknown (token level, an older kernel). */
+  tokInstr = new Grow((n) => new Int8Array(n).fill(-1));
+  /** Tokens flagged instrumented and bare so far (sampled instrumentation: nBare > 0). */
+  nInstr = 0;
+  nBare = 0;
+  private stepCache: { v: number; list: number[] } = { v: -1, list: [] };
   // layers: uint8 codes [token][layer][component][live metric], ranges [token][metric][lo, hi];
   // layerMs: each row's hooked time, exact from the kernel; timeScale: layerMs / decoded sum.
   L = 0;
@@ -132,6 +138,8 @@ export class RunStore {
     this.tokEnergy = new Grow((n) => new Float64Array(n).fill(NaN));
     this.tokText = [];
     this.tokPhase = [];
+    this.tokInstr = new Grow((n) => new Int8Array(n).fill(-1));
+    this.nInstr = this.nBare = 0;
     this.L = m ? m.layer_names.length : 0;
     this.C = m ? m.component_names.length : 0;
     this.M = m ? m.live_metrics.length : 0;
@@ -253,6 +261,20 @@ export class RunStore {
       this.tokEnd.ensure(n);
       this.tokId.ensure(n);
       this.tokEnergy.ensure(n, NaN);
+      this.tokInstr.ensure(n, -1);
+      const f = t.instrumented?.[j];
+      const flag = f === true ? 1 : f === false ? 0 : -1;
+      const was = this.tokInstr.data[i];
+      if (was !== flag) {
+        this.nInstr += (flag === 1 ? 1 : 0) - (was === 1 ? 1 : 0);
+        this.nBare += (flag === 0 ? 1 : 0) - (was === 0 ? 1 : 0);
+        this.tokInstr.data[i] = flag;
+        // a bare token has no layer row: one sent before its flag (NaN codes) is dropped
+        if (flag === 0 && this.hasLayers(i)) {
+          this.accumulate(i, -1);
+          this.hasRow.data[i] = 0;
+        }
+      }
       // its time and phase enter the row's energies and whether it is in the mean
       const had = this.hasLayers(i);
       if (had) this.accumulate(i, -1);
@@ -294,6 +316,7 @@ export class RunStore {
       this.timeScale.ensure(t + 1, 1);
       const had = this.hasRow.data[t] === 1;
       if (had && keep) continue; // a saved row's times never replace a full row
+      if (this.instrumented(t) === false) continue; // a bare token has no row
       if (had) this.accumulate(t, -1);
       this.partial.ensure(t + 1);
       this.partial.data[t] = keep ? 1 : 0;
@@ -372,7 +395,33 @@ export class RunStore {
 
   /** A saved snapshot left out token t's layer row (a live view can ask the kernel for it). */
   rowLeftOut(t: number): boolean {
-    return this.saved !== null && t >= 0 && t < this.nTokens && !this.hasLayers(t);
+    return this.saved !== null && t >= 0 && t < this.nTokens && !this.hasLayers(t) && this.instrumented(t) !== false;
+  }
+
+  /** Token t ran with the layer hooks (true), bare (false: no row), or unknown (null). */
+  instrumented(t: number): boolean | null {
+    const f = t >= 0 && t < this.nTokens ? this.tokInstr.data[t] : -1;
+    return f === 1 ? true : f === 0 ? false : null;
+  }
+
+  /**
+   * The tokens the heatmap steps over: those with a layer row (or one a saved view left out),
+   * never a bare token. With every token instrumented, every token with a row, as before.
+   */
+  layerTokens(): number[] {
+    if (this.stepCache.v === this.version) return this.stepCache.list;
+    const list: number[] = [];
+    const n = Math.max(this.nRows, this.saved ? this.nTokens : 0);
+    for (let t = 0; t < n; t++) if (this.hasLayers(t) || this.rowLeftOut(t)) list.push(t);
+    this.stepCache = { v: this.version, list };
+    return list;
+  }
+
+  /** Decode tokens so far (the prefill's left out), bare ones included. */
+  get decodeTokens(): number {
+    let n = 0;
+    for (let t = 0; t < this.nTokens; t++) if (this.tokPhase[t] !== "prefill") n++;
+    return n;
   }
 
   /** Tokens in the mean over the run (the decode tokens). */

@@ -76,7 +76,11 @@ export interface Header {
   run_key: string;
   /** Names each binary buffer, in order (protocol.BUFFER_DTYPES gives their element types). */
   buffers: BufferName[];
-  tokens?: { first: number; text: string[]; phase: (string | null)[] };
+  /**
+   * `instrumented`: the layer hooks ran (a row follows), false: a bare token (no row, ever),
+   * null: a token-level run; absent from an older kernel (unknown).
+   */
+  tokens?: { first: number; text: string[]; phase: (string | null)[]; instrumented?: (boolean | null)[] };
   /**
    * codes "log8": per-token log scale (widget.quantize_rows); absent: the older linear scale.
    * `first`: the rows' token indices run from it, in a row, and no layer_idx buffer is sent.

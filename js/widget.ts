@@ -230,12 +230,12 @@ export function staticModel(data: {
 }
 
 // The views' text, as pure functions of the store: what the tests check without a browser.
-export { cellTip, colorScale, heatCaption, scaleLabels, scalePos } from "./views/heatmap";
+export { cellTip, colorScale, heatCaption, layerToken, meanLabel, scaleLabels, scalePos, tokenLabel } from "./views/heatmap";
 export { fmtCost, fmtG, fmtMs } from "./format";
 export { kindTip } from "./ui/names";
 export { baselineGap, fitLabels, powerTip, sourceNote, timeTicks, tokenAt } from "./views/power_chart";
-export { statusItems } from "./views/status";
-export { summaryCards, summaryNote } from "./views/summary";
+export { overheadText, statusItems } from "./views/status";
+export { basisShort, rangeText, summaryCards, summaryNote } from "./views/summary";
 export { PHASE_FILL } from "./theme";
 export { nextTokenScale, tokenParts, tokenTip } from "./views/tokens";
 export { ViewState };

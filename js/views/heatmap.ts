@@ -20,9 +20,34 @@ const SCALES: [HeatScale, string][] = [
 ];
 const ROBUST = [0.02, 0.98];
 
-/** What the mean shows: the decode tokens only (the prefill token carries the whole prompt). */
+/**
+ * What the mean shows: the decode tokens only (the prefill token carries the whole prompt); with
+ * sampled instrumentation, the instrumented ones of them (bare tokens have no row).
+ */
 export function meanLabel(s: RunStore): string {
-  return `mean over ${s.meanTokens} decode tokens (prefill excluded)`;
+  return s.nBare > 0
+    ? `mean over ${s.meanTokens} instrumented tokens of ${s.decodeTokens} decode tokens (prefill excluded)`
+    : `mean over ${s.meanTokens} decode tokens (prefill excluded)`;
+}
+
+/**
+ * The token the heatmap shows for a pick: the pick itself when it has a row, else (a bare token,
+ * or past the rows) the nearest token that has one, the earlier on a tie; -1: none yet.
+ */
+export function layerToken(s: RunStore, pick: number): number {
+  const list = s.layerTokens();
+  if (!list.length) return -1;
+  let best = list[0];
+  for (const t of list) if (Math.abs(t - pick) < Math.abs(best - pick)) best = t;
+  return best;
+}
+
+/** "token 12 (instrumented 3 of 5; 24 tokens)": where a sampled run's token is among its rows. */
+export function tokenLabel(s: RunStore, t: number): string {
+  const head = `token ${t}${s.tokText[t] !== undefined ? `: ${JSON.stringify(s.tokText[t])}` : ""}`;
+  if (!(s.nBare > 0)) return head;
+  const list = s.layerTokens();
+  return `${head} (instrumented ${list.indexOf(t) + 1} of ${list.length}; ${s.nTokens} tokens)`;
 }
 
 /** The colour scale of one matrix: values in [lo, hi] spread over the colormap, on a log axis or not. */
@@ -89,7 +114,7 @@ export function heatCaption(s: RunStore, mode: TokenMode, t: number, metric: str
         `${fmtEnergy(m.outsideJ)} per token`,
     ];
   }
-  const head = `token ${t}${s.tokText[t] !== undefined ? `: ${JSON.stringify(s.tokText[t])}` : ""}`;
+  const head = tokenLabel(s, t);
   const saved = savedNote(s, t, metric);
   if (saved && !s.hasLayers(t)) return [head, saved];
   const cov = s.coverage(t);
@@ -213,7 +238,11 @@ export class Heatmap implements View {
       const mode = this.modeSel.value as TokenMode;
       this.ui.set(mode === "token" ? { mode, token: this.shownToken() } : { mode });
     });
-    this.slider.addEventListener("input", () => this.showToken(Number(this.slider.value)));
+    // the slider steps over the tokens that have a layer row (never a bare token)
+    this.slider.addEventListener("input", () => {
+      const list = this.store.layerTokens();
+      this.showToken(list[Number(this.slider.value)] ?? Number(this.slider.value));
+    });
     const head = h("div", "lew-panel-head");
     head.append(h("span", "lew-title", "Layer × component"), this.metricSel, this.scaleSel, this.modeSel, this.slider);
     this.el.append(head, this.caption, this.captionSub, this.canvas, this.empty);
@@ -239,15 +268,12 @@ export class Heatmap implements View {
     return s.live || s.meanTokens === 0 ? "latest" : "mean";
   }
 
+  /** The token shown: the latest with a row, or the pick (a bare pick: its nearest with a row). */
   shownToken(): number {
     const s = this.store;
-    const last = (): number => {
-      let t = s.nRows - 1;
-      while (t > 0 && !s.hasLayers(t)) t--;
-      return t;
-    };
-    if (this.mode === "latest" || this.ui.token < 0) return last();
-    return Math.min(this.ui.token, Math.max(0, s.nRows - 1));
+    const list = s.layerTokens();
+    if (this.mode === "latest" || this.ui.token < 0) return list.length ? list[list.length - 1] : Math.max(0, s.nRows - 1);
+    return list.length ? layerToken(s, this.ui.token) : Math.min(this.ui.token, Math.max(0, s.nRows - 1));
   }
 
   /** The matrix value shown at (l, c) for the current metric and token mode. */
@@ -277,8 +303,11 @@ export class Heatmap implements View {
     this.metricSel.value = String(this.metric);
     this.scaleSel.value = this.ui.scale;
     this.modeSel.value = this.mode;
-    this.slider.max = String(Math.max(0, s.nRows - 1));
-    this.slider.value = String(this.shownToken());
+    const list = s.layerTokens();
+    const shown = this.shownToken();
+    this.slider.max = String(Math.max(0, list.length - 1));
+    this.slider.value = String(Math.max(0, list.indexOf(shown)));
+    this.slider.setAttribute("aria-valuetext", `token ${shown}`);
   }
 
   /** Draw again on the next frame even if nothing it shows changed (a new theme, say). */
@@ -295,17 +324,17 @@ export class Heatmap implements View {
     const s = this.store;
     const w = this.el.clientWidth;
     if (w === 0) return false;
-    const key = `${s.version}|${w}|${this.metric}|${this.mode}|${this.shownToken()}|${this.ui.scale}`;
+    const key = `${s.version}|${w}|${this.metric}|${this.mode}|${this.shownToken()}|${this.ui.token}|${this.ui.scale}`;
     if (key === this.drawn) return true;
     this.drawn = key;
     this.syncControls();
     const L = s.L;
     const C = s.C;
-    const has = L > 0 && C > 0 && s.nRows > 0;
+    const has = L > 0 && C > 0 && s.layerTokens().length > 0;
     this.empty.hidden = has || (L > 0 && C > 0);
     this.canvas.hidden = !has;
     if (!has) {
-      this.caption.textContent = L > 0 && C > 0 ? "waiting for the first token…" : "";
+      this.caption.textContent = L > 0 && C > 0 ? `waiting for the first ${s.nBare ? "instrumented " : ""}token…` : "";
       this.captionSub.textContent = "";
       return true;
     }
@@ -357,7 +386,12 @@ export class Heatmap implements View {
     ctx.fillText(lab.lo, bx + 14, PAD.t + L * ch);
     if (sc.kind === "log") ctx.fillText("log", bx + 14, PAD.t + (L * ch) / 2 + 3);
     const [head, sub] = heatCaption(s, this.mode, this.shownToken(), metric);
-    this.caption.textContent = head;
+    const pick = this.ui.token;
+    // a bare token picked (in the token stream, the power chart): say what is shown instead
+    this.caption.textContent =
+      this.mode === "token" && s.instrumented(pick) === false
+        ? `token ${pick} ran bare (no layer row): showing ${head}`
+        : head;
     this.captionSub.textContent = sub ?? "";
     return true;
   }

@@ -6,6 +6,7 @@ import { fmtCost, fmtEnergy, fmtMs, fmtNum, fmtPct, fmtWindow } from "../format"
 import { definition, kindTip, label } from "../ui/names";
 import type { RunStore } from "../run_store";
 import type { Summary } from "../types";
+import { overheadText } from "./status";
 import type { View } from "./view";
 
 export interface Card {
@@ -21,6 +22,39 @@ export interface Card {
   unreliable?: boolean;
   /** What its kind badge says on hover: where the number comes from (names.kindTip). */
   tip: string[];
+  /** An estimate's range, "0.6–1.8 J, estimate ±50 %" (summary.energy_ranges_j). */
+  range?: string;
+  /** Which tokens it rests on (summary.figure_basis), in full. */
+  basis?: string;
+}
+
+/** The estimate's relative uncertainty, read back from the total energy's range. */
+function uncertainty(s: Summary): number | null {
+  const r = s.energy_ranges_j?.total_energy_j;
+  const v = s.total_energy_j;
+  return Array.isArray(r) && typeof v === "number" && v > 0 ? r[1] / v - 1 : null;
+}
+
+/** "0.6–1.8 J, estimate ±50 %" for a figure of an estimate, else undefined. */
+export function rangeText(s: Summary, key: string, fmt: (x: number) => string): string | undefined {
+  const r = s.energy_ranges_j?.[key];
+  if (!Array.isArray(r) || r.length !== 2) return undefined;
+  const u = uncertainty(s);
+  return `${fmt(r[0])}–${fmt(r[1])}, estimate${u !== null ? ` ±${+(u * 100).toPrecision(3)} %` : ""}`;
+}
+
+/** With sampled instrumentation, the headline's basis in short: "from 19 bare decode tokens". */
+export function basisShort(s: Summary, key: string): string | undefined {
+  const po = s.profiling_overhead;
+  const bare = po?.bare_tokens ?? 0;
+  if (!bare || !po?.instrumented_tokens) return undefined;
+  if (["decode_j_per_token", "decode_tokens_per_j", "decode_tokens_per_s"].includes(key)) {
+    return `from ${bare} bare decode tokens of ${s.decode_tokens}`;
+  }
+  if (key === "decode_energy_j" && s.decode_energy_measured_j != null) {
+    return `bare J/token × ${s.decode_tokens} tokens (${fmtEnergy(s.decode_energy_measured_j)} as measured)`;
+  }
+  return undefined;
 }
 
 /**
@@ -46,9 +80,21 @@ export function summaryCards(store: RunStore): Card[] {
     key === "cost_usd" ? "cost" : key === "co2_g" ? "co2" : key === "outside_layers_energy_j" ? "layers.outside"
       : ["decode_tokens_per_s", "ttft_ms", "layer_coverage"].includes(key) ? "timing"
         : key.endsWith("_w") ? "power" : "energy";
+  const fmts: Record<string, (x: number) => string> = {
+    decode_tokens_per_j: (x) => fmtNum(x),
+    avg_power_w: (x) => fmtNum(x, "W"),
+    edp_js: (x) => fmtNum(x, "J·s"),
+    cost_usd: fmtCost,
+    co2_g: (x) => fmtNum(x, "g"),
+  };
   const add = (key: string, value: string, kind: string, extra: Partial<Card> = {}) => {
     const tip = kindTip(meta, info, kind, family(key));
-    out.push({ key, label: label(meta, key), value, kind, title: definition(meta, key) || undefined, tip, ...extra });
+    const basis: string | undefined = s.figure_basis?.[key];
+    const short = basisShort(s, key);
+    const sub = [extra.sub, short].filter(Boolean).join(" · ") || undefined;
+    const title = [definition(meta, key), basis ? `rests on: ${basis}` : ""].filter(Boolean).join("\n") || undefined;
+    const range = rangeText(s, key, fmts[key] ?? fmtEnergy);
+    out.push({ key, label: label(meta, key), value, kind, title, tip, ...extra, sub, range, basis });
   };
   // energy and power figures cover what the source covers: say so next to their kind
   const E = { scope };
@@ -130,6 +176,7 @@ export class SummaryCards implements View {
       return true;
     }
     const warnings: string[] = Array.isArray(s.warnings) ? s.warnings : [];
+    const overhead = overheadText(this.store);
     this.el.replaceChildren(
       ...warnings.map((w) => {
         const d = h("div", "lew-warning", `⚠ ${w}`);
@@ -141,10 +188,12 @@ export class SummaryCards implements View {
         card.dataset.key = c.key;
         if (c.title) card.title = c.title;
         card.append(h("div", "lew-card-label", c.label), h("div", "lew-card-value", c.value));
+        if (c.range) card.append(h("div", "lew-card-range", `(${c.range})`));
         if (c.sub) card.append(h("div", "lew-card-sub", c.sub));
         card.append(badge(c.kind, c.scope, c.tip));
         return card;
       }),
+      ...(overhead ? [h("div", "lew-muted lew-cards-note", `${label(this.store.meta, "profiling_overhead")} ${overhead}`)] : []),
       h("div", "lew-muted lew-cards-note", summaryNote(this.store)),
     );
     return true;

@@ -31,7 +31,9 @@ export function tokenTip(s: RunStore, i: number): string[] {
   if (cov === cov) {
     lines.push(`layers ${fmtPct(cov)} of its time · ${outsideName(s.meta)} ${fmtEnergy(s.outsideJ(i))}`);
   }
-  lines.push("click: show in the heatmap");
+  const inst = s.instrumented(i);
+  if (inst !== null && s.nBare > 0) lines.push(inst ? "instrumented: layer hooks ran" : "bare: ran at plain speed (no layer row)");
+  lines.push(inst === false ? "click: show the nearest instrumented token in the heatmap" : "click: show in the heatmap");
   return lines;
 }
 
@@ -112,6 +114,7 @@ export class TokenStream implements View {
   private spans: HTMLSpanElement[] = [];
   private texts: string[] = [];
   private coloured: Float64Array = new Float64Array(0); // energy each span was coloured with
+  private marked: boolean[] = []; // spans marked instrumented
   private scale: TokenScale | null = null;
   private scaleAt = 0; // tokens when the scale last changed
   private drawnVersion = -1;
@@ -173,6 +176,7 @@ export class TokenStream implements View {
       this.scaleAt = 0;
       this.hot = -1;
       this.coloured = new Float64Array(0);
+      this.marked = [];
     }
     if (this.coloured.length < s.nTokens) {
       const next = new Float64Array(Math.max(256, s.nTokens * 2)).fill(NaN);
@@ -192,6 +196,11 @@ export class TokenStream implements View {
     for (let i = 0; i < s.nTokens; i++) {
       const text = s.tokText[i] ?? "";
       if (this.texts[i] !== text) this.setText(this.spans[i], (this.texts[i] = text));
+    }
+    // sampled instrumentation: the instrumented tokens underlined (in the text's own colour)
+    for (let i = 0; i < s.nTokens; i++) {
+      const mark = s.nBare > 0 && s.instrumented(i) === true;
+      if (this.marked[i] !== mark) this.spans[i].classList.toggle("lew-tok-inst", (this.marked[i] = mark));
     }
     const scale = nextTokenScale(this.scale, s);
     if (scale !== this.scale) {
@@ -238,6 +247,7 @@ export class TokenStream implements View {
     const notes: string[] = [];
     if (prefillAbove) notes.push("prefill clamped");
     if (s.live && s.nTokens - this.scaleAt < SETTLED_TOKENS) notes.push("scale still growing");
+    if (s.nBare > 0) notes.push(`underlined: ${s.nInstr} instrumented, ${s.nBare} bare`);
     this.legend.replaceChildren(
       h("span", "", fmtEnergy(sc.lo)),
       bar,

@@ -20,6 +20,7 @@ def check_before_load(args: argparse.Namespace) -> dict[str, Any]:
     from ..power import get_source
     from ..profiler import check_settings
     from ..profiling.inputs import check_generate_kwargs
+    from ..profiling.sampling import sampling_from
     from ..store import resolve_store
 
     if args.max_new_tokens <= 0:
@@ -32,9 +33,11 @@ def check_before_load(args: argparse.Namespace) -> dict[str, Any]:
         baseline_s=args.baseline_s,
         tags=args.tag,
         experiment=args.experiment,
-        sample=_sample(getattr(args, "sample", None)),
-        overhead_budget=getattr(args, "overhead_budget", None),
     )
+    try:
+        sampling_from(getattr(args, "sample", None), getattr(args, "overhead_budget", None))
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"--sample / --overhead-budget: {exc}") from None
     gen = {"do_sample": bool(args.do_sample)}
     if args.temperature is not None:
         gen["temperature"] = args.temperature
@@ -58,16 +61,6 @@ def check_before_load(args: argparse.Namespace) -> dict[str, Any]:
         else:
             store = False
     return {"source": source, "store": store}
-
-
-def _sample(value: Any) -> Any:
-    """--sample as given on the command line: "all" or a whole number."""
-    if value is None or value == "all" or not isinstance(value, str):
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        return value  # check_settings names it
 
 
 def _check_output(path: Path, flag: str) -> None:

@@ -87,6 +87,21 @@ def _add_profile_args(p: argparse.ArgumentParser) -> None:
         help="skip the unmeasured warm-up generate (a few tokens) before the run; without it "
         "the run also measures the process's one-time set-up",
     )
+    p.add_argument(
+        "--sample",
+        metavar="all|K",
+        type=_sample_arg,
+        help="which tokens run with the layer instrumentation: 'all', or K (the prefill and "
+        "every K-th decode token); the rest run bare, at plain speed, and carry J/token and "
+        "tokens/s (default: an adaptive 1 %% overhead budget)",
+    )
+    p.add_argument(
+        "--overhead-budget",
+        metavar="F",
+        type=float,
+        help="let the profiler choose the instrumented tokens so that they add at most F (a "
+        "fraction in (0, 1), e.g. 0.02) to the decode time; not with --sample",
+    )
     p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=float)
     p.add_argument(
@@ -99,6 +114,13 @@ def _add_profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="print only the summary")
 
 
+def _sample_arg(value: str) -> int | str:
+    """'all' or a whole number as an int; anything else is passed on for the profiler to refuse
+    with its own message (InvalidInputError: exit code 2)."""
+    v = value.strip()
+    return int(v) if v.lstrip("+-").isdigit() else v
+
+
 def _load(model_arg: str | None) -> tuple[Any, Any]:
     from ..models import load_default_model, load_model
 
@@ -109,6 +131,8 @@ def run_profile(args: argparse.Namespace, out: Any = sys.stdout) -> Run:
     from ..profiler import EnergyProfiler
 
     opened = check_before_load(args)  # every setting, the source and the store, before the load
+    sample = getattr(args, "sample", None)
+    budget = getattr(args, "overhead_budget", None)
     t0 = time.perf_counter()
     model, tok = _load(args.model)
     print(
@@ -126,6 +150,8 @@ def run_profile(args: argparse.Namespace, out: Any = sys.stdout) -> Run:
         tags=args.tag,
         experiment=args.experiment,
         warmup=getattr(args, "warmup", True),
+        sample=sample,
+        overhead_budget=budget,
     )
     gen: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "do_sample": bool(args.do_sample)}
     if args.temperature is not None:
@@ -172,6 +198,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         warmup=True,
         do_sample=False,
         temperature=None,
+        sample=None,
+        overhead_budget=None,
         json=str(out / "run.json"),
         store=None,
         no_store=False,

@@ -17,6 +17,7 @@ import numpy as np
 from ..core.attribution import OUTSIDE_LAYERS
 from ..core.schema import SUMMARY_DEFINITIONS, SUMMARY_LABELS
 from ..run import Run
+from ..view.static import basis_groups, range_note, sampling_lines
 from ..view.text import fmt_sig, format_cost, kind_text, window_note
 
 __all__ = ["fmt", "power_line", "print_run", "summary_rows"]
@@ -24,7 +25,7 @@ __all__ = ["fmt", "power_line", "print_run", "summary_rows"]
 RAIL_NAMES = {"cpu_w": "CPU", "gpu_w": "GPU", "ane_w": "ANE", "dram_w": "DRAM"}
 DEFINED = (
     "decode_j_per_token", "prefill_j_per_prompt_token", "decode_tokens_per_s", "tokens_per_s",
-    "avg_power_w", "peak_power_w", "layer_coverage", "tail_energy_j",
+    "avg_power_w", "peak_power_w", "layer_coverage", "tail_energy_j", "decode_energy_j",
 )  # fmt: skip
 """The names defined under the summary: the ones a reader could take two ways."""
 
@@ -64,6 +65,20 @@ def _peak(s: dict[str, Any], window_ms: Any) -> str:
     return text
 
 
+def _j(v: Any) -> str:
+    return fmt(v, " J")
+
+
+_RANGE_FMT = {
+    "decode_tokens_per_j": fmt,
+    "avg_power_w": lambda v: fmt(v, " W"),
+    "edp_js": lambda v: fmt(v, " J·s"),
+    "cost_usd": lambda v: format_cost(v, "n/a"),
+    "co2_g": lambda v: fmt(v, " g"),
+}
+"""How the estimate range of a figure reads (energies: `_j`)."""
+
+
 def summary_rows(run: Run, price_note: str | None = None) -> list[tuple[str, str]]:
     """(name, value) lines of the summary, headline first; optional rows left out when empty."""
     s = run.summary()
@@ -73,9 +88,18 @@ def summary_rows(run: Run, price_note: str | None = None) -> list[tuple[str, str
     def row(key: str, value: str, optional: bool = False) -> None:
         if optional and value == "n/a":
             return
+        if not value.startswith("n/a"):
+            value += range_note(s, key, _RANGE_FMT.get(key, _j))
         rows.append((SUMMARY_LABELS.get(key, key), value))
 
-    row("decode_j_per_token", f"{fmt(s.get('decode_j_per_token'), ' J')} ({kind})")
+    po = s.get("profiling_overhead") or {}
+    n_bare = po.get("bare_tokens") or 0
+    jpt_on = (
+        f", from {n_bare} bare decode token{'' if n_bare == 1 else 's'} of {s.get('decode_tokens')}"
+        if n_bare and po.get("instrumented_tokens")
+        else ""
+    )
+    row("decode_j_per_token", f"{fmt(s.get('decode_j_per_token'), ' J')} ({kind}{jpt_on})")
     row("prefill_j_per_prompt_token", f"{fmt(s.get('prefill_j_per_prompt_token'), ' J')} ({kind})")
     row("decode_tokens_per_j", fmt(s.get("decode_tokens_per_j")))
     row("decode_tokens_per_s", fmt(s.get("decode_tokens_per_s")))
@@ -141,6 +165,13 @@ def print_run(
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         w(f"  {name:<{width}}  {value}\n")
+    for line in sampling_lines(run):
+        w(f"  {line}\n")
+    groups = basis_groups(run, [name for name, _ in rows])
+    if groups:
+        w("figures rest on:\n")
+        for on, names in groups:
+            w(f"  {', '.join(names)}: {on}\n")
     shown = {name for name, _ in rows}
     w("where:\n")
     for key in DEFINED:
@@ -155,16 +186,18 @@ def print_run(
 def _print_tokens(run: Run, w: Any) -> None:
     tokens = run.tokens()
     layered = any(t.get("layer_coverage") is not None for t in tokens)
+    sampled = any(t.get("instrumented") is False for t in tokens)
     cov_h = f" {'layers':>7}" if layered else ""
     w(f"\n{'#':>3}  {'token':<18} {'phase':<8} {'ms':>8} {'J':>10} {'W':>7}{cov_h}\n")
     for t in tokens:
         text = json.dumps(t["text"], ensure_ascii=False)[1:-1][:18]
         mark = "*" if t.get("below_resolution") else " "
+        inst = "+" if sampled and t.get("instrumented") else " "
         ms = "n/a" if t["duration_ms"] is None else f"{t['duration_ms']:.1f}"
         cov = t.get("layer_coverage")
         cov_s = (f" {'n/a' if cov is None else f'{100 * cov:.0f} %':>7}") if layered else ""
         w(
-            f"{t['index']:>3}  {text:<18} {t['phase']:<8} {ms:>8} "
+            f"{t['index']:>3}{inst} {text:<18} {t['phase']:<8} {ms:>8} "
             f"{fmt(t['energy_j'], '', 3):>9}{mark} {fmt(t['avg_power_w'], '', 3):>7}{cov_s}\n"
         )
     if any(t.get("below_resolution") for t in tokens):
@@ -174,6 +207,8 @@ def _print_tokens(run: Run, w: Any) -> None:
         )
     if layered:
         w("  layers: time inside the hooked decoder layers / token time\n")
+    if sampled:
+        w("  + instrumented (the layer hooks ran); the others ran bare, at plain speed\n")
 
 
 def _print_layers(run: Run, w: Any) -> None:
@@ -188,9 +223,11 @@ def _print_layers(run: Run, w: Any) -> None:
     tokens = run.tokens()
     cov = run.summary().get("layer_coverage")
     cov_s = f"; {SUMMARY_LABELS['layer_coverage']} {100 * cov:.1f} %" if cov is not None else ""
+    n_inst = sum(1 for t in tokens if t.get("instrumented") is not False)
+    over = f", over {n_inst} instrumented tokens of {len(tokens)}" if n_inst < len(tokens) else ""
     w(
         f"\nlayer x component: {nl} layers x {nc} components "
-        f"({', '.join(run.component_names)}){cov_s}\n"
+        f"({', '.join(run.component_names)}){cov_s}{over}\n"
     )
     per_comp = energy.sum(axis=0)
     per_comp_t = time_ms.sum(axis=0)

@@ -193,6 +193,7 @@ SUMMARY_LABELS: dict[str, str] = {
     "prefill_j_per_prompt_token": "prefill J/prompt token",
     "prefill_energy_j": "prefill energy",
     "decode_energy_j": "decode energy",
+    "decode_energy_measured_j": "decode energy (as measured)",
     "tail_energy_j": "tail energy (after the last token)",
     "generation_energy_j": "generation energy (all tokens)",
     "total_energy_j": "total energy",
@@ -208,14 +209,23 @@ SUMMARY_LABELS: dict[str, str] = {
     "co2_g": "CO₂",
     "layer_coverage": "layer coverage (hooked / token time)",
     "outside_layers_energy_j": "outside layers energy",
+    "profiling_overhead": "profiling overhead",
 }
 """Headline first: decode J/token is energy per generated token after the first, the prefill is
 reported per prompt token on its own."""
 
 SUMMARY_DEFINITIONS: dict[str, str] = {
-    "decode_j_per_token": "energy of the decode tokens (2nd to last) / their count",
+    "decode_j_per_token": "energy of the decode tokens (2nd to last) / their count; with sampled "
+    "instrumentation, of the bare ones only (they ran at plain speed)",
     "prefill_j_per_prompt_token": "prefill energy (prompt to first token) / prompt tokens",
-    "decode_tokens_per_s": "decode tokens / time from the first to the last token",
+    "decode_tokens_per_s": "decode tokens / time from the first to the last token; with sampled "
+    "instrumentation, bare decode tokens / their time",
+    "decode_energy_j": "the decode phase's energy; with sampled instrumentation, bare decode "
+    "J/token x decode tokens (what the decode cost bare)",
+    "decode_energy_measured_j": "the decode phase's energy as measured, instrumented tokens "
+    "included",
+    "profiling_overhead": "median instrumented / median bare decode token time - 1, in this run "
+    "(the layer instrumentation's slowdown of the tokens it ran on)",
     "tokens_per_s": "all output tokens / time from prefill start to the last token",
     "avg_power_w": "generation energy / generation time (prefill start to the last token)",
     "peak_power_w": "highest reading taken during generation (baseline and after excluded)",

@@ -21,12 +21,15 @@ from .bundle import BUNDLE_CSS, BUNDLE_JS
 from .palette import KIND_COLORS
 from .saved import bundle_payload, pack_snapshot
 from .static import (
+    SUMMARY_HEADERS,
     below_resolution_line,
     phase_rows,
     render_svg,
     render_text,
-    summary_rows,
+    sampling_lines,
+    summary_table_rows,
     summary_warnings,
+    token_note,
 )
 from .text import esc as _esc
 from .text import fmt_pct, fmt_sig
@@ -104,7 +107,9 @@ def _token_rows(run: Run) -> list[list[str]]:
     """One row per token; one shorter than the power source's resolution is flagged, never a
     bare energy: its energy is interpolated between readings."""
     rows = []
-    for t in run.tokens()[:MAX_TOKEN_ROWS]:
+    toks = run.tokens()
+    sampled = any(t.get("instrumented") is False for t in toks)
+    for t in toks[:MAX_TOKEN_ROWS]:
         e = t["energy_j"]
         p = t["avg_power_w"]
         cov = t.get("layer_coverage")
@@ -117,7 +122,7 @@ def _token_rows(run: Run) -> list[list[str]]:
                 fmt_sig(e, digits=6),
                 fmt_sig(p, digits=4),
                 fmt_pct(cov),
-                "< resolution, interpolated" if t.get("below_resolution") else "",
+                token_note(dict(t), sampled),
             ]
         )
     return rows
@@ -160,7 +165,8 @@ def to_html(run: Run, path: str | os.PathLike[str]) -> Path:
         f'<section id="lew-fallback">{render_svg(run, cell_titles=False)}</section>',
         "<section><h2>Summary</h2>",
         *(f'<p class="note">⚠ {_esc(w)}</p>' for w in summary_warnings(run)),
-        _table(["figure", "value", "kind"], [list(r) for r in summary_rows(run)]),
+        *(f"<p>{_esc(x)}</p>" for x in sampling_lines(run)),
+        _table(SUMMARY_HEADERS, summary_table_rows(run)),
         "<h2>Phases</h2>",
         _table(["phase", "duration", "energy", "avg power", "kind"], phase_rows(run)),
     ]

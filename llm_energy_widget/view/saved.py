@@ -34,12 +34,16 @@ import zlib
 from typing import TYPE_CHECKING, Any
 
 from .static import (
+    SUMMARY_HEADERS,
     below_resolution_line,
     phase_rows,
     render_text,
+    sampling_lines,
     source_line,
     summary_rows,
+    summary_table_rows,
     summary_warnings,
+    token_note,
 )
 from .text import esc as _esc
 from .text import fmt_energy, kind_text
@@ -164,7 +168,9 @@ def _table(headers: list[str], rows: list[list[str]], cls: str) -> str:
 
 def _token_rows(run: Run) -> list[list[str]]:
     rows = []
-    for t in run.tokens()[:TOKEN_TABLE_ROWS]:
+    toks = run.tokens()
+    sampled = any(t.get("instrumented") is False for t in toks)
+    for t in toks[:TOKEN_TABLE_ROWS]:
         dur = t["duration_ms"]
         rows.append(
             [
@@ -173,7 +179,7 @@ def _token_rows(run: Run) -> list[list[str]]:
                 str(t["phase"]),
                 "–" if dur is None else f"{dur:.1f} ms",
                 fmt_energy(t["energy_j"]),
-                "< resolution, interpolated" if t.get("below_resolution") else "",
+                token_note(dict(t), sampled),
             ]
         )
     return rows
@@ -197,11 +203,8 @@ def saved_html(run: Run, png_b64: str, interactive: bool = True) -> str:
     static += [f"<p>⚠ {_esc(w)}</p>" for w in summary_warnings(run)]
     if (below := below_resolution_line(run)) is not None:
         static.append(f"<p>{_esc(below)}</p>")
-    static.append(
-        _table(
-            ["figure", "value", "kind"], [list(r) for r in summary_rows(run)], "lew-saved-summary"
-        )
-    )
+    static += [f"<p>{_esc(x)}</p>" for x in sampling_lines(run)]
+    static.append(_table(SUMMARY_HEADERS, summary_table_rows(run), "lew-saved-summary"))
     if run.phases():
         static.append(
             _table(

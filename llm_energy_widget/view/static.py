@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,16 +27,45 @@ if TYPE_CHECKING:
     from ..run import Run
 
 __all__ = [
+    "SUMMARY_HEADERS",
+    "basis_groups",
     "below_resolution_line",
+    "instrumented_line",
     "mean_rows",
+    "overhead_line",
     "phase_rows",
+    "range_note",
     "render_html",
     "render_svg",
     "render_text",
+    "sampling_lines",
     "source_line",
     "summary_rows",
+    "summary_table_rows",
     "summary_warnings",
+    "token_note",
 ]
+
+
+def range_note(s: Mapping[str, Any], key: str, fmt: Any) -> str:
+    """' (0.6–1.8 J, estimate ±50 %)' for a figure of an estimate (`energy_ranges_j`), else ''."""
+    ranges = s.get("energy_ranges_j")
+    r = ranges.get(key) if isinstance(ranges, dict) else None
+    if not isinstance(r, (list, tuple)) or len(r) != 2 or not callable(fmt):
+        return ""
+    u = _uncertainty(s)
+    pm = f", estimate ±{u * 100:.3g} %" if u is not None else ", estimate"
+    return f" ({fmt(r[0])}–{fmt(r[1])}{pm})"
+
+
+def _uncertainty(s: Mapping[str, Any]) -> float | None:
+    """The estimate's relative uncertainty, read back from the total energy's range."""
+    ranges = s.get("energy_ranges_j")
+    r = ranges.get("total_energy_j") if isinstance(ranges, dict) else None
+    v = s.get("total_energy_j")
+    if not isinstance(r, (list, tuple)) or len(r) != 2 or not isinstance(v, (int, float)) or v <= 0:
+        return None
+    return float(r[1]) / float(v) - 1.0
 
 
 def summary_rows(run: Run) -> list[tuple[str, str, str]]:
@@ -53,7 +83,17 @@ def summary_rows(run: Run) -> list[tuple[str, str, str]]:
     timing = labels["timing"]
     rows: list[tuple[str, str, str]] = []
 
+    fmts = {
+        "decode_tokens_per_j": _num,
+        "avg_power_w": lambda v: _num(v, "W"),
+        "edp_js": lambda v: _num(v, "J·s"),
+        "cost_usd": format_cost,
+        "co2_g": lambda v: _num(v, "g"),
+    }
+
     def add(key: str, value: str, kind: str) -> None:
+        if value != "–":
+            value += range_note(s, key, fmts.get(key, fmt_energy))
         rows.append((SUMMARY_LABELS[key], value, kind))
 
     add("decode_j_per_token", fmt_energy(s.get("decode_j_per_token")), ek)
@@ -91,6 +131,87 @@ def summary_rows(run: Run) -> list[tuple[str, str, str]]:
             labels["layers.outside"],
         )
     return rows
+
+
+_KEY_OF_LABEL = {v: k for k, v in SUMMARY_LABELS.items()}
+
+
+def summary_table_rows(run: Run) -> list[list[str]]:
+    """`summary_rows` with a fourth column: the tokens each figure rests on (`figure_basis`)."""
+    basis = run.summary().get("figure_basis") or {}
+    return [
+        [name, value, kind, str(basis.get(_KEY_OF_LABEL.get(name, ""), ""))]
+        for name, value, kind in summary_rows(run)
+    ]
+
+
+def basis_groups(run: Run, labels: list[str] | None = None) -> list[tuple[str, list[str]]]:
+    """(what they rest on, [figure names]) in the order first seen: every summary figure shown
+    (`labels`, default the static rows) says which tokens it rests on (`figure_basis`)."""
+    basis = run.summary().get("figure_basis") or {}
+    names = labels if labels is not None else [r[0] for r in summary_rows(run)]
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        on = basis.get(_KEY_OF_LABEL.get(name, ""))
+        if on:
+            groups.setdefault(str(on), []).append(name)
+    return list(groups.items())
+
+
+def instrumented_line(run: Run, limit: int = 24) -> str | None:
+    """'instrumented tokens: 0, 7, 15, 22 (4 of 24)'; None for a token-level run (nothing to
+    instrument) or a run with no tokens yet."""
+    if run.level == "token":
+        return None
+    toks = run.tokens()
+    if not toks:
+        return None
+    inst = [t["index"] for t in toks if t.get("instrumented") is not False]
+    if len(inst) == len(toks):
+        return f"instrumented tokens: all {len(toks)}"
+    shown = ", ".join(str(i) for i in inst[:limit]) + (", …" if len(inst) > limit else "")
+    return f"instrumented tokens: {shown or 'none'} ({len(inst)} of {len(toks)})"
+
+
+def overhead_line(run: Run) -> str | None:
+    """'profiling overhead +4.1 % on 5 instrumented decode tokens, 19 bare (...)': the slowdown
+    of instrumented decode tokens against bare ones in this run (`profiling_overhead`)."""
+    if run.level == "token":
+        return None
+    po = run.summary().get("profiling_overhead")
+    if not isinstance(po, dict):
+        return None
+    n_i, n_b = po.get("instrumented_tokens", 0), po.get("bare_tokens", 0)
+    on = f"on {n_i} instrumented decode token{'' if n_i == 1 else 's'}, {n_b} bare"
+    f = po.get("fraction")
+    if not isinstance(f, (int, float)) or not math.isfinite(f):
+        why = po.get("why_none")
+        return f"profiling overhead: not measured ({why or 'no comparison'}; {on})"
+    added = po.get("added_fraction")
+    extra = (
+        f"; added {_pct(added)} to the decode time"
+        if isinstance(added, (int, float)) and math.isfinite(added)
+        else ""
+    )
+    return f"profiling overhead {f * 100:+.1f} % {on} ({po.get('basis', '')}{extra})"
+
+
+def sampling_lines(run: Run) -> list[str]:
+    """Which tokens ran instrumented and the profiler's measured overhead, where they apply."""
+    return [x for x in (instrumented_line(run), overhead_line(run)) if x]
+
+
+def token_note(t: dict[str, object], sampled: bool) -> str:
+    """A token table's note: below the resolution; with sampled instrumentation (`sampled`: the
+    run has bare tokens) whether the layer hooks ran."""
+    notes = []
+    if sampled and t.get("instrumented") is True:
+        notes.append("instrumented: layer hooks ran")
+    elif t.get("instrumented") is False:
+        notes.append("bare: ran at plain speed, no layer row")
+    if t.get("below_resolution"):
+        notes.append("< resolution, interpolated")
+    return "; ".join(notes)
 
 
 def summary_warnings(run: Run) -> list[str]:
@@ -137,7 +258,13 @@ def render_text(run: Run) -> str:
         f"tokens: {run.prompt_tokens} in, {run.n_tokens} out",
     ]
     if run.n_tokens or run.done:
-        lines += [f"{label}: {value} ({kind})" for label, value, kind in summary_rows(run)]
+        rows = summary_rows(run)
+        lines += [f"{label}: {value} ({kind})" for label, value, kind in rows]
+        lines += sampling_lines(run)
+        groups = basis_groups(run, [r[0] for r in rows])
+        if groups:
+            lines.append("figures rest on:")
+            lines += [f"  {', '.join(names)}: {on}" for on, names in groups]
         below = below_resolution_line(run)
         if below:
             lines.append(below)
@@ -220,14 +347,24 @@ def mean_rows(run: Run) -> tuple[np.ndarray, list[int], str]:
     """
     toks = run.tokens()
     n = min(len(toks), run.layers.shape[0])
-    decode = [i for i in range(n) if toks[i]["phase"] != "prefill"]
+    # bare tokens (sampled instrumentation) have no layer row: never in the mean, never zeros
+    all_decode = [i for i in range(n) if toks[i]["phase"] != "prefill"]
+    decode = [i for i in all_decode if toks[i].get("instrumented") is not False]
+    if decode and len(decode) < len(all_decode):
+        return (
+            run.layers[decode],
+            decode,
+            f"mean over {len(decode)} instrumented tokens of {len(all_decode)} decode tokens "
+            "(prefill excluded; bare tokens have no layer row)",
+        )
     if decode:
         return (
             run.layers[decode],
             decode,
             f"mean over {len(decode)} decode tokens (prefill excluded)",
         )
-    return run.layers[:n], list(range(n)), "prefill token only (no decode token yet)"
+    first = [i for i in range(min(n, 1)) if toks[i].get("instrumented") is not False]
+    return run.layers[first], first, "prefill token only (no instrumented decode token yet)"
 
 
 def _heatmap_svg(
@@ -342,6 +479,9 @@ def render_svg(run: Run, width: int = 720, cell_titles: bool = True) -> str:
     )
 
 
+SUMMARY_HEADERS = ["figure", "value", "kind", "rests on"]
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in r) + "</tr>" for r in rows)
@@ -375,7 +515,8 @@ def render_html(run: Run) -> str:
         below = below_resolution_line(run)
         if below:
             parts.append(f"<p>{_esc(below)}</p>")
-        parts.append(_table(["figure", "value", "kind"], [list(r) for r in summary_rows(run)]))
+        parts += [f"<p>{_esc(x)}</p>" for x in sampling_lines(run)]
+        parts.append(_table(SUMMARY_HEADERS, summary_table_rows(run)))
     if run.phases():
         parts.append(_table(["phase", "duration", "energy", "avg power", "kind"], phase_rows(run)))
     if run.error_message:

@@ -149,7 +149,12 @@ class Batch:
         elif event == "token_energy":
             self.token_energy[int(payload["index"])] = float(payload["energy_j"])
         elif event == "layers":
-            self.layers[int(payload["index"])] = payload["values"]
+            values = payload["values"]
+            # a bare token's row (sampled instrumentation) is all NaN: it has no row to send,
+            # and the view must not take 1.35 KB of NaN codes for one
+            if np.isnan(np.asarray(values, dtype=np.float32)).all():
+                return
+            self.layers[int(payload["index"])] = values
         elif event == "phase":
             key = (str(payload["name"]), float(payload["start_ms"]))
             self.phases[key] = {
@@ -261,6 +266,9 @@ def encode(
             "first": int(toks[0]["index"]),
             "text": [str(t["text"]) for t in toks],
             "phase": [t.get("phase") for t in toks],
+            # True: the layer instrumentation ran (a row follows); False: bare, no row ever;
+            # None: a token-level run. Absent in older messages: the view reads it as unknown.
+            "instrumented": [t.get("instrumented") for t in toks],
         }
         put("tok_time", np.asarray([[t["start_ms"], t["end_ms"]] for t in toks], np.float32))
         put("tok_id", np.asarray([t["token_id"] for t in toks], dtype=np.int32))
@@ -398,7 +406,9 @@ def layer_means(run: Run) -> dict[str, Any] | None:
         return None
     toks = run.tokens()
     n = min(len(toks), arr.shape[0])
-    idx = [i for i in range(n) if toks[i]["phase"] != "prefill"] or list(range(n))
+    # bare tokens (sampled instrumentation) have no row: never part of the mean
+    rows = [i for i in range(n) if toks[i].get("instrumented") is not False]
+    idx = [i for i in rows if toks[i]["phase"] != "prefill"] or rows
     if not idx:
         return None
     with np.errstate(invalid="ignore"), warnings.catch_warnings():

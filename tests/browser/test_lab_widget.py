@@ -180,9 +180,14 @@ def test_heatmap_cells_and_tokens_appear(qs: Quickstart) -> None:
     assert root.locator(".lew-token-box").inner_text().strip()
     canvas = root.locator(".lew-heatmap canvas")
     assert canvas.is_visible()
-    # once the run is done the heatmap shows the mean over the decode tokens
+    # once the run is done the heatmap shows the mean over the decode tokens (with sampled
+    # instrumentation, the instrumented ones of them)
     caption = root.locator(".lew-heatmap .lew-caption").inner_text()
-    assert re.fullmatch(rf"mean over {n_tokens - 1} decode tokens \(prefill excluded\)", caption)
+    assert re.fullmatch(
+        rf"mean over (\d+ instrumented tokens of )?{n_tokens - 1} decode tokens "
+        r"\(prefill excluded\)",
+        caption,
+    ), caption
     assert canvas_colour_count(canvas) >= 8  # viridis cells, not a blank canvas
     canvas.hover(position={"x": 66, "y": 72})  # inside the cell of layer 0, first component
     tip = root.locator(".lew-tooltip")
@@ -265,20 +270,24 @@ def test_slider_takes_arrow_keys_inside_jupyterlab(qs: Quickstart) -> None:
     page = qs.page
     root = widget(page, 0)
     caption = root.locator(".lew-heatmap .lew-caption")
-    root.locator('.lew-tok[data-i="5"]').click()
-    expect(caption).to_have_text(re.compile(r"^token 5: "), timeout=5_000)
+    # the slider steps over the tokens with a layer row (with sampled instrumentation, the
+    # instrumented ones: the prefill token 0 always, then at least one decode token)
+    root.locator('.lew-tok[data-i="0"]').click()
+    expect(caption).to_have_text(re.compile(r"^token 0: "), timeout=5_000)
     active = "() => window.jupyterapp.shell.currentWidget.content.activeCellIndex"
     before = page.evaluate(active)
     slider = root.locator(".lew-heatmap .lew-slider")
     slider.focus()
     page.keyboard.press("ArrowRight")
-    expect(caption).to_have_text(re.compile(r"^token 6: "), timeout=5_000)
+    expect(caption).to_have_text(re.compile(r"^token [1-9]\d*: "), timeout=5_000)
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowLeft")
     page.keyboard.press("ArrowLeft")
-    expect(caption).to_have_text(re.compile(r"^token 5: "), timeout=5_000)
-    page.keyboard.press("ArrowDown")  # a range input: one token back, not the next cell
-    expect(caption).to_have_text(re.compile(r"^token 4: "), timeout=5_000)
+    expect(caption).to_have_text(re.compile(r"^token 0: "), timeout=5_000)
+    page.keyboard.press("ArrowRight")
+    expect(caption).to_have_text(re.compile(r"^token [1-9]\d*: "), timeout=5_000)
+    page.keyboard.press("ArrowDown")  # a range input: one step back, not the next cell
+    expect(caption).to_have_text(re.compile(r"^token 0: "), timeout=5_000)
     assert page.evaluate(active) == before, "the notebook took the arrow keys"
     assert slider.evaluate("(s) => document.activeElement === s")
 

@@ -39,6 +39,7 @@ from llm_energy_widget.core.schema import (
     FIGURE_ORIGINS,
     KIND_DEFINITIONS,
     METRICS,
+    SUMMARY_DEFINITIONS,
     SUMMARY_LABELS,
 )
 from llm_energy_widget.run import Run
@@ -298,7 +299,7 @@ def test_one_tokens_per_s_in_status_cards_and_report() -> None:
     cards = [c for c in out["cards"] if "tokens/s" in c["label"]]
     assert [c["key"] for c in cards] == ["decode_tokens_per_s"], "one tokens/s card"
     assert status[rate]["value"] == cards[0]["value"]
-    assert status[rate]["title"] == "decode tokens / time from the first to the last token"
+    assert status[rate]["title"].split("\n")[0] == SUMMARY_DEFINITIONS["decode_tokens_per_s"]
     rows = {name: value for name, value, _k in static_rows(run)}
     assert float(rows[rate]) == pytest.approx(float(cards[0]["value"]), rel=5e-3)
 
