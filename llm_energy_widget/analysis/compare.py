@@ -382,7 +382,7 @@ class Comparison:
             if arr.size == 0 or "energy_j" not in r.metric_names:
                 continue
             ei = r.metric_names.index("energy_j")
-            rows, how = decode_rows(arr.shape[0])
+            rows, how = decode_rows(arr)
             per_layer = np.nansum(arr[rows, :, :, ei], axis=(0, 2)) / max(len(rows), 1)
             fig.add_trace(
                 go.Scatter(x=[layer_label(n) for n in r.layer_names], y=compact(per_layer),

@@ -93,17 +93,26 @@ def energy_label(run: Run) -> str:
     return f"{kind}, source {info.get('source', 'unknown')}{res_s}{win_s}"
 
 
-def decode_rows(n_rows: int) -> tuple[list[int], str]:
+def decode_rows(layers: np.ndarray) -> tuple[list[int], str]:
     """Token rows a per-token mean is taken over, and how to say so.
 
-    The decode tokens (2nd to last, as `decode J/token`); a run with only its prefill token
-    falls back to that token and says so.
+    The decode tokens (2nd to last, as `decode J/token`) that have a layer row: with sampled
+    instrumentation the bare ones have none (NaN), and the count says so; a run with only its
+    prefill token measured falls back to that token and says so.
     """
-    rows = list(range(1, n_rows))
+    n_rows = layers.shape[0]
+    flat = layers.reshape(n_rows, -1) if n_rows else layers.reshape(0, 0)
+    rows = [i for i in range(1, n_rows) if np.isfinite(flat[i]).any()]
+    n_dec = max(n_rows - 1, 0)
     if rows:
         n = len(rows)
+        if n < n_dec:
+            return rows, (
+                f"mean over {n} instrumented decode token{'s' if n != 1 else ''} of {n_dec} "
+                "(prefill excluded)"
+            )
         return rows, f"mean over {n} decode token{'s' if n != 1 else ''} (prefill excluded)"
-    return list(range(n_rows)), "prefill token only (no decode tokens)"
+    return list(range(min(n_rows, 1))), "prefill token only (no decode token measured)"
 
 
 def _coverage_note(run: Run) -> str:
@@ -388,12 +397,18 @@ class RunFigures:
         if token is None:
             if metric in SUM_METRICS:
                 z = np.nansum(arr[:, :, :, m], axis=0)
-                agg = f"sum over all {arr.shape[0]} tokens, prefill included"
+                n_with = int(np.isfinite(arr.reshape(arr.shape[0], -1)).any(axis=1).sum())
+                agg = (
+                    f"sum over all {arr.shape[0]} tokens, prefill included"
+                    if n_with == arr.shape[0]
+                    else f"sum over the {n_with} instrumented tokens of {arr.shape[0]}, prefill "
+                    "included (bare tokens have no layer row)"
+                )
                 cov = _coverage_note(run)
                 if metric == "energy_j" and cov:
                     note = f"; {cov}, the rest is '{OUTSIDE_LAYERS}'"
             else:
-                rows, agg = decode_rows(arr.shape[0])
+                rows, agg = decode_rows(arr)
                 with np.errstate(all="ignore"):
                     z = np.nanmean(arr[rows, :, :, m], axis=0)
         else:
