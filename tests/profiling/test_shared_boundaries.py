@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import transformers as T
-from support.archs import CONFIGS, hook_count, prompt_ids
+from support.archs import CONFIGS, GENERIC_ARCHS, REGISTRY_ARCHS, build, hook_count, prompt_ids
 from torch import nn
 
 from llm_energy_widget.core.schema import METRICS
@@ -23,6 +23,7 @@ from llm_energy_widget.profiling.forward_wrap import EventClock
 from llm_energy_widget.profiling.layer_profiler import LayerProfiler
 
 TI = METRICS.index("time_ms")
+ALL_ARCHS = REGISTRY_ARCHS + GENERIC_ARCHS
 ORDER: tuple[str, ...] = ("input_layernorm", "q_proj", "k_proj", "v_proj", "o_proj")
 ORDER += ("post_attention_layernorm", "gate_proj", "up_proj", "down_proj")
 # work put between the timed modules, in ms (binary fractions: the sums are exact)
@@ -282,3 +283,44 @@ def _check_partial(prof: LayerProfiler, values: np.ndarray) -> None:
     for name in ("v_proj", "o_proj", "down_proj", "attention", "mlp_act"):
         assert np.isnan(values[1, col(name), TI]), name
     assert values[1, col("other"), TI] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("arch", [a for a in ALL_ARCHS if a not in ("mixtral", "qwen2_moe")])
+def test_every_architecture_times_every_component_with_fewer_events(
+    arch: str, fake_device: Any
+) -> None:
+    """Each event a step of 1 ms: every timed component gets time, "other" is never negative,
+    and registry architectures record fewer events than a pair per module (MoE routers are
+    tapped on the device, which the fake one is not: left out)."""
+    model = build(arch)
+    prof = LayerProfiler(model, "component")
+    clock = fake_device(prof)
+    event = fake_event_class(clock)
+
+    class Stepping(event):  # type: ignore[misc, valid-type]
+        def record(self, stream: Any = None) -> None:
+            clock.advance(1.0)
+            super().record(stream)
+
+    with prof:
+        assert prof._clock is not None
+        prof._clock._make = Stepping
+        with torch.inference_mode():
+            model(prompt_ids())
+            prof.collect()
+            before = clock.records
+            model(prompt_ids())
+        values, _ = prof.collect()
+        wrappers = prof.summary["hooks"]
+    per_token = clock.records - before
+    names = prof.disc.component_names
+    hooked = [prof.component_names.index(c) for c in names]
+    present = [[c in row for c in names] for row in prof.disc.components]
+    times = values[:, hooked, TI]
+    assert (np.isfinite(times) == np.array(present)).all()
+    assert (values[:, -1, TI] >= 0).all()
+    if prof.disc.how.startswith("registry:"):
+        assert per_token < 2 * wrappers
+    else:
+        assert per_token <= 2 * wrappers
+    assert hook_count(model) == 0
