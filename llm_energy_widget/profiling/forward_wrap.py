@@ -5,7 +5,8 @@ modules run ~15 times a second here.
   frame per call instead of `Module._call_impl`'s hook path, see `ForwardWrap`); the CPU clock is
   `time.perf_counter_ns` bound locally, and the wrapper adds into a preallocated list (no
   allocation, no lock, no torch op);
-- on CUDA/MPS the wrappers record device events (`EventClock`), read after the token's last event
+- on CUDA/MPS the wrappers record device events (`EventClock`), one per boundary of a timeline
+  where neighbours share theirs (`boundaries`), read once per token after its last event
   completes, so a time is execution time, not launch time;
 - statistics are not computed in the wrapper: it keeps a reference to the output in its slot
   (`HostSlots`) for the token's batched reduction (see `layer_profiler`).
@@ -22,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .boundaries import UNSHARED, Boundary
+
 __all__ = [
     "HOOK_STATS_ABOVE",
     "EventClock",
@@ -29,6 +32,7 @@ __all__ = [
     "HookSwitch",
     "HostSlots",
     "Keep",
+    "Timeline",
     "cpu_forward",
     "event_forward",
 ]
@@ -64,8 +68,21 @@ class HostSlots:
         self.ends_ev = [None] * n
 
 
+@dataclass
+class Timeline:
+    """One token's boundary events in record order; the interval from `events[k]` to
+    `events[k + 1]` belongs to slot `tags[k]` (-1: none, the layer's "other"); `spans` are the
+    decoder layers, (slot, index of the start event, index of the end event)."""
+
+    events: list[Any]
+    tags: list[int]
+    spans: list[tuple[int, int, int]]
+
+
 class EventClock:
-    """Device events for CUDA/MPS; reused from a pool so hooks never allocate after warm-up.
+    """Device events for CUDA/MPS, one per boundary of the token's timeline (`Timeline`; who
+    shares a boundary is decided at attach, see `boundaries`); reused from a pool so hooks never
+    allocate after warm-up.
 
     CUDA events are recorded on a stream looked up once per decoder layer (`refresh`), not per
     event: `Event.record()` without a stream calls `torch.cuda.current_stream()`, which cost
@@ -83,38 +100,59 @@ class EventClock:
             self._make = lambda: torch.mps.event.Event(enable_timing=True)
             self.method = "mps_events"
         self.pool: list[Any] = []
-        self.pairs: list[tuple[int, Any, Any]] = []  # (slot, start event, end event)
+        # the timeline being recorded (bound by the wrappers: cleared in place, never replaced)
+        self.events: list[Any] = []
+        self.tags: list[int] = []
+        self.spans: list[tuple[int, int, int]] = []
+        self.owner = [-1]  # marker of the timeline's last action (`boundaries.Boundary`)
+        self.plan: dict[int, Any] | None = None  # `boundaries.plan_boundaries`, made at attach
 
     def refresh(self) -> None:
         """Follow the caller's current stream (called as each decoder layer starts)."""
         if self.device.type == "cuda":
             self.stream = torch.cuda.current_stream(self.device)
 
-    def new(self) -> Any:
+    def record(self, tag: int) -> None:
+        """A new boundary: a pooled event recorded now; the interval after it is `tag`'s."""
         ev = self.pool.pop() if self.pool else self._make()
         if self.stream is not None:
             ev.record(self.stream)
         else:
             ev.record()
-        return ev
+        self.events.append(ev)
+        self.tags.append(tag)
 
-    def take(self) -> list[tuple[int, Any, Any]]:
-        """The pairs recorded since the last call (the wrappers keep appending to `pairs`)."""
-        taken = self.pairs[:]
-        self.pairs.clear()
+    def take(self) -> Timeline:
+        """The timeline recorded since the last call; the next one starts empty (no boundary
+        of this token can be shared by the next)."""
+        taken = Timeline(self.events[:], self.tags[:], self.spans[:])
+        self.events.clear()
+        self.tags.clear()
+        self.spans.clear()
+        self.owner[0] = -1
         return taken
 
-    def read_ms(self, pairs: list[tuple[int, Any, Any]], n_slots: int) -> np.ndarray:
-        """Sum each slot's event pairs once the last one completed; return events to the pool."""
+    def read_ms(self, timeline: Timeline, n_slots: int) -> np.ndarray:
+        """Each slot's ms once the token's last event completed (one elapsed time per interval
+        between consecutive boundaries, summed into slots; a decoder layer is the sum of the
+        intervals it spans); the events go back to the pool."""
         ms = np.zeros(n_slots)
-        if not pairs:
+        events = timeline.events
+        if not events:
             return ms
-        pairs[-1][2].synchronize()  # recorded last on the stream: the others are done too
-        events: dict[int, Any] = {}
-        for slot, start, end in pairs:
-            ms[slot] += start.elapsed_time(end)
-            events[id(start)], events[id(end)] = start, end
-        self.pool.extend(events.values())
+        events[-1].synchronize()  # recorded last on the stream: the others are done too
+        n = len(events) - 1
+        gaps = np.fromiter(
+            (events[k].elapsed_time(events[k + 1]) for k in range(n)), dtype=np.float64, count=n
+        )
+        tags = np.asarray(timeline.tags[:n], dtype=np.intp)
+        mine = tags >= 0
+        np.add.at(ms, tags[mine], gaps[mine])
+        if timeline.spans:
+            at = np.concatenate(([0.0], np.cumsum(gaps)))  # ms since the first event
+            spans = np.asarray(timeline.spans, dtype=np.intp)
+            np.add.at(ms, spans[:, 0], at[spans[:, 2]] - at[spans[:, 1]])
+        self.pool.extend(events)
         return ms
 
 
@@ -256,27 +294,61 @@ def event_forward(
     clock: EventClock,
     slots: HostSlots,
     keep: Keep,
+    share: Boundary | None = None,
 ) -> _Forward:
-    """A wrapper of `f` that records a device event pair around it into slot `i` (and the gap
-    since the gap's first component ended); with `stats`, it hands the output to `keep`."""
-    new, pairs = clock.new, clock.pairs
-    last_end = slots.ends_ev
-    a, g = gap if gap is not None else (-1, -1)
-    refresh = clock.refresh if block else None  # a decoder layer: look the stream up
+    """A wrapper of `f` that adds its boundaries to the clock's timeline: its start reuses the
+    last event where `share` allows it (else records one), its end records one whose interval
+    goes to `share.after` (a gap this module starts). With `stats`, it hands the output to
+    `keep`. `block`: a decoder layer, whose span is kept whole. `gap` is unused here: a gap is
+    the interval after its first component's end (`boundaries`)."""
+    b = share if share is not None else UNSHARED
+    reuse, after, end_mark = b.reuse_after, b.after, b.end_mark
+    record, events, tags, owner = clock.record, clock.events, clock.tags, clock.owner
+    refs = slots.refs
+
+    if block:
+        refresh, spans, start_mark = clock.refresh, clock.spans, b.start_mark
+
+        def layer(*args: Any, **kwargs: Any) -> Any:
+            refresh()  # look the stream up once per layer
+            if owner[0] in reuse:
+                k0 = len(events) - 1
+            else:
+                k0 = len(events)
+                record(-1)
+            owner[0] = start_mark
+            try:
+                out = f(*args, **kwargs)
+            except BaseException:
+                spans.append((i, k0, len(events)))
+                record(-1)  # the layer's time up to the failure; nothing shares this end
+                owner[0] = -1
+                raise
+            spans.append((i, k0, len(events)))
+            record(-1)
+            owner[0] = end_mark
+            return out
+
+        return layer
 
     def forward(*args: Any, **kwargs: Any) -> Any:
-        if refresh is not None:
-            refresh()
-        start = new()
-        if a >= 0 and last_end[a] is not None:
-            pairs.append((g, last_end[a], start))
-            last_end[a] = None
-        out = f(*args, **kwargs)
-        end = new()
-        pairs.append((i, start, end))
-        last_end[i] = end
+        if owner[0] in reuse:
+            tags[-1] = i  # the previous end is our start
+        else:
+            record(i)
+        owner[0] = -1
+        try:
+            out = f(*args, **kwargs)
+        except BaseException:
+            record(-1)  # what it launched before failing stays its time
+            owner[0] = -1
+            raise
+        record(after)
+        owner[0] = end_mark
         if stats:
             keep(i, out)
+            if refs[i] is None:  # reduced in the hook (or nothing held): work after our end
+                owner[0] = -1
         return out
 
     return forward

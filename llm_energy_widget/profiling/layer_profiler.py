@@ -36,6 +36,7 @@ from ..core.schema import METRICS
 from ..errors import InvalidInputError
 from . import forward_wrap
 from .architectures import Discovery, discover, first_tensor
+from .boundaries import plan_boundaries
 from .deep import ATTN_STAT_NAMES, AttentionTap
 from .forward_wrap import (
     EventClock,
@@ -72,7 +73,7 @@ class _Token:
     """What one token left behind: taken on the generating thread, finished on any thread."""
 
     ms: np.ndarray | None  # CPU times (ms per slot), read at the boundary
-    pairs: list[tuple[int, Any, Any]]  # device event pairs (slot, start, end), read when finished
+    pairs: Any  # the device timeline (`forward_wrap.Timeline`), read when finished
     stats: _Held = field(default_factory=_Held)  # component outputs
     gates: _Held = field(default_factory=_Held)  # MLP gate pre-activations (deep level)
     extras: dict[str, Any] = field(default_factory=dict)  # already on the host
@@ -247,9 +248,14 @@ class LayerProfiler:
         """Time `mod` into `slot` (adding to it); `block`: a decoder layer (see `refresh`)."""
         bound: dict[str, Any] = {"i": slot, "stats": stats, "gap": gap, "slots": self._slots}
         bound["keep"] = self._keep  # bound now, at attach
+        clock = self._clock
+        if clock is not None and clock.plan is None:  # who shares a boundary (`boundaries`)
+            clock.plan = plan_boundaries(self.disc, self.level, self.cell)
         make: Callable[[Callable[..., Any]], Callable[..., Any]] = (
-            functools.partial(event_forward, block=block, clock=self._clock, **bound)
-            if self._clock
+            functools.partial(
+                event_forward, block=block, clock=clock, share=clock.plan.get(id(mod)), **bound
+            )
+            if clock is not None and clock.plan is not None
             else functools.partial(cpu_forward, trusted=self._trusted, **bound)
         )
         self._handles.append(ForwardWrap(mod, make))
@@ -479,7 +485,6 @@ class LayerProfiler:
     def _take(self) -> _Token:
         if self._clock is not None:
             token = _Token(None, self._clock.take())
-            self._slots.ends_ev[:] = [None] * self._n_slots
             if self.device.type == "cuda":
                 token.stream = torch.cuda.current_stream(self.device)
         else:

@@ -109,3 +109,27 @@ def test_cuda_energy_profiler_run() -> None:
         assert hook_count(model) == 0
     finally:
         model.to("cpu")
+
+
+def test_cuda_one_event_per_boundary_pooled() -> None:
+    """A Llama layer has 15 distinct boundaries at the component level (see
+    test_shared_boundaries), against a pair for each of its 11 timed modules; the pool holds
+    exactly one token's events after each collect, and stops growing."""
+    model = build("llama").to("cuda")
+    try:
+        ids = prompt_ids().to("cuda")
+        prof = LayerProfiler(model, "component")
+        sizes: list[int] = []
+
+        def on_token() -> None:
+            prof.collect()
+            assert prof._clock is not None
+            sizes.append(len(prof._clock.pool))
+
+        with prof:
+            generate(model, ids, n=6, streamer=BoundaryStreamer(on_token))
+        assert sizes
+        assert set(sizes) == {15 * prof.disc.n_layers}
+        assert hook_count(model) == 0
+    finally:
+        model.to("cpu")
