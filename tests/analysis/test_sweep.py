@@ -10,8 +10,8 @@ import pytest
 from support.models import tiny_llama
 
 from llm_energy_widget.analysis import sweep
-from llm_energy_widget.analysis.sweep import grid_points
-from llm_energy_widget.errors import InvalidInputError
+from llm_energy_widget.analysis.sweep import SweepWarning, grid_points
+from llm_energy_widget.errors import InvalidInputError, RunError
 from llm_energy_widget.store import Store
 
 torch = pytest.importorskip("torch")
@@ -88,7 +88,15 @@ def test_sweep_bad_input(tiny: tuple[Any, Any]) -> None:
         sweep((model, tok), [], store=False)
     with pytest.raises(InvalidInputError, match="executor must have submit"):
         sweep((model, tok), "hi", executor=object(), store=False)
-    c = sweep((model, tok), "hi", {"dtype": ["float32", "float99"], "max_new_tokens": 2},
-              store=False, power="estimate", baseline_s=0.0)  # fmt: skip
+    with pytest.warns(SweepWarning, match="1 of 2 sweep points failed"):
+        c = sweep((model, tok), "hi", {"dtype": ["float32", "float99"], "max_new_tokens": 2},
+                  store=False, power="estimate", baseline_s=0.0)  # fmt: skip
     assert len(c.runs) == 1
+    assert c.notes[0] == "1 of 2 sweep points failed"
     assert any("unknown dtype 'float99'" in n for n in c.notes)
+    assert [f["point"]["dtype"] for f in c.failures] == ["float99"]  # type: ignore[attr-defined]
+    with pytest.raises(RunError, match=r"1 of 2 sweep points failed.*float99"):
+        sweep((model, tok), "hi", {"dtype": ["float32", "float99"], "max_new_tokens": 2},
+              store=False, power="estimate", baseline_s=0.0, on_error="raise")  # fmt: skip
+    with pytest.raises(InvalidInputError, match="on_error"):
+        sweep((model, tok), "hi", store=False, on_error="ignore")
