@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -100,3 +102,48 @@ def test_sweep_bad_input(tiny: tuple[Any, Any]) -> None:
               store=False, power="estimate", baseline_s=0.0, on_error="raise")  # fmt: skip
     with pytest.raises(InvalidInputError, match="on_error"):
         sweep((model, tok), "hi", store=False, on_error="ignore")
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_in_a_notebook_and_quiet_when_piped(
+    tiny: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, tok = tiny
+    kw: dict[str, Any] = {"store": False, "power": "estimate", "baseline_s": 0.0}
+    sweep((model, tok), "hi", {"max_new_tokens": [2, 3]}, **kw)
+    assert capsys.readouterr().err == ""  # piped: quiet
+
+    tty = _Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    sweep((model, tok), "hi", {"max_new_tokens": [2, 3]}, experiment="e", **kw)
+    out = tty.getvalue()
+    assert out.startswith("\rsweep e: 0/2 points done")
+    assert "\rsweep e: 1/2 points done" in out
+    assert "ETA" in out
+    assert out.endswith("\x1b[K\n")  # one line, rewritten, ended when the sweep is
+    monkeypatch.undo()
+
+    shown: list[tuple[str, str]] = []
+
+    class Handle:
+        def update(self, obj: dict[str, str], raw: bool) -> None:
+            shown.append(("update", obj["text/plain"]))
+
+    def display(obj: dict[str, str], raw: bool, display_id: bool) -> Handle:
+        shown.append(("display", obj["text/plain"]))
+        return Handle()
+
+    import IPython.display
+
+    from llm_energy_widget.notebook import cells
+
+    monkeypatch.setattr(cells, "in_kernel", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", display)
+    sweep((model, tok), "hi", {"max_new_tokens": [2, 3]}, experiment="nb", **kw)
+    assert [k for k, _ in shown] == ["display", "update", "update"]  # one output, updated
+    assert shown[-1][1].startswith("sweep nb: 2/2 points done")
+    assert capsys.readouterr().err == ""
