@@ -1,9 +1,27 @@
 """Profile every combination of models x prompts x a settings grid, store them as one experiment.
 
-Work goes through an Executor-style object (`submit(fn, *args) -> future`): the default runs the
-points one after another in this process (one model per device at a time, so runs don't disturb
-each other's power readings); Ray's or Dask's executor spreads them over a cluster, where models
-should be given by name so each worker loads its own.
+The executor contract (the worker side is in `analysis.sweep_workers`):
+
+- Points go through an Executor-style object: `submit(fn, *args) -> future` (the default runs
+  them one after another here; `ThreadPoolExecutor`, `ProcessPoolExecutor`, Dask's
+  `client.get_executor()` or a `distributed.Client` itself, and `RayExecutor` all work).
+- A model given by path is loaded once per worker process (never by two threads at once); a model
+  given as an object is shared, so its points run one at a time. Across processes, give paths.
+- Overlap: by default a point holds its machine's power-counter lock while it runs, so points
+  on one machine never overlap, whatever the executor. With `overlap=True` they may; afterwards
+  the driver compares the runs' wall-clock spans, and runs of different worker processes on the
+  same host and power source that overlap get a `run.warnings` entry and
+  `settings["concurrent_runs"]` (the other run's id, pid and seconds of overlap).
+- One store: workers return `Run.to_dict()`, the driver (this process) writes every run to its
+  store; SQLite is never written by the workers. Without overlap each run is stored as it comes
+  back; with overlap, once all are back (their flags depend on the runs that come later).
+- Failures: a failed point never passes silently. `on_error="warn"` (the default) returns the
+  runs that completed, with "k of n sweep points failed" first in `comparison.notes`, the
+  failures in `comparison.failures`, a logged error and a `SweepWarning`; `on_error="raise"`
+  raises a RunError with the same text once every point has ended. Every point failing raises.
+- Progress: points done / total and an ETA, on stderr where it is a terminal (one line, rewritten)
+  and as an updating text output in a notebook; quiet when piped (`progress=True` forces plain
+  lines on stderr, `progress=False` silences it).
 """
 
 from __future__ import annotations
@@ -12,20 +30,26 @@ import datetime as _dt
 import itertools
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, as_completed
 from typing import Any
 
 from ..errors import InvalidInputError, RunError
 from .compare import Comparison
+from .sweep_workers import RayExecutor, SweepPoint, is_pair, run_point
 
 __all__ = [
     "GRID_ALIASES",
     "INPUT_KEYS",
     "MODEL_KEYS",
+    "RayExecutor",
     "SequentialExecutor",
     "SweepPoint",
+    "SweepWarning",
+    "flag_concurrent_runs",
     "grid_points",
     "run_point",
     "sweep",
@@ -38,10 +62,14 @@ INPUT_KEYS = ("input_tokens", "batch_size")
 GRID_ALIASES = {"input_length": "input_tokens", "batch": "batch_size"}
 
 
+class SweepWarning(UserWarning):
+    """Some points of a sweep failed (the sweep returned the others)."""
+
+
 class SequentialExecutor:
     """`submit` runs the call at once and hands back a finished Future."""
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
         fut: Future[Any] = Future()
         try:
             fut.set_result(fn(*args, **kwargs))
@@ -50,36 +78,13 @@ class SequentialExecutor:
         return fut
 
 
-@dataclass
-class SweepPoint:
-    """One run of the sweep: picklable when the model is given by name."""
-
-    model: Any  # a name/path, or a (model, tokenizer) pair
-    prompt: Any
-    point: dict[str, Any]
-    store: str | None
-    experiment: str
-    power: Any
-    level: str
-    profiler_kw: dict[str, Any] = field(default_factory=dict)
-
-
-def _is_pair(x: Any) -> bool:
-    return (
-        isinstance(x, (tuple, list))
-        and len(x) == 2
-        and callable(getattr(x[0], "generate", None))
-        and not isinstance(x[1], (str, os.PathLike))
-    )
-
-
 def _models(models: Any) -> list[Any]:
-    if _is_pair(models) or isinstance(models, (str, os.PathLike)):
+    if is_pair(models) or isinstance(models, (str, os.PathLike)):
         return [models]
     if isinstance(models, Sequence) and models:
         out = list(models)
         for m in out:
-            if not (_is_pair(m) or isinstance(m, (str, os.PathLike))):
+            if not (is_pair(m) or isinstance(m, (str, os.PathLike))):
                 raise InvalidInputError(
                     "models must be a (model, tokenizer) pair, a model name/path, or a list of "
                     f"those; got an item of type {type(m).__name__}"
@@ -141,88 +146,114 @@ def _store_path(store: Any) -> str | None:
     )
 
 
-_LOADED: dict[str, tuple[Any, Any]] = {}
+# -- progress -------------------------------------------------------------------------------------
+class _Progress:
+    """Points done / total and an ETA: a rewritten stderr line on a terminal, plain lines when
+    forced onto a pipe, an updating text output in a notebook kernel, nothing otherwise."""
+
+    def __init__(self, total: int, label: str, progress: bool | None) -> None:
+        self.total, self.label = total, label
+        self.t0 = time.monotonic()
+        self.mode: str | None = None
+        self._handle: Any = None
+        if progress is False:
+            return
+        from ..notebook.cells import in_kernel
+
+        if in_kernel():
+            self.mode = "notebook"
+        elif getattr(sys.stderr, "isatty", lambda: False)():
+            self.mode = "tty"
+        elif progress:
+            self.mode = "lines"
+
+    def text(self, done: int, failed: int) -> str:
+        elapsed = time.monotonic() - self.t0
+        out = f"{self.label}: {done}/{self.total} points done"
+        if failed:
+            out += f" ({failed} failed)"
+        out += f", {elapsed:.1f} s"
+        if 0 < done < self.total:
+            out += f", ETA {elapsed / done * (self.total - done):.0f} s"
+        return out
+
+    def update(self, done: int, failed: int) -> None:
+        if self.mode is None:
+            return
+        text = self.text(done, failed)
+        if self.mode == "notebook":
+            from IPython.display import display
+
+            if self._handle is None:
+                self._handle = display({"text/plain": text}, raw=True, display_id=True)
+            else:
+                self._handle.update({"text/plain": text}, raw=True)
+        elif self.mode == "tty":
+            end = "\n" if done >= self.total else ""
+            print(f"\r{text}\x1b[K", end=end, file=sys.stderr, flush=True)
+        else:
+            print(text, file=sys.stderr, flush=True)
 
 
-def _load(model: Any) -> tuple[Any, Any]:
-    if _is_pair(model):
-        return model[0], model[1]
-    key = os.fspath(model)
-    if key not in _LOADED:
-        from ..models import load_model
+# -- runs from several processes ------------------------------------------------------------------
+def flag_concurrent_runs(runs: Sequence[Any]) -> int:
+    """Flag runs of different worker processes, on one host and power source, that overlapped.
 
-        _LOADED.clear()  # one loaded model per worker at a time
-        _LOADED[key] = load_model(key)
-    return _LOADED[key]
+    Each such run gets a warning and `settings["concurrent_runs"]`: [{run_id, pid, overlap_s}]
+    (from the wall-clock spans in `settings["sweep_worker"]`). Runs of one process are flagged by
+    that process's run queue already. Returns the number of overlapping pairs."""
+    spans = [(r, r.settings["sweep_worker"]) for r in runs if r.settings.get("sweep_worker")]
+    pairs = 0
+    for (a, wa), (b, wb) in itertools.combinations(spans, 2):
+        if wa.get("host") != wb.get("host") or wa.get("pid") == wb.get("pid"):
+            continue
+        source = a.power_info.get("source")
+        if source != b.power_info.get("source"):
+            continue
+        overlap_s = min(wa["end_unix_s"], wb["end_unix_s"]) - max(
+            wa["start_unix_s"], wb["start_unix_s"]
+        )
+        if overlap_s <= 0:
+            continue
+        pairs += 1
+        for run, w, other, wo in ((a, wa, b, wb), (b, wb, a, wa)):
+            length_s = w["end_unix_s"] - w["start_unix_s"]
+            run.settings.setdefault("concurrent_runs", []).append(
+                {"run_id": other.run_id, "pid": wo.get("pid"), "overlap_s": round(overlap_s, 3)}
+            )
+            run.warnings.append(
+                f"ran at the same time as run {other.run_id} (worker process {wo.get('pid')} on "
+                f"this machine) for {overlap_s:.2f} s of its {length_s:.2f} s: both read the same "
+                f"'{source}' power counters, so its energy figures include that run's work too "
+                "(the sweep allowed overlap)"
+            )
+    return pairs
 
 
-def _input_ids(tokenizer: Any, prompt: Any, n_tokens: int | None, batch: int | None) -> Any:
-    """The prompt as ids, cut or repeated to n_tokens, replicated batch times."""
-    import torch
+def _executor(executor: Any) -> Any:
+    if executor is None:
+        return SequentialExecutor()
+    if callable(getattr(executor, "get_executor", None)):  # a distributed.Client
+        return executor.get_executor()
+    if not callable(getattr(executor, "submit", None)):
+        raise InvalidInputError("executor must have submit(fn, *args) -> future")
+    return executor
 
-    if tokenizer is None:
-        raise InvalidInputError("input_tokens/batch_size in a sweep need a tokenizer")
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], dict):
-        ids = list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True))
-        if ids and isinstance(ids[0], list):
-            ids = ids[0]
+
+def _completed(ex: Any, tasks: list[SweepPoint]) -> Iterator[tuple[int, Any]]:
+    """(index, future) as they finish where they are concurrent Futures, else in order; the
+    sequential executor runs each point only when the one before has been reported."""
+    if isinstance(ex, SequentialExecutor):
+        for i, t in enumerate(tasks):
+            yield i, ex.submit(run_point, t)
+        return
+    futures = [ex.submit(run_point, t) for t in tasks]
+    if all(isinstance(f, Future) for f in futures):
+        where = {id(f): i for i, f in enumerate(futures)}
+        for f in as_completed(futures):
+            yield where[id(f)], f
     else:
-        ids = list(tokenizer(prompt)["input_ids"])
-    if not ids:
-        raise InvalidInputError("the prompt encodes to no tokens")
-    if n_tokens is not None:
-        ids = (ids * (n_tokens // len(ids) + 1))[:n_tokens]  # truncate, or pad by repeating
-    return torch.tensor([ids] * (batch or 1), dtype=torch.long)
-
-
-def run_point(task: SweepPoint) -> dict[str, Any]:
-    """Profile one grid point; returns the run as a dict (picklable, for remote executors)."""
-    import torch
-
-    from ..profiler import EnergyProfiler
-    from ..store import Store
-
-    model, tokenizer = _load(task.model)
-    point = dict(task.point)
-    n_tokens, batch = point.pop("input_tokens", None), point.pop("batch_size", None)
-    dtype, device = point.pop("dtype", None), point.pop("device", None)
-    before = (getattr(model, "dtype", None), getattr(model, "device", None))
-    try:
-        if dtype is not None or device is not None:
-            torch_dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
-            if dtype is not None and not isinstance(torch_dtype, torch.dtype):
-                raise InvalidInputError(f"unknown dtype {dtype!r} (e.g. 'float32', 'bfloat16')")
-            model.to(device=device, dtype=torch_dtype)
-        prompt = (
-            _input_ids(tokenizer, task.prompt, n_tokens, batch)
-            if n_tokens is not None or batch is not None
-            else task.prompt
-        )
-        # Our own Store object, so we can wait until the finished run is on disk.
-        store = Store(task.store) if task.store is not None else None
-        profiler = EnergyProfiler(
-            model,
-            tokenizer,
-            power=task.power,
-            level=task.level,
-            store=store if store is not None else False,
-            experiment=task.experiment,
-            **task.profiler_kw,
-        )
-        extra: dict[str, Any] = {"sweep_point": dict(task.point)}
-        if n_tokens is not None:
-            extra["input_tokens"] = n_tokens
-        run = profiler.generate(prompt, settings=extra, **point)
-        run.wait()
-        if store is not None:
-            store.flush()
-            store.close()
-        if run.status == "failed":
-            raise RunError(f"run {run.run_id} failed: {run.error_message}")
-        return run.to_dict()
-    finally:
-        if before[0] is not None and (dtype is not None or device is not None):
-            model.to(device=before[1], dtype=before[0])
+        yield from enumerate(futures)
 
 
 def sweep(
@@ -235,38 +266,89 @@ def sweep(
     store: Any = True,
     power: Any = "auto",
     level: str = "token",
+    overlap: bool = False,
+    progress: bool | None = None,
+    on_error: str = "warn",
     **profiler_kw: Any,
 ) -> Comparison:
     """Run models x prompts x grid, store every run under `experiment`, and compare them.
 
     grid keys: max_new_tokens, input_tokens (prompt cut or repeated to N tokens), batch_size
     (prompt replicated), dtype, device, and any `generate` setting (do_sample, temperature, …).
+    executor: see the module docstring (give models by path to process or cluster executors).
+    overlap: let points on one machine run at the same time (flagged in each run); by default
+    they take turns on the machine's power counters.
+    progress: None (auto: terminal or notebook), True (also when piped), False.
+    on_error: "warn" returns the completed runs and says how many points failed; "raise" raises.
     """
-    if executor is not None and not callable(getattr(executor, "submit", None)):
-        raise InvalidInputError("executor must have submit(fn, *args) -> future")
+    if on_error not in ("warn", "raise"):
+        raise InvalidInputError(f"on_error must be 'warn' or 'raise', not {on_error!r}")
+    ex = _executor(executor)
     experiment = experiment or "sweep-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     store_path = _store_path(store)
-    tasks = [
-        SweepPoint(m, p, pt, store_path, experiment, power, level, dict(profiler_kw))
-        for m in _models(models)
-        for p in _prompts(prompts)
-        for pt in grid_points(grid)
+    points = [
+        (m, p, pt) for m in _models(models) for p in _prompts(prompts) for pt in grid_points(grid)
     ]
-    ex = executor or SequentialExecutor()
-    futures = [ex.submit(run_point, t) for t in tasks]
-    results, failures = [], []
-    for task, fut in zip(tasks, futures, strict=True):
-        try:
-            results.append(fut.result())
-        except Exception as exc:
-            log.error("sweep point %s failed: %s", task.point, exc)
-            failures.append(f"point {task.point} failed: {type(exc).__name__}: {exc}")
-    if not results:
-        raise RunError("every sweep point failed: " + "; ".join(failures))
-    comparison = Comparison([_from_dict(d) for d in results])
-    comparison.notes.extend(failures)
+    tasks = [
+        SweepPoint(m, p, pt, store_path, experiment, power, level, dict(profiler_kw), overlap, i)
+        for i, (m, p, pt) in enumerate(points)
+    ]
+    bar = _Progress(len(tasks), f"sweep {experiment}", progress)
+    bar.update(0, 0)
+    results: dict[int, Any] = {}
+    failures: list[dict[str, Any]] = []
+    db = _open_store(store_path)
+    try:
+        for i, fut in _completed(ex, tasks):
+            try:
+                run = _from_dict(fut.result())
+            except Exception as exc:
+                task = tasks[i]
+                log.error("sweep point %s failed: %s", task.point, exc)
+                failures.append(
+                    {
+                        "index": i,
+                        "point": dict(task.point),
+                        "prompt": task.prompt if isinstance(task.prompt, str) else None,
+                        "error": f"{type(exc).__name__}: {exc}",
+                    }
+                )
+            else:
+                results[i] = run
+                if db is not None and not overlap:
+                    db.save(run)  # stored as it comes back: a crash later keeps it
+            bar.update(len(results) + len(failures), len(failures))
+        runs = [results[i] for i in sorted(results)]
+        if overlap:
+            flag_concurrent_runs(runs)
+            if db is not None:
+                for run in runs:
+                    db.save(run)
+    finally:
+        if db is not None:
+            db.close()
+    failures.sort(key=lambda f: f["index"])
+    lines = [f"point {f['point']} failed: {f['error']}" for f in failures]
+    headline = f"{len(failures)} of {len(tasks)} sweep points failed"
+    if not runs:
+        raise RunError(f"every sweep point failed ({headline}): " + "; ".join(lines))
+    if failures and on_error == "raise":
+        raise RunError(f"{headline}: " + "; ".join(lines))
+    comparison = Comparison(runs)
+    if failures:
+        comparison.notes.extend([headline, *lines])
+        warnings.warn(f"{headline}: " + "; ".join(lines), SweepWarning, stacklevel=2)
     comparison.experiment = experiment
+    setattr(comparison, "failures", failures)  # noqa: B010 - Comparison does not declare it
     return comparison
+
+
+def _open_store(path: str | None) -> Any:
+    if path is None:
+        return None
+    from ..store import Store
+
+    return Store(path)
 
 
 def _from_dict(d: dict[str, Any]) -> Any:

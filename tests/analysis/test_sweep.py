@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -10,8 +12,8 @@ import pytest
 from support.models import tiny_llama
 
 from llm_energy_widget.analysis import sweep
-from llm_energy_widget.analysis.sweep import grid_points
-from llm_energy_widget.errors import InvalidInputError
+from llm_energy_widget.analysis.sweep import SweepWarning, grid_points
+from llm_energy_widget.errors import InvalidInputError, RunError
 from llm_energy_widget.store import Store
 
 torch = pytest.importorskip("torch")
@@ -88,7 +90,60 @@ def test_sweep_bad_input(tiny: tuple[Any, Any]) -> None:
         sweep((model, tok), [], store=False)
     with pytest.raises(InvalidInputError, match="executor must have submit"):
         sweep((model, tok), "hi", executor=object(), store=False)
-    c = sweep((model, tok), "hi", {"dtype": ["float32", "float99"], "max_new_tokens": 2},
-              store=False, power="estimate", baseline_s=0.0)  # fmt: skip
+    with pytest.warns(SweepWarning, match="1 of 2 sweep points failed"):
+        c = sweep((model, tok), "hi", {"dtype": ["float32", "float99"], "max_new_tokens": 2},
+                  store=False, power="estimate", baseline_s=0.0)  # fmt: skip
     assert len(c.runs) == 1
+    assert c.notes[0] == "1 of 2 sweep points failed"
     assert any("unknown dtype 'float99'" in n for n in c.notes)
+    assert [f["point"]["dtype"] for f in c.failures] == ["float99"]  # type: ignore[attr-defined]
+    with pytest.raises(RunError, match=r"1 of 2 sweep points failed.*float99"):
+        sweep((model, tok), "hi", {"dtype": ["float32", "float99"], "max_new_tokens": 2},
+              store=False, power="estimate", baseline_s=0.0, on_error="raise")  # fmt: skip
+    with pytest.raises(InvalidInputError, match="on_error"):
+        sweep((model, tok), "hi", store=False, on_error="ignore")
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_in_a_notebook_and_quiet_when_piped(
+    tiny: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, tok = tiny
+    kw: dict[str, Any] = {"store": False, "power": "estimate", "baseline_s": 0.0}
+    sweep((model, tok), "hi", {"max_new_tokens": [2, 3]}, **kw)
+    assert capsys.readouterr().err == ""  # piped: quiet
+
+    tty = _Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    sweep((model, tok), "hi", {"max_new_tokens": [2, 3]}, experiment="e", **kw)
+    out = tty.getvalue()
+    assert out.startswith("\rsweep e: 0/2 points done")
+    assert "\rsweep e: 1/2 points done" in out
+    assert "ETA" in out
+    assert out.endswith("\x1b[K\n")  # one line, rewritten, ended when the sweep is
+    monkeypatch.undo()
+
+    shown: list[tuple[str, str]] = []
+
+    class Handle:
+        def update(self, obj: dict[str, str], raw: bool) -> None:
+            shown.append(("update", obj["text/plain"]))
+
+    def display(obj: dict[str, str], raw: bool, display_id: bool) -> Handle:
+        shown.append(("display", obj["text/plain"]))
+        return Handle()
+
+    import IPython.display
+
+    from llm_energy_widget.notebook import cells
+
+    monkeypatch.setattr(cells, "in_kernel", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", display)
+    sweep((model, tok), "hi", {"max_new_tokens": [2, 3]}, experiment="nb", **kw)
+    assert [k for k, _ in shown] == ["display", "update", "update"]  # one output, updated
+    assert shown[-1][1].startswith("sweep nb: 2/2 points done")
+    assert capsys.readouterr().err == ""
