@@ -55,7 +55,6 @@ class HostSlots:
     refs: list[torch.Tensor | None] = field(init=False)  # held outputs
     vers: list[int] = field(init=False)  # their version counters (-1: inference tensor)
     force: list[bool] = field(init=False)  # changed in place once: reduce in the hook from now
-    ends_ev: list[Any] = field(init=False)  # device event of each slot's last end
 
     def __post_init__(self) -> None:
         n = self.n
@@ -65,7 +64,6 @@ class HostSlots:
         self.refs = [None] * n
         self.vers = [0] * n
         self.force = [False] * n
-        self.ends_ev = [None] * n
 
 
 @dataclass

@@ -415,8 +415,8 @@ def test_cli_chat_flags(
     assert run.settings["chat_template"] is True
     with pytest.raises(InvalidInputError, match="no chat template"):
         _cli(monkeypatch, model, plain_tokenizer, "--chat")
-    with pytest.raises(SystemExit):  # --chat and --no-chat together: argparse refuses
-        _cli(monkeypatch, model, smollm_tokenizer, "--chat", "--no-chat")
+    with pytest.raises(InvalidInputError, match="not allowed with argument --chat"):
+        _cli(monkeypatch, model, smollm_tokenizer, "--chat", "--no-chat")  # a one-line error
     run, _ = _cli(monkeypatch, tiny_llama(), smollm_tokenizer, "--no-warmup")
     assert run.settings["warmup"] == {"tokens": 0, "why_not": "warmup=False"}
     capsys.readouterr()
