@@ -1,9 +1,17 @@
 """Mixture-of-experts routing per token: which experts fired and how sure the router was.
 
-Read from a forward hook on each router (the `gate` of the sparse MoE block). transformers v5
-routers return (logits, scores, top-k indices); older ones return only the logits, and then the
-top-k is taken from the logits (the same ranking as from the softmax). The row used is the last
-position of the forward: the one that produces the next token.
+Read from a forward hook on each router (the `gate`/`router` of the sparse MoE block).
+transformers v5 routers return (logits, scores, top-k indices): mixtral, qwen2_moe, qwen3_moe,
+olmoe, granitemoe(shared), phimoe, gpt_oss, deepseek_v2/v3, glm4_moe, ernie4_5_moe, minimax.
+Older ones return only the logits, and then the top-k is taken from the logits (the same ranking
+as from the softmax). A few put the logits elsewhere (`_LOGITS_AT`: llama4 returns (scores,
+logits), JetMoE five tensors with the logits last). The row used is the last position of the
+forward: the one that produces the next token.
+
+The entropy is that of the router's own distribution over experts: a softmax of the logits,
+or, for routers that score each expert with a sigmoid (deepseek_v3, glm4_moe, llama4), the
+sigmoid scores normalized to sum to one (`_SIGMOID`); the group-limited selection of
+deepseek_v3 is not applied to it, so it measures how spread the scores are, not the choice.
 """
 
 from __future__ import annotations
@@ -15,7 +23,10 @@ from torch import nn
 
 from .architectures import first_tensor
 
-__all__ = ["RouterTap", "router_n_experts", "router_top_k"]
+__all__ = ["RouterTap", "router_logits", "router_n_experts", "router_top_k"]
+
+_LOGITS_AT = {"Llama4Router": 1, "JetMoeTopKGating": 4}  # router class -> index of its logits
+_SIGMOID = frozenset({"DeepseekV3TopkRouter", "Glm4MoeTopkRouter", "Llama4Router"})
 
 
 def router_top_k(router: nn.Module, config: Any) -> int:
@@ -31,12 +42,22 @@ def router_n_experts(router: nn.Module, config: Any) -> int | None:
         (router, "num_experts"),
         (config, "num_local_experts"),
         (config, "num_experts"),
+        (config, "n_routed_experts"),
     ):
         v = getattr(owner, attr, None)
         if isinstance(v, int) and v > 0:
             return v
     w = getattr(router, "weight", None)
     return int(w.shape[0]) if isinstance(w, torch.Tensor) else None
+
+
+def router_logits(router: nn.Module, out: Any) -> torch.Tensor | None:
+    """The router's logits in its output (the first tensor, unless `_LOGITS_AT` says)."""
+    at = _LOGITS_AT.get(type(router).__name__)
+    if at is not None and isinstance(out, (tuple, list)) and len(out) > at:
+        v = out[at]
+        return v if isinstance(v, torch.Tensor) else None
+    return first_tensor(out)
 
 
 class RouterTap:
@@ -51,15 +72,24 @@ class RouterTap:
         experts, entropy, k = self.experts, self.entropy, self.top_k
 
         def on_router(module: nn.Module, args: Any, out: Any) -> None:
-            logits = first_tensor(out)
+            logits = router_logits(module, out)
             if logits is None:
                 return
+            cls = type(module).__name__
             with torch.no_grad():
                 last = logits.reshape(-1, logits.shape[-1])[-1].float()
-                p = torch.softmax(last, dim=-1)
+                if cls in _SIGMOID:
+                    s = torch.sigmoid(last)
+                    p = s / s.sum().clamp_min(1e-30)
+                else:
+                    p = torch.softmax(last, dim=-1)
                 entropy[layer : layer + 1].copy_(-torch.special.xlogy(p, p).sum(-1, keepdim=True))
                 idx = out[2] if isinstance(out, tuple) and len(out) >= 3 else None
-                if isinstance(idx, torch.Tensor) and idx.dtype in (torch.long, torch.int32):
+                if (
+                    cls not in _LOGITS_AT
+                    and isinstance(idx, torch.Tensor)
+                    and idx.dtype in (torch.long, torch.int32)
+                ):
                     ids = idx.reshape(-1, idx.shape[-1])[-1]
                 else:
                     ids = torch.topk(last, min(k, last.shape[-1])).indices
