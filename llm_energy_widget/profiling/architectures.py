@@ -12,9 +12,19 @@ timed from timestamps we take anyway:
   between gate_proj and up_proj, outside the up_proj -> down_proj gap, so `gap_modules` times
   the act_fn module itself into the same cell; ungated MLPs (fc1 -> act -> fc2) and fused
   gate_up projections (act and multiply after it) have both inside the gap.
-Whatever else runs between hooked modules (views, residual adds) is "other". Unknown models get
-the generic discovery: the longest ModuleList of same-class blocks and their Linear/Conv1D/norm
-leaves, in registration order.
+Whatever else runs between hooked modules (views, residual adds) is "other". MoE blocks list
+their router (its logits give the routing, `moe`) and their fused experts (transformers v5 keeps
+every expert's weights in one module of 3-D parameters) as one component each.
+
+Unknown models get the generic discovery: the longest ModuleList of same-class blocks; in each,
+the Linear/Conv1D/norm modules, routers, fused experts and shared experts, in the order the
+block's `forward` source calls them (`_call_order`: read statically, so discovery runs nothing
+on the model and leaves no hook; the matrix test checks the order against a real forward for
+every architecture it builds). The attention block (`self_attn`/`attn`/`attention`/
+`self_attention`) and the MLP (`mlp`/`feed_forward`/`ffn`/`block_sparse_moe`, or fc1/fc2 on the
+layer) are found by name, and their gaps by the registry's rules (`_gaps_of`). Run on every
+registered architecture, the generic discovery finds exactly its entry (tested); entries stay
+because they are explicit, reviewed and trusted (`LayerProfiler._trusted`).
 """
 
 from __future__ import annotations
@@ -897,8 +907,8 @@ def _call_order(mod: nn.Module) -> tuple[str, ...]:
             for t in node.targets if isinstance(node, ast.Assign) else [node.target]:
                 visit(t, me)
             return
-        for child in ast.iter_child_nodes(node):
-            visit(child, me)
+        for sub in ast.iter_child_nodes(node):
+            visit(sub, me)
 
     forward = getattr(cls, "forward", None)
     if forward is not None:
