@@ -4,8 +4,9 @@ Run: `.venv/bin/python benchmarks/arch_matrix.py [--tokens 8] [ARCH ...]`.
 For every tiny random config in `tests/support/archs.py` (2 layers, hidden 64, no download):
 greedy-generate `--tokens` tokens under `LayerProfiler(level="component")` and print one row:
 how the components were discovered (a registry entry or the generic discovery), how many per
-layer, the share of the layer time in "other" (`core.breakdown.other_share`; over 30 % the run's
-summary warns), whether profiling left the generated ids unchanged, and the MoE routing seen
+layer, the share of the layer time in "other" (`core.breakdown.other_share`: over all tokens, and
+for a typical token: per layer, the token of median layer time; over 30 % of the latter the
+run's summary warns), whether profiling left the generated ids unchanged, and the MoE routing seen
 (experts per token and the routing entropy's range, in nats). Times are CPU wall times of tiny
 models: the shares say what the discovery covers, not what a real model spends where.
 """
@@ -40,7 +41,8 @@ def row(arch: str, tokens: int) -> dict[str, Any]:
     with prof:
         out = generate(model, ids, tokens, streamer=streamer)
     d = prof.disc
-    share = other_share(np.stack([v for v, _ in rows]), prof.component_names)
+    values = np.stack([v for v, _ in rows])
+    share = other_share(values, prof.component_names)
     per_layer = sorted({len(c) for c in d.components})
     moe = "-"
     routed = [li for li, r in enumerate(d.routers) if r is not None]
@@ -59,6 +61,7 @@ def row(arch: str, tokens: int) -> dict[str, Any]:
         "components": "/".join(str(n) for n in per_layer),
         "gaps": ",".join(g[0] for g in d.gaps) or "-",
         "other": share,
+        "other_typical": other_share(values, prof.component_names, typical=True),
         "same": bool(torch.equal(out, reference)),
         "moe": moe,
     }
@@ -76,18 +79,29 @@ def main() -> None:
     from support.archs import MATRIX_ARCHS
 
     archs = args.archs or MATRIX_ARCHS
-    head = ("architecture", "discovered", "components", "gaps", "other", "ids same", "MoE routing")
+    head = (
+        "architecture",
+        "discovered",
+        "components",
+        "gaps",
+        "other (all)",
+        "other (median token)",
+        "ids same",
+        "MoE routing",
+    )
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---" for _ in head) + "|")
     for arch in archs:
         try:
             r = row(arch, args.tokens)
         except Exception as exc:  # one architecture failing must not hide the others
-            print(f"| {arch} | failed: {type(exc).__name__}: {exc} | | | | | |")
+            print(f"| {arch} | failed: {type(exc).__name__}: {exc} | | | | | | |")
             continue
-        other = f"{r['other'] * 100:.1f} %" if r["other"] is not None else "-"
+        other, typical = (
+            f"{r[k] * 100:.1f} %" if r[k] is not None else "-" for k in ("other", "other_typical")
+        )
         print(
-            f"| {arch} | {r['how']} | {r['components']} | {r['gaps']} | {other} | "
+            f"| {arch} | {r['how']} | {r['components']} | {r['gaps']} | {other} | {typical} | "
             f"{'yes' if r['same'] else 'NO'} | {r['moe']} |"
         )
 

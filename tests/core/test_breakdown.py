@@ -52,3 +52,25 @@ def test_note_over_threshold_only() -> None:
     assert reg is not None
     assert "generic" not in reg
     assert other_share_note(high, NAMES, "generic", threshold=0.5) is None
+
+
+def test_typical_token_ignores_a_preempted_one() -> None:
+    # three tokens of one layer: (q 2, other 1) twice, then one with a 9 ms pause in "other"
+    t = np.array([[[2.0, NAN, 1.0]], [[2.0, NAN, 1.0]], [[2.0, NAN, 10.0]]])
+    assert other_share(t, NAMES) == 12 / 18
+    assert other_share(t, NAMES, typical=True) == 1 / 3  # the median token: q 2, other 1
+    assert other_share_note(t, NAMES, "generic") is not None  # 33 % > 30 %
+    assert other_share_note(t, NAMES, "generic", threshold=0.4) is None  # 67 % would warn
+
+
+def test_typical_takes_each_layers_median_token_whole() -> None:
+    # layer 0: tokens of 4, 6 and 30 ms -> the 6 ms one (other 3); layer 1: 2 and 8 ms ->
+    # the lower median, 2 ms (other 0.5); token 2 of layer 1 not measured
+    t = np.array(
+        [
+            [[3.0, NAN, 1.0], [1.5, NAN, 0.5]],
+            [[3.0, NAN, 3.0], [4.0, NAN, 4.0]],
+            [[10.0, NAN, 20.0], [NAN, NAN, NAN]],
+        ]
+    )
+    assert other_share(t, NAMES, typical=True) == (3.0 + 0.5) / (6.0 + 2.0)

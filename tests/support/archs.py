@@ -174,9 +174,7 @@ def _matrix_configs() -> dict[str, Callable[[], Any]]:
             moe_num_shared_experts=1,
             moe_layer_start_index=1,
         ),
-        # not in the registry: generic discovery
-        "diffllama": _auto("diffllama", **_COMMON),
-        "llama4_text": _auto(
+        "llama4_text": _auto(  # every layer routed (interleave_moe_layer_step=1)
             "llama4_text",
             **_COMMON,
             head_dim=16,
@@ -184,6 +182,8 @@ def _matrix_configs() -> dict[str, Callable[[], Any]]:
             num_local_experts=4,
             num_experts_per_tok=1,
         ),
+        # not in the registry: generic discovery
+        "diffllama": _auto("diffllama", **_COMMON),
         "jetmoe": _auto(
             "jetmoe",
             **{k: v for k, v in mha.items() if k != "intermediate_size"},
@@ -200,7 +200,7 @@ CONFIGS = _configs()
 # the per-level suites (tests/profiling/test_layer_profiler.py and others) run on these; the
 # architecture matrix (test_arch_matrix.py) on every config
 REGISTRY_ARCHS = list(CONFIGS)[: list(CONFIGS).index("bloom") + 1]
-GENERIC_ARCHS = ["diffllama", "llama4_text"]  # in no registry entry: the generic discovery
+GENERIC_ARCHS = ["diffllama"]  # in no registry entry: the generic discovery
 MATRIX_ARCHS = list(CONFIGS)
 _cache: dict[str, torch.nn.Module] = {}
 
