@@ -65,12 +65,143 @@ def _configs() -> dict[str, Callable[[], Any]]:
         "bloom": lambda: T.BloomConfig(
             hidden_size=64, n_layer=2, n_head=4, vocab_size=VOCAB, **_IDS
         ),
+        **_matrix_configs(),
+    }
+
+
+def _auto(model_type: str, **kw: Any) -> Callable[[], Any]:
+    return lambda: T.AutoConfig.for_model(model_type, **kw)
+
+
+def _matrix_configs() -> dict[str, Callable[[], Any]]:
+    """More families for the architecture matrix (tests/profiling/test_arch_matrix.py)."""
+    mha = {k: v for k, v in _COMMON.items() if k != "num_key_value_heads"}
+    gpt = {"n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": VOCAB, "n_positions": 128, **_IDS}
+    moe = {"num_local_experts": 4, "num_experts_per_tok": 2}
+    mla = {  # deepseek multi-head latent attention, tiny
+        "kv_lora_rank": 16,
+        "q_lora_rank": 32,
+        "qk_rope_head_dim": 8,
+        "qk_nope_head_dim": 8,
+        "v_head_dim": 16,
+        "moe_intermediate_size": 32,
+        "n_routed_experts": 4,
+        "num_experts_per_tok": 2,
+        "n_shared_experts": 1,
+        "first_k_dense_replace": 1,  # layer 0 dense, layer 1 routed
+        "n_group": 1,
+        "topk_group": 1,
+    }
+    return {
+        "olmo": _auto("olmo", **_COMMON),
+        "olmo3": _auto("olmo3", **_COMMON),
+        "starcoder2": _auto("starcoder2", **_COMMON),
+        "cohere": _auto("cohere", **_COMMON),
+        "cohere2": _auto("cohere2", **_COMMON, sliding_window=8),
+        "smollm3": _auto("smollm3", **_COMMON),
+        "ernie4_5": _auto("ernie4_5", **_COMMON),
+        "seed_oss": _auto("seed_oss", **_COMMON),
+        "helium": _auto("helium", **_COMMON, head_dim=16),
+        "exaone4": _auto("exaone4", **_COMMON),
+        "glm": _auto("glm", **_COMMON, head_dim=16),
+        "glm4": _auto("glm4", **_COMMON, head_dim=16),
+        "apertus": _auto("apertus", **_COMMON),
+        "arcee": _auto("arcee", **_COMMON),
+        "nemotron": _auto("nemotron", **_COMMON),
+        "bitnet": _auto("bitnet", **_COMMON),
+        "vaultgemma": _auto("vaultgemma", **_COMMON, head_dim=16),
+        "persimmon": _auto("persimmon", **mha),
+        "biogpt": _auto("biogpt", **mha),
+        "xglm": _auto(
+            "xglm",
+            d_model=64,
+            ffn_dim=128,
+            num_layers=2,
+            attention_heads=4,
+            vocab_size=VOCAB,
+            max_position_embeddings=128,
+            **_IDS,
+        ),
+        "falcon": _auto("falcon", **mha),
+        "gptj": _auto("gptj", **gpt, rotary_dim=16),
+        "codegen": _auto("codegen", **gpt, n_ctx=128, rotary_dim=16),
+        "gpt_bigcode": _auto("gpt_bigcode", **gpt),
+        "mpt": _auto(
+            "mpt",
+            d_model=64,
+            n_heads=4,
+            n_layers=2,
+            expansion_ratio=2,
+            vocab_size=VOCAB,
+            max_seq_len=128,
+            **_IDS,
+        ),
+        # mixture of experts
+        "qwen3_moe": _auto(
+            "qwen3_moe",
+            **_COMMON,
+            head_dim=16,
+            num_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=32,
+            mlp_only_layers=[0],  # layer 0 dense, layer 1 routed
+        ),
+        "olmoe": _auto("olmoe", **_COMMON, num_experts=4, num_experts_per_tok=2),
+        "granitemoe": _auto("granitemoe", **_COMMON, **moe),
+        "granitemoeshared": _auto(
+            "granitemoeshared", **_COMMON, **moe, shared_intermediate_size=64
+        ),
+        "phimoe": _auto("phimoe", **_COMMON, **moe),
+        "gpt_oss": _auto("gpt_oss", **_COMMON, **moe, head_dim=16, sliding_window=8),
+        "deepseek_v2": _auto("deepseek_v2", **mha, **{**mla, "q_lora_rank": None}),
+        "deepseek_v3": _auto("deepseek_v3", **mha, **mla),
+        "glm4_moe": _auto(
+            "glm4_moe",
+            **_COMMON,
+            head_dim=16,
+            **{k: mla[k] for k in ("moe_intermediate_size", "n_routed_experts", "n_group")},
+            num_experts_per_tok=2,
+            n_shared_experts=1,
+            first_k_dense_replace=1,
+            topk_group=1,
+        ),
+        "ernie4_5_moe": _auto(
+            "ernie4_5_moe",
+            **_COMMON,
+            moe_num_experts=4,
+            moe_k=2,
+            moe_intermediate_size=32,
+            moe_num_shared_experts=1,
+            moe_layer_start_index=1,
+        ),
+        "llama4_text": _auto(  # every layer routed (interleave_moe_layer_step=1)
+            "llama4_text",
+            **_COMMON,
+            head_dim=16,
+            intermediate_size_mlp=128,
+            num_local_experts=4,
+            num_experts_per_tok=1,
+        ),
+        # not in the registry: generic discovery
+        "diffllama": _auto("diffllama", **_COMMON),
+        "jetmoe": _auto(
+            "jetmoe",
+            **{k: v for k, v in mha.items() if k != "intermediate_size"},
+            kv_channels=16,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            ffn_hidden_size=64,
+        ),
+        "minimax": _auto("minimax", **_COMMON, **moe, head_dim=16),
     }
 
 
 CONFIGS = _configs()
-REGISTRY_ARCHS = [a for a in CONFIGS if a not in ("opt", "olmo2", "granite", "bloom")]
-GENERIC_ARCHS = ["opt", "olmo2", "granite", "bloom"]
+# the per-level suites (tests/profiling/test_layer_profiler.py and others) run on these; the
+# architecture matrix (test_arch_matrix.py) on every config
+REGISTRY_ARCHS = list(CONFIGS)[: list(CONFIGS).index("bloom") + 1]
+GENERIC_ARCHS = ["diffllama"]  # in no registry entry: the generic discovery
+MATRIX_ARCHS = list(CONFIGS)
 _cache: dict[str, torch.nn.Module] = {}
 
 
