@@ -18,6 +18,16 @@ figures, not measurements, and every one can be overridden by keyword in `predic
 - Apple M-series (unified memory bandwidth from Apple's specifications; power is a typical SoC
   package power under GPU load, approximate, since Apple publishes no TDP; FP32 GPU TFLOPS).
 
+Small models are not bandwidth-bound on an accelerator: eager PyTorch launches a dozen kernels per
+layer from Python, and `generate` waits for them. Each device class therefore has a step overhead
+per decoder layer (`STEP_OVERHEAD_MS_PER_LAYER`) added to every forward pass, drawn at a fraction
+of the busy power (`OVERHEAD_POWER_FRACTION`): on an accelerator waiting for the host, a quarter of
+its TDP (NVIDIA) or half its SoC power (Apple); on a CPU one core of `cores` runs the Python loop.
+The GPU figure is this project's measurement: plain `generate` of SmolLM2-135M's shape (30 layers)
+on an H200 ran 44 tokens/s, 22.7 ms a step, about 0.75 ms per layer (README, Benchmarks); the
+CPU's 0.3 ms per layer leaves the rest of the 54 ms a step measured on the 2-core CPU machine
+(18.6 tokens/s) to bandwidth below peak.
+
 The interval of a first-principles figure is x0.3 to x3 of it (`COLD_LOW`, `COLD_HIGH`): peak
 bandwidth is never fully reached and real power is neither the TDP nor zero.
 """
@@ -39,6 +49,8 @@ __all__ = [
     "CPU_GFLOPS_PER_CORE",
     "CPU_W_PER_CORE",
     "NVIDIA",
+    "OVERHEAD_POWER_FRACTION",
+    "STEP_OVERHEAD_MS_PER_LAYER",
     "device_figures",
 ]
 
@@ -50,6 +62,11 @@ CPU_GB_S_MAX = 80.0
 """A desktop or VM socket's reachable memory bandwidth, the cap on cores x per-core GB/s."""
 CPU_GFLOPS_PER_CORE = 50.0
 """fp32 GFLOP/s one core reaches in a BLAS matmul (about half the AVX2 FMA peak)."""
+STEP_OVERHEAD_MS_PER_LAYER = {"cpu": 0.3, "cuda": 0.75, "mps": 0.75}
+"""ms per decoder layer of every forward pass that no bandwidth or FLOPs figure explains
+(kernel launches, Python); see the module docstring for where the figures come from."""
+OVERHEAD_POWER_FRACTION = {"cuda": 0.25, "mps": 0.5}
+"""Share of the busy power drawn during the step overhead (CPU: 1 / cores, one busy core)."""
 COLD_LOW = 0.3
 COLD_HIGH = 3.0
 """A first-principles figure's interval: x0.3 to x3 of it."""
@@ -103,12 +120,14 @@ def device_figures(
     memory_bandwidth_gb_s: float | None = None,
     power_w: float | None = None,
     peak_tflops: float | None = None,
+    step_overhead_ms_per_layer: float | None = None,
 ) -> dict[str, Any]:
     """The figures a first-principles estimate uses for a device, each one overridable.
 
     `device` is a torch device string ("cpu", "cuda", "cuda:1", "mps"); `accelerator` names the
     chip for cuda/mps ("NVIDIA H200", "M2 Max"; a name as `settings["machine"]["accelerator"]`
-    records it works). Returns bandwidth (GB/s), power (W), peak (TFLOPS) and where each came from.
+    records it works). Returns bandwidth (GB/s), power (W), peak (TFLOPS), the step overhead
+    (ms per layer) and the power drawn during it (W), and where each came from.
     """
     kind = str(device).split(":", 1)[0].lower()
     figures: dict[str, Any]
@@ -158,7 +177,11 @@ def device_figures(
             }
     else:
         raise InvalidInputError(f"device must be cpu, cuda or mps; got {device!r}")
+    frac = 1.0 / (cpu_cores or os.cpu_count() or 1) if kind == "cpu" else None
+    figures["overhead_power_fraction"] = frac if frac is not None else OVERHEAD_POWER_FRACTION[kind]
+    figures["step_overhead_ms_per_layer"] = STEP_OVERHEAD_MS_PER_LAYER[kind]
     overrides = {
+        "step_overhead_ms_per_layer": step_overhead_ms_per_layer,
         "memory_bandwidth_gb_s": memory_bandwidth_gb_s,
         "power_w": power_w,
         "peak_tflops": peak_tflops,
@@ -166,7 +189,8 @@ def device_figures(
     given = []
     for k, v in overrides.items():
         if v is not None:
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            low = 0 if k == "step_overhead_ms_per_layer" else 1e-300
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < low:
                 raise InvalidInputError(f"{k} must be a positive number, got {v!r}")
             figures[k] = float(v)
             given.append(f"{k}={v:g}")

@@ -17,16 +17,19 @@ intercept (one model in the history is the common case), so the fit cannot say w
 of it would cost: a target outside what the runs vary in falls back to the first-principles
 estimate. The fit's error is held out: every run is predicted by the fit on the others
 (leave-one-out, through the hat matrix: e_i / (1 − h_ii)), and the interval of a prediction is
-the prediction × (1 ± q), q the jackknife quantile of the relative held-out errors at the stated
-coverage (the ⌈(n + 1) · coverage⌉-th smallest |error|, the largest when there are too few runs,
-and then the coverage is nominal). Totals add the parts: energy = prefill + decode J/token ×
+[prediction / (1 + q), prediction / (1 − q)] (no upper bound when q ≥ 1), q the jackknife
+quantile of the relative held-out errors |predicted / measured − 1| at the stated coverage
+(the ⌈(n + 1) · coverage⌉-th smallest, the largest when there are too few runs, and then the
+coverage is nominal). Totals add the parts: energy = prefill + decode J/token ×
 (new tokens − 1), time = TTFT + decode ms/token × (new tokens − 1); the tail (`generate`'s wrap-up,
 a few % of a run) is not modeled. Their interval adds the parts' intervals (conservative).
 
 With no runs to learn from (cold start) the figures come from first principles: a decode step
 reads the weights and the KV cache once, at the device's peak memory bandwidth; the prefill
 does its FLOPs at the device's peak throughput (or reads the weights, whichever is slower);
-energy is the device's busy power × that time (`analysis.devices`: documented figures, each
+energy is the device's busy power × that time, plus a per-layer step overhead of every forward
+pass (kernel launches and Python: what keeps a small model from being bandwidth-bound) at a
+fraction of that power (`analysis.devices`: documented figures, each
 overridable), with an interval of x0.3 to x3, labelled "first-principles estimate".
 """
 
@@ -405,7 +408,14 @@ class Prediction:
             "setting": dict(self.setting),
             "figures": {
                 k: (
-                    {"value": v[0], "low": v[1], "high": v[2], "unit": FIGURES[k][0]} if v else None
+                    {
+                        "value": _finite(v[0]),
+                        "low": _finite(v[1]),
+                        "high": _finite(v[2]),
+                        "unit": FIGURES[k][0],
+                    }
+                    if v
+                    else None
                 )
                 for k, v in self.figures.items()
             },
@@ -662,6 +672,9 @@ def _cold(
     bw = dev["memory_bandwidth_gb_s"] * 1e9
     flops = dev["peak_tflops"] * 1e12
     w = dev["power_w"]
+    # every forward pass: the per-layer step overhead, at a fraction of the busy power
+    over_s = (setting.get("layers") or 0) * dev["step_overhead_ms_per_layer"] / 1000.0
+    over_j = w * dev["overhead_power_fraction"] * over_s
     prefill_s = max(cols["prefill_flops"] / flops, cols["weight_bytes"] / bw)
     step_s = max(
         (cols["weight_bytes"] + cols["kv_bytes"]) / bw,
@@ -669,10 +682,10 @@ def _cold(
     )
     n_dec = setting["new_tokens"] - 1
     vals = {
-        "prefill_energy_j": w * prefill_s,
-        "ttft_ms": 1000.0 * prefill_s,
-        "decode_j_per_token": w * step_s,
-        "decode_ms_per_token": 1000.0 * step_s,
+        "prefill_energy_j": w * prefill_s + over_j,
+        "ttft_ms": 1000.0 * (prefill_s + over_s),
+        "decode_j_per_token": w * step_s + over_j,
+        "decode_ms_per_token": 1000.0 * (step_s + over_s),
     }
     vals["total_energy_j"] = vals["prefill_energy_j"] + n_dec * vals["decode_j_per_token"]
     vals["total_time_ms"] = vals["ttft_ms"] + n_dec * vals["decode_ms_per_token"]
@@ -717,6 +730,7 @@ def _setting(
         "model": name, "parameters": float(params), "prompt_tokens": prompt_tokens,
         "new_tokens": new_tokens, "batch": batch, "dtype": use_dtype, "device": dev_type,
         "host": host, "bytes_per_param": bpp, "kv_bytes_per_token": kv,
+        "layers": feats.get("layers"),
     }  # fmt: skip
 
 
@@ -752,7 +766,13 @@ def _fitted_figures(
         v = f.predict(cols)
         q, ok = f.quantile(coverage)
         holds = holds and ok
-        figures[t] = (v, v * (1 - q), v * (1 + q))
+        # |predicted / measured - 1| <= q  <=>  measured in [v / (1 + q), v / (1 - q)]
+        figures[t] = (v, v / (1 + q), v / (1 - q) if q < 1 else math.inf)
+        if q >= 1:
+            notes.append(
+                f"{TARGETS[t][2]}: held-out errors reach {100 * q:.0f} %, so the interval has "
+                "no upper bound"
+            )
         for c in f.columns:
             lo, hi = f.ranges[c]
             if cols[c] < lo * 0.8 or cols[c] > hi * 1.2:
@@ -803,6 +823,7 @@ def predict(
     memory_bandwidth_gb_s: float | None = None,
     power_w: float | None = None,
     peak_tflops: float | None = None,
+    step_overhead_ms_per_layer: float | None = None,
 ) -> Prediction:
     """Predicted energy and time of one generation setting, labelled **modeled**.
 
@@ -811,7 +832,8 @@ def predict(
     with `source=`/`kind=`; `mix=True` mixes them); with fewer than `min_runs` usable runs, or a
     setting the runs do not vary in (another model), a first-principles estimate from the
     device's documented figures (`analysis.devices`; override with `accelerator=`,
-    `cpu_cores=`, `memory_bandwidth_gb_s=`, `power_w=`, `peak_tflops=`).
+    `cpu_cores=`, `memory_bandwidth_gb_s=`, `power_w=`, `peak_tflops=`,
+    `step_overhead_ms_per_layer=`).
 
     `model_or_features`: a model or (model, tokenizer), `run.model["features"]`, a Run (its
     model), or a model name found in the store. `dtype` changes the bytes per weight and per
@@ -862,6 +884,7 @@ def predict(
         dev = device_figures(
             dev_type, accelerator, cpu_cores=cpu_cores,
             memory_bandwidth_gb_s=memory_bandwidth_gb_s, power_w=power_w, peak_tflops=peak_tflops,
+            step_overhead_ms_per_layer=step_overhead_ms_per_layer,
         )  # fmt: skip
         n = len(group)
         reason = f"{n} usable run{'s' if n != 1 else ''} on {host}, {dev_type}"

@@ -255,6 +255,27 @@ def test_cold_start_gives_the_documented_first_principles_figures() -> None:
     assert fast.value("decode_j_per_token") == pytest.approx(10.0 * 400.02e6 / 40e9)
 
 
+def test_cold_start_adds_the_step_overhead_per_layer() -> None:
+    """The case above with 30 layers: 30 x 0.3 ms = 9 ms a forward pass on the CPU, drawn by
+    one core of two (10 W): 0.09 J. Decode: 0.40002 + 0.09 J in 20.001 + 9 ms; prefill: 0.64 +
+    0.09 J in 32 + 9 ms. On an H200 (bf16 weights, 200 MB at 4.8 TB/s = 0.0417 ms) the overhead
+    is 30 x 0.75 = 22.5 ms at a quarter of 700 W: 3.9375 J, the step's 0.0417 ms x 700 W besides."""
+    feats = {**FEATURES, "layers": 30}
+    pred = predict(feats, prompt_tokens=16, new_tokens=8, runs=[], machine="none", cpu_cores=2)
+    assert pred.value("decode_j_per_token") == pytest.approx(0.49002)
+    assert pred.value("decode_ms_per_token") == pytest.approx(29.001)
+    assert pred.value("prefill_energy_j") == pytest.approx(0.73)
+    assert pred.value("ttft_ms") == pytest.approx(41.0)
+    gpu = predict(feats, prompt_tokens=16, new_tokens=8, runs=[], device="cuda",
+                  accelerator="NVIDIA H200", dtype="bfloat16")  # fmt: skip
+    step_s = (PARAMS * 2 + 20 * KV / 2) / 4.8e12  # the KV cache kept in bf16 too: 500 B/token
+    assert gpu.value("decode_j_per_token") == pytest.approx(700 * step_s + 175 * 0.0225)
+    assert gpu.value("decode_ms_per_token") == pytest.approx(1000 * step_s + 22.5)
+    none = predict(feats, prompt_tokens=16, new_tokens=8, runs=[], machine="none", cpu_cores=2,
+                   step_overhead_ms_per_layer=0)  # fmt: skip
+    assert none.value("decode_j_per_token") == pytest.approx(0.40002)
+
+
 def test_device_figures_are_the_datasheet_ones() -> None:
     h200 = device_figures("cuda", "NVIDIA H200")
     assert (h200["memory_bandwidth_gb_s"], h200["power_w"]) == (4800.0, 700.0)
