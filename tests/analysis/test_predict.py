@@ -8,6 +8,7 @@ prefill energy, decode J/token, TTFT and decode ms/token are the numbers the tes
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -347,3 +348,38 @@ def test_bad_arguments_are_input_errors() -> None:
     with pytest.raises(InvalidInputError):
         predict(FEATURES, coverage=1.5, runs=[])
     assert math.isfinite(predict(FEATURES, runs=[], cpu_cores=1).value("total_energy_j") or 0)
+
+
+def test_predicted_vs_measured_is_none_for_a_run_it_cannot_describe() -> None:
+    run = law_run(8, 5, 0.6, 0.25)
+    run.model = {"name": "no features"}
+    assert predicted_vs_measured(run, None) is None
+
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "predict.ipynb"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(400)
+def test_predict_notebook_executes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """notebooks/predict.ipynb runs headless (the real default model, a temporary store)."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("PYTHONPATH", str(NOTEBOOK.parents[1]))  # the kernel imports this checkout
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
+        "commit the notebook without outputs"
+    )
+    client = nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "prediction = " in c.source)
+    head, *rest = cell.outputs
+    assert "modeled" in head["data"]["text/html"]
+    assert "learned from 5 runs" in head["data"]["text/plain"]
+    assert any("application/vnd.plotly.v1+json" in o.get("data", {}) for o in rest)
+    cold = [c for c in nb.cells if c.cell_type == "code" and "machine='elsewhere'" in c.source]
+    assert "first-principles" in cold[0].outputs[0]["data"]["text/plain"]
