@@ -103,8 +103,9 @@ _DTYPE_BYTES = {
 
 
 def bytes_per_param(dtype: str | None, quantization: str | None = None) -> float | None:
-    """Bytes one weight takes: a quantization's bits when it says them, else the dtype's size."""
-    if quantization:
+    """Bytes one weight takes: a quantization's bits when it says them, else the dtype's size
+    (a GGUF loaded "de-quantized to float32" takes the dtype's)."""
+    if quantization and "de-quantized" not in str(quantization):
         m = re.search(r"(\d+)\s*-?\s*bit", str(quantization))
         if m:
             return int(m.group(1)) / 8.0
@@ -702,7 +703,10 @@ def _usable(fit: Fit, cols: dict[str, float]) -> str | None:
     """Why the fit cannot predict this setting (a folded column the target changes), or None."""
     for c, v in fit.folded.items():
         if not math.isfinite(v):
-            return f"{c} does not vary independently in the runs"
+            return (
+                f"{c} varies in the runs but cannot be fitted apart (too few runs for it, or it "
+                "moves with another column)"
+            )
         if abs(cols[c] - v) > 1e-6 * max(abs(v), 1.0):
             return f"the runs all have {c} = {v:.4g}, this setting {cols[c]:.4g}"
     return None
@@ -724,7 +728,7 @@ def _setting(
         raise InvalidInputError(f"unknown dtype {use_dtype!r}: say dtype= (float32, bfloat16, …)")
     kv = float(feats.get("kv_cache_bytes_per_token") or 0.0)
     own_bpp = bytes_per_param(own_dtype)
-    if dtype and own_bpp and not feats.get("quantization"):
+    if dtype and own_bpp and bytes_per_param(own_dtype, feats.get("quantization")) == own_bpp:
         kv *= bpp / own_bpp  # the cache is kept in the model's dtype
     return {
         "model": name, "parameters": float(params), "prompt_tokens": prompt_tokens,
