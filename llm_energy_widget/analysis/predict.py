@@ -165,15 +165,27 @@ def _point(run: Run) -> RunPoint | None:
     features, no figures)."""
     if run.status != "completed":
         return None
-    feats = (run.model or {}).get("features") or {}
+    return _point_from(
+        run.run_id, run.model or {}, run.settings, run.power_info, run.summary(), run.prompt_tokens
+    )
+
+
+def _point_from(
+    run_id: str,
+    model: dict[str, Any],
+    settings: dict[str, Any],
+    info: dict[str, Any],
+    s: dict[str, Any],
+    prompt_tokens: int | None = None,
+) -> RunPoint | None:
+    feats = model.get("features") or {}
     params = feats.get("parameters")
-    dtype = run.settings.get("dtype") or feats.get("dtype")
+    dtype = settings.get("dtype") or feats.get("dtype")
     bpp = bytes_per_param(dtype, feats.get("quantization"))
     if not params or bpp is None:
         return None
     kv = feats.get("kv_cache_bytes_per_token") or 0.0
-    s = run.summary()
-    prompt = s.get("input_tokens") or run.prompt_tokens
+    prompt = s.get("input_tokens") or prompt_tokens
     n_out = s.get("output_tokens") or 0
     if not prompt or not n_out:
         return None
@@ -185,15 +197,15 @@ def _point(run: Run) -> RunPoint | None:
         "decode_ms_per_token": 1000.0 / tps if tps and n_out > 1 else None,
     }
     figures = {
-        k: (float(v) if v is not None and math.isfinite(v) else None) for k, v in figures.items()
+        k: (float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None)
+        for k, v in figures.items()
     }
-    machine = run.settings.get("machine") or {}
-    info = run.power_info
+    machine = settings.get("machine") or {}
     return RunPoint(
-        run_id=run.run_id,
-        model=str((run.model or {}).get("name") or "model"),
+        run_id=run_id,
+        model=str(model.get("name") or "model"),
         host=str(machine.get("host") or "unknown"),
-        device=_device_type(run.settings.get("device")),
+        device=_device_type(settings.get("device")),
         accelerator=machine.get("accelerator"),
         source=str(info.get("source") or "unknown"),
         kind=str(info.get("kind") or "unknown"),
@@ -202,7 +214,7 @@ def _point(run: Run) -> RunPoint | None:
         kv_bytes_per_token=float(kv),
         prompt_tokens=int(prompt),
         new_tokens=int(n_out),
-        batch=int(run.settings.get("batch_size") or 1),
+        batch=int(settings.get("batch_size") or 1),
         figures=figures,
     )
 
@@ -212,9 +224,17 @@ def points_from_runs(runs: Iterable[Run]) -> list[RunPoint]:
     return [p for r in runs if (p := _point(r)) is not None]
 
 
+_SUMMARY_KEYS = ("input_tokens", "output_tokens", "prefill_energy_j", "decode_j_per_token")
+
+
 def _points_from_store(store: Store, host: str | None, device: str) -> list[RunPoint]:
-    """Completed runs of `device` (and `host`, when given) from the store, loaded one by one."""
+    """Completed runs of `device` (and `host`, when given) from the store.
+
+    The figures come from each run's stored summary (one query for all runs); a run is loaded
+    only for its model's features, once per model name, or when its summary lacks a figure.
+    """
     out = []
+    models: dict[tuple[str, str], dict[str, Any]] = {}  # (name, dtype): the KV bytes follow dtype
     for rec in store.run_records(status="completed"):
         settings = rec.get("settings") or {}
         if _device_type(settings.get("device")) != device:
@@ -222,7 +242,15 @@ def _points_from_store(store: Store, host: str | None, device: str) -> list[RunP
         rec_host = (settings.get("machine") or {}).get("host") or "unknown"
         if host is not None and rec_host != host:
             continue
-        p = _point(store.load(rec["run_id"]))
+        summary = rec.get("summary") or {}
+        name = (str(rec.get("model") or ""), str(settings.get("dtype")))
+        if name not in models or not all(k in summary for k in _SUMMARY_KEYS):
+            run = store.load(rec["run_id"])
+            models.setdefault(name, run.model or {})
+            p = _point(run)
+        else:
+            info = {"source": rec.get("power_source"), "kind": rec.get("power_kind")}
+            p = _point_from(rec["run_id"], models[name], settings, info, summary)
         if p is not None:
             out.append(p)
     return out
@@ -596,6 +624,10 @@ def _features_of(model_or_features: Any, store: Store | None) -> tuple[str, dict
         return str(obj.get("name") or obj.get("architecture") or "model"), dict(obj)
     if isinstance(obj, str):
         st = store if store is not None else _default_store()
+        if st is None:
+            raise InvalidInputError(
+                f"no run store to find a model named {obj!r} in: pass the model or its features"
+            )
         for rec in st.run_records(model=obj):
             run = st.load(rec["run_id"])
             feats = run.model.get("features") or {}
@@ -620,10 +652,13 @@ def _features_of(model_or_features: Any, store: Store | None) -> tuple[str, dict
     )
 
 
-def _default_store() -> Store:
-    from ..store import default_store
+def _default_store() -> Store | None:
+    """The default store opened read-only (predicting never creates one); None if there is none."""
+    from ..store import Store as _Store
+    from ..store import default_path
 
-    return default_store()
+    path = default_path()
+    return _Store(path, read_only=True) if path.is_file() else None
 
 
 def _positive_int(v: Any, name: str, minimum: int = 1) -> int:
@@ -873,8 +908,7 @@ def predict(
     if runs is not None:
         pts = [p for p in points_from_runs(runs) if p.device == dev_type and p.host == host]
     else:
-        assert st is not None
-        pts = _points_from_store(st, host, dev_type)
+        pts = _points_from_store(st, host, dev_type) if st is not None else []
     skip = set(exclude)
     pts = [p for p in pts if p.run_id not in skip]
     if accelerator is None and dev_type != "cpu":

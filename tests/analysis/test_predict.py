@@ -321,6 +321,10 @@ def test_from_a_store_and_predicted_vs_measured(tmp_path: Any) -> None:
     for r in runs:
         store.save(r)
     pred = predict(FEATURES, prompt_tokens=40, new_tokens=30, store=store, machine=HOST)
+    # the stored summaries give the same fit as the runs themselves
+    direct = predict(FEATURES, prompt_tokens=40, new_tokens=30, runs=runs, machine=HOST)
+    for key, fig in direct.figures.items():
+        assert pred.figures[key] == pytest.approx(fig), key
     assert pred.method == "fit"
     assert pred.basis["n_runs"] == 8
     by_name = predict("law-model", prompt_tokens=40, new_tokens=30, store=store, machine=HOST)
@@ -383,3 +387,13 @@ def test_predict_notebook_executes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert any("application/vnd.plotly.v1+json" in o.get("data", {}) for o in rest)
     cold = [c for c in nb.cells if c.cell_type == "code" and "machine='elsewhere'" in c.source]
     assert "first-principles" in cold[0].outputs[0]["data"]["text/plain"]
+
+
+def test_with_no_store_it_is_a_cold_start_and_creates_none() -> None:
+    import os
+
+    path = Path(os.environ["LLM_ENERGY_STORE"])
+    assert not path.exists()
+    pred = predict(FEATURES, prompt_tokens=16, new_tokens=8, cpu_cores=2)
+    assert pred.method == "first-principles"
+    assert not path.exists()
