@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core.jsonsafe import strict_json
 from ..errors import InvalidInputError
 from ..run import Run
 from ..view.text import esc, fmt_sig
@@ -430,6 +431,11 @@ class Prediction:
         return {t: self.fits.get(t) for t in TARGETS}
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (non-finite numbers as None): what `llm-energy predict --json` prints."""
+        out: dict[str, Any] = strict_json(self._dict())
+        return out
+
+    def _dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "method": self.method,

@@ -7,6 +7,7 @@ prefill energy, decode J/token, TTFT and decode ms/token are the numbers the tes
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,7 @@ def test_an_unseen_setting_falls_inside_the_interval() -> None:
         "prefill_energy_j", "ttft_ms", "decode_j_per_token", "decode_ms_per_token",
     }  # fmt: skip
     d = pred.to_dict()
+    json.dumps(d, allow_nan=False)
     assert d["kind"] == "modeled"
     assert d["figures"]["decode_j_per_token"]["unit"] == "J/token"
     assert len(d["fits"]["decode_j_per_token"]["runs"]) == 8
@@ -249,6 +251,7 @@ def test_cold_start_gives_the_documented_first_principles_figures() -> None:
     assert pred.value("ttft_ms") == pytest.approx(32.0)
     assert pred.value("total_energy_j") == pytest.approx(0.64 + 7 * 0.40002)
     assert "first-principles" in pred.to_text()
+    json.dumps(pred.to_dict(), allow_nan=False)  # JSON-ready: `llm-energy predict --json`
     assert pred.parity_figure() is None
     # every figure overridable
     fast = predict(FEATURES, prompt_tokens=16, new_tokens=8, runs=[], machine="none",
