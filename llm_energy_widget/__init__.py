@@ -15,6 +15,7 @@ from .errors import EnergyWidgetError
 
 if TYPE_CHECKING:
     from .analysis import compare, sweep
+    from .analysis.predict import predict
     from .models import load_default_model, load_model
     from .power import PowerSampler, get_source, list_sources
     from .profiler import EnergyProfiler, live, profile
@@ -33,6 +34,7 @@ _LAZY = {
     "Store": ".store",
     "compare": ".analysis",
     "sweep": ".analysis",
+    "predict": ".analysis.predict",
     "get_source": ".power",
     "list_sources": ".power",
     "PowerSampler": ".power",
@@ -52,6 +54,7 @@ __all__ = [
     "live",
     "load_default_model",
     "load_model",
+    "predict",
     "profile",
     "sweep",
 ]

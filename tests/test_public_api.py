@@ -26,6 +26,7 @@ PUBLIC_API = {
     "live",
     "load_default_model",
     "load_model",
+    "predict",
     "profile",
     "sweep",
 }
