@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..core.breakdown import other_share_note
 from ..core.recorder import Recorder
 from ..errors import RunCancelled
 from ..power.sampler import PowerSampler
@@ -471,6 +472,12 @@ class Generation:
                     log.error("removing hooks failed: %s", exc)
                     run.warnings.append(f"removing the hooks failed: {exc}")
                 run.warnings.extend(f"layer profiling: {e}" for e in lp.errors)
+                if lp.level != "layer":  # components that miss much of the layer: said so
+                    note = other_share_note(
+                        run.layers, run.component_names, run.hooked.get("discovered_by")
+                    )
+                    if note:
+                        run.warnings.append(note)
             if sampler is not None:
                 try:
                     sampler.stop()  # closes the source: a close() that raises must not wedge

@@ -231,3 +231,24 @@ def test_a_forward_replaced_by_someone_else_is_never_overwritten() -> None:
     wrap.install()
     assert layer.__dict__["forward"] is theirs
     assert not wrap.installed
+
+
+def test_a_layer_mostly_in_other_is_said_in_the_run(
+    smollm_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Layer time no component holds (here a 20 ms sleep inside each decoder layer, outside its
+    components) lands in 'other'; past 30 % of the layer the run says so."""
+    import time
+
+    original = modeling_llama.LlamaDecoderLayer.forward
+
+    def slow(self: Any, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.02)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_llama.LlamaDecoderLayer, "forward", slow)
+    run = quick_profiler(tiny_llama(layers=2), smollm_tokenizer).generate(
+        PROMPT, chat=False, max_new_tokens=4, min_new_tokens=4
+    )
+    _finished(run)
+    assert any("of the layer time is in 'other'" in w for w in run.warnings), run.warnings
