@@ -197,7 +197,7 @@ class LayerProfiler:
                     after, gname = gaps_before[name]
                     if after in d.components[li]:
                         gap = (self.cell(li, after), self.cell(li, gname))
-                self._hook(mod, self.cell(li, name), stats=True, gap=gap)
+                self._hook(mod, self.cell(li, name), stats=True, gap=gap, parent=self._n_cells + li)
             for gname, mod in d.gap_modules[li]:  # e.g. a gated MLP's act_fn into mlp_act
                 if id(mod) in hooked:
                     skipped.append(
@@ -244,8 +244,10 @@ class LayerProfiler:
         stats: bool,
         gap: tuple[int, int] | None = None,
         block: bool = False,
+        parent: int = -1,
     ) -> None:
-        """Time `mod` into `slot` (adding to it); `block`: a decoder layer (see `refresh`)."""
+        """Time `mod` into `slot` (adding to it); `block`: a decoder layer (see `refresh`);
+        `parent`: the enclosing layer's slot (a reduction in the hook is taken out of it)."""
         bound: dict[str, Any] = {"i": slot, "stats": stats, "gap": gap, "slots": self._slots}
         bound["keep"] = self._keep  # bound now, at attach
         clock = self._clock
@@ -256,7 +258,7 @@ class LayerProfiler:
                 event_forward, block=block, clock=clock, share=clock.plan.get(id(mod)), **bound
             )
             if clock is not None and clock.plan is not None
-            else functools.partial(cpu_forward, trusted=self._trusted, **bound)
+            else functools.partial(cpu_forward, trusted=self._trusted, parent=parent, **bound)
         )
         self._handles.append(ForwardWrap(mod, make))
 

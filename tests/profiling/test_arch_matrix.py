@@ -40,11 +40,6 @@ OTHER_EXCEPTIONS = {
         "tiny-model artefact: the query scaling, two dropout calls, residual adds and reshapes "
         "between modules (~0.13 ms) outweigh its 64-wide Linears (~0.02 ms each)"
     ),
-    "diffllama": (
-        "generic discovery: its outputs are not trusted under inference_mode, so their "
-        "statistics are reduced inside the hooks and that time lands in 'other' and the gaps"
-    ),
-    "jetmoe": "mixture-of-attention: the experts' map/reduce methods run outside any forward",
     "minimax": "lightning-attention layers: no attention gap (one gap per name for all layers)",
 }
 # architectures whose components the generic discovery orders differently from their run
