@@ -20,6 +20,9 @@ live thread (~1 us each, a handful of threads).
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -28,11 +31,14 @@ __all__ = [
     "ROLES",
     "cpu_s_by_role",
     "live_clocks",
+    "lower_priority",
     "own_cpu_s",
     "publish_current",
     "register_current",
     "unregister_current",
 ]
+
+log = logging.getLogger(__name__)
 
 ROLES = ("reducer", "sampler", "store")
 """The roles the package registers (any string is accepted; these are the ones it uses)."""
@@ -136,3 +142,21 @@ def cpu_s_by_role() -> dict[str, float]:
 def own_cpu_s() -> float:
     """All the profiler's threads together, in CPU seconds (see `cpu_s_by_role`)."""
     return sum(cpu_s_by_role().values())
+
+
+def lower_priority(nice: int) -> None:
+    """Yield the cores to the generating thread when both want them (Linux: nice is per thread).
+
+    The profiler's threads have slack (the reducer is ~1 ms behind a ~50 ms token; the store
+    writer commits every FLUSH_MS); the generating thread has none. Measured on the 2-core CPU
+    machine, paired in one process: component level 0.938 -> 0.947 and 0.935 -> 0.941 of plain
+    decode speed with the reducer reniced. Elsewhere (macOS) setpriority would renice the whole
+    process, so it is left alone.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as exc:  # not allowed here: run at normal priority
+        log.debug("%s keeps its priority: %s", threading.current_thread().name, exc)

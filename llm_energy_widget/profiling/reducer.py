@@ -18,9 +18,7 @@ took (`Pipeline.cpu_s`), which says what one run's layer profiling cost.
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +26,7 @@ from collections.abc import Callable
 import torch
 
 from ..core import own_threads
+from ..core.own_threads import lower_priority
 
 __all__ = ["MAX_PENDING", "NICE", "REDUCER", "Pipeline"]
 
@@ -55,7 +54,7 @@ class _Reducer:
                 self._thread.start()
 
     def _work(self) -> None:
-        _lower_priority()
+        lower_priority(NICE)
         own_threads.register_current("reducer")
         with torch.inference_mode():
             while True:
@@ -65,23 +64,6 @@ class _Reducer:
                 except BaseException:  # a job reports its own errors; never let the thread die
                     log.exception("layer reducer job failed")
                 own_threads.publish_current()  # the figure where live thread clocks are missing
-
-
-def _lower_priority() -> None:
-    """Yield the cores to the generating thread when both want them (Linux: nice is per thread).
-
-    The reducer has slack (it is ~1 ms behind a ~50 ms token); the generating thread has none.
-    Measured on the 2-core CPU machine, paired in one process: component level 0.938 -> 0.947
-    and 0.935 -> 0.941 of plain decode speed. Elsewhere (macOS) setpriority would renice the
-    whole process, so it is left alone.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + NICE))
-    except OSError as exc:  # not allowed here: run at normal priority
-        log.debug("reducer keeps its priority: %s", exc)
 
 
 REDUCER = _Reducer()

@@ -44,6 +44,7 @@ __all__ = ["FLUSH_MS", "RETRIES", "RETRY_BASE_S", "RunWriter", "pid_alive"]
 log = logging.getLogger(__name__)
 
 FLUSH_MS = 100.0
+WRITER_NICE = 10  # added to the writer thread's nice value (Linux), as the reducer's
 RETRIES = 5
 RETRY_BASE_S = 0.05  # waits 0.05, 0.1, 0.2, 0.4, 0.8 s (+ up to 50 % jitter): ~1.5-2.3 s in all
 _WRITERS: weakref.WeakSet[RunWriter] = weakref.WeakSet()
@@ -106,6 +107,7 @@ class RunWriter:
     # -- writer thread ----------------------------------------------------------------------------
     def _loop(self) -> None:
         own_threads.register_current("store")  # its CPU is the profiler's, not the model's
+        own_threads.lower_priority(WRITER_NICE)  # it has slack; the generating thread has none
         try:
             self._attempt(self._insert_run)
             done = False
