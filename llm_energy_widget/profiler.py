@@ -128,7 +128,7 @@ class EnergyProfiler:
         (kernel and allocator set-up, first calls of generate and of the hooks) is not in the
         first run's figures; `run.settings["warmup"]` says what ran and how long.
     sample / overhead_budget: which tokens run with the layer instrumentation
-        (`profiling.sampling`). Neither (the default): an overhead budget of 1 %, the rate
+        (`profiling.sampling`). Neither (the default): an overhead budget of 0.5 %, the rate
         chosen from this run's own slowdown of instrumented tokens against bare ones;
         overhead_budget=0.05: the same with 5 %; sample=k: the prefill and every k-th decode
         token; sample="all": every token (the figures then carry the profiler's overhead).

@@ -93,7 +93,7 @@ def _add_profile_args(p: argparse.ArgumentParser) -> None:
         type=_sample_arg,
         help="which tokens run with the layer instrumentation: 'all', or K (the prefill and "
         "every K-th decode token); the rest run bare, at plain speed, and carry J/token and "
-        "tokens/s (default: an adaptive 1 %% overhead budget)",
+        "tokens/s (default: an adaptive 0.5 %% overhead budget)",
     )
     p.add_argument(
         "--overhead-budget",

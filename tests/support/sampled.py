@@ -54,7 +54,7 @@ def sampled_run(
     """A run of `n_tokens` whose `instrumented` tokens have layer rows and the rest ran bare;
     `power` is added to its power info (kind "estimated" with an uncertainty: ranges)."""
     run = new_synthetic_run(n_layers=n_layers)
-    run.settings["sampling"] = {"mode": "budget", "overhead_budget": 0.01}
+    run.settings["sampling"] = {"mode": "budget", "overhead_budget": 0.005}
     if power:
         run.power_info.update(power)
     Recorder(run).status("running")
