@@ -252,3 +252,14 @@ def test_a_layer_mostly_in_other_is_said_in_the_run(
     )
     _finished(run)
     assert any("of the layer time is in 'other'" in w for w in run.warnings), run.warnings
+
+
+def test_profiler_keeps_its_last_runs_only(
+    smollm_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("llm_energy_widget.profiler.RUNS_KEPT", 3)
+    prof = quick_profiler(tiny_llama(layers=1), smollm_tokenizer, level="token", baseline_s=0)
+    runs = [prof.generate(PROMPT, chat=False, max_new_tokens=2) for _ in range(5)]
+    for run in runs:
+        _finished(run)
+    assert prof.runs == runs[-3:]  # the oldest two dropped from memory (they stay in the store)
