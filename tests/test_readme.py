@@ -51,7 +51,7 @@ EXPECT: dict[str, Shows] = {
     'run = lew.live(model, tok, "Why is the sky blue?"': Shows(["run"]),
     "first = lew.live(": Shows(["run", "run"], stdout=[r"^completed completed$"]),
     "store = lew.Store()": Shows(
-        ["dataframe", "plotly+", "comparison", "plotly+", "dataframe"],
+        ["dataframe", "plotly+", "comparison", "plotly+", "progress", "dataframe"],
         files=["run.json", "trace.json", "tables"],
     ),
 }
@@ -95,6 +95,9 @@ def kind(output: dict[str, Any], widget_state: dict[str, Any]) -> str | None:
         return "plotly"
     if 'class="dataframe' in html:
         return "dataframe"
+    progress = r"sweep .*: \d+/\d+ points done"
+    if set(data) == {"text/plain"} and re.match(progress, str(data["text/plain"])):
+        return "progress"  # sweep's one updating line (points done, ETA)
     return f"other: {output['output_type']} {sorted(data)}"
 
 

@@ -43,7 +43,7 @@ __all__ = ["FLUSH_MS", "RETRIES", "RETRY_BASE_S", "RunWriter", "pid_alive"]
 
 log = logging.getLogger(__name__)
 
-FLUSH_MS = 500.0  # a commit every 0.5 s: each one is CPU the model competes with (2 cores)
+FLUSH_MS = 100.0
 WRITER_NICE = 10  # added to the writer thread's nice value (Linux), as the reducer's
 RETRIES = 5
 RETRY_BASE_S = 0.05  # waits 0.05, 0.1, 0.2, 0.4, 0.8 s (+ up to 50 % jitter): ~1.5-2.3 s in all

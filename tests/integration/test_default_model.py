@@ -74,7 +74,12 @@ def test_thirty_layer_component_table(profiled: tuple[dict, str]) -> None:
     t_idx = layers["metric_names"].index("time_ms")
     e_idx = layers["metric_names"].index("energy_j")
     assert all(c[t_idx] is not None and c[t_idx] > 0 for c in values[0][0])
-    assert all(c[e_idx] is not None and c[e_idx] > 0 for c in values[-1][-1])
+    instrumented = [i for i, t in enumerate(run["tokens"]) if t["instrumented"]]
+    assert instrumented[0] == 0  # the prefill; bare tokens' rows are all None (never zeros)
+    last = values[instrumented[-1]]
+    assert all(c[e_idx] is not None and c[e_idx] > 0 for c in last[-1])
+    bare = [i for i, t in enumerate(run["tokens"]) if t["instrumented"] is False]
+    assert all(c[t_idx] is None for i in bare for row in values[i] for c in row)
     assert run["labels"]["layers.energy_j"] == "modeled"
     assert "layer x component: 30 layers" in stdout
 

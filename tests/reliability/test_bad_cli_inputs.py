@@ -142,6 +142,9 @@ def test_ctrl_c_during_profile_exits_130_and_keeps_the_run(
             "--baseline-s", "0", "--max-new-tokens", "200"]  # fmt: skip
     assert main(argv) == 130
     assert "interrupted" in capsys.readouterr().err
+    deadline = time.monotonic() + 20  # the store writer finishes on its own thread
     with Store(path) as s:
+        while not s.ids() and time.monotonic() < deadline:
+            time.sleep(0.1)
         (rid,) = s.ids()
         assert s.load(rid).status in ("cancelled", "completed")
