@@ -6,15 +6,26 @@ import argparse
 import importlib
 import logging
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import NoReturn
 
 from ..errors import EnergyWidgetError, InvalidInputError
 
-__all__ = ["COMMAND_MODULES", "build_parser", "main"]
+__all__ = ["COMMAND_MODULES", "EXIT_CODES", "build_parser", "main"]
 
 # Each module defines `register(subparsers)`; the parser it adds sets `func(args) -> int`.
-COMMAND_MODULES = ("power_cmd", "profile_cmd", "runs_cmd")
+COMMAND_MODULES = ("power_cmd", "profile_cmd", "runs_cmd", "sweep_cmd")
+
+EXIT_CODES = {
+    0: "ok",
+    1: "partial: the command ran but not all of it succeeded - a run that ended failed or "
+    "incomplete, a sweep with failed points, power readings with malformed samples skipped, "
+    "a deletion or prune declined at the prompt",
+    2: "usage or input error (one line on stderr, nothing run or changed)",
+    130: "interrupted (Ctrl-C); a partial run keeps what it measured",
+}
+"""`llm-energy`'s exit statuses, shown in `--help` and docs/cli.md (tests/cli checks each)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,10 +37,20 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .._version import __version__
+
     parser = _Parser(
         prog="llm-energy",
         description="Measure where the energy of LLM text generation goes.",
+        epilog="exit status:\n"
+        + "\n".join(
+            textwrap.fill(text, 90, initial_indent=f"  {code:<4} ", subsequent_indent=" " * 7)
+            for code, text in EXIT_CODES.items()
+        )
+        + "\n\n--json output of each command is described by a JSON Schema in docs/schemas/.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -10,7 +10,10 @@ from typing import Any
 
 from ..errors import InvalidInputError
 
-__all__ = ["check_before_load"]
+__all__ = ["DEVICES", "DTYPES", "check_before_load", "resolve_device"]
+
+DEVICES = "auto, cpu, cuda, cuda:N, mps"
+DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 def check_before_load(args: argparse.Namespace) -> dict[str, Any]:
@@ -42,6 +45,10 @@ def check_before_load(args: argparse.Namespace) -> dict[str, Any]:
     if args.temperature is not None:
         gen["temperature"] = args.temperature
     check_generate_kwargs(gen, None)
+    if getattr(args, "device", None) is not None:
+        args.device = resolve_device(args.device)
+    if getattr(args, "seed", None) is not None and args.seed < 0:
+        raise InvalidInputError(f"--seed must be a whole number >= 0, got {args.seed}")
     env_price_per_kwh()  # a bad LLM_ENERGY_PRICE_PER_KWH is named now, not after the run
     env_carbon_g_per_kwh()
     if args.model and not Path(args.model).expanduser().exists():
@@ -61,6 +68,38 @@ def check_before_load(args: argparse.Namespace) -> dict[str, Any]:
         else:
             store = False
     return {"source": source, "store": store}
+
+
+def resolve_device(name: str) -> str:
+    """`--device` as a torch device string that exists here: "auto" is the first of cuda, mps,
+    cpu that is available; asking for a device this machine lacks is an error before the load."""
+    import torch
+
+    spec = name.strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        return "mps" if mps is not None and mps.is_available() else "cpu"
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise InvalidInputError(f"--device {name!r}: not a device (one of {DEVICES})") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise InvalidInputError(f"--device {name}: no CUDA device here")
+        if dev.index is not None and dev.index >= n:
+            raise InvalidInputError(
+                f"--device {name}: there are {n} CUDA device(s), cuda:0 to cuda:{n - 1}"
+            )
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InvalidInputError(f"--device {name}: MPS (Apple GPU) is not available here")
+    elif dev.type != "cpu":
+        raise InvalidInputError(f"--device {name!r}: not a device (one of {DEVICES})")
+    return str(dev)
 
 
 def _check_output(path: Path, flag: str) -> None:

@@ -6,15 +6,18 @@ The run is printed by `run_text.print_run` (also `llm-energy show`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..core.schema import LEVELS
 from ..run import Run
-from .checks import check_before_load
+from .checks import DEVICES, DTYPES, check_before_load
+from .progress import RunProgress
 from .run_text import print_run
 
 __all__ = ["DEMO_PROMPT", "cmd_demo", "cmd_profile", "register", "run_profile"]
@@ -36,10 +39,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the main job on the default model: profile, notebook and HTML report under demo/",
     )
     d.add_argument("--out", default="demo", help="output folder (default: demo)")
-    d.add_argument("--max-new-tokens", type=int, default=24)
-    d.add_argument("--power", default="auto")
+    d.add_argument(
+        "--max-new-tokens", type=int, default=24, help="tokens to generate at most (default: 24)"
+    )
+    d.add_argument("--power", default="auto", help="power source, as for profile (default: auto)")
     d.add_argument(
         "--no-notebook", action="store_true", help="skip executing the quickstart notebook"
+    )
+    d.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only the summary, and no progress line on a terminal",
     )
     d.set_defaults(func=cmd_demo)
 
@@ -53,15 +63,45 @@ def _add_profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", help="local transformers model directory or .gguf file (default: SmolLM2)"
     )
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--level", choices=LEVELS, default="component")
+    p.add_argument(
+        "--max-new-tokens", type=int, default=32, help="tokens to generate at most (default: 32)"
+    )
+    p.add_argument(
+        "--level",
+        choices=LEVELS,
+        default="component",
+        help="how deep to time: token, layer, component or deep (default: component)",
+    )
     p.add_argument(
         "--power",
         default="auto",
-        help="auto, estimate, nvml, rapl, powermetrics, macmon, replay:PATH, powermetrics:PATH",
+        help="auto, estimate, nvml, rapl, powermetrics, macmon, replay:PATH, powermetrics:PATH "
+        "(default: auto, the first that works here)",
     )
-    p.add_argument("--interval-ms", type=float, default=100.0)
-    p.add_argument("--baseline-s", type=float, default=1.0)
+    p.add_argument(
+        "--interval-ms",
+        type=float,
+        default=100.0,
+        help="power sampling interval in ms (default: 100)",
+    )
+    p.add_argument(
+        "--baseline-s",
+        type=float,
+        default=1.0,
+        help="seconds of idle power measured before the run (default: 1)",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help=f"where the model runs: {DEVICES} (default: auto, the first of cuda, mps, cpu "
+        "available here)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="auto",
+        help="the model's weights and compute type (default: auto, as the model loads)",
+    )
     chat = p.add_mutually_exclusive_group()
     chat.add_argument(
         "--chat",
@@ -102,16 +142,40 @@ def _add_profile_args(p: argparse.ArgumentParser) -> None:
         help="let the profiler choose the instrumented tokens so that they add at most F (a "
         "fraction in (0, 1), e.g. 0.02) to the decode time; not with --sample",
     )
-    p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", type=float)
     p.add_argument(
-        "--json", metavar="PATH", help="write the whole run as JSON to PATH ('-' for stdout)"
+        "--do-sample",
+        action="store_true",
+        help="sample the next token instead of greedy decoding (default: greedy)",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        help="sampling temperature, with --do-sample (default: the model's generation config)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="seed torch's random generators before the run, so a sampled run repeats "
+        "(default: none, unseeded)",
+    )
+    p.add_argument(
+        "--json",
+        metavar="PATH",
+        help="write the whole run as JSON to PATH ('-' for stdout; default: none; schema "
+        "docs/schemas/run.schema.json)",
     )
     p.add_argument("--store", metavar="PATH", help="run store (default: the user data directory)")
     p.add_argument("--no-store", action="store_true", help="do not save the run")
-    p.add_argument("--tag", action="append", default=[], help="tag the run (repeatable)")
-    p.add_argument("--experiment", help="experiment name")
-    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument(
+        "--tag", action="append", default=[], help="tag the run (repeatable; default: no tags)"
+    )
+    p.add_argument("--experiment", help="experiment name (default: none)")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only the summary, and no progress line on a terminal",
+    )
 
 
 def _sample_arg(value: str) -> int | str:
@@ -127,18 +191,48 @@ def _load(model_arg: str | None) -> tuple[Any, Any]:
     return load_model(model_arg) if model_arg else load_default_model()
 
 
+@contextlib.contextmanager
+def _no_hf_progress_bar() -> Iterator[None]:
+    """transformers' "Loading weights" bar off while the CLI loads: on a terminal the progress
+    line says `loading`, and on a pipe its carriage returns would be noise in a log."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
+def _place(model: Any, device: str | None, dtype: str | None) -> Any:
+    """The model on `--device` in `--dtype` ("auto" dtype: as loaded)."""
+    import torch
+
+    torch_dtype = None if dtype in (None, "auto") else getattr(torch, str(dtype))
+    if device is not None and str(getattr(model, "device", device)) == device:
+        device = None  # already there (a model without a device is left as it is)
+    if torch_dtype is not None and getattr(model, "dtype", None) == torch_dtype:
+        torch_dtype = None
+    if device is not None or torch_dtype is not None:
+        model = model.to(device=device, dtype=torch_dtype)
+    return model
+
+
 def run_profile(args: argparse.Namespace, out: Any = sys.stdout) -> Run:
     from ..profiler import EnergyProfiler
 
+    progress = RunProgress(sys.stderr, quiet=bool(args.quiet))
     opened = check_before_load(args)  # every setting, the source and the store, before the load
     sample = getattr(args, "sample", None)
     budget = getattr(args, "overhead_budget", None)
+    progress.phase("loading")
     t0 = time.perf_counter()
-    model, tok = _load(args.model)
-    print(
-        f"loaded {model.config._llm_energy_name} in {time.perf_counter() - t0:.1f} s",
-        file=sys.stderr,
-    )
+    with _no_hf_progress_bar():
+        model, tok = _load(args.model)
+    model = _place(model, getattr(args, "device", None), getattr(args, "dtype", None))
+    progress.note(f"loaded {model.config._llm_energy_name} in {time.perf_counter() - t0:.1f} s")
     prof = EnergyProfiler(
         model,
         tok,
@@ -156,14 +250,26 @@ def run_profile(args: argparse.Namespace, out: Any = sys.stdout) -> Run:
     gen: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "do_sample": bool(args.do_sample)}
     if args.temperature is not None:
         gen["temperature"] = args.temperature
+    if getattr(args, "seed", None) is not None:
+        import torch
+
+        torch.manual_seed(args.seed)  # every device's generator: sampled tokens repeat
     run = prof.generate(args.prompt, chat=getattr(args, "chat", "auto"), **gen)
+    progress.follow(run)
     try:
-        run.wait()
-    except KeyboardInterrupt:
-        args.interrupted = True  # exit 130, as a shell expects after Ctrl-C
-        run.cancel()
-        run.wait(30)
-        print(f"interrupted: the partial run {run.run_id} keeps what it measured", file=sys.stderr)
+        try:
+            run.wait()
+        except KeyboardInterrupt:
+            args.interrupted = True  # exit 130, as a shell expects after Ctrl-C
+            run.cancel()
+            run.wait(30)
+            progress.note(f"interrupted: the partial run {run.run_id} keeps what it measured")
+        writer = getattr(run, "store_writer", None)
+        if writer is not None:
+            progress.phase("saving")
+            writer.wait(10)
+    finally:
+        progress.close()
     print_run(run, out, quiet=args.quiet)
     if args.json:
         if args.json == "-":
@@ -198,6 +304,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         warmup=True,
         do_sample=False,
         temperature=None,
+        seed=None,
+        device=None,
+        dtype=None,
         sample=None,
         overhead_budget=None,
         json=str(out / "run.json"),
@@ -205,7 +314,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         no_store=False,
         tag=["demo"],
         experiment="demo",
-        quiet=False,
+        quiet=args.quiet,
     )
     run = run_profile(ns)
     report = run.to_html(out / "report.html")

@@ -17,6 +17,7 @@ __all__ = [
     "cmd_compare",
     "cmd_delete",
     "cmd_export",
+    "cmd_prune",
     "cmd_runs",
     "cmd_show",
     "register",
@@ -38,18 +39,57 @@ def register(sub: argparse._SubParsersAction) -> None:
         )
         return p
 
-    p = add("runs", "List stored runs, newest first, with their summaries.")
-    p.add_argument("--json", action="store_true", help="print a JSON array")
-    p.add_argument("--model", help="only runs whose model name contains this")
-    p.add_argument("--tag", help="only runs with this tag")
-    p.add_argument("--experiment", help="only runs of this experiment")
-    p.add_argument("--status", help="only runs with this status (completed, incomplete, …)")
-    p.add_argument("--limit", type=int, default=None, help="at most N runs")
+    p = add("runs", "List stored runs, newest first, with their summaries (or: runs prune).")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON array (schema docs/schemas/runs.schema.json)",
+    )
+    p.add_argument("--model", help="only runs whose model name contains this (default: all)")
+    p.add_argument("--tag", help="only runs with this tag (default: any)")
+    p.add_argument("--experiment", help="only runs of this experiment (default: any)")
+    p.add_argument(
+        "--status", help="only runs with this status (completed, incomplete, …; default: any)"
+    )
+    p.add_argument("--limit", type=int, default=None, help="at most N runs (default: all)")
     p.set_defaults(func=cmd_runs)
+    runs_sub = p.add_subparsers(dest="runs_command", metavar="prune")
+    prune = runs_sub.add_parser(
+        "prune",
+        help="delete old runs: all but the newest N, or those before a date",
+        description="Delete finished runs from the store: all but the newest N (--keep-last) "
+        "or those created before a date (--before); live runs are never deleted. Asks "
+        "before deleting unless --yes.",
+    )
+    prune.add_argument(
+        "--store",
+        metavar="PATH",
+        default=argparse.SUPPRESS,  # `runs --store X prune` and `runs prune --store X` both work
+        help="run store file (default: $LLM_ENERGY_STORE or user data)",
+    )
+    which = prune.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--keep-last", type=int, metavar="N", help="keep the newest N finished runs (no default)"
+    )
+    which.add_argument(
+        "--before",
+        metavar="DATE",
+        help="delete runs created before this ISO date or time, e.g. 2026-01-31 (local time "
+        "unless it names a zone; no default)",
+    )
+    prune.add_argument(
+        "--dry-run", action="store_true", help="list what would be deleted, delete nothing"
+    )
+    prune.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    prune.set_defaults(func=cmd_prune)
 
     p = add("show", "Show one run: settings, summary, phases.")
     p.add_argument("run_id", metavar="RUN_ID", help="a run id or a unique prefix of one")
-    p.add_argument("--json", action="store_true", help="print the whole run as JSON")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the whole run as JSON (schema docs/schemas/run.schema.json)",
+    )
     p.add_argument(
         "--price-per-kwh",
         type=float,
@@ -67,7 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = add("export", "Export a run as JSON, CSV tables, Parquet tables or a Perfetto trace.")
     p.add_argument("run_id", metavar="RUN_ID")
-    p.add_argument("--format", choices=FORMATS, required=True)
+    p.add_argument("--format", choices=FORMATS, required=True, help="json, csv, parquet or trace")
     p.add_argument("--out", required=True, metavar="PATH", help="a file (json, trace) or a folder")
     p.set_defaults(func=cmd_export)
 
@@ -77,7 +117,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "prefill/decode split, …).",
     )
     p.add_argument("run_ids", nargs="+", metavar="RUN_ID")
-    p.add_argument("--json", action="store_true", help="print the comparison table as JSON")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the comparison table as JSON (schema docs/schemas/compare.schema.json)",
+    )
     p.set_defaults(func=cmd_compare)
 
     p = add("delete", "Delete a run and everything measured in it.")
@@ -211,6 +255,60 @@ def cmd_delete(args: argparse.Namespace) -> int:
             return 1
     store.delete(rid)
     print(f"deleted {rid}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from ..store.paths import default_path
+
+    if args.keep_last is not None and args.keep_last < 0:
+        raise InvalidInputError(f"--keep-last must be >= 0, got {args.keep_last}")
+    before = None
+    if args.before is not None:
+        try:
+            before = dt.datetime.fromisoformat(args.before.strip())
+        except ValueError:
+            raise InvalidInputError(
+                f"--before {args.before!r}: not an ISO date or time (e.g. 2026-01-31 or "
+                "2026-01-31T12:00)"
+            ) from None
+    if args.store is None and not default_path().exists():
+        print(f"no runs yet: the default store {default_path()} does not exist")
+        return 0
+    store = _store(args, read_only=args.dry_run, create=False)
+    ids = store.prune_candidates(keep_last=args.keep_last, before=before)
+    rule = (
+        f"all but the newest {args.keep_last} finished runs"
+        if args.keep_last is not None
+        else f"finished runs created before {args.before}"
+    )
+    if not ids:
+        print(f"nothing to prune in {store.path} ({rule})")
+        return 0
+    if args.dry_run or not args.yes:
+        created = {r["run_id"]: r for r in store.run_records() if r["run_id"] in set(ids)}
+        for rid in ids:
+            r = created.get(rid, {})
+            print(
+                f"  {rid}  {str(r.get('created_at', ''))[:19].replace('T', ' ')}  "
+                f"{r.get('status', '')}  {_short(r.get('model') or '', 40)}"
+            )
+    if args.dry_run:
+        print(f"would delete {len(ids)} run(s) from {store.path} ({rule}); --dry-run: none deleted")
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise InvalidInputError(
+                f"refusing to delete {len(ids)} run(s) without --yes (no terminal)"
+            )
+        answer = input(f"delete these {len(ids)} run(s) and everything measured in them? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("kept: none deleted")
+            return 1
+    gone = store.delete_runs(ids)
+    print(f"removed {len(gone)} run(s) from {store.path} ({rule})")
     return 0
 
 

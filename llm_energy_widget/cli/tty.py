@@ -1,6 +1,7 @@
 """Text for a terminal: stored strings (model names, experiments, errors, token text) come from
 models and users, and an escape sequence in them could rewrite the screen or the window title.
-On a TTY every control character but newline, tab and carriage return is shown as `\\xNN`."""
+On a TTY every control character but newline, tab and carriage return is shown as `\\xNN`; the one
+sequence let through is erase-to-end-of-line (`ESC [K`), which progress lines write themselves."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import io
 import re
 from typing import TextIO
 
-__all__ = ["TerminalSafe", "printable", "terminal_safe"]
+__all__ = ["ERASE_LINE", "TerminalSafe", "printable", "terminal_safe"]
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+ERASE_LINE = "\x1b[K"
+"""Erase to the end of the line: harmless (it cannot move the cursor or retitle the window)."""
 
 
 def printable(text: str) -> str:
@@ -25,7 +28,7 @@ class TerminalSafe(io.TextIOBase):
         self._stream = stream
 
     def write(self, text: str) -> int:
-        self._stream.write(printable(text))
+        self._stream.write(ERASE_LINE.join(printable(part) for part in text.split(ERASE_LINE)))
         return len(text)
 
     def flush(self) -> None:

@@ -241,26 +241,55 @@ class Store:
 
     def keep_last(self, n: int) -> list[str]:
         """Delete all but the `n` most recent runs (live runs are kept); returns deleted ids."""
-        if n < 0:
-            raise InvalidInputError(f"keep_last needs n >= 0, got {n}")
         self._require_writable("apply retention")
-        ids = self._select_ids(
-            "SELECT run_id FROM runs WHERE status NOT IN ('pending', 'running') "
-            "ORDER BY created_at DESC LIMIT -1 OFFSET ?",
-            (n,),
-        )
+        ids = self.prune_candidates(keep_last=n)
         self._delete_ids(ids)
         return ids
 
     def delete_before(self, when: str | _dt.datetime | _dt.date) -> list[str]:
         """Delete finished runs created before `when`; returns deleted ids."""
         self._require_writable("apply retention")
-        ids = self._select_ids(
-            "SELECT run_id FROM runs WHERE created_at < ? AND status NOT IN ('pending', 'running')",
-            (_iso(when),),
-        )
+        ids = self.prune_candidates(before=when)
         self._delete_ids(ids)
         return ids
+
+    def prune_candidates(
+        self, keep_last: int | None = None, before: str | _dt.datetime | _dt.date | None = None
+    ) -> list[str]:
+        """The finished runs retention would delete, newest first, deleting nothing (what
+        `llm-energy runs prune --dry-run` lists, and asks about): all but the `keep_last` most
+        recent finished runs, and/or those created before `before`. Live runs are never listed."""
+        if keep_last is None and before is None:
+            raise InvalidInputError("prune needs keep_last or before (or both)")
+        if keep_last is not None and (
+            not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 0
+        ):
+            raise InvalidInputError(f"keep_last needs n >= 0, got {keep_last!r}")
+        finished = "status NOT IN ('pending', 'running')"
+        ids: list[str] | None = None
+        if keep_last is not None:
+            ids = self._select_ids(
+                f"SELECT run_id FROM runs WHERE {finished} "
+                "ORDER BY created_at DESC LIMIT -1 OFFSET ?",
+                (keep_last,),
+            )
+        if before is not None:
+            old = self._select_ids(
+                f"SELECT run_id FROM runs WHERE created_at < ? AND {finished} "
+                "ORDER BY created_at DESC",
+                (_iso(before),),
+            )
+            ids = old if ids is None else [i for i in ids if i in set(old)]
+        return ids or []
+
+    def delete_runs(self, run_ids: list[str]) -> list[str]:
+        """Delete these runs (full ids, e.g. from `prune_candidates`); returns the ids that were
+        in the store and are gone now."""
+        self._require_writable("delete runs")
+        present = set(self.ids())
+        gone = [i for i in run_ids if i in present]
+        self._delete_ids(gone)
+        return gone
 
     def _select_ids(self, sql: str, args: tuple[Any, ...]) -> list[str]:
         if not self._has_schema:
