@@ -101,9 +101,10 @@ SETTING_ORDER = (
 """Settings in labels come in this order, the rest alphabetically after them."""
 NOT_IN_LABELS = frozenset(
     {"generate_kwargs", "sweep_point", "price_per_kwh", "carbon_g_per_kwh", "pad_token_id",
-     "eos_token_id", "streamer", "interval_ms", "baseline_s"}
+     "eos_token_id", "streamer", "interval_ms", "baseline_s", "prompt_sent"}
 )  # fmt: skip
-"""Keys that do not tell runs apart for a reader (bookkeeping, prices, the poll rhythm)."""
+"""Keys that do not tell runs apart for a reader (bookkeeping, prices, the poll rhythm; the
+prompt as sent through the chat template repeats the prompt, which labels already show)."""
 
 
 def _scalar(v: Any) -> bool:

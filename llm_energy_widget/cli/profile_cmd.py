@@ -6,18 +6,16 @@ The run is printed by `run_text.print_run` (also `llm-energy show`).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..core.schema import LEVELS
 from ..run import Run
 from .checks import DEVICES, DTYPES, check_before_load
-from .progress import RunProgress
+from .progress import RunProgress, no_hf_progress_bar
 from .run_text import print_run
 
 __all__ = ["DEMO_PROMPT", "cmd_demo", "cmd_profile", "register", "run_profile"]
@@ -191,21 +189,6 @@ def _load(model_arg: str | None) -> tuple[Any, Any]:
     return load_model(model_arg) if model_arg else load_default_model()
 
 
-@contextlib.contextmanager
-def _no_hf_progress_bar() -> Iterator[None]:
-    """transformers' "Loading weights" bar off while the CLI loads: on a terminal the progress
-    line says `loading`, and on a pipe its carriage returns would be noise in a log."""
-    from transformers.utils import logging as hf_logging
-
-    was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_on:
-            hf_logging.enable_progress_bar()
-
-
 def _place(model: Any, device: str | None, dtype: str | None) -> Any:
     """The model on `--device` in `--dtype` ("auto" dtype: as loaded)."""
     import torch
@@ -229,7 +212,7 @@ def run_profile(args: argparse.Namespace, out: Any = sys.stdout) -> Run:
     budget = getattr(args, "overhead_budget", None)
     progress.phase("loading")
     t0 = time.perf_counter()
-    with _no_hf_progress_bar():
+    with no_hf_progress_bar():
         model, tok = _load(args.model)
     model = _place(model, getattr(args, "device", None), getattr(args, "dtype", None))
     progress.note(f"loaded {model.config._llm_energy_name} in {time.perf_counter() - t0:.1f} s")

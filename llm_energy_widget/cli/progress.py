@@ -9,12 +9,13 @@ writes nothing at all, so a pipe gets the same bytes as before.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-__all__ = ["CLEAR_LINE", "MIN_REDRAW_S", "RunProgress", "progress_line"]
+__all__ = ["CLEAR_LINE", "MIN_REDRAW_S", "RunProgress", "no_hf_progress_bar", "progress_line"]
 
 CLEAR_LINE = "\r\x1b[K"
 """Carriage return, then erase to the end of the line (the sweep's progress uses the same)."""
@@ -158,3 +159,19 @@ class RunProgress:
             self._stream.write(CLEAR_LINE + self._text())
             self._stream.flush()
             self._shown = True
+
+
+@contextlib.contextmanager
+def no_hf_progress_bar() -> Iterator[None]:
+    """transformers' "Loading weights" bars off while the CLI loads models: on a terminal the
+    progress line says `loading` (or the sweep's line counts points), and on a pipe their
+    carriage returns would be noise in a log."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import InvalidInputError, RunError
 from .checks import DTYPES, resolve_device
+from .progress import no_hf_progress_bar
 
 __all__ = ["EXECUTORS", "GRID_FLAGS", "cmd_sweep", "make_executor", "read_grid", "register"]
 
@@ -286,7 +287,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     store_path = _check(args)
     executor, to_close = make_executor(args.executor)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), no_hf_progress_bar():
             warnings.simplefilter("ignore", SweepWarning)  # the failures are printed below
             comparison = sweep(
                 models,
