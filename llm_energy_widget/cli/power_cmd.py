@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--file",
         metavar="PATH",
         help="a trace to replay, a powermetrics output file, or a macmon capture "
-        "(with --source auto the format is recognized)",
+        "(with --source auto the format is recognized; default: none, sample live)",
     )
     p.add_argument(
         "--follow",
@@ -76,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1.0,
         help="replay speed: 1 real time (default), 0 as fast as possible",
     )
-    p.add_argument("--devices", metavar="LIST", help="nvml: GPU indices to sum, e.g. 0,2")
+    p.add_argument("--devices", metavar="LIST", help="nvml: GPU indices to sum, e.g. 0,2 (default: all)")
     p.add_argument(
         "--scope",
         choices=("process", "system"),

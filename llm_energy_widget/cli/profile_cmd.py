@@ -138,7 +138,8 @@ def _add_profile_args(p: argparse.ArgumentParser) -> None:
         metavar="F",
         type=float,
         help="let the profiler choose the instrumented tokens so that they add at most F (a "
-        "fraction in (0, 1), e.g. 0.02) to the decode time; not with --sample",
+        "fraction in (0, 1), e.g. 0.02) to the decode time; not with --sample (default: "
+        "0.005)",
     )
     p.add_argument(
         "--do-sample",

@@ -101,7 +101,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--carbon-g-per-kwh",
         type=float,
         metavar="G",
-        help="re-compute CO2 at this carbon intensity (shown only, not saved)",
+        help="re-compute CO2 at this carbon intensity (shown only, not saved; by default the "
+        "run's own)",
     )
     p.set_defaults(func=cmd_show)
 
