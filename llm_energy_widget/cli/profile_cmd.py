@@ -257,7 +257,9 @@ def run_profile(args: argparse.Namespace, out: Any = sys.stdout) -> Run:
     print_run(run, out, quiet=args.quiet)
     if args.json:
         if args.json == "-":
-            json.dump(run.to_dict(), sys.stdout)
+            from ..core.jsonsafe import strict_json
+
+            json.dump(strict_json(run.to_dict()), sys.stdout, allow_nan=False)
             sys.stdout.write("\n")
         else:
             path = run.to_json(args.json)

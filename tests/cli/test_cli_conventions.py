@@ -49,7 +49,9 @@ def test_every_options_help_states_its_default() -> None:
             if isinstance(action, FLAG_ACTIONS) or not action.option_strings or action.required:
                 continue
             text = (action.help or "") % {"default": action.default}
-            shown = {str(action.default)} if action.default not in (None, argparse.SUPPRESS) else set()
+            shown = (
+                {str(action.default)} if action.default not in (None, argparse.SUPPRESS) else set()
+            )
             if "default" not in text and not any(d in text for d in shown):
                 missing.append(f"{name} {action.option_strings[0]}")
     assert missing == []

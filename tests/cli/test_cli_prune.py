@@ -139,7 +139,9 @@ def test_bad_input_is_exit_2_and_deletes_nothing(
     assert len(_ids(path)) == 4
 
 
-def test_runs_still_lists(store4: tuple[Path, list[Run]], capsys: pytest.CaptureFixture[str]) -> None:
+def test_runs_still_lists(
+    store4: tuple[Path, list[Run]], capsys: pytest.CaptureFixture[str]
+) -> None:
     path, runs = store4
     assert main(["runs", "--store", str(path), "--limit", "1"]) == 0
     assert runs[3].run_id in capsys.readouterr().out
