@@ -76,7 +76,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1.0,
         help="replay speed: 1 real time (default), 0 as fast as possible",
     )
-    p.add_argument("--devices", metavar="LIST", help="nvml: GPU indices to sum, e.g. 0,2 (default: all)")
+    p.add_argument(
+        "--devices", metavar="LIST", help="nvml: GPU indices to sum, e.g. 0,2 (default: all)"
+    )
     p.add_argument(
         "--scope",
         choices=("process", "system"),

@@ -20,7 +20,15 @@ from ..errors import InvalidInputError, RunError
 from .checks import DTYPES, resolve_device
 from .progress import no_hf_progress_bar
 
-__all__ = ["EXECUTORS", "GRID_FLAGS", "cmd_sweep", "make_executor", "read_grid", "register"]
+__all__ = [
+    "EXECUTORS",
+    "GRID_FLAGS",
+    "cmd_sweep",
+    "grid_from_args",
+    "make_executor",
+    "read_grid",
+    "register",
+]
 
 EXECUTORS = "sequential, process:N, dask:ADDRESS, local-cluster:N"
 GRID_FLAGS: dict[str, type] = {
