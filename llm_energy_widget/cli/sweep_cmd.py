@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -21,6 +22,7 @@ from .checks import DTYPES, resolve_device
 from .progress import no_hf_progress_bar
 
 __all__ = [
+    "DASK_CONNECT_S",
     "EXECUTORS",
     "GRID_FLAGS",
     "cmd_sweep",
@@ -31,6 +33,8 @@ __all__ = [
 ]
 
 EXECUTORS = "sequential, process:N, dask:ADDRESS, local-cluster:N"
+DASK_CONNECT_S = 10.0
+"""How long `dask:ADDRESS` waits for its scheduler before the sweep is an input error."""
 GRID_FLAGS: dict[str, type] = {
     "max_new_tokens": int,
     "input_tokens": int,
@@ -223,19 +227,50 @@ def make_executor(spec: str) -> tuple[Any, list[Any]]:
             from concurrent.futures import ProcessPoolExecutor
 
             # a fresh interpreter per worker: forking a process that has imported torch is unsafe
-            pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+            pool = ProcessPoolExecutor(
+                n, mp_context=multiprocessing.get_context("spawn"), initializer=_quiet_worker
+            )
             return pool, [pool]
         from distributed import Client, LocalCluster
 
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True)
+        _quiet_dask()
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,  # no web server on a port nobody asked for
+            silence_logs=logging.WARNING,  # its INFO lines are not this command's output
+        )
         client = Client(cluster)
+        client.run(_quiet_worker)
         return client, [client, cluster]
     if kind == "dask" and arg:
         from distributed import Client
 
-        client = Client(arg)
+        _quiet_dask()
+        try:
+            client = Client(arg, timeout=DASK_CONNECT_S)
+        except (OSError, TimeoutError) as exc:
+            raise InvalidInputError(
+                f"--executor {spec}: cannot reach the Dask scheduler at {arg} ({exc})"
+            ) from None
+        client.run(_quiet_worker)
         return client, [client]
     raise InvalidInputError(f"--executor {spec!r}: one of {EXECUTORS}")
+
+
+def _quiet_dask() -> None:
+    """Dask's INFO lines (scheduler, nanny, worker start and stop) are not this command's output;
+    `llm-energy -v` keeps them."""
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+
+
+def _quiet_worker() -> None:
+    """A process-pool worker's start: no "Loading weights" bars on the command's stderr."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def _close(things: list[Any]) -> None:

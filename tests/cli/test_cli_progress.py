@@ -97,3 +97,12 @@ def test_piped_or_quiet_no_progress_bytes(
     assert "tokens/s ·" not in err
     assert "J so far" not in err
     assert err.startswith("loaded tiny-llama")  # what a pipe always got
+
+
+def test_a_terminal_gets_erase_line_but_no_other_escape() -> None:
+    """The progress lines' own ESC [K passes; any other escape in text is shown as \\xNN."""
+    from llm_energy_widget.cli.tty import TerminalSafe
+
+    out = FakeTTY()
+    TerminalSafe(out).write("\r\x1b[Kdecode\x1b[2J\x1b]0;t\x07")
+    assert out.getvalue() == "\r\x1b[Kdecode\\x1b[2J\\x1b]0;t\\x07"

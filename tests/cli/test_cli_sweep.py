@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +155,42 @@ def test_a_process_pool_executor(
     with Store(store) as s:
         loaded = s.load(run["run_id"])
     assert loaded.settings["sweep_worker"]["pid"] != os.getpid()
+
+
+@pytest.mark.allow_threads("Dask's client keeps its IO-loop threads for the process's life")
+def test_a_local_dask_cluster_executor(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = _sweep(tiny_model_dir, tmp_path / "r.sqlite", "--max-new-tokens", "2", "--json",
+                  "--executor", "local-cluster:1")  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    (run,) = json.loads(captured.out)["runs"]
+    assert run["status"] == "completed"
+    assert "INFO" not in captured.err  # Dask's own lines stay out of the command's stderr
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_the_sweeps_progress_only_on_a_terminal(
+    tiny_model_dir: Path, tmp_path: Path, tty: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = FakeTTY() if tty else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    argv = ["sweep", "--model", str(tiny_model_dir), "--prompt", "Hi", "--max-new-tokens", "2,3",
+            "--power", "estimate", "--baseline-s", "0", "--no-store", "--experiment", "bar"]  # fmt: skip
+    assert main(argv) == 0
+    err = stream.getvalue()
+    if tty:
+        assert "\rsweep bar: 0/2 points done" in err
+        assert "\rsweep bar: 2/2 points done" in err
+        assert "\x1b[K" in err  # erase-line reaches the terminal, not shown as text
+        assert "\\x1b" not in err
+        assert err.endswith("\x1b[K\n")
+    else:
+        assert "points done" not in err
+        assert "\r" not in err
