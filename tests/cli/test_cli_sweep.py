@@ -181,8 +181,9 @@ def test_the_sweeps_progress_only_on_a_terminal(
 ) -> None:
     stream = FakeTTY() if tty else io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)
-    argv = ["sweep", "--model", str(tiny_model_dir), "--prompt", "Hi", "--max-new-tokens", "2,3",
-            "--power", "estimate", "--baseline-s", "0", "--no-store", "--experiment", "bar"]  # fmt: skip
+    argv = ["sweep", "--model", str(tiny_model_dir), "--prompt", "Hi", "--max-new-tokens",
+            "2,3", "--power", "estimate", "--baseline-s", "0", "--no-store",
+            "--experiment", "bar"]  # fmt: skip
     assert main(argv) == 0
     err = stream.getvalue()
     if tty:
