@@ -10,6 +10,7 @@ writes nothing at all, so a pipe gets the same bytes as before.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -156,7 +157,9 @@ class RunProgress:
             if not force and now - self._drawn_at < MIN_REDRAW_S:
                 return
             self._drawn_at = now
-            self._stream.write(CLEAR_LINE + self._text())
+            # a line longer than the terminal wraps, and \r would then rewrite only its tail
+            width = shutil.get_terminal_size().columns - 1
+            self._stream.write(CLEAR_LINE + self._text()[: max(width, 20)])
             self._stream.flush()
             self._shown = True
 

@@ -63,6 +63,18 @@ def test_counts_from_a_runs_events() -> None:
     assert "\n" not in out[:-1]  # one line, rewritten in place
 
 
+def test_the_line_is_cut_to_the_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """40 columns: the line is cut to 39 characters (no wrap, which \\r could not rewrite)."""
+    monkeypatch.setenv("COLUMNS", "40")
+    stream = FakeTTY()
+    bar = RunProgress(stream)
+    bar.phase("loading")
+    bar.close()
+    cut = "loading · 0 tokens · – tokens/s · – J ("  # 39 of "... – J (kind unknown)"
+    assert len(cut) == 39
+    assert stream.getvalue() == (CLEAR_LINE + cut) * 2 + "\n"  # phase(), then close()
+
+
 def test_on_a_terminal_the_run_shows_its_progress(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
