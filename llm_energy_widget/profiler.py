@@ -119,7 +119,7 @@ def check_settings(
 
 
 def check_power_devices(power_devices: Any) -> str | list[int]:
-    """"model", "all", or a non-empty list of GPU indices (NVML's), else a clear error."""
+    """ "model", "all", or a non-empty list of GPU indices (NVML's), else a clear error."""
     if isinstance(power_devices, str) and power_devices in ("model", "all"):
         return power_devices
     if (

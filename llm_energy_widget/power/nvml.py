@@ -50,13 +50,13 @@ from .record import SourceSample, device_rail
 
 __all__ = [
     "AVERAGED_POWER_WINDOW_MS",
+    "GPU_CHOICES",
     "JITTER_S",
     "LOCK_MAX_S",
     "NVML_ERRORS",
     "PROBE_CHANGES",
     "PROBE_S",
     "PROBE_SLEEP_S",
-    "GPU_CHOICES",
     "NvmlSource",
     "UpdateClock",
     "load_nvml",
@@ -343,7 +343,11 @@ class NvmlSource(PowerSource):
         out: dict[str, Any] = {
             "gpus_counted": self.choice if isinstance(self.choice, str) else "listed",
             "gpus": [
-                {"index": g.index, "name": g.label.partition(": ")[2], "rail": device_rail("gpu", g.index)}
+                {
+                    "index": g.index,
+                    "name": g.label.partition(": ")[2],
+                    "rail": device_rail("gpu", g.index),
+                }
                 for g in self.gpus
             ],
             "excluded_gpus": list(self.excluded),

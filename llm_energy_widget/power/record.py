@@ -20,10 +20,10 @@ __all__ = [
     "RAILS",
     "RAIL_COLUMNS",
     "READING_FIELDS",
-    "device_rail",
     "Kind",
     "PowerReading",
     "SourceSample",
+    "device_rail",
 ]
 
 RAILS: tuple[str, ...] = ("cpu", "gpu", "ane", "dram")

@@ -151,9 +151,7 @@ class EventClock:
         self.make_event = make_event
         self._lanes = [_Lane(d) for d in devs]
         self.pool = self._lanes[0].pool  # the first device's (the only one, unsplit)
-        self.method = "+".join(
-            dict.fromkeys(_METHODS.get(d.type, "perf_counter_ns") for d in devs)
-        )
+        self.method = "+".join(dict.fromkeys(_METHODS.get(d.type, "perf_counter_ns") for d in devs))
         # the timeline being recorded (bound by the wrappers: cleared in place, never replaced)
         self.events: list[Any] = []
         self.tags: list[int] = []
@@ -245,14 +243,9 @@ class EventClock:
                 last[x] = k
             for k in last.values():
                 events[k].synchronize()  # each lane's last: its others are done too
-            crossed = np.fromiter(
-                (lanes[k] != lanes[k + 1] for k in range(n)), dtype=bool, count=n
-            )
+            crossed = np.fromiter((lanes[k] != lanes[k + 1] for k in range(n)), dtype=bool, count=n)
             gaps = np.fromiter(
-                (
-                    0.0 if crossed[k] else events[k].elapsed_time(events[k + 1])
-                    for k in range(n)
-                ),
+                (0.0 if crossed[k] else events[k].elapsed_time(events[k + 1]) for k in range(n)),
                 dtype=np.float64,
                 count=n,
             )

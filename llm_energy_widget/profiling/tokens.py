@@ -59,17 +59,19 @@ class IncrementalDetokenizer:
         return full[len(prefix) :] if len(full) > len(prefix) else ""
 
 
+def _cuda_sync(device: torch.device) -> Callable[[], None]:
+    return lambda: torch.cuda.synchronize(device)
+
+
 def device_sync_fn(device: torch.device | Sequence[torch.device]) -> Callable[[], None]:
     """A function that waits for queued device work, so a timestamp marks execution's end: on
     every device the model occupies (a split model's last layers run on another GPU)."""
     devs = (device,) if isinstance(device, torch.device) else tuple(device)
     cuda = [d for d in devs if d.type == "cuda"]
     mps = any(d.type == "mps" for d in devs)
-    syncs: list[Callable[[], None]] = [
-        (lambda d=d: torch.cuda.synchronize(d)) for d in cuda  # type: ignore[misc]
-    ]
+    syncs: list[Callable[[], None]] = [_cuda_sync(d) for d in cuda]
     if mps:
-        syncs.append(lambda: torch.mps.synchronize())
+        syncs.append(torch.mps.synchronize)
     if not syncs:
         return lambda: None
     if len(syncs) == 1:

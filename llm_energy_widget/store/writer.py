@@ -238,7 +238,8 @@ class RunWriter:
             if power_rows:
                 conn.executemany(
                     "INSERT OR REPLACE INTO power (run_id, seq, t_ms, cpu_w, gpu_w, ane_w, dram_w,"
-                    " total_w, energy_j, phase, rails_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " total_w, energy_j, phase, rails_json)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     power_rows,
                 )
             for sql, args in phase_ops:

@@ -23,6 +23,10 @@ from .fake_nvml import FakeClock, FakeGpu, make_fake_nvml
 WATTS = (100.0, 200.0, 300.0, 400.0)
 
 
+def _constant(w: float) -> Callable[[float], float]:
+    return lambda t: w * t
+
+
 def four_gpus(clock: Callable[[], float] = time.monotonic, update_ms: float = 100.0) -> list[Any]:
     """GPU i draws WATTS[i] constantly: counter E(t) = W x t, instant power W."""
     return [
@@ -31,7 +35,7 @@ def four_gpus(clock: Callable[[], float] = time.monotonic, update_ms: float = 10
             uuid=f"GPU-{i:04d}",
             energy_mj=1_000_000 * (i + 1),
             instant_mw=int(w * 1000),
-            energy_fn=lambda t, w=w: w * t,
+            energy_fn=_constant(w),
             update_ms=update_ms,
             clock=clock,
         )
@@ -71,7 +75,8 @@ def test_model_gpus_counted_others_excluded(fake_clock: FakeClock) -> None:
     assert last.power_w == {"gpu": 600.0, "total": 600.0}
     assert last.rails["gpu1_w"] == 200.0
     assert last.rails["gpu3_w"] == 400.0
-    assert "gpu0_w" not in last.rails and "gpu2_w" not in last.rails
+    assert "gpu0_w" not in last.rails
+    assert "gpu2_w" not in last.rails
     # energy: (200 + 400) W x the time between the two readings
     dt_s = last.t_s - first.t_s
     assert last.energy_j - first.energy_j == pytest.approx(600.0 * dt_s, rel=1e-3)
@@ -177,7 +182,8 @@ def test_sampler_readings_carry_the_rails(fake_clock: FakeClock) -> None:
     assert readings
     last = readings[-1].to_dict()
     assert last["gpu_w"] == 600.0
-    assert last["rails"]["gpu1_w"] == 200.0 and last["rails"]["gpu3_w"] == 400.0
+    assert last["rails"]["gpu1_w"] == 200.0
+    assert last["rails"]["gpu3_w"] == 400.0
     src.close()
 
 
@@ -202,7 +208,9 @@ def _place_on(monkeypatch: pytest.MonkeyPatch, model: Any) -> None:
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
 
 
-@pytest.mark.parametrize(("choice", "watts", "excluded"), [("model", 600.0, [0, 2]), ("all", 1000.0, [])])
+@pytest.mark.parametrize(
+    ("choice", "watts", "excluded"), [("model", 600.0, [0, 2]), ("all", 1000.0, [])]
+)
 def test_profiler_charges_the_model_gpus(
     monkeypatch: pytest.MonkeyPatch, choice: str, watts: float, excluded: list[int]
 ) -> None:

@@ -32,7 +32,7 @@ TI = METRICS.index("time_ms")
 CUDA0, CUDA1, CPU = torch.device("cuda", 0), torch.device("cuda", 1), torch.device("cpu")
 PLACES = (CUDA0, CUDA1, CPU)  # layer i runs on PLACES[i]
 START_MS = {CUDA0: 0.0, CUDA1: 10_000.0, CPU: 50_000.0}  # each device's clock
-ORDER = ("input_layernorm", "q_proj", "k_proj", "v_proj", "o_proj")
+ORDER: tuple[str, ...] = ("input_layernorm", "q_proj", "k_proj", "v_proj", "o_proj")
 ORDER += ("post_attention_layernorm", "gate_proj", "up_proj", "down_proj")
 
 
@@ -59,7 +59,8 @@ class FakeDevices:
 
             def record(self, stream: Any = None) -> None:
                 if device.type == "cuda":  # recorded on its own device's stream
-                    assert stream is not None and stream.device == device
+                    assert stream is not None
+                    assert stream.device == device
                 fake.recorded.append(device)
                 self.t = fake.now[device]
 
@@ -67,7 +68,8 @@ class FakeDevices:
                 fake.synced.append(device)
 
             def elapsed_time(self, end: Any) -> float:
-                assert self.t is not None and end.t is not None
+                assert self.t is not None
+                assert end.t is not None
                 return float(end.t - self.t)
 
         return Event()
@@ -113,7 +115,7 @@ def _advancing(
 
 
 @pytest.fixture
-def split(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[nn.Module, FakeDevices]]:
+def split(monkeypatch: pytest.MonkeyPatch) -> tuple[nn.Module, FakeDevices]:
     """A 3-layer model split over cuda:0, cuda:1 and cpu, with fake events and streams."""
     model = tiny_llama()
     at = place(model)
@@ -122,7 +124,9 @@ def split(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[nn.Module, FakeDevi
     monkeypatch.setattr(
         layer_profiler, "EventClock", lambda devs: EventClock(devs, make_event=fake.event)
     )
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: SimpleNamespace(device=device))
+    monkeypatch.setattr(
+        torch.cuda, "current_stream", lambda device=None: SimpleNamespace(device=device)
+    )
 
     @contextmanager
     def on_stream(stream: Any) -> Iterator[None]:
@@ -130,7 +134,7 @@ def split(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[nn.Module, FakeDevi
 
     monkeypatch.setattr(torch.cuda, "stream", on_stream)
     install_work(model, fake, at)
-    yield model, fake
+    return model, fake
 
 
 def _token(model: nn.Module, prof: LayerProfiler) -> np.ndarray:
@@ -194,7 +198,9 @@ def test_layer_level_shares_no_boundary_across_devices(
 def test_read_ms_leaves_intervals_across_devices_untimed(monkeypatch: pytest.MonkeyPatch) -> None:
     """By hand: events a (cuda:0, t=1), b (cuda:0, t=4), c (cuda:1, t=10_000), d (cuda:1,
     t=10_002); slots 0 (a->b), 1 (b->c, across devices), 2 (c->d); a span over a..d crosses."""
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: SimpleNamespace(device=device))
+    monkeypatch.setattr(
+        torch.cuda, "current_stream", lambda device=None: SimpleNamespace(device=device)
+    )
     fake = FakeDevices()
     clock = EventClock((CUDA0, CUDA1), make_event=fake.event)
     times = iter([1.0, 4.0, 10_000.0, 10_002.0])
