@@ -92,3 +92,40 @@ def test_store_of_the_previous_version_still_loads(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
+
+
+def test_views_and_exports_list_the_per_gpu_rails(tmp_path: Path) -> None:
+    from llm_energy_widget.exports import column_dictionary, tables, to_csv
+    from llm_energy_widget.view.static import render_svg
+
+    run = gpu_run()
+    run.power_info["gpus"] = [
+        {"index": 1, "name": "H200", "rail": "gpu1"},
+        {"index": 3, "name": "H200", "rail": "gpu3"},
+    ]
+    power = tables(run)["power"]
+    assert list(power["gpu3_energy_j"]) == [0.0, 40.0, 80.0, 120.0, 160.0]
+    assert "rails" not in power.columns
+    to_csv(run, tmp_path / "csv")
+    header = (tmp_path / "csv" / "power.csv").read_text().splitlines()[0].split(",")
+    assert {"gpu1_w", "gpu1_energy_j", "gpu3_w", "gpu3_energy_j"} <= set(header)
+    described = {(r["table"], r["column"]) for r in column_dictionary(run)}
+    assert ("power", "gpu3_w") in described
+    svg = render_svg(run)
+    assert svg.count('class="device-rail"') == 2
+    assert "<title>gpu1</title>" in svg
+
+
+def test_png_draws_a_line_per_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llm_energy_widget.view import png
+
+    labels: list[str] = []
+    real_draw = png._draw_power
+
+    def spy(ax: object, run: Run) -> None:
+        real_draw(ax, run)
+        labels.extend(line.get_label() for line in ax.get_lines())  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(png, "_draw_power", spy)
+    assert png.render_png(gpu_run()).startswith(b"\x89PNG")
+    assert {"gpu1", "gpu3", "total"} <= set(labels)
