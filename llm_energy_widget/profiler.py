@@ -102,7 +102,7 @@ def check_settings(
 ) -> None:
     """The profiler's settings that need no model, checked (the CLI calls it before loading
     one, so a typo fails in milliseconds, not after the load)."""
-    check_power_devices(power_devices)
+    _check_power_devices(power_devices)
     if level not in LEVELS:
         raise InvalidInputError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
     # NaN passes `<= 0`: a NaN interval hung every later run on the model (fault suite)
@@ -118,7 +118,7 @@ def check_settings(
     sampling_from(sample, overhead_budget)  # a bad value is an error here, not in the run
 
 
-def check_power_devices(power_devices: Any) -> str | list[int]:
+def _check_power_devices(power_devices: Any) -> str | list[int]:
     """ "model", "all", or a non-empty list of GPU indices (NVML's), else a clear error."""
     if isinstance(power_devices, str) and power_devices in ("model", "all"):
         return power_devices
@@ -171,7 +171,7 @@ class EnergyProfiler:
     runs: this profiler's last RUNS_KEPT (100) runs, oldest first; every run is in the store.
     overlap: False (the default): a run waits for every other profiled run of this process,
         whatever its model, because every power source here also counts the other run's work
-        (the same CPU cores and counter; NVML sums all visible GPUs). True: wait only for runs
+        (the same CPU cores and counter; two models on one GPU share its NVML counter). True: wait only for runs
         on the same model or power source object, and for runs whose profiler forbids overlap.
         That is safe only for models on different GPUs, each profiled with NVML restricted to
         its own device; overlapping runs are flagged in `run.warnings`.
@@ -208,7 +208,7 @@ class EnergyProfiler:
             sample=sample,
             overhead_budget=overhead_budget,
         )
-        self.power_devices = check_power_devices(power_devices)
+        self.power_devices = _check_power_devices(power_devices)
         tags = list(tags) if tags is not None else None
         self.sample = sample
         self.overhead_budget = overhead_budget
