@@ -171,8 +171,9 @@ class EnergyProfiler:
     runs: this profiler's last RUNS_KEPT (100) runs, oldest first; every run is in the store.
     overlap: False (the default): a run waits for every other profiled run of this process,
         whatever its model, because every power source here also counts the other run's work
-        (the same CPU cores and counter; two models on one GPU share its NVML counter). True: wait only for runs
-        on the same model or power source object, and for runs whose profiler forbids overlap.
+        (the same CPU cores and counter; two models on one GPU share its NVML counter). True:
+        wait only for runs on the same model or power source object, and for runs whose
+        profiler forbids overlap.
         That is safe only for models on different GPUs, each profiled with NVML restricted to
         its own device; overlapping runs are flagged in `run.warnings`.
     """
