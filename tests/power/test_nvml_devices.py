@@ -268,3 +268,22 @@ def test_power_devices_list_needs_a_per_gpu_source() -> None:
     )
     with pytest.raises(InvalidInputError, match="measures no GPUs one by one"):
         prof.generate(torch.tensor([[5, 6]]), max_new_tokens=1)
+
+
+def test_cli_power_devices_prints_each_gpu(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+    import sys
+
+    from llm_energy_widget.cli import main
+
+    monkeypatch.setitem(sys.modules, "pynvml", make_fake_nvml(four_gpus(update_ms=10.0)))
+    assert main(["power", "--seconds", "0.6", "--source", "nvml", "--devices", "1,3"]) == 0
+    out = capsys.readouterr().out
+    avg = {
+        m[1]: float(m[2]) for m in re.finditer(r"^(gpu\d) energy\s+[\d.]+ J, ([\d.]+) W", out, re.M)
+    }
+    assert set(avg) == {"gpu1", "gpu3"}
+    assert avg["gpu1"] == pytest.approx(200.0, rel=0.05)
+    assert avg["gpu3"] == pytest.approx(400.0, rel=0.05)
