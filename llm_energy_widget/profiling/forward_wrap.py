@@ -73,8 +73,8 @@ class Timeline:
     """One token's boundary events in record order; the interval from `events[k]` to
     `events[k + 1]` belongs to slot `tags[k]` (-1: none, the layer's "other"); `spans` are the
     decoder layers, (slot, index of the start event, index of the end event). `lanes[k]` is the
-    device lane event k was recorded on (`EventClock.devices`): only intervals within one lane
-    have a time (events of two devices cannot be compared)."""
+    device lane event k was recorded on (`EventClock.devices`; empty when the clock has one):
+    only intervals within one lane have a time (events of two devices cannot be compared)."""
 
     events: list[Any]
     tags: list[int]
@@ -147,6 +147,7 @@ class EventClock:
             raise ValueError("EventClock needs at least one device")
         self.devices: tuple[torch.device, ...] = devs
         self.device = devs[0]
+        self.single = len(devs) == 1  # one lane: the timeline keeps no lanes
         #: makes one event for a device (tests replace it with fake events)
         self.make_event = make_event
         self._lanes = [_Lane(d) for d in devs]
@@ -204,7 +205,17 @@ class EventClock:
             tags.append(tag)
             lanes.append(lane)
 
-        return record
+        def record_one(tag: int) -> None:  # one device: no lanes to keep (the hot path)
+            ev = pool.pop() if pool else self.make_event(ln.device)
+            stream = ln.stream
+            if stream is not None:
+                ev.record(stream)
+            else:
+                ev.record()
+            events.append(ev)
+            tags.append(tag)
+
+        return record_one if self.single else record
 
     def take(self) -> Timeline:
         """The timeline recorded since the last call; the next one starts empty (no boundary
@@ -227,8 +238,8 @@ class EventClock:
         if not events:
             return ms
         n = len(events) - 1
-        lanes = timeline.lanes or [0] * len(events)
-        split = len(self._lanes) > 1 and any(x != lanes[0] for x in lanes)
+        lanes = timeline.lanes or [0] * len(events)  # one device: no lanes kept
+        split = not self.single and any(x != lanes[0] for x in lanes)
         if not split:
             events[-1].synchronize()  # recorded last on the stream: the others are done too
             gaps = np.fromiter(
@@ -259,7 +270,7 @@ class EventClock:
             whole = hops[spans[:, 2]] == hops[spans[:, 1]]  # a layer that stayed in one lane
             spans = spans[whole]
             np.add.at(ms, spans[:, 0], at[spans[:, 2]] - at[spans[:, 1]])
-        if len(self._lanes) == 1:
+        if self.single:
             self.pool.extend(events)
         else:
             for ev, x in zip(events, lanes, strict=True):
@@ -425,7 +436,7 @@ def event_forward(
     b = share if share is not None else UNSHARED
     reuse, after, end_mark = b.reuse_after, b.after, b.end_mark
     record, events, tags, owner = clock.recorder(lane), clock.events, clock.tags, clock.owner
-    lanes = clock.lanes
+    lanes, single = clock.lanes, clock.single
     refs = slots.refs
 
     if block:
@@ -433,7 +444,7 @@ def event_forward(
 
         def layer(*args: Any, **kwargs: Any) -> Any:
             refresh()  # look the stream up once per layer
-            if owner[0] in reuse and lanes[-1] == lane:
+            if owner[0] in reuse and (single or lanes[-1] == lane):
                 k0 = len(events) - 1
             else:
                 k0 = len(events)
@@ -454,7 +465,7 @@ def event_forward(
         return layer
 
     def forward(*args: Any, **kwargs: Any) -> Any:
-        if owner[0] in reuse and lanes[-1] == lane:
+        if owner[0] in reuse and (single or lanes[-1] == lane):
             tags[-1] = i  # the previous end is our start
         else:
             record(i)
