@@ -296,17 +296,18 @@ def check_events(args: argparse.Namespace, model: Any, power: str) -> None:
 
 def check_split(args: argparse.Namespace, power: str) -> None:
     say("\n[4] model split across cuda:0 and the CPU (accelerate dispatch_model)")
-    if not torch.cuda.is_available() or args.dry_run:
-        say("  skipped: needs CUDA (the split is cuda:0 + cpu)")
-        return
+    cuda = torch.cuda.is_available() and not args.dry_run
+    if not cuda:
+        say("  no CUDA: layers 0-3 stay on the CPU too (the code path only; the split is skipped)")
     from accelerate import dispatch_model
 
     from llm_energy_widget.core.schema import METRICS
     from llm_energy_widget.profiling.devices import model_devices
 
-    model = llama(8, 256, tie=False, vocab=8192)
-    device_map: dict[str, Any] = {"model.embed_tokens": 0, "model.rotary_emb": 0}
-    device_map.update({f"model.layers.{i}": 0 if i < 4 else "cpu" for i in range(8)})
+    model = llama(8, 256 if cuda else 64, tie=False, vocab=8192 if cuda else 256)
+    gpu: int | str = 0 if cuda else "cpu"
+    device_map: dict[str, Any] = {"model.embed_tokens": gpu, "model.rotary_emb": gpu}
+    device_map.update({f"model.layers.{i}": gpu if i < 4 else "cpu" for i in range(8)})
     device_map.update({"model.norm": "cpu", "lm_head": "cpu"})
     model = dispatch_model(model, device_map=device_map, main_device="cpu")
     devs = [str(d) for d in model_devices(model)]
@@ -330,6 +331,8 @@ def check_split(args: argparse.Namespace, power: str) -> None:
         f"{gpu_ms:.3f} / {cpu_ms:.3f} (ratio {gpu_ms / cpu_ms:.3f})",
         "every layer timed (> 0); CPU layers slower",
     )
+    timed = int(np.sum(np.isfinite(per_layer) & (per_layer > 0)))
+    note("split: layers with a time", f"{timed} of {per_layer.size}", "8 of 8")
     if power == "nvml":
         info = run.power_info
         note(
