@@ -165,8 +165,8 @@ COLUMN_FIELDS = ("table", "column", "name", "unit", "kind", "definition")
 
 
 def column_dictionary(run: Run) -> list[dict[str, str]]:
-    """One row per column of `tokens` and `layers`: name, unit, kind (measured / estimated /
-    modeled, from `run.labels()`) and what it is."""
+    """One row per column of `tokens` and `layers` (and of `power`'s per-GPU rails): name, unit,
+    kind (measured / estimated / modeled, from `run.labels()`) and what it is."""
     lab = run.labels()
     energy = lab.get("tokens", lab.get("energy", "estimated"))
     timing = lab.get("timing", "measured")
@@ -206,6 +206,17 @@ def column_dictionary(run: Run) -> list[dict[str, str]]:
         "act_max": "max of |x| over the output",
         "sparsity": "fraction of the output with |x| < 1e-4",
     }
+    power_kind = run.power_info.get("kind", "estimated")
+    for gpu in run.power_info.get("gpus") or []:  # NVML's per-GPU rails, where the run has them
+        i = gpu.get("index")
+        rows.append(
+            ("power", f"gpu{i}_w", f"GPU {i} power", "W", power_kind,
+             f"GPU {i}'s power ({gpu.get('name') or 'NVML'}), one of the GPUs summed in gpu_w")
+        )  # fmt: skip
+        rows.append(
+            ("power", f"gpu{i}_energy_j", f"GPU {i} energy", "J", power_kind,
+             f"GPU {i}'s energy since the source opened, one of the GPUs summed in energy_j")
+        )  # fmt: skip
     for key in run.metric_names:
         kind = lab.get(f"layers.{key}", lab.get("layers.activations", "measured"))
         rows.append(
@@ -430,7 +441,7 @@ def _layer_events(run: Run, tokens: list[dict[str, Any]], detail: str) -> list[d
 
 
 def _power_counters(run: Run, kind: str, source: str) -> list[dict[str, Any]]:
-    pw = run.power_arrays()
+    pw = {**run.power_arrays(), **run.rail_arrays()}  # per-GPU rails: counters of their own
     out: list[dict[str, Any]] = []
     cols = [c for c in pw if c.endswith("_w") and np.isfinite(pw[c]).any()]
     for i, t in enumerate(pw["t_ms"]):

@@ -19,6 +19,7 @@ from .core.summary import env_carbon_g_per_kwh, env_price_per_kwh
 from .core.validation import check_experiment, check_tags, finite_number
 from .errors import InvalidInputError, RunError
 from .power.base import PowerSource
+from .profiling.devices import cuda_indices, model_devices
 from .profiling.features import machine_description, model_name
 from .profiling.generation import Generation, warm_up
 from .profiling.inputs import check_generate_kwargs, check_input_ids, check_messages
@@ -97,9 +98,11 @@ def check_settings(
     overlap: bool = False,
     sample: int | str | None = None,
     overhead_budget: float | None = None,
+    power_devices: str | Sequence[int] = "model",
 ) -> None:
     """The profiler's settings that need no model, checked (the CLI calls it before loading
     one, so a typo fails in milliseconds, not after the load)."""
+    _check_power_devices(power_devices)
     if level not in LEVELS:
         raise InvalidInputError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
     # NaN passes `<= 0`: a NaN interval hung every later run on the model (fault suite)
@@ -113,6 +116,34 @@ def check_settings(
         if not isinstance(flag, bool):
             raise InvalidInputError(f"{name} must be True or False, got {flag!r}")
     sampling_from(sample, overhead_budget)  # a bad value is an error here, not in the run
+
+
+def _check_power_devices(power_devices: Any) -> str | list[int]:
+    """ "model", "all", or a non-empty list of GPU indices (NVML's), else a clear error."""
+    if isinstance(power_devices, str) and power_devices in ("model", "all"):
+        return power_devices
+    if (
+        isinstance(power_devices, (list, tuple))
+        and power_devices
+        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in power_devices)
+    ):
+        return list(power_devices)
+    raise InvalidInputError(
+        'power_devices must be "model", "all" or a non-empty list of GPU indices >= 0, '
+        f"got {power_devices!r}"
+    )
+
+
+def _count_devices(source: PowerSource, power_devices: str | list[int], model: Any) -> None:
+    """Tell a per-device source (NVML) which GPUs this run is charged for."""
+    count = getattr(source, "count_gpus", None)
+    if callable(count):
+        count(power_devices, cuda_indices(model_devices(model)))
+    elif isinstance(power_devices, list):
+        raise InvalidInputError(
+            f"power_devices={power_devices} chooses GPUs, but the power source "
+            f"{source.name!r} measures no GPUs one by one (use power='nvml')"
+        )
 
 
 class EnergyProfiler:
@@ -134,11 +165,15 @@ class EnergyProfiler:
         token; sample="all": every token (the figures then carry the profiler's overhead).
         Bare tokens run at plain speed and carry the headline figures (J/token, tokens/s);
         `run.tokens()[i]["instrumented"]` says which ran instrumented.
+    power_devices: which GPUs NVML charges the run for: "model" (the default: the GPUs the model
+        occupies, `profiling.devices`; the others are listed in `run.power_info` as excluded),
+        "all" visible GPUs, or a list of NVML indices. Each counted GPU is a rail of its own.
     runs: this profiler's last RUNS_KEPT (100) runs, oldest first; every run is in the store.
     overlap: False (the default): a run waits for every other profiled run of this process,
         whatever its model, because every power source here also counts the other run's work
-        (the same CPU cores and counter; NVML sums all visible GPUs). True: wait only for runs
-        on the same model or power source object, and for runs whose profiler forbids overlap.
+        (the same CPU cores and counter; two models on one GPU share its NVML counter). True:
+        wait only for runs on the same model or power source object, and for runs whose
+        profiler forbids overlap.
         That is safe only for models on different GPUs, each profiled with NVML restricted to
         its own device; overlapping runs are flagged in `run.warnings`.
     """
@@ -160,6 +195,7 @@ class EnergyProfiler:
         overlap: bool = False,
         sample: int | str | None = None,
         overhead_budget: float | None = None,
+        power_devices: str | Sequence[int] = "model",
     ) -> None:
         _check_causal_lm(model)
         check_settings(
@@ -173,6 +209,7 @@ class EnergyProfiler:
             sample=sample,
             overhead_budget=overhead_budget,
         )
+        self.power_devices = _check_power_devices(power_devices)
         tags = list(tags) if tags is not None else None
         self.sample = sample
         self.overhead_budget = overhead_budget
@@ -387,6 +424,7 @@ class EnergyProfiler:
         n_prompt = int(enc.inputs["input_ids"].shape[1])
         gen_kw = self._check_generate_kwargs(generate_kwargs, n_prompt)
         source = get_source(self.power)
+        _count_devices(source, self.power_devices, self.model)
         store_obj = self._resolve_store(store)
         if store_obj is not None:  # a store that cannot save: an error now, not a lost run
             store_obj.check_writable()
@@ -407,6 +445,8 @@ class EnergyProfiler:
                 "baseline_s": self.baseline_s,
                 "batch_size": int(enc.inputs["input_ids"].shape[0]),
                 "device": str(self.model.device),
+                "devices": [str(d) for d in model_devices(self.model)],
+                "power_devices": self.power_devices,
                 "machine": machine_description(self.model.device),
                 "dtype": str(getattr(self.model, "dtype", "")).replace("torch.", ""),
                 "chat": chat,
@@ -507,6 +547,7 @@ _PROFILER_KW = (
     "sample",
     "overhead_budget",
     "overlap",
+    "power_devices",
 )
 
 

@@ -35,9 +35,15 @@ class Run(RunData):
         return pd.DataFrame(self.phases())
 
     def power_df(self) -> pd.DataFrame:
+        """One row per reading; per-device rails (`gpu1_w`, `gpu1_energy_j`, ...) as columns."""
         import pandas as pd
 
-        return pd.DataFrame(self.power_records())
+        rows = []
+        for rec in self.power_records():
+            row: dict[str, Any] = dict(rec)
+            row.update(row.pop("rails", None) or {})
+            rows.append(row)
+        return pd.DataFrame(rows)
 
     def layers_df(self) -> pd.DataFrame:
         """Long table: one row per token x layer x component, one column per metric."""

@@ -258,6 +258,11 @@ def _print_summary(
         ("peak power", f"{peak:.2f} W" + (f" (readings are {win}s)" if win else "")),
         ("resolution", resolution),
     ]
+    for key in (k for k in last.rails if k.endswith("_energy_j")):  # NVML: one row per GPU
+        rail = key.removesuffix("_energy_j")
+        e_j = last.rails[key] - first.rails.get(key, 0.0)
+        rail_avg = f", {e_j / span_s:.2f} W average" if span_s > 0 else ""
+        rows.append((f"{rail} energy", f"{e_j:.3f} J{rail_avg}"))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")

@@ -42,6 +42,7 @@ class Recorder:
                 v = rec.get(k)
                 r._power[k].append(np.nan if v is None else float(v))
             r._power_phase.append(phase)
+            r._power_rails.append(dict(rec.get("rails") or {}))
             r._emit("power", {**rec, "phase": phase})
             self._flush_token_energies()
 

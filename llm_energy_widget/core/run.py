@@ -86,6 +86,7 @@ class RunData:
         # power columns
         self._power: dict[str, list[float]] = {k: [] for k in POWER_COLUMNS}
         self._power_phase: list[str | None] = []
+        self._power_rails: list[dict[str, float]] = []  # per reading: per-device rails
         # phases and tokens
         self._phases: list[PhaseRecord] = []
         self._tokens: dict[str, list[Any]] = {k: [] for k in TOKEN_COLUMNS}
@@ -231,6 +232,16 @@ class RunData:
         with self._lock:
             return list(self._power_phase)
 
+    def rail_arrays(self) -> dict[str, FloatArray]:
+        """The per-device rails (`gpu1_w`, `gpu1_energy_j`, ...) as columns over all readings,
+        NaN where a reading lacks one; {} when no reading has any (a single-rail source)."""
+        with self._lock:
+            names = list(dict.fromkeys(k for r in self._power_rails for k in r))
+            return {
+                k: np.asarray([r.get(k, np.nan) for r in self._power_rails], dtype=np.float64)
+                for k in names
+            }
+
     def power_records(self) -> list[PowerPayload]:
         """Power readings as `core.schema.PowerPayload` dicts (READING_FIELDS plus `phase`)."""
         with self._lock:
@@ -251,6 +262,9 @@ class RunData:
                     "kind": kind,
                     "phase": self._power_phase[i],
                 }
+                rails = self._power_rails[i] if i < len(self._power_rails) else None
+                if rails:
+                    rec["rails"] = dict(rails)
                 out.append(rec)
             return out
 
@@ -481,6 +495,12 @@ class RunData:
                 v = rec.get(k)
                 run._power[k].append(np.nan if v is None else float(v))
             run._power_phase.append(rec.get("phase"))
+            rails = rec.get("rails")
+            run._power_rails.append(
+                {str(k): float(v) for k, v in rails.items() if v is not None}
+                if isinstance(rails, dict)
+                else {}
+            )
         for ph in d.get("phases", []):
             run._phases.append(
                 {"name": ph["name"], "start_ms": ph["start_ms"], "end_ms": ph["end_ms"]}

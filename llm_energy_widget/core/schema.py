@@ -86,6 +86,9 @@ class PowerPayload(TypedDict, total=False):
     source: str | None
     kind: str | None
     phase: str | None
+    rails: dict[
+        str, float
+    ]  # per-device rails (`gpu1_w`, `gpu1_energy_j`), where the source has them
 
 
 class PhaseRecord(TypedDict):

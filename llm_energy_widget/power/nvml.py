@@ -16,6 +16,12 @@ updates, a jump inside one poll: a 10 ms token read 0x or 5x its energy). So a r
 only when the counter changed, placed at the estimated update time (see UpdateClock), and polls
 that saw no change give none.
 
+Which GPUs: one rail per counted GPU (`gpu1_w`, `gpu1_energy_j`, NVML indices), and their
+sum as `gpu`/`total` and the energy. By default (`count_gpus("all")`) every visible GPU counts;
+the profiler counts only the GPUs its model runs on (`count_gpus("model", cuda_indices)`:
+CUDA's ordinals, mapped through CUDA_VISIBLE_DEVICES to NVML's indices), or the ones asked for.
+GPUs not counted are not read, and `info()` lists them as excluded, with their indices.
+
 Aliasing: the counter integrates the GPU's power in the driver, so energy over a periodic load
 is exact at the counter's updates (between them the curve is linear). Only a GPU without the
 counter (pre-Volta) integrates sampled power, which aliases: a 70 ms 100/300 W square wave
@@ -40,10 +46,11 @@ import numpy as np
 
 from ..errors import EnergyWidgetError, InvalidInputError, SourceError, SourceUnavailableError
 from .base import Availability, PowerSource
-from .record import SourceSample
+from .record import SourceSample, device_rail
 
 __all__ = [
     "AVERAGED_POWER_WINDOW_MS",
+    "GPU_CHOICES",
     "JITTER_S",
     "LOCK_MAX_S",
     "NVML_ERRORS",
@@ -63,6 +70,7 @@ PROBE_S = 0.5  # the longest open() spends measuring the counter's update period
 PROBE_CHANGES = 4  # counter changes to see per GPU (3 periods) before the probe stops early
 PROBE_SLEEP_S = 0.001  # between probe reads: ~1 ms brackets around each update
 AVERAGED_POWER_WINDOW_MS = 1000.0  # nvmlDeviceGetPowerUsage on Ampere/Hopper
+GPU_CHOICES = ("model", "all")  # which GPUs count, besides an explicit list of NVML indices
 
 # NVML error code name -> (our exception, what it means for the user).
 NVML_ERRORS: dict[str, tuple[type[EnergyWidgetError], str]] = {
@@ -270,7 +278,8 @@ class _Gpu:
 
 
 class NvmlSource(PowerSource):
-    """Summed power and energy of the chosen NVIDIA GPUs (all visible ones by default)."""
+    """Power and energy of the chosen NVIDIA GPUs, one rail each and their sum (all visible
+    ones by default; `count_gpus` narrows them to a model's)."""
 
     name = "nvml"
     kind = "measured"
@@ -286,6 +295,10 @@ class NvmlSource(PowerSource):
                     f"devices must be a non-empty list of GPU indices >= 0, got {devices!r}"
                 )
         self.devices = list(devices) if devices is not None else None
+        self.choice: str | list[int] = "all" if devices is None else list(self.devices or [])
+        self._model_cuda: list[int] | None = None
+        self.excluded: list[dict[str, Any]] = []  # visible GPUs not counted: index, name
+        self._note: str | None = None
         self._nvml = nvml
         self.counter_starts_at_open = True
         self.gpus: list[_Gpu] = []
@@ -300,6 +313,48 @@ class NvmlSource(PowerSource):
         if self._nvml is None:
             self._nvml = load_nvml()
         return self._nvml
+
+    def count_gpus(self, choice: str | Sequence[int], cuda_indices: Sequence[int] = ()) -> None:
+        """Which GPUs the next open() counts: "all" visible ones, "model" (the CUDA devices
+        `cuda_indices` the model runs on; all visible where it runs on none), or a list of NVML
+        indices. Devices given to the constructor win over "model" and "all"."""
+        if isinstance(choice, str):
+            if choice not in GPU_CHOICES:
+                raise InvalidInputError(
+                    f"power_devices must be one of {', '.join(GPU_CHOICES)} or a list of GPU "
+                    f"indices, got {choice!r}"
+                )
+            if self.devices is None:
+                self.choice = choice
+                self._model_cuda = list(cuda_indices) if choice == "model" else None
+            return
+        picked = list(choice)
+        bad = [d for d in picked if isinstance(d, bool) or not isinstance(d, int) or d < 0]
+        if bad or not picked:
+            raise InvalidInputError(
+                f"power_devices must be a non-empty list of GPU indices >= 0, got {choice!r}"
+            )
+        self.devices = picked
+        self.choice = picked
+        self._model_cuda = None
+
+    def info(self) -> dict[str, Any]:
+        """The counted GPUs (index, name, rail) and the excluded ones, for the run's power info."""
+        out: dict[str, Any] = {
+            "gpus_counted": self.choice if isinstance(self.choice, str) else "listed",
+            "gpus": [
+                {
+                    "index": g.index,
+                    "name": g.label.partition(": ")[2],
+                    "rail": device_rail("gpu", g.index),
+                }
+                for g in self.gpus
+            ],
+            "excluded_gpus": list(self.excluded),
+        }
+        if self._note:
+            out["gpus_note"] = self._note
+        return out
 
     @classmethod
     def availability(cls, nvml: ModuleType | None = None) -> Availability:
@@ -384,17 +439,49 @@ class NvmlSource(PowerSource):
         self.power_window_ms = AVERAGED_POWER_WINDOW_MS if averaged else None
 
     def _choose(self) -> list[int]:
+        """The NVML indices to read; the visible ones left out go to `excluded`."""
         nv = self.nvml
         count = int(_call(nv, "device count", nv.nvmlDeviceGetCount))
         if count == 0:
             raise SourceUnavailableError("NVML found no NVIDIA GPU")
+        self._note = None
         if self.devices is not None:
             missing = [d for d in self.devices if d >= count]
             if missing:
                 raise InvalidInputError(
                     f"no GPU {missing} here: NVML sees {count} GPU(s), indices 0..{count - 1}"
                 )
-            return list(dict.fromkeys(self.devices))
+            chosen = list(dict.fromkeys(self.devices))
+            self._exclude([i for i in range(count) if i not in chosen])
+            return chosen
+        visible = self._visible(count)
+        chosen = visible
+        if self._model_cuda is not None:
+            if not self._model_cuda:
+                self._note = "the model runs on no CUDA device: every visible GPU is counted"
+            else:
+                beyond = [c for c in self._model_cuda if c >= len(visible)]
+                if beyond:
+                    raise SourceUnavailableError(
+                        f"the model runs on cuda:{beyond[0]}, but NVML sees {len(visible)} "
+                        f"visible GPU(s) (CUDA_VISIBLE_DEVICES="
+                        f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r})"
+                    )
+                chosen = list(dict.fromkeys(visible[c] for c in self._model_cuda))
+        self._exclude([i for i in visible if i not in chosen])
+        return chosen
+
+    def _exclude(self, indices: Sequence[int]) -> None:
+        nv = self.nvml
+        self.excluded = []
+        for i in indices:
+            h = _call(nv, f"GPU {i} handle", nv.nvmlDeviceGetHandleByIndex, i)
+            name = _text(_call(nv, "device name", nv.nvmlDeviceGetName, h))
+            self.excluded.append({"index": i, "name": name})
+
+    def _visible(self, count: int) -> list[int]:
+        """NVML indices of the GPUs CUDA sees here, in CUDA's order (CUDA_VISIBLE_DEVICES)."""
+        nv = self.nvml
         spec = os.environ.get("CUDA_VISIBLE_DEVICES")
         if spec is None:
             return list(range(count))
@@ -566,16 +653,25 @@ class NvmlSource(PowerSource):
         if not times:
             return []
         power = sum(g.last_w or 0.0 for g in self.gpus)
-        energy = np.zeros(len(times))
-        for ts, es in knots:
-            energy += np.interp(times, ts, es)
+        per_gpu = [np.interp(times, ts, es) for ts, es in knots]
+        energy = np.sum(per_gpu, axis=0)
         self._emitted_s = times[-1]
         for ts, es in knots:  # keep the last knot at or before the emitted time, and later ones
             keep = max(0, bisect.bisect_right(ts, times[-1]) - 1)
             del ts[:keep], es[:keep]
+        names = [device_rail("gpu", g.index) for g in self.gpus]
+        watts = {f"{n}_w": g.last_w or 0.0 for n, g in zip(names, self.gpus, strict=True)}
         return [
-            SourceSample(t_s=t, power_w={"gpu": power, "total": power}, energy_j=float(e))
-            for t, e in zip(times, energy, strict=True)
+            SourceSample(
+                t_s=t,
+                power_w={"gpu": power, "total": power},
+                energy_j=float(energy[k]),
+                rails={
+                    **watts,
+                    **{f"{n}_energy_j": float(e[k]) for n, e in zip(names, per_gpu, strict=True)},
+                },
+            )
+            for k, t in enumerate(times)
         ]
 
     def close(self) -> None:

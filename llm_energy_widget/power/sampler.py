@@ -40,8 +40,11 @@ class _Columns:
         self._data = np.full((len(_COLUMNS), capacity), np.nan)
         self.n = 0
         self.phases: list[str | None] = []
+        self.rails: list[dict[str, float]] = []  # per reading: its per-device rails
 
-    def append(self, row: tuple[float, ...], phase: str | None) -> None:
+    def append(
+        self, row: tuple[float, ...], phase: str | None, rails: dict[str, float] | None = None
+    ) -> None:
         if self.n == self._data.shape[1]:
             grown = np.full((len(_COLUMNS), self.n * 2), np.nan)
             grown[:, : self.n] = self._data
@@ -49,6 +52,7 @@ class _Columns:
         self._data[:, self.n] = row
         self.n += 1
         self.phases.append(phase)
+        self.rails.append(rails or {})
 
     def column(self, name: str) -> FloatArray:
         return self._data[_COLUMNS.index(name), : self.n].copy()
@@ -370,6 +374,7 @@ class PowerSampler:
             energy_j=float(energy),
             source=self.source.name,
             kind=self.source.kind,
+            rails=dict(s.rails),
         )
         with self._lock:
             self._cols.append(
@@ -380,6 +385,7 @@ class PowerSampler:
                     reading.energy_j,
                 ),
                 self.phase,
+                reading.rails,
             )
         self._last_t_ms = t_ms
         self._last_total_w = float(total)
@@ -398,8 +404,14 @@ class PowerSampler:
         with self._lock:
             return list(self._cols.phases)
 
+    def device_rails(self) -> list[dict[str, float]]:
+        """Each reading's per-device rails (`PowerReading.rails`; {} where it has none)."""
+        with self._lock:
+            return [dict(r) for r in self._cols.rails]
+
     def readings(self) -> list[PowerReading]:
         cols = self.arrays()  # phases are a column of their own (`phases()`), not in a reading
+        rails = self.device_rails()
         out = []
         for i in range(len(cols["t_ms"])):
             rail = {r: cols[f"{r}_w"][i] for r in RAILS}
@@ -411,6 +423,7 @@ class PowerSampler:
                     energy_j=float(cols["energy_j"][i]),
                     source=self.source.name,
                     kind=self.source.kind,
+                    rails=rails[i] if i < len(rails) else {},
                 )
             )
         return out

@@ -15,7 +15,7 @@ modules run ~15 times a second here.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,10 +30,12 @@ __all__ = [
     "EventClock",
     "ForwardWrap",
     "HookSwitch",
+    "HostEvent",
     "HostSlots",
     "Keep",
     "Timeline",
     "cpu_forward",
+    "device_event",
     "event_forward",
 ]
 
@@ -70,11 +72,54 @@ class HostSlots:
 class Timeline:
     """One token's boundary events in record order; the interval from `events[k]` to
     `events[k + 1]` belongs to slot `tags[k]` (-1: none, the layer's "other"); `spans` are the
-    decoder layers, (slot, index of the start event, index of the end event)."""
+    decoder layers, (slot, index of the start event, index of the end event). `lanes[k]` is the
+    device lane event k was recorded on (`EventClock.devices`; empty when the clock has one):
+    only intervals within one lane have a time (events of two devices cannot be compared)."""
 
     events: list[Any]
     tags: list[int]
     spans: list[tuple[int, int, int]]
+    lanes: list[int] = field(default_factory=list)
+
+
+class HostEvent:
+    """An event on the host clock, for the CPU modules of a model split across CPU and GPU:
+    their kernels run synchronously, so the host time at a boundary is execution time."""
+
+    __slots__ = ("t_ns",)
+
+    def __init__(self) -> None:
+        self.t_ns = 0
+
+    def record(self, stream: Any = None) -> None:
+        self.t_ns = time.perf_counter_ns()
+
+    def synchronize(self) -> None:
+        pass
+
+    def elapsed_time(self, end: HostEvent) -> float:
+        return (end.t_ns - self.t_ns) / 1e6
+
+
+def device_event(device: torch.device) -> Any:
+    """A timing event for `device`: CUDA or MPS events, host events for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.Event(enable_timing=True)
+    if device.type == "mps":
+        return torch.mps.event.Event(enable_timing=True)
+    return HostEvent()
+
+
+_METHODS = {"cuda": "cuda_events", "mps": "mps_events"}
+
+
+@dataclass
+class _Lane:
+    """One device's part of the clock: its events' pool and the stream they are recorded on."""
+
+    device: torch.device
+    pool: list[Any] = field(default_factory=list)
+    stream: Any = None
 
 
 class EventClock:
@@ -82,75 +127,154 @@ class EventClock:
     shares a boundary is decided at attach, see `boundaries`); reused from a pool so hooks never
     allocate after warm-up.
 
+    A model split over devices (`device_map`) gets one lane per device (`devices`): each
+    wrapper records on its own module's device (`recorder(lane)`), from that device's pool, on
+    that device's stream; a boundary is shared only within a lane, and reading waits for every
+    lane's last event. CPU modules of a split model use host events (`HostEvent`).
+
     CUDA events are recorded on a stream looked up once per decoder layer (`refresh`), not per
     event: `Event.record()` without a stream calls `torch.cuda.current_stream()`, which cost
     ~20 us of Python per call on an H200 box, 30 % of a profiled decode step at 540 events.
     """
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.stream: Any = None
-        if device.type == "cuda":
-            self._make: Callable[[], Any] = lambda: torch.cuda.Event(enable_timing=True)
-            self.method = "cuda_events"
-            self.refresh()
-        else:
-            self._make = lambda: torch.mps.event.Event(enable_timing=True)
-            self.method = "mps_events"
-        self.pool: list[Any] = []
+    def __init__(
+        self,
+        devices: torch.device | Sequence[torch.device],
+        make_event: Callable[[torch.device], Any] = device_event,
+    ) -> None:
+        devs = (devices,) if isinstance(devices, torch.device) else tuple(devices)
+        if not devs:
+            raise ValueError("EventClock needs at least one device")
+        self.devices: tuple[torch.device, ...] = devs
+        self.device = devs[0]
+        self.single = len(devs) == 1  # one lane: the timeline keeps no lanes
+        #: makes one event for a device (tests replace it with fake events)
+        self.make_event = make_event
+        self._lanes = [_Lane(d) for d in devs]
+        self.pool = self._lanes[0].pool  # the first device's (the only one, unsplit)
+        self.method = "+".join(dict.fromkeys(_METHODS.get(d.type, "perf_counter_ns") for d in devs))
         # the timeline being recorded (bound by the wrappers: cleared in place, never replaced)
         self.events: list[Any] = []
         self.tags: list[int] = []
         self.spans: list[tuple[int, int, int]] = []
+        self.lanes: list[int] = []
         self.owner = [-1]  # marker of the timeline's last action (`boundaries.Boundary`)
         self.plan: dict[int, Any] | None = None  # `boundaries.plan_boundaries`, made at attach
+        for lane in range(len(devs)):
+            self.refresher(lane)()
+        self.record = self.recorder(0)
+
+    @property
+    def stream(self) -> Any:
+        return self._lanes[0].stream
+
+    def lane(self, device: torch.device | None) -> int:
+        """The lane of `device` (None, or a device the clock does not know: the first)."""
+        return self.devices.index(device) if device in self.devices else 0
+
+    def refresher(self, lane: int) -> Callable[[], None]:
+        """Follow the caller's current stream on `lane`'s device (called as each decoder layer
+        on it starts)."""
+        ln = self._lanes[lane]
+        if ln.device.type != "cuda":
+            return lambda: None
+
+        def refresh() -> None:
+            ln.stream = torch.cuda.current_stream(ln.device)
+
+        return refresh
 
     def refresh(self) -> None:
-        """Follow the caller's current stream (called as each decoder layer starts)."""
-        if self.device.type == "cuda":
-            self.stream = torch.cuda.current_stream(self.device)
+        """Follow the caller's current stream on the first device."""
+        self.refresher(0)()
 
-    def record(self, tag: int) -> None:
-        """A new boundary: a pooled event recorded now; the interval after it is `tag`'s."""
-        ev = self.pool.pop() if self.pool else self._make()
-        if self.stream is not None:
-            ev.record(self.stream)
-        else:
-            ev.record()
-        self.events.append(ev)
-        self.tags.append(tag)
+    def recorder(self, lane: int) -> Callable[[int], None]:
+        """`record(tag)` on `lane`: a new boundary, a pooled event of that device recorded now;
+        the interval after it is `tag`'s."""
+        ln = self._lanes[lane]
+        pool, events, tags, lanes = ln.pool, self.events, self.tags, self.lanes
+
+        def record(tag: int) -> None:
+            ev = pool.pop() if pool else self.make_event(ln.device)
+            stream = ln.stream
+            if stream is not None:
+                ev.record(stream)
+            else:
+                ev.record()
+            events.append(ev)
+            tags.append(tag)
+            lanes.append(lane)
+
+        def record_one(tag: int) -> None:  # one device: no lanes to keep (the hot path)
+            ev = pool.pop() if pool else self.make_event(ln.device)
+            stream = ln.stream
+            if stream is not None:
+                ev.record(stream)
+            else:
+                ev.record()
+            events.append(ev)
+            tags.append(tag)
+
+        return record_one if self.single else record
 
     def take(self) -> Timeline:
         """The timeline recorded since the last call; the next one starts empty (no boundary
         of this token can be shared by the next)."""
-        taken = Timeline(self.events[:], self.tags[:], self.spans[:])
+        taken = Timeline(self.events[:], self.tags[:], self.spans[:], self.lanes[:])
         self.events.clear()
         self.tags.clear()
         self.spans.clear()
+        self.lanes.clear()
         self.owner[0] = -1
         return taken
 
     def read_ms(self, timeline: Timeline, n_slots: int) -> np.ndarray:
-        """Each slot's ms once the token's last event completed (one elapsed time per interval
-        between consecutive boundaries, summed into slots; a decoder layer is the sum of the
-        intervals it spans); the events go back to the pool."""
+        """Each slot's ms once the token's last event completed on every lane (one elapsed
+        time per interval between consecutive boundaries of one lane, summed into slots; a
+        decoder layer is the sum of the intervals it spans, if it stays in one lane); the
+        events go back to their lanes' pools."""
         ms = np.zeros(n_slots)
         events = timeline.events
         if not events:
             return ms
-        events[-1].synchronize()  # recorded last on the stream: the others are done too
         n = len(events) - 1
-        gaps = np.fromiter(
-            (events[k].elapsed_time(events[k + 1]) for k in range(n)), dtype=np.float64, count=n
-        )
+        lanes = timeline.lanes or [0] * len(events)  # one device: no lanes kept
+        split = not self.single and any(x != lanes[0] for x in lanes)
+        if not split:
+            events[-1].synchronize()  # recorded last on the stream: the others are done too
+            gaps = np.fromiter(
+                (events[k].elapsed_time(events[k + 1]) for k in range(n)),
+                dtype=np.float64,
+                count=n,
+            )
+            crossed = np.zeros(n, dtype=bool)
+        else:
+            last: dict[int, int] = {}
+            for k, x in enumerate(lanes):
+                last[x] = k
+            for k in last.values():
+                events[k].synchronize()  # each lane's last: its others are done too
+            crossed = np.fromiter((lanes[k] != lanes[k + 1] for k in range(n)), dtype=bool, count=n)
+            gaps = np.fromiter(
+                (0.0 if crossed[k] else events[k].elapsed_time(events[k + 1]) for k in range(n)),
+                dtype=np.float64,
+                count=n,
+            )
         tags = np.asarray(timeline.tags[:n], dtype=np.intp)
-        mine = tags >= 0
+        mine = (tags >= 0) & ~crossed  # an interval across devices has no time
         np.add.at(ms, tags[mine], gaps[mine])
         if timeline.spans:
             at = np.concatenate(([0.0], np.cumsum(gaps)))  # ms since the first event
+            hops = np.concatenate(([0], np.cumsum(crossed)))
             spans = np.asarray(timeline.spans, dtype=np.intp)
+            whole = hops[spans[:, 2]] == hops[spans[:, 1]]  # a layer that stayed in one lane
+            spans = spans[whole]
             np.add.at(ms, spans[:, 0], at[spans[:, 2]] - at[spans[:, 1]])
-        self.pool.extend(events)
+        if self.single:
+            self.pool.extend(events)
+        else:
+            for ev, x in zip(events, lanes, strict=True):
+                self._lanes[x].pool.append(ev)
         return ms
 
 
@@ -301,23 +425,26 @@ def event_forward(
     slots: HostSlots,
     keep: Keep,
     share: Boundary | None = None,
+    lane: int = 0,
 ) -> _Forward:
     """A wrapper of `f` that adds its boundaries to the clock's timeline: its start reuses the
     last event where `share` allows it (else records one), its end records one whose interval
     goes to `share.after` (a gap this module starts). With `stats`, it hands the output to
     `keep`. `block`: a decoder layer, whose span is kept whole. `gap` is unused here: a gap is
-    the interval after its first component's end (`boundaries`)."""
+    the interval after its first component's end (`boundaries`). `lane`: the clock's lane of
+    the module's device; a start reuses the last event only if that was recorded on it too."""
     b = share if share is not None else UNSHARED
     reuse, after, end_mark = b.reuse_after, b.after, b.end_mark
-    record, events, tags, owner = clock.record, clock.events, clock.tags, clock.owner
+    record, events, tags, owner = clock.recorder(lane), clock.events, clock.tags, clock.owner
+    lanes, single = clock.lanes, clock.single
     refs = slots.refs
 
     if block:
-        refresh, spans, start_mark = clock.refresh, clock.spans, b.start_mark
+        refresh, spans, start_mark = clock.refresher(lane), clock.spans, b.start_mark
 
         def layer(*args: Any, **kwargs: Any) -> Any:
             refresh()  # look the stream up once per layer
-            if owner[0] in reuse:
+            if owner[0] in reuse and (single or lanes[-1] == lane):
                 k0 = len(events) - 1
             else:
                 k0 = len(events)
@@ -338,7 +465,7 @@ def event_forward(
         return layer
 
     def forward(*args: Any, **kwargs: Any) -> Any:
-        if owner[0] in reuse:
+        if owner[0] in reuse and (single or lanes[-1] == lane):
             tags[-1] = i  # the previous end is our start
         else:
             record(i)

@@ -26,6 +26,7 @@ from ..core.breakdown import other_share_note
 from ..core.recorder import Recorder
 from ..errors import RunCancelled
 from ..power.sampler import PowerSampler
+from .devices import model_devices
 from .sampling import TokenSampling
 from .tokens import IncrementalDetokenizer, TokenClock
 from .workers import WORKERS
@@ -168,7 +169,7 @@ def warm_up(
             layer_profiler.submit(taken, drop_layers)
 
     take = layer_profiler.take if layer_profiler is not None else None
-    clock = TokenClock(on_token, lambda: 0.0, model.device, take)
+    clock = TokenClock(on_token, lambda: 0.0, model_devices(model), take)
     stopping = StoppingCriteriaList([StepCriteria(run, clock)])
     dev = model.device
     rng = (  # the CPU state always; the accelerator's where the model samples there
@@ -385,7 +386,8 @@ class Generation:
         run, gen_kw, lp = self.run, self.gen_kw, self.layer_profiler
         take = self._take if lp is not None else None
         after = self._after_end if self.sampling is not None and not self.sampling.all else None
-        clock = TokenClock(self._on_token, self._sampler().now_ms, self.model.device, take, after)
+        devs = model_devices(self.model)  # a token ends when every device the model is on is done
+        clock = TokenClock(self._on_token, self._sampler().now_ms, devs, take, after)
         stopping = StoppingCriteriaList(list(gen_kw.pop("stopping_criteria", []) or []))
         stopping.append(StepCriteria(run, clock))
         self.prev_ms = self._phase("prefill", t_ready)

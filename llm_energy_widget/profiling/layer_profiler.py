@@ -34,7 +34,7 @@ from torch import nn
 
 from ..core.schema import METRICS
 from ..errors import InvalidInputError
-from . import forward_wrap
+from . import devices, forward_wrap
 from .architectures import Discovery, discover, first_tensor
 from .boundaries import plan_boundaries
 from .deep import ATTN_STAT_NAMES, AttentionTap
@@ -80,12 +80,6 @@ class _Token:
     stream: Any = None  # the generating thread's CUDA stream: the reduction runs on it too
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 def _n_heads(model: nn.Module) -> int:
     cfg = getattr(model, "config", None)
     cfg = getattr(cfg, "text_config", None) or cfg
@@ -123,7 +117,9 @@ class LayerProfiler:
                 "other",
             ]
         self.metric_names: tuple[str, ...] = METRICS
-        self.device = _device_of(model)
+        #: every device the model runs on (`devices.model_devices`), the first where inputs go
+        self.devices = devices.model_devices(model)
+        self.device = self.devices[0]
         C = len(self.component_names)
         self._n_cells = L * C
         self._n_slots = L * C + L  # cells, then one whole-layer slot per layer
@@ -176,16 +172,17 @@ class LayerProfiler:
     def _attach(self) -> dict[str, Any]:
         d = self.disc
         dev = self.device
-        on_device = dev.type in ("cuda", "mps")
-        self._clock = EventClock(dev) if on_device else None
+        on_device = any(x.type in ("cuda", "mps") for x in self.devices)
+        self._clock = EventClock(self.devices) if on_device else None
         skipped = list(d.skipped)
         hooked: set[int] = set()
         stats = self._stats
         for li, layer in enumerate(d.layers):
+            on = devices.module_device(layer)  # its modules without weights of their own run here
             if self.level == "layer":
-                self._hook(layer, li, stats=False, block=True)
+                self._hook(layer, li, stats=False, block=True, on=on)
                 continue
-            self._hook(layer, self._n_cells + li, stats=False, block=True)
+            self._hook(layer, self._n_cells + li, stats=False, block=True, on=on)
             gaps_before = {b: (a, g) for g, a, b in d.gaps}
             for name, mod in d.components[li].items():
                 if id(mod) in hooked:
@@ -197,7 +194,9 @@ class LayerProfiler:
                     after, gname = gaps_before[name]
                     if after in d.components[li]:
                         gap = (self.cell(li, after), self.cell(li, gname))
-                self._hook(mod, self.cell(li, name), stats=True, gap=gap, parent=self._n_cells + li)
+                self._hook(
+                    mod, self.cell(li, name), stats=True, gap=gap, parent=self._n_cells + li, on=on
+                )
             for gname, mod in d.gap_modules[li]:  # e.g. a gated MLP's act_fn into mlp_act
                 if id(mod) in hooked:
                     skipped.append(
@@ -205,7 +204,7 @@ class LayerProfiler:
                     )
                     continue
                 hooked.add(id(mod))
-                self._hook(mod, self.cell(li, gname), stats=False)
+                self._hook(mod, self.cell(li, gname), stats=False, on=on)
         deep: dict[str, Any] = {}
         if self.level == "deep":
             deep = self._attach_deep(dev)
@@ -216,6 +215,7 @@ class LayerProfiler:
             "component_names": list(self.component_names),
             "hooks": len(self._handles),
             "device": str(dev),
+            "devices": [str(x) for x in self.devices],
             "timing_method": self._clock.method if self._clock else "perf_counter_ns",
             "timing": (
                 "each component around its own forward; gaps = time between two components' "
@@ -245,9 +245,12 @@ class LayerProfiler:
         gap: tuple[int, int] | None = None,
         block: bool = False,
         parent: int = -1,
+        on: torch.device | None = None,
     ) -> None:
         """Time `mod` into `slot` (adding to it); `block`: a decoder layer (see `refresh`);
-        `parent`: the enclosing layer's slot (a reduction in the hook is taken out of it)."""
+        `parent`: the enclosing layer's slot (a reduction in the hook is taken out of it); `on`:
+        the enclosing layer's device, for a module without weights of its own. Device events
+        are recorded on the module's own device (`devices.module_device`)."""
         bound: dict[str, Any] = {"i": slot, "stats": stats, "gap": gap, "slots": self._slots}
         bound["keep"] = self._keep  # bound now, at attach
         clock = self._clock
@@ -255,7 +258,12 @@ class LayerProfiler:
             clock.plan = plan_boundaries(self.disc, self.level, self.cell)
         make: Callable[[Callable[..., Any]], Callable[..., Any]] = (
             functools.partial(
-                event_forward, block=block, clock=clock, share=clock.plan.get(id(mod)), **bound
+                event_forward,
+                block=block,
+                clock=clock,
+                share=clock.plan.get(id(mod)),
+                lane=clock.lane(devices.module_device(mod) or on),
+                **bound,
             )
             if clock is not None and clock.plan is not None
             else functools.partial(cpu_forward, trusted=self._trusted, parent=parent, **bound)

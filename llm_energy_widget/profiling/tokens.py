@@ -8,7 +8,7 @@ CUDA/MPS, so they are execution time, not launch time.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -59,13 +59,29 @@ class IncrementalDetokenizer:
         return full[len(prefix) :] if len(full) > len(prefix) else ""
 
 
-def device_sync_fn(device: torch.device) -> Callable[[], None]:
-    """A function that waits for queued device work, so a timestamp marks execution's end."""
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    if device.type == "mps":
-        return torch.mps.synchronize
-    return lambda: None
+def _cuda_sync(device: torch.device) -> Callable[[], None]:
+    return lambda: torch.cuda.synchronize(device)
+
+
+def device_sync_fn(device: torch.device | Sequence[torch.device]) -> Callable[[], None]:
+    """A function that waits for queued device work, so a timestamp marks execution's end: on
+    every device the model occupies (a split model's last layers run on another GPU)."""
+    devs = (device,) if isinstance(device, torch.device) else tuple(device)
+    cuda = [d for d in devs if d.type == "cuda"]
+    mps = any(d.type == "mps" for d in devs)
+    syncs: list[Callable[[], None]] = [_cuda_sync(d) for d in cuda]
+    if mps:
+        syncs.append(torch.mps.synchronize)
+    if not syncs:
+        return lambda: None
+    if len(syncs) == 1:
+        return syncs[0]
+
+    def sync_all() -> None:
+        for fn in syncs:
+            fn()
+
+    return sync_all
 
 
 OnToken = Callable[[int, float, Any], None]  # (token id, end ms, what `take` returned)
@@ -93,7 +109,7 @@ class TokenClock(BaseStreamer):
         self,
         on_token: OnToken,
         now_ms: Callable[[], float],
-        device: torch.device,
+        device: torch.device | Sequence[torch.device],
         take: Callable[[], Any] | None = None,
         after_end: Callable[[], None] | None = None,
     ) -> None:

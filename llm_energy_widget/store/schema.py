@@ -115,6 +115,12 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TABLE tokens;
     ALTER TABLE tokens_v2 RENAME TO tokens;
     """,
+    # per-device rails of a reading (NVML: `gpu1_w`, `gpu1_energy_j` for each counted GPU), as
+    # a JSON object: a machine with more GPUs, or a new device kind, needs no new column. NULL:
+    # the reading has none (every reading stored before).
+    """
+    ALTER TABLE power ADD COLUMN rails_json TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

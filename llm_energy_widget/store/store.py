@@ -358,9 +358,7 @@ class Store:
             "hooked": loads(r["hooked_json"], {}),
             "phases": [{"name": n, "start_ms": s, "end_ms": e} for n, s, e in phases],
             "tokens": [_token_row(t) for t in tokens],
-            "power_samples": [
-                {**dict(zip(POWER_COLUMNS, p[:-1], strict=True)), "phase": p[-1]} for p in power
-            ],
+            "power_samples": [_power_row(p) for p in power],
             "layers": {
                 "layer_names": loads(r["layer_names_json"], []),
                 "component_names": loads(r["component_names_json"], []),
@@ -442,13 +440,24 @@ class Store:
         return self._read("list runs", lambda conn: conn.execute(sql, args).fetchall())
 
 
+def _power_row(p: Any) -> dict[str, Any]:
+    """A stored reading as a run's power record (its per-device rails where it has them)."""
+    n = len(POWER_COLUMNS)
+    rec: dict[str, Any] = {**dict(zip(POWER_COLUMNS, p[:n], strict=True)), "phase": p[n]}
+    rails = loads(p[n + 1], None)
+    if isinstance(rails, dict) and rails:
+        rec["rails"] = rails
+    return rec
+
+
 def _load_rows(conn: sqlite3.Connection, rid: str) -> tuple[Any, ...]:
     """Everything stored for one run, read in one snapshot even while a writer appends."""
     with transaction(conn, read_only=True):  # nothing to commit: it ends with ROLLBACK
         row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (rid,)).fetchone()
         cols = [d[0] for d in conn.execute("SELECT * FROM runs LIMIT 0").description]
         power = conn.execute(
-            f"SELECT {', '.join(POWER_COLUMNS)}, phase FROM power WHERE run_id = ? ORDER BY seq",
+            f"SELECT {', '.join(POWER_COLUMNS)}, phase, rails_json FROM power WHERE run_id = ? "
+            "ORDER BY seq",
             (rid,),
         ).fetchall()
         phases = conn.execute(

@@ -212,7 +212,8 @@ class RunWriter:
                 power_rows.append(
                     (rid, self._power_seq, float(p["t_ms"]), num(p.get("cpu_w")),
                      num(p.get("gpu_w")), num(p.get("ane_w")), num(p.get("dram_w")),
-                     num(p.get("total_w")), num(p.get("energy_j")), p.get("phase"))
+                     num(p.get("total_w")), num(p.get("energy_j")), p.get("phase"),
+                     dumps(p["rails"]) if p.get("rails") else None)
                 )  # fmt: skip
                 self._power_seq += 1
             elif event == "phase":
@@ -236,7 +237,10 @@ class RunWriter:
         with transaction(conn):
             if power_rows:
                 conn.executemany(
-                    "INSERT OR REPLACE INTO power VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", power_rows
+                    "INSERT OR REPLACE INTO power (run_id, seq, t_ms, cpu_w, gpu_w, ane_w, dram_w,"
+                    " total_w, energy_j, phase, rails_json)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    power_rows,
                 )
             for sql, args in phase_ops:
                 conn.execute(sql, args)

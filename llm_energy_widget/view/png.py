@@ -24,7 +24,7 @@ import numpy as np
 from ..core.attribution import OUTSIDE_LAYERS
 from ..core.schema import METRIC_LABELS, SUMMARY_LABELS
 from ..power.record import RAILS
-from .palette import NEUTRAL, PHASE_COLORS, RAIL_COLORS, matplotlib_stops
+from .palette import CATEGORICAL, NEUTRAL, PHASE_COLORS, RAIL_COLORS, matplotlib_stops
 from .static import (
     mean_rows,
     source_line,
@@ -107,6 +107,11 @@ def _draw_power(ax: Any, run: Run) -> None:
         if np.allclose(col, total, equal_nan=True):  # the only rail: it is the total
             continue
         ax.plot(t, col, color=RAIL_COLORS[rail], lw=1.0, label=rail)
+    device = {k[:-2]: v for k, v in run.rail_arrays().items() if k.endswith("_w")}
+    if len(device) > 1:  # one dashed line per GPU (a single GPU's is the gpu rail itself)
+        for k, (rail, col) in enumerate(device.items()):
+            color = CATEGORICAL[k % len(CATEGORICAL)]
+            ax.plot(t, col, color=color, lw=0.8, ls="--", label=rail)
     if np.isfinite(total).any():
         ax.plot(t, total, color=RAIL_COLORS["total"], lw=1.8, label="total")
         top = float(np.nanmax(total))

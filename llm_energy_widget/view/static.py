@@ -16,7 +16,7 @@ import numpy as np
 from ..core.attribution import OUTSIDE_LAYERS
 from ..core.schema import METRIC_LABELS, METRIC_UNITS, SUMMARY_LABELS
 from ..power.record import RAILS
-from .palette import NEUTRAL, PHASE_COLORS, RAIL_COLORS, sequential_hex
+from .palette import CATEGORICAL, NEUTRAL, PHASE_COLORS, RAIL_COLORS, sequential_hex
 from .text import esc as _esc
 from .text import fmt_energy, format_cost, kind_text
 from .text import fmt_num as _num
@@ -320,6 +320,17 @@ def _power_svg(run: Run, x: float, y: float, w: float, h: float) -> list[str]:
         out.append(
             f'<polyline points="{pts}" fill="none" stroke="{RAIL_COLORS[rail]}" '
             f'stroke-width="{width}"><title>{rail}</title></polyline>'
+        )
+    device = {k[:-2]: v for k, v in run.rail_arrays().items() if k.endswith("_w")}
+    for k, (rail, col) in enumerate(device.items()):  # one thin dashed line per GPU
+        ok = np.isfinite(col)
+        if len(device) < 2 or not ok.any():
+            continue  # a single GPU's line is the gpu rail itself
+        pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(t[ok], col[ok], strict=True))
+        out.append(
+            f'<polyline points="{pts}" fill="none" stroke="{CATEGORICAL[k % len(CATEGORICAL)]}" '
+            f'stroke-width="1" stroke-dasharray="4 2" class="device-rail"><title>{rail}</title>'
+            "</polyline>"
         )
     for v in (0.0, ymax / 2, ymax / 1.1):
         out.append(f'<text x="-4" y="{py(v) + 4:.1f}" class="m" text-anchor="end">{v:.3g}</text>')

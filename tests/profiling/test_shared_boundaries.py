@@ -17,7 +17,7 @@ from support.archs import CONFIGS, GENERIC_ARCHS, REGISTRY_ARCHS, build, hook_co
 from torch import nn
 
 from llm_energy_widget.core.schema import METRICS
-from llm_energy_widget.profiling import layer_profiler
+from llm_energy_widget.profiling import devices, layer_profiler
 from llm_energy_widget.profiling.architectures import discover
 from llm_energy_widget.profiling.forward_wrap import EventClock
 from llm_energy_widget.profiling.layer_profiler import LayerProfiler
@@ -133,16 +133,19 @@ def fake_device(monkeypatch: pytest.MonkeyPatch) -> Callable[[LayerProfiler], Fa
     clock = FakeTime()
     made: list[EventClock] = []
 
-    def make_clock(device: torch.device) -> EventClock:
-        c = EventClock(torch.device("mps"))
-        c._make = fake_event_class(clock)
+    def make_clock(devices: Any) -> EventClock:
+        event = fake_event_class(clock)
+        c = EventClock(torch.device("mps"), make_event=lambda device: event())
         made.append(c)
         return c
 
     monkeypatch.setattr(layer_profiler, "EventClock", make_clock)
+    mps = torch.device("mps")
+    monkeypatch.setattr(devices, "module_device", lambda mod: mps)
 
     def on(prof: LayerProfiler) -> FakeTime:
-        prof.device = torch.device("mps")  # the device branch; nothing here touches MPS
+        prof.devices = (mps,)  # the device branch; nothing here touches MPS
+        prof.device = mps
         return clock
 
     return on
@@ -304,7 +307,7 @@ def test_every_architecture_times_every_component_with_fewer_events(
 
     with prof:
         assert prof._clock is not None
-        prof._clock._make = Stepping
+        prof._clock.make_event = lambda device: Stepping()
         with torch.inference_mode():
             model(prompt_ids())
             prof.collect()
