@@ -112,7 +112,9 @@ def test_another_machine_or_no_store_is_a_first_principles_estimate(
     assert "first-principles" in out["notes"][0]
 
 
-def test_include_estimates_mixes_sources(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_include_estimates_mixes_sources(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "mixed.sqlite"
     with Store(path) as s:
         for (p, n), e in zip(SETTINGS[:4], NOISE[:4], strict=True):
