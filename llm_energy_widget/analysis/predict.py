@@ -182,7 +182,8 @@ def _point_from(
     feats = model.get("features") or {}
     params = feats.get("parameters")
     dtype = settings.get("dtype") or feats.get("dtype")
-    bpp = bytes_per_param(dtype, feats.get("quantization"))
+    # the weights as stored (packed int8 included), where the features counted them
+    bpp = feats.get("bytes_per_param") or bytes_per_param(dtype, feats.get("quantization"))
     if not params or bpp is None:
         return None
     kv = feats.get("kv_cache_bytes_per_token") or 0.0
@@ -764,7 +765,9 @@ def _setting(
         raise InvalidInputError("the model's features lack its parameter count ('parameters')")
     own_dtype = feats.get("dtype")
     use_dtype = dtype or own_dtype
-    bpp = bytes_per_param(use_dtype, None if dtype else feats.get("quantization"))
+    bpp = (None if dtype else feats.get("bytes_per_param")) or bytes_per_param(
+        use_dtype, None if dtype else feats.get("quantization")
+    )
     if bpp is None:
         raise InvalidInputError(f"unknown dtype {use_dtype!r}: say dtype= (float32, bfloat16, …)")
     kv = float(feats.get("kv_cache_bytes_per_token") or 0.0)

@@ -37,9 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dtype",
         help="weight dtype (float32, bfloat16, float16, …; default: the model's own)",
     )
-    p.add_argument(
-        "--device", default="cpu", help="device type: cpu, cuda or mps (default: cpu)"
-    )
+    p.add_argument("--device", default="cpu", help="device type: cpu, cuda or mps (default: cpu)")
     p.add_argument(
         "--store",
         metavar="PATH",
