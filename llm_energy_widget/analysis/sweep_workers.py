@@ -51,6 +51,7 @@ __all__ = [
     "power_lock_path",
     "preload",
     "run_point",
+    "skip_reason",
 ]
 
 POWER_LOCK_ENV = "LLM_ENERGY_POWER_LOCK"

@@ -24,6 +24,7 @@ __all__ = [
     "machine_description",
     "model_features",
     "model_name",
+    "weight_counts",
 ]
 
 
@@ -82,8 +83,9 @@ def weight_counts(model: nn.Module) -> tuple[int, int]:
     for m in model.modules():
         if not hasattr(m, "_packed_params") or not callable(getattr(m, "weight", None)):
             continue
-        w = m.weight()  # the packed int8 weight as a quantized tensor
-        bias = m.bias() if callable(getattr(m, "bias", None)) else None
+        q: Any = m  # a quantized module: weight() and bias() unpack its packed params
+        w = q.weight()  # the packed int8 weight as a quantized tensor
+        bias = q.bias() if callable(getattr(q, "bias", None)) else None
         for t in (w, bias):
             if isinstance(t, torch.Tensor):
                 n += t.numel()

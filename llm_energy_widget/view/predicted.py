@@ -23,7 +23,7 @@ from ..errors import EnergyWidgetError
 from .text import esc, fmt_sig
 
 if TYPE_CHECKING:
-    from ..run import Run
+    from ..core.run import RunData
 
 __all__ = ["predicted_html", "predicted_of", "predicted_text", "summary_with_predicted"]
 
@@ -34,7 +34,7 @@ ROWS = ("total_energy_j", "decode_j_per_token", "prefill_energy_j")
 """The rows shown, in order: the run's energy and its two per-token parts."""
 
 
-def predicted_of(run: Run, store: Any = None) -> dict[str, Any] | None:
+def predicted_of(run: RunData, store: Any = None) -> dict[str, Any] | None:
     """The run's predicted-vs-measured figures from `store` (default: the store the run was
     saved in), or None: the run is not finished, has no store, or the history is too short.
     Computed once per run (cached on it)."""
@@ -43,15 +43,18 @@ def predicted_of(run: Run, store: Any = None) -> dict[str, Any] | None:
     key = (run.run_id, run.n_tokens)
     cached = getattr(run, _ATTR, None)
     if cached is not None and cached[0] == key:
-        return cached[1]  # type: ignore[no-any-return]
+        return cached[1]
     value = _compute(run, store)
     setattr(run, _ATTR, (key, value))
     return value
 
 
-def _compute(run: Run, store: Any) -> dict[str, Any] | None:
+def _compute(run: RunData, store: Any) -> dict[str, Any] | None:
     from ..analysis.predict import predicted_vs_measured
+    from ..run import Run
 
+    if not isinstance(run, Run):  # a run's data without its model features: nothing to fit
+        return None
     own = None
     if store is None:
         path = getattr(run, "store_path", None)
@@ -97,7 +100,7 @@ def _compute(run: Run, store: Any) -> dict[str, Any] | None:
     }
 
 
-def summary_with_predicted(run: Run, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+def summary_with_predicted(run: RunData, summary: dict[str, Any] | None = None) -> dict[str, Any]:
     """`summary` (default: the run's) with `predicted` added when there is one."""
     s = dict(run.summary() if summary is None else summary)
     pvm = predicted_of(run)

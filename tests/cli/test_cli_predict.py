@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -162,8 +163,8 @@ def test_a_missing_store_is_an_error_not_a_new_store(
 
 def test_every_option_states_its_default() -> None:
     parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    predict = sub.choices["predict"]  # type: ignore[attr-defined]
+    sub: Any = next(a for a in parser._actions if a.dest == "command")
+    predict = sub.choices["predict"]
     for action in predict._actions:
         if action.dest == "help":
             continue

@@ -108,5 +108,5 @@ def test_no_store_or_no_finished_run_gives_none() -> None:
     run = lawful(40, 30)
     assert predicted_of(run) is None  # the run was saved nowhere
     cut = law_run(8, 5, 0.6, 0.25)
-    cut.status = "failed"  # type: ignore[misc]
+    cut.status = "failed"
     assert predicted_of(cut) is None
