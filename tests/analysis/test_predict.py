@@ -322,7 +322,7 @@ def test_predict_notebook_executes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     cell = next(c for c in nb.cells if c.cell_type == "code" and "prediction = " in c.source)
     head, *rest = cell.outputs
     assert "modeled" in head["data"]["text/html"]
-    assert "learned from 5 runs" in head["data"]["text/plain"]
+    assert "learned from 6 runs" in head["data"]["text/plain"]
     assert any("application/vnd.plotly.v1+json" in o.get("data", {}) for o in rest)
     cold = [c for c in nb.cells if c.cell_type == "code" and "machine='elsewhere'" in c.source]
     assert "first-principles" in cold[0].outputs[0]["data"]["text/plain"]
