@@ -119,7 +119,8 @@ def _basis(p: dict[str, Any]) -> str:
 
 def _row_text(r: dict[str, Any]) -> tuple[str, str, str, str]:
     unit = f" {r['unit']}"
-    err = "–" if r["error"] is None else f"{100 * r['error']:+.1f} %"
+    # + 0.0: a -0.04 % rounds to +0.0 %, not -0.0 %
+    err = "–" if r["error"] is None else f"{round(100 * r['error'], 1) + 0.0:+.1f} %"
     return (
         r["figure"],
         f"{fmt_sig(r['predicted'], unit, 3)} [{fmt_sig(r['low'], '', 3)}–"

@@ -169,3 +169,21 @@ def test_every_option_states_its_default() -> None:
         if action.dest == "help":
             continue
         assert "default" in (action.help or ""), action.option_strings
+
+
+def test_a_profiled_run_prints_what_its_history_predicted(exact: Path) -> None:
+    """`llm-energy profile`'s text (print_run) after a run saved in a store with a history:
+    the law predicts 0.41 J/token for 40 prompt and 30 new tokens; the run is the law exactly."""
+    import io
+
+    from llm_energy_widget.cli.run_text import print_run
+
+    run = lawful(40, 30)
+    run.store_path = str(exact)  # type: ignore[attr-defined]  # as the profiler sets it
+    buf = io.StringIO()
+    print_run(run, buf, quiet=True)
+    text = buf.getvalue()
+    assert f"predicted (modeled) from 8 earlier runs of rapl on {HOST}" in text
+    line = next(x for x in text.splitlines() if "decode J/token: predicted" in x)
+    assert "predicted 0.41 J/token" in line
+    assert "error +0.0 %" in line
