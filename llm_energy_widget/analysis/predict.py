@@ -236,7 +236,8 @@ def _points_from_store(store: Store, host: str | None, device: str) -> list[RunP
     only for its model's features, once per model name, or when its summary lacks a figure.
     """
     out = []
-    models: dict[tuple[str, str], dict[str, Any]] = {}  # (name, dtype): the KV bytes follow dtype
+    # (name, dtype, quantization): the KV bytes follow the dtype, the weight bytes both
+    models: dict[tuple[str, str, str], dict[str, Any]] = {}
     for rec in store.run_records(status="completed"):
         settings = rec.get("settings") or {}
         if _device_type(settings.get("device")) != device:
@@ -245,7 +246,11 @@ def _points_from_store(store: Store, host: str | None, device: str) -> list[RunP
         if host is not None and rec_host != host:
             continue
         summary = rec.get("summary") or {}
-        name = (str(rec.get("model") or ""), str(settings.get("dtype")))
+        name = (
+            str(rec.get("model") or ""),
+            str(settings.get("dtype")),
+            str(settings.get("quantization")),
+        )
         if name not in models or not all(k in summary for k in _SUMMARY_KEYS):
             run = store.load(rec["run_id"])
             models.setdefault(name, run.model or {})

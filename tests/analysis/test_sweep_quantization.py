@@ -19,11 +19,12 @@ from support.law_runs import law_run
 from support.models import tiny_llama
 
 from llm_energy_widget.analysis import sweep
-from llm_energy_widget.analysis.predict import points_from_runs
+from llm_energy_widget.analysis.predict import _points_from_store, points_from_runs
 from llm_energy_widget.analysis.sweep import grid_points
 from llm_energy_widget.analysis.sweep_workers import _int8, skip_reason
 from llm_energy_widget.errors import InvalidInputError, RunError
 from llm_energy_widget.profiling.features import model_features, weight_counts
+from llm_energy_widget.store import Store
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -70,6 +71,10 @@ def test_int8_runs_4bit_is_skipped_with_its_reason(tiny: tuple[Any, Any], tmp_pa
     # predict reads the packed weights' bytes
     [pt] = points_from_runs([q8])
     assert pt.bytes_per_param == pytest.approx(feats["weight_bytes"] / feats["parameters"])
+    # and so do the store's runs: one model name, fp32 and int8 runs each with their own bytes
+    with Store(tmp_path / "runs.sqlite", read_only=True) as st:
+        stored = {p.run_id: p.bytes_per_param for p in _points_from_store(st, None, "cpu")}
+    assert stored == {plain.run_id: 4.0, q8.run_id: pt.bytes_per_param}
 
 
 def test_a_sweep_with_no_quantization_axis_has_no_quantization_column(
