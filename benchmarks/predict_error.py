@@ -14,11 +14,12 @@ decode J/token over 8 tokens is mostly the first steps' warm-up and the sampler'
 and the settings are profiled in an order that is monotone in neither prompt nor generation
 length, so the machine's drift over the minutes of the benchmark is not mistaken for a length
 effect. The load average is printed before each run. OpenMP threads wait passively
-(`OMP_WAIT_POLICY=PASSIVE`, unless the environment sets it; `--omp-wait-policy active` for
-torch's default): a spinning thread burns CPU time for as long as another program holds the core
-it waits for, so under the estimate source every figure would move with the other programs'
-load, not with the setting (measured here: 17.7 % held-out error spinning, 6.6 % passive, one
-run each, load ~1).
+(`OMP_WAIT_POLICY=PASSIVE`, unless the environment sets it; `--omp-wait-policy default` leaves
+it unset, OpenMP's own spin-then-sleep): a spinning thread burns CPU time for as long as another
+program holds the core it waits for, so under the estimate source every figure would move with
+the other programs' load, not with the setting. Measured here (decode J/token, mean held-out
+error): PASSIVE 2.0, 6.6, 6.8 and 9.5 % (load average 1-4.5); unset 17.7 % (load ~1) and 107 %
+(load ~3.5); ACTIVE 83.5 % (load ~4).
 
 The estimate source is CPU time x watts per core: the error is the fit's against that estimate,
 not against a meter; other programs on the machine show in every figure, so measure on a quiet
@@ -54,10 +55,15 @@ def main() -> int:
     ap.add_argument(
         "--omp-wait-policy",
         default=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
-        help="OpenMP threads' wait policy (default: $OMP_WAIT_POLICY, else PASSIVE)",
+        help="OpenMP threads' wait policy: PASSIVE, ACTIVE or default (unset) (default: "
+        "$OMP_WAIT_POLICY, else PASSIVE)",
     )
     args = ap.parse_args()
-    os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()  # read when torch loads
+    policy = args.omp_wait_policy.upper()
+    if policy == "DEFAULT":
+        os.environ.pop("OMP_WAIT_POLICY", None)
+    else:
+        os.environ["OMP_WAIT_POLICY"] = policy  # read when torch loads
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package
     import torch
 
@@ -70,7 +76,7 @@ def main() -> int:
     print(
         f"machine: {platform.node()}, {platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
-        f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
     )
     model, tok = lew.load_default_model()
     store = Store(Path(tempfile.mkdtemp()) / "runs.sqlite")
