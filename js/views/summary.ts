@@ -140,6 +140,38 @@ export function summaryCards(store: RunStore): Card[] {
   return out;
 }
 
+/** A row of `summary.predicted` (view/predicted.py): a modeled figure next to its measurement. */
+interface PredictedRow {
+  key: string;
+  figure: string;
+  unit: string;
+  predicted: number;
+  measured: number;
+  error: number | null;
+  within: boolean;
+}
+
+/**
+ * What the store's earlier runs predicted for this one (modeled), next to what it measured:
+ * "decode J/token: predicted 410 mJ (modeled), measured 408 mJ, +0.5 %", one line a figure, after
+ * a line naming the runs the fit learned from; [] when the summary has no prediction.
+ */
+export function predictedLines(s: Summary): string[] {
+  const p = s.predicted;
+  if (!p || !Array.isArray(p.rows) || !p.rows.length) return [];
+  const fmt = (r: PredictedRow, x: number) => (r.unit === "J" || r.unit === "J/token" ? fmtEnergy(x) : fmtNum(x, r.unit));
+  const n = Number(p.n_runs);
+  const head = `predicted (modeled) from ${n} earlier run${n === 1 ? "" : "s"} of ${p.source} on ${p.host}; measured: ${p.measured_kind}`;
+  return [
+    head,
+    ...(p.rows as PredictedRow[]).map((r) => {
+      const err = r.error == null ? "–" : `${r.error >= 0 ? "+" : "−"}${Math.abs(r.error * 100).toFixed(1)} %`;
+      return `${r.figure}: predicted ${fmt(r, r.predicted)}, measured ${fmt(r, r.measured)}, ${err}` +
+        (r.within ? "" : " (outside the interval)");
+    }),
+  ];
+}
+
 /** The line under the cards: source, kind and scope, resolution, price and carbon intensity. */
 export function summaryNote(store: RunStore): string {
   const s = store.summary ?? {};
@@ -193,6 +225,7 @@ export class SummaryCards implements View {
         card.append(badge(c.kind, c.scope, c.tip));
         return card;
       }),
+      ...predictedLines(s).map((line) => h("div", "lew-muted lew-cards-note lew-predicted", line)),
       ...(overhead ? [h("div", "lew-muted lew-cards-note", `${label(this.store.meta, "profiling_overhead")} ${overhead}`)] : []),
       h("div", "lew-muted lew-cards-note", summaryNote(this.store)),
     );

@@ -46,7 +46,7 @@ __all__ = [
 
 TABLE_COLUMNS = (
     "label", "run_id", "model", "status", "level", "max_new_tokens", "input_tokens",
-    "output_tokens", "batch_size", "dtype", "device", "decode_j_per_token",
+    "output_tokens", "batch_size", "dtype", "quantization", "device", "decode_j_per_token",
     "prefill_j_per_prompt_token", "decode_tokens_per_s", "tokens_per_s", "ttft_ms",
     "total_energy_j", "net_energy_j", "net_energy_reliable", "prefill_energy_j",
     "decode_energy_j", "tail_energy_j", "prefill_share", "decode_share", "avg_power_w",
@@ -54,7 +54,7 @@ TABLE_COLUMNS = (
     "energy_resolution_ms",
 )  # fmt: skip
 TEXT_COLUMNS = (
-    "label", "run_id", "status", "decode_j_per_token", "prefill_j_per_prompt_token",
+    "label", "run_id", "status", "quantization", "decode_j_per_token", "prefill_j_per_prompt_token",
     "decode_tokens_per_s", "prefill_energy_j", "decode_energy_j", "tail_energy_j",
     "total_energy_j", "energy_kind", "energy_scope",
 )  # fmt: skip
@@ -249,6 +249,7 @@ class Comparison:
                     "output_tokens": s.get("output_tokens"),
                     "batch_size": r.settings.get("batch_size"),
                     "dtype": r.settings.get("dtype"),
+                    "quantization": r.settings.get("quantization"),
                     "device": r.settings.get("device"),
                     **{k: s.get(k) for k in TABLE_COLUMNS if k in s and k != "input_tokens"},
                     "prefill_share": pe / both if pe is not None and both > 0 else None,
@@ -256,6 +257,11 @@ class Comparison:
                 }
             )
         df = pd.DataFrame(rows)
+        quant = [q if isinstance(q, str) else "none" for q in df["quantization"]]
+        if len(set(quant)) <= 1:
+            df = df.drop(columns="quantization")  # a column only where it tells runs apart
+        else:
+            df["quantization"] = quant
         return df[[c for c in TABLE_COLUMNS if c in df.columns]]
 
     def records(self) -> list[dict[str, Any]]:

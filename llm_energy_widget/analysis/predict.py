@@ -182,7 +182,8 @@ def _point_from(
     feats = model.get("features") or {}
     params = feats.get("parameters")
     dtype = settings.get("dtype") or feats.get("dtype")
-    bpp = bytes_per_param(dtype, feats.get("quantization"))
+    # the weights as stored (packed int8 included), where the features counted them
+    bpp = feats.get("bytes_per_param") or bytes_per_param(dtype, feats.get("quantization"))
     if not params or bpp is None:
         return None
     kv = feats.get("kv_cache_bytes_per_token") or 0.0
@@ -235,7 +236,8 @@ def _points_from_store(store: Store, host: str | None, device: str) -> list[RunP
     only for its model's features, once per model name, or when its summary lacks a figure.
     """
     out = []
-    models: dict[tuple[str, str], dict[str, Any]] = {}  # (name, dtype): the KV bytes follow dtype
+    # (name, dtype, quantization): the KV bytes follow the dtype, the weight bytes both
+    models: dict[tuple[str, str, str], dict[str, Any]] = {}
     for rec in store.run_records(status="completed"):
         settings = rec.get("settings") or {}
         if _device_type(settings.get("device")) != device:
@@ -244,7 +246,11 @@ def _points_from_store(store: Store, host: str | None, device: str) -> list[RunP
         if host is not None and rec_host != host:
             continue
         summary = rec.get("summary") or {}
-        name = (str(rec.get("model") or ""), str(settings.get("dtype")))
+        name = (
+            str(rec.get("model") or ""),
+            str(settings.get("dtype")),
+            str(settings.get("quantization")),
+        )
         if name not in models or not all(k in summary for k in _SUMMARY_KEYS):
             run = store.load(rec["run_id"])
             models.setdefault(name, run.model or {})
@@ -764,7 +770,9 @@ def _setting(
         raise InvalidInputError("the model's features lack its parameter count ('parameters')")
     own_dtype = feats.get("dtype")
     use_dtype = dtype or own_dtype
-    bpp = bytes_per_param(use_dtype, None if dtype else feats.get("quantization"))
+    bpp = (None if dtype else feats.get("bytes_per_param")) or bytes_per_param(
+        use_dtype, None if dtype else feats.get("quantization")
+    )
     if bpp is None:
         raise InvalidInputError(f"unknown dtype {use_dtype!r}: say dtype= (float32, bfloat16, …)")
     kv = float(feats.get("kv_cache_bytes_per_token") or 0.0)

@@ -15,6 +15,9 @@ The executor contract (the worker side is in `analysis.sweep_workers`):
 - One store: workers return `Run.to_dict()`, the driver (this process) writes every run to its
   store; SQLite is never written by the workers. Without overlap each run is stored as it comes
   back; with overlap, once all are back (their flags depend on the runs that come later).
+- Skipped points: a point this machine cannot run (grid `quantization="4bit"` without
+  bitsandbytes and CUDA, int8 on a GPU) is skipped, not failed: `comparison.skipped` lists them
+  ({index, point, reason}) and `comparison.notes` says "k of n sweep points skipped: <reason>".
 - Failures: a failed point never passes silently. `on_error="warn"` (the default) returns the
   runs that completed, with "k of n sweep points failed" first in `comparison.notes`, the
   failures in `comparison.failures`, a logged error and a `SweepWarning`; `on_error="raise"`
@@ -39,7 +42,7 @@ from typing import Any
 
 from ..errors import InvalidInputError, RunError
 from .compare import Comparison
-from .sweep_workers import RayExecutor, SweepPoint, is_pair, run_point
+from .sweep_workers import QUANTIZATIONS, PointSkipped, RayExecutor, SweepPoint, is_pair, run_point
 
 __all__ = [
     "GRID_ALIASES",
@@ -126,6 +129,10 @@ def grid_points(grid: Mapping[str, Any] | None) -> list[dict[str, Any]]:
                 not isinstance(v, int) or isinstance(v, bool) or v <= 0
             ):
                 raise InvalidInputError(f"grid {key} values must be positive integers; got {v!r}")
+            if key == "quantization" and v not in QUANTIZATIONS:
+                raise InvalidInputError(
+                    f"grid quantization values must be None, 'int8' or '4bit'; got {v!r}"
+                )
         axes[key] = vals
     return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
 
@@ -274,7 +281,8 @@ def sweep(
     """Run models x prompts x grid, store every run under `experiment`, and compare them.
 
     grid keys: max_new_tokens, input_tokens (prompt cut or repeated to N tokens), batch_size
-    (prompt replicated), dtype, device, and any `generate` setting (do_sample, temperature, …).
+    (prompt replicated), dtype, device, quantization (None, "int8", "4bit": see
+    `sweep_workers`), and any `generate` setting (do_sample, temperature, …).
     executor: see the module docstring (give models by path to process or cluster executors).
     overlap: let points on one machine run at the same time (flagged in each run); by default
     they take turns on the machine's power counters.
@@ -297,11 +305,15 @@ def sweep(
     bar.update(0, 0)
     results: dict[int, Any] = {}
     failures: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
     db = _open_store(store_path)
     try:
         for i, fut in _completed(ex, tasks):
             try:
                 run = _from_dict(fut.result())
+            except PointSkipped as exc:
+                log.info("sweep point %s skipped: %s", tasks[i].point, exc)
+                skipped.append({"index": i, "point": dict(tasks[i].point), "reason": str(exc)})
             except Exception as exc:
                 task = tasks[i]
                 log.error("sweep point %s failed: %s", task.point, exc)
@@ -317,7 +329,7 @@ def sweep(
                 results[i] = run
                 if db is not None and not overlap:
                     db.save(run)  # stored as it comes back: a crash later keeps it
-            bar.update(len(results) + len(failures), len(failures))
+            bar.update(len(results) + len(failures) + len(skipped), len(failures))
         runs = [results[i] for i in sorted(results)]
         if overlap:
             flag_concurrent_runs(runs)
@@ -328,18 +340,26 @@ def sweep(
         if db is not None:
             db.close()
     failures.sort(key=lambda f: f["index"])
+    skipped.sort(key=lambda f: f["index"])
     lines = [f"point {f['point']} failed: {f['error']}" for f in failures]
     headline = f"{len(failures)} of {len(tasks)} sweep points failed"
+    reasons = list(dict.fromkeys(s["reason"] for s in skipped))
+    skip_note = f"{len(skipped)} of {len(tasks)} sweep points skipped: " + "; ".join(reasons)
     if not runs:
+        if not failures:
+            raise RunError(f"every sweep point was skipped ({skip_note})")
         raise RunError(f"every sweep point failed ({headline}): " + "; ".join(lines))
     if failures and on_error == "raise":
         raise RunError(f"{headline}: " + "; ".join(lines))
     comparison = Comparison(runs)
+    if skipped:
+        comparison.notes.append(skip_note)
     if failures:
         comparison.notes.extend([headline, *lines])
         warnings.warn(f"{headline}: " + "; ".join(lines), SweepWarning, stacklevel=2)
     comparison.experiment = experiment
     setattr(comparison, "failures", failures)  # noqa: B010 - Comparison does not declare it
+    setattr(comparison, "skipped", skipped)  # noqa: B010
     return comparison
 
 

@@ -14,16 +14,23 @@ What a worker guarantees (the driver side is in `analysis.sweep`):
   sweeps there, take turns: RAPL and NVML count the whole package / device, not one process).
 - The worker never writes the store: it returns `Run.to_dict()` with `settings["sweep_worker"]`
   (host, pid, wall-clock start and end of the measured run), and the driver stores it.
+- Quantization (grid key `quantization`): None (the model as given), "int8" (torch dynamic
+  quantization of every nn.Linear, CPU only: a quantized copy, the given model is untouched),
+  "4bit" (bitsandbytes NF4 at load: a model given by path on a CUDA device). A point this
+  machine cannot run raises `PointSkipped` with the reason: the driver reports it as skipped,
+  not failed. `settings["quantization"]` records it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import platform
 import tempfile
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -34,6 +41,8 @@ from ..errors import InvalidInputError, MissingDependencyError, RunError
 
 __all__ = [
     "POWER_LOCK_ENV",
+    "QUANTIZATIONS",
+    "PointSkipped",
     "RayExecutor",
     "SweepPoint",
     "clear_loaded",
@@ -42,9 +51,16 @@ __all__ = [
     "power_lock_path",
     "preload",
     "run_point",
+    "skip_reason",
 ]
 
 POWER_LOCK_ENV = "LLM_ENERGY_POWER_LOCK"
+QUANTIZATIONS = (None, "int8", "4bit")
+"""The values of the grid's `quantization` axis."""
+
+
+class PointSkipped(Exception):
+    """This machine cannot run the point (a missing library or device): skipped, not failed."""
 
 
 @dataclass
@@ -74,7 +90,7 @@ def is_pair(x: Any) -> bool:
 
 # -- models, per process ---------------------------------------------------------------------------
 _LOAD_LOCK = threading.Lock()
-_LOADED: dict[tuple[str, str | None, str | None], tuple[Any, Any]] = {}
+_LOADED: dict[tuple[str, str | None, str | None, str | None], tuple[Any, Any]] = {}
 _MODEL_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
 _MODEL_LOCKS_GUARD = threading.Lock()
 
@@ -96,8 +112,9 @@ def _torch_dtype(dtype: Any) -> Any:
     return torch_dtype
 
 
-def _load(path: Any, dtype: Any, device: Any) -> tuple[Any, Any]:
-    """This process's copy of the model at `path` in `dtype` on `device`, loaded at most once.
+def _load(path: Any, dtype: Any, device: Any, quantization: str | None = None) -> tuple[Any, Any]:
+    """This process's copy of the model at `path` in `dtype` on `device` (quantized as asked),
+    loaded at most once.
 
     One model per process at a time: a new key drops the old entry (points still running on it
     keep their reference), so a worker never holds every model of the sweep."""
@@ -106,17 +123,94 @@ def _load(path: Any, dtype: Any, device: Any) -> tuple[Any, Any]:
         os.path.abspath(os.fspath(path)),
         None if dtype is None else str(dtype),
         None if device is None else str(device),
+        quantization,
     )
     with _LOAD_LOCK:  # never two loads at once in one process
         if key not in _LOADED:
             from ..models import load_model
 
             _LOADED.clear()
-            model, tok = load_model(os.fspath(path))
-            if torch_dtype is not None or device is not None:
-                model.to(device=device, dtype=torch_dtype)
+            if quantization == "4bit":
+                model, tok = load_model(os.fspath(path), **_bnb_4bit(torch_dtype, device))
+                model.config._llm_energy_quantization = "bitsandbytes nf4 4-bit"
+            else:
+                model, tok = load_model(os.fspath(path))
+                if torch_dtype is not None or device is not None:
+                    model.to(device=device, dtype=torch_dtype)
+                if quantization == "int8":
+                    model = _int8(model, inplace=True)
             _LOADED[key] = (model, tok)
         return _LOADED[key]
+
+
+# -- quantization ----------------------------------------------------------------------------------
+_INT8_COPIES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def skip_reason(quantization: Any, dtype: Any, device: Any, by_path: bool) -> str | None:
+    """Why this machine cannot run the point's quantization (None: it can)."""
+    if quantization is None:
+        return None
+    if quantization not in QUANTIZATIONS:
+        raise InvalidInputError(
+            f"quantization must be None, 'int8' or '4bit'; got {quantization!r}"
+        )
+    dev = str(device or "cpu").split(":", 1)[0]
+    if quantization == "int8":
+        if dev != "cpu":
+            return f"int8 (torch dynamic quantization) runs on the CPU only, not {device}"
+        if dtype not in (None, "float32"):
+            return f"int8 (torch dynamic quantization) quantizes a float32 model, not {dtype}"
+        return None
+    import torch
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return "4bit needs bitsandbytes (pip install bitsandbytes) and a CUDA GPU: no bitsandbytes"
+    if not torch.cuda.is_available():
+        return "4bit needs bitsandbytes and a CUDA GPU: no CUDA device here"
+    if dev != "cuda":
+        return f"4bit (bitsandbytes) runs on a CUDA device, not {device or 'cpu'}"
+    if not by_path:
+        return "4bit quantizes the weights as they load: give the model by path"
+    return None
+
+
+def _int8(model: Any, inplace: bool = False) -> Any:
+    """Every nn.Linear of `model` as a dynamically quantized int8 one (weights packed int8,
+    activations quantized per batch); a copy unless `inplace`."""
+    import torch
+    from torch import nn
+
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated for torchao
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*", category=UserWarning)
+        q = torch.ao.quantization.quantize_dynamic(
+            model, {nn.Linear}, dtype=torch.qint8, inplace=inplace
+        )
+    if getattr(q, "config", None) is not None:  # what the profiler's features report
+        q.config._llm_energy_quantization = "int8 dynamic (torch, nn.Linear)"
+    return q
+
+
+def _int8_copy(model: Any) -> Any:
+    """The int8 copy of a shared model object, made once per object."""
+    q = _INT8_COPIES.get(model)
+    if q is None:
+        q = _INT8_COPIES[model] = _int8(model)
+    return q
+
+
+def _bnb_4bit(torch_dtype: Any, device: Any) -> dict[str, Any]:
+    from transformers import BitsAndBytesConfig
+
+    return {
+        "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch_dtype or _torch_dtype("bfloat16"),
+        ),
+        "device_map": str(device or "cuda"),
+    }
 
 
 def preload(model: Any, dtype: Any = None, device: Any = None) -> int:
@@ -196,6 +290,10 @@ def run_point(task: SweepPoint) -> dict[str, Any]:
     point = dict(task.point)
     n_tokens, batch = point.pop("input_tokens", None), point.pop("batch_size", None)
     dtype, device = point.pop("dtype", None), point.pop("device", None)
+    quant = point.pop("quantization", None)
+    reason = skip_reason(quant, dtype, device, by_path=not is_pair(task.model))
+    if reason:
+        raise PointSkipped(reason)
     if is_pair(task.model):
         model, tokenizer = task.model[0], task.model[1]
         with _model_lock(model):  # a shared model object: its points take turns
@@ -203,11 +301,12 @@ def run_point(task: SweepPoint) -> dict[str, Any]:
             try:
                 if dtype is not None or device is not None:
                     model.to(device=device, dtype=_torch_dtype(dtype))
-                return _profile(task, model, tokenizer, point, n_tokens, batch)
+                used = _int8_copy(model) if quant == "int8" else model
+                return _profile(task, used, tokenizer, point, n_tokens, batch)
             finally:
                 if before[0] is not None and (dtype is not None or device is not None):
                     model.to(device=before[1], dtype=before[0])
-    model, tokenizer = _load(task.model, dtype, device)
+    model, tokenizer = _load(task.model, dtype, device, quant)
     return _profile(task, model, tokenizer, point, n_tokens, batch)
 
 
@@ -239,6 +338,8 @@ def _profile(
     extra: dict[str, Any] = {"sweep_point": dict(task.point)}
     if n_tokens is not None:
         extra["input_tokens"] = n_tokens
+    if "quantization" in task.point:
+        extra["quantization"] = task.point["quantization"]
     held = contextlib.nullcontext() if task.overlap else machine_power_lock()
     with held:
         times: dict[str, float] = {}

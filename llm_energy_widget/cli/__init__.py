@@ -15,7 +15,7 @@ from ..errors import EnergyWidgetError, InvalidInputError
 __all__ = ["COMMAND_MODULES", "EXIT_CODES", "build_parser", "main"]
 
 # Each module defines `register(subparsers)`; the parser it adds sets `func(args) -> int`.
-COMMAND_MODULES = ("power_cmd", "profile_cmd", "runs_cmd", "sweep_cmd")
+COMMAND_MODULES = ("power_cmd", "predict_cmd", "profile_cmd", "runs_cmd", "sweep_cmd")
 
 EXIT_CODES = {
     0: "ok",

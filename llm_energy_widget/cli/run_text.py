@@ -172,6 +172,10 @@ def print_run(
         w("figures rest on:\n")
         for on, names in groups:
             w(f"  {', '.join(names)}: {on}\n")
+    from ..view.predicted import predicted_of, predicted_text
+
+    for line in predicted_text(predicted_of(run)):  # the store's earlier runs, when enough
+        w(f"{line}\n")
     shown = {name for name, _ in rows}
     w("where:\n")
     for key in DEFINED:

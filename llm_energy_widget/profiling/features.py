@@ -2,7 +2,10 @@
 
 All of it is read or derived, not measured: `kv_cache_bytes_per_token` is the modeled size of one
 token's keys and values (2 x layers x kv_heads x head_dim x bytes per element), the figure that
-decides how much memory a context of n tokens needs.
+decides how much memory a context of n tokens needs. `weight_bytes` counts what the weights take
+as stored, packed quantized weights included (torch dynamic int8 keeps a Linear's weight in
+`_packed_params`, not among the parameters: 1 byte each), and `bytes_per_param` = weight_bytes /
+parameters is what a decode step reads per weight (`analysis.predict`'s memory-bound term).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ __all__ = [
     "machine_description",
     "model_features",
     "model_name",
+    "weight_counts",
 ]
 
 
@@ -69,6 +73,26 @@ def _quantization(config: Any, given: str | None) -> str | None:
     return f"{method}" + (f" {bits}-bit" if bits else "") if method else "unknown"
 
 
+def weight_counts(model: nn.Module) -> tuple[int, int]:
+    """(weights, bytes): the parameters (shared ones once) plus the packed weights and biases of
+    quantized modules, each at its stored element size."""
+    n = b = 0
+    for p in model.parameters():
+        n += p.numel()
+        b += p.numel() * p.element_size()
+    for m in model.modules():
+        if not hasattr(m, "_packed_params") or not callable(getattr(m, "weight", None)):
+            continue
+        q: Any = m  # a quantized module: weight() and bias() unpack its packed params
+        w = q.weight()  # the packed int8 weight as a quantized tensor
+        bias = q.bias() if callable(getattr(q, "bias", None)) else None
+        for t in (w, bias):
+            if isinstance(t, torch.Tensor):
+                n += t.numel()
+                b += t.numel() * t.element_size()
+    return n, b
+
+
 def attention_type(heads: int | None, kv_heads: int | None) -> str | None:
     """MHA (one KV head per query head), MQA (one KV head), GQA (in between)."""
     if not heads or not kv_heads:
@@ -99,6 +123,7 @@ def model_features(model: nn.Module, quantization: str | None = None) -> dict[st
     experts = _first_int(cfg, "num_local_experts", "num_experts", "n_routed_experts")
     top_k = _first_int(cfg, "num_experts_per_tok", "moe_top_k", "top_k")
     dtype = _dtype(model)
+    n_weights, weight_bytes = weight_counts(model)
     elem_bytes = torch.empty((), dtype=dtype).element_size() if dtype is not None else None
     kv_per_token = (
         2 * layers * kv_heads * head_dim * elem_bytes
@@ -108,7 +133,9 @@ def model_features(model: nn.Module, quantization: str | None = None) -> dict[st
     return {
         "architecture": type(model).__name__,
         "model_type": model_type(model),
-        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "parameters": n_weights,
+        "weight_bytes": weight_bytes,
+        "bytes_per_param": weight_bytes / n_weights if n_weights else None,
         "layers": layers,
         "hidden_size": hidden,
         "heads": heads,
@@ -126,7 +153,11 @@ def model_features(model: nn.Module, quantization: str | None = None) -> dict[st
             cfg, "max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"
         ),
         "kv_cache_bytes_per_token": kv_per_token,
-        "labels": {"kv_cache_bytes_per_token": "modeled", "parameters": "counted"},
+        "labels": {
+            "kv_cache_bytes_per_token": "modeled",
+            "parameters": "counted",
+            "weight_bytes": "counted",
+        },
     }
 
 

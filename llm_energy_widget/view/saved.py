@@ -33,6 +33,7 @@ import weakref
 import zlib
 from typing import TYPE_CHECKING, Any
 
+from .predicted import predicted_html, predicted_of
 from .static import (
     SUMMARY_HEADERS,
     below_resolution_line,
@@ -205,6 +206,7 @@ def saved_html(run: Run, png_b64: str, interactive: bool = True) -> str:
         static.append(f"<p>{_esc(below)}</p>")
     static += [f"<p>{_esc(x)}</p>" for x in sampling_lines(run)]
     static.append(_table(SUMMARY_HEADERS, summary_table_rows(run), "lew-saved-summary"))
+    static.append(predicted_html(predicted_of(run)))
     if run.phases():
         static.append(
             _table(

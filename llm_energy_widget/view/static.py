@@ -17,6 +17,7 @@ from ..core.attribution import OUTSIDE_LAYERS
 from ..core.schema import METRIC_LABELS, METRIC_UNITS, SUMMARY_LABELS
 from ..power.record import RAILS
 from .palette import CATEGORICAL, NEUTRAL, PHASE_COLORS, RAIL_COLORS, sequential_hex
+from .predicted import predicted_html, predicted_of, predicted_text
 from .text import esc as _esc
 from .text import fmt_energy, format_cost, kind_text
 from .text import fmt_num as _num
@@ -269,6 +270,7 @@ def render_text(run: Run) -> str:
         if below:
             lines.append(below)
         lines += [f"warning: {w}" for w in summary_warnings(run)]
+        lines += predicted_text(predicted_of(run))
     if run.error_message:
         lines.append(f"error: {run.error_message}")
     if run.response:
@@ -528,6 +530,7 @@ def render_html(run: Run) -> str:
             parts.append(f"<p>{_esc(below)}</p>")
         parts += [f"<p>{_esc(x)}</p>" for x in sampling_lines(run)]
         parts.append(_table(SUMMARY_HEADERS, summary_table_rows(run)))
+        parts.append(predicted_html(predicted_of(run)))
     if run.phases():
         parts.append(_table(["phase", "duration", "energy", "avg power", "kind"], phase_rows(run)))
     if run.error_message:

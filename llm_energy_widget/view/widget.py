@@ -29,6 +29,7 @@ from ..core.run import RunData
 from ..errors import InvalidInputError
 from ..notebook.cells import current_cell
 from .bundle import BUNDLE_CSS, BUNDLE_JS
+from .predicted import summary_with_predicted
 from .wire import (
     Batch,
     _live_metric_idx,
@@ -406,6 +407,8 @@ class EnergyWidget(anywidget.AnyWidget):
             if batch.empty or run is None:
                 return False
             self._drop_unchanged_layers(batch)
+            if batch.summary is not None:  # the run ended: what its history predicted, too
+                batch.summary = summary_with_predicted(run, batch.summary)
             self._seq += 1
             header, buffers = self._encode(batch, "delta")
             self._last_flush_s = time.monotonic()

@@ -40,6 +40,7 @@ from ..core.schema import (
     SUMMARY_DEFINITIONS,
     SUMMARY_LABELS,
 )
+from .predicted import summary_with_predicted
 
 if TYPE_CHECKING:
     from ..core.run import RunData as Run
@@ -465,6 +466,8 @@ def snapshot_of(
     final = run.done if final is None else final
     if final and batch.summary is None:
         batch.summary = run.summary()
+    if final and batch.summary is not None:
+        batch.summary = summary_with_predicted(run, batch.summary)
     time_col = _time_col(run)
     reduce = final and batch.layers and (full_rows is not None or time_rows is not None)
     kept_time: list[int] = []

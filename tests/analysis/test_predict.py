@@ -12,8 +12,22 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
+from support.law_runs import (  # noqa: F401  (the law and its runs)
+    FEATURES,
+    HOST,
+    KV,
+    NOISE,
+    PARAMS,
+    SETTINGS,
+    WATTS,
+    A,
+    B,
+    D,
+    E,
+    law_run,
+    lawful,
+)  # fmt: skip
 
 from llm_energy_widget.analysis.devices import device_figures
 from llm_energy_widget.analysis.predict import (
@@ -25,86 +39,8 @@ from llm_energy_widget.analysis.predict import (
     predict_cli_text,
     predicted_vs_measured,
 )
-from llm_energy_widget.core.recorder import Recorder
 from llm_energy_widget.errors import InvalidInputError
-from llm_energy_widget.run import Run
 from llm_energy_widget.store import Store
-
-WATTS = 10.0
-PARAMS = 100_000_000
-KV = 1000  # bytes per token
-FEATURES = {"parameters": PARAMS, "dtype": "float32", "kv_cache_bytes_per_token": KV}
-HOST = "box-a"
-
-
-def law_run(
-    prompt_tokens: int,
-    n_tokens: int,
-    prefill_j: float,
-    decode_j: float,
-    *,
-    source: str = "rapl",
-    kind: str = "measured",
-    host: str | None = HOST,
-    features: dict[str, Any] | None = None,
-    device: str = "cpu",
-) -> Run:
-    """A completed run whose prefill costs `prefill_j` and each decode token `decode_j`."""
-    machine = {"host": host, "platform": "Linux", "cpu_count": 2, "accelerator": None}
-    run = Run(
-        model={"name": "law-model", "features": dict(features or FEATURES)},
-        prompt="p",
-        settings={
-            "device": device,
-            "dtype": (features or FEATURES)["dtype"],
-            "batch_size": 1,
-            **({"machine": machine} if host is not None else {}),
-        },
-        power={"source": source, "kind": kind, "scope": "device", "interval_ms": 50.0},
-        level="token",
-    )
-    run.prompt_tokens = prompt_tokens
-    rec = Recorder(run)
-    rec.status("running")
-    ends = [1000.0 * prefill_j / WATTS]
-    for _ in range(n_tokens - 1):
-        ends.append(ends[-1] + 1000.0 * decode_j / WATTS)
-    t_end = ends[-1] + 100.0
-    for t in np.arange(0.0, t_end + 50.0, 50.0):
-        rec.power(
-            {
-                "t_ms": float(t), "cpu_w": WATTS, "gpu_w": None, "ane_w": None, "dram_w": None,
-                "total_w": WATTS, "energy_j": WATTS * float(t) / 1000.0, "source": source,
-                "kind": kind,
-            },
-            None,
-        )  # fmt: skip
-    rec.phase_start("prefill", 0.0)
-    start = 0.0
-    for i, end in enumerate(ends):
-        if i == 1:
-            rec.phase_end("prefill", start)
-            rec.phase_start("decode", start)
-        rec.token(100 + i, f" t{i}", "prefill" if i == 0 else "decode", start, end)
-        start = end
-    rec.phase_end("decode" if n_tokens > 1 else "prefill", start)
-    rec.finish("completed", "hand-made run")
-    return run
-
-
-# the law the synthetic runs follow: prefill J = A · FLOPs + B, decode J/token = D · KV bytes + E
-A, B = 2.0e-10, 0.05
-D, E = 2.0e-6, 0.30
-
-
-def lawful(prompt: int, n: int, noise: float = 0.0, **kw: Any) -> Run:
-    flops = 2.0 * PARAMS * prompt
-    kv = (prompt + n / 2.0) * KV
-    return law_run(prompt, n, (A * flops + B) * (1 + noise), (D * kv + E) * (1 - noise), **kw)
-
-
-SETTINGS = [(8, 16), (16, 32), (32, 24), (64, 16), (48, 40), (24, 48), (96, 20), (12, 60)]
-NOISE = [0.01, -0.012, 0.008, -0.005, 0.011, -0.009, 0.004, -0.007]
 
 
 def test_a_run_gives_the_figures_it_was_built_with() -> None:
@@ -386,7 +322,7 @@ def test_predict_notebook_executes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     cell = next(c for c in nb.cells if c.cell_type == "code" and "prediction = " in c.source)
     head, *rest = cell.outputs
     assert "modeled" in head["data"]["text/html"]
-    assert "learned from 5 runs" in head["data"]["text/plain"]
+    assert "learned from 6 runs" in head["data"]["text/plain"]
     assert any("application/vnd.plotly.v1+json" in o.get("data", {}) for o in rest)
     cold = [c for c in nb.cells if c.cell_type == "code" and "machine='elsewhere'" in c.source]
     assert "first-principles" in cold[0].outputs[0]["data"]["text/plain"]
