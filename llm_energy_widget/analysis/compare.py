@@ -225,6 +225,9 @@ class Comparison:
                 self.notes.append(f"run {r.run_id} is {r.status}: its figures cover part of it")
         self._figures: dict[str, go.Figure] | None = None
         self.experiment: str | None = None  # set by sweep()
+        # set by sweep(): the failed and the skipped points (index, point, error or reason)
+        self.failures: list[dict[str, Any]] = []
+        self.skipped: list[dict[str, Any]] = []
 
     def __repr__(self) -> str:
         return f"<Comparison of {len(self.runs)} runs>\n{self.to_text()}"

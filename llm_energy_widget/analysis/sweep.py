@@ -358,8 +358,8 @@ def sweep(
         comparison.notes.extend([headline, *lines])
         warnings.warn(f"{headline}: " + "; ".join(lines), SweepWarning, stacklevel=2)
     comparison.experiment = experiment
-    setattr(comparison, "failures", failures)  # noqa: B010 - Comparison does not declare it
-    setattr(comparison, "skipped", skipped)  # noqa: B010
+    comparison.failures = failures
+    comparison.skipped = skipped
     return comparison
 
 

@@ -351,7 +351,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 1
     finally:
         _close(to_close)
-    failures = list(getattr(comparison, "failures", []))
+    failures = list(comparison.failures)
     if args.json:
         doc = {
             "experiment": comparison.experiment,

@@ -96,7 +96,7 @@ def test_sweep_bad_input(tiny: tuple[Any, Any]) -> None:
     assert len(c.runs) == 1
     assert c.notes[0] == "1 of 2 sweep points failed"
     assert any("unknown dtype 'float99'" in n for n in c.notes)
-    assert [f["point"]["dtype"] for f in c.failures] == ["float99"]  # type: ignore[attr-defined]
+    assert [f["point"]["dtype"] for f in c.failures] == ["float99"]
     with pytest.raises(RunError, match=r"1 of 2 sweep points failed.*float99"):
         sweep((model, tok), "hi", {"dtype": ["float32", "float99"], "max_new_tokens": 2},
               store=False, power="estimate", baseline_s=0.0, on_error="raise")  # fmt: skip

@@ -139,7 +139,7 @@ def test_threads_on_one_model_object_serialize(
                   **FAST)  # fmt: skip
     assert len(c.runs) == 4
     assert not c.notes
-    assert c.failures == []  # type: ignore[attr-defined]
+    assert c.failures == []
     assert {r.status for r in c.runs} == {"completed"}
     assert stored(db, "threads") == {r.run_id for r in c.runs}
     assert not any(overlapping(a, b) for a, b in itertools.combinations(spans(c.runs), 2))
@@ -257,7 +257,7 @@ def test_a_failing_point_is_reported(
                   store=db, progress=False, **FAST)  # fmt: skip
     assert len(c.runs) == 1
     assert c.notes[0] == "1 of 2 sweep points failed"
-    (failure,) = c.failures  # type: ignore[attr-defined]
+    (failure,) = c.failures
     assert failure["index"] == 1
     assert "longer than the model's context" in failure["error"]
     assert stored(db, "bad") == {c.runs[0].run_id}
