@@ -139,10 +139,21 @@ def _has_runs(store: Any, name: str) -> bool:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..analysis.predict import predict
+    from .progress import no_hf_progress_bar
 
     _check(args)
     store = _open_store(args.store)
-    pred = predict(
+    with no_hf_progress_bar():  # predict loads the model for its features
+        pred = _predict(args, store, predict)
+    if args.json:
+        print(json.dumps(pred.to_dict(), indent=1, allow_nan=False))
+    else:
+        print(pred.to_text())
+    return 0
+
+
+def _predict(args: argparse.Namespace, store: Any, predict: Any) -> Any:
+    return predict(
         _model_arg(args.model, store),
         prompt_tokens=args.prompt_tokens,
         new_tokens=args.new_tokens,
@@ -158,8 +169,3 @@ def cmd_predict(args: argparse.Namespace) -> int:
         coverage=args.coverage,
         accelerator=args.accelerator,
     )
-    if args.json:
-        print(json.dumps(pred.to_dict(), indent=1, allow_nan=False))
-    else:
-        print(pred.to_text())
-    return 0
