@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .schema import TokenRecord
+
 __all__ = ["SPLIT_KIND", "sequence_figures", "step_sizes", "token_kind"]
 
 SPLIT_KIND = "modeled"
@@ -47,7 +49,7 @@ def token_kind(step_tokens: int, source_kind: str | None) -> str | None:
 
 
 def sequence_figures(
-    tokens: Sequence[dict[str, Any]], texts: Sequence[str], n_sequences: int
+    tokens: Sequence[TokenRecord], texts: Sequence[str], n_sequences: int
 ) -> list[dict[str, Any]]:
     """Per sequence: its tokens, its energy (its shares of the steps it ran in) and its text.
 
@@ -58,16 +60,16 @@ def sequence_figures(
     out: list[dict[str, Any]] = []
     for b in range(n):
         mine = [t for t in tokens if int(t.get("sequence", 0)) == b]
-        known = [float(t["energy_j"]) for t in mine if t.get("energy_j") is not None]
+        known = [float(e) for t in mine if (e := t.get("energy_j")) is not None]
         pre = [
-            float(t["energy_j"])
+            float(e)
             for t in mine
-            if t["phase"] == "prefill" and t.get("energy_j") is not None
+            if t["phase"] == "prefill" and (e := t.get("energy_j")) is not None
         ]
         dec = [
-            float(t["energy_j"])
+            float(e)
             for t in mine
-            if t["phase"] == "decode" and t.get("energy_j") is not None
+            if t["phase"] == "decode" and (e := t.get("energy_j")) is not None
         ]
         out.append(
             {

@@ -15,7 +15,13 @@ from typing import Any
 
 from .schema import TokenRecord
 
-__all__ = ["decode_figures", "decode_tokens", "profiling_overhead", "step_ms"]
+__all__ = [
+    "decode_figures",
+    "decode_tokens",
+    "prefill_step_energy_j",
+    "profiling_overhead",
+    "step_ms",
+]
 
 
 def _plural(n: int, what: str) -> str:
@@ -27,6 +33,13 @@ def decode_tokens(tokens: list[TokenRecord]) -> list[TokenRecord]:
     (the prefill step chose one token per sequence)."""
     first = int(tokens[0].get("step_tokens", 1)) if tokens else 1
     return tokens[first:]
+
+
+def prefill_step_energy_j(tokens: list[TokenRecord]) -> float | None:
+    """The prefill step's energy: its one token's, or the sum of a batch's B equal shares."""
+    first = tokens[: len(tokens) - len(decode_tokens(tokens))]
+    shares = [t["energy_j"] for t in first]
+    return float(sum(shares)) if first and None not in shares else None  # type: ignore[arg-type]
 
 
 def step_ms(t: TokenRecord) -> float | None:

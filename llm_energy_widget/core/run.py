@@ -215,7 +215,11 @@ class RunData:
         if self.n_sequences == 1:
             return [self.response_text]
         return [
-            "".join(t for t, s in zip(self._tokens["text"], self._tokens["sequence"]) if s == b)
+            "".join(
+                t
+                for t, s in zip(self._tokens["text"], self._tokens["sequence"], strict=True)
+                if s == b
+            )
             for b in range(self.n_sequences)
         ]
 

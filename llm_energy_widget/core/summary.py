@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidInputError
 from .attribution import window_peak_w, window_readings
 from .batch import sequence_figures
-from .headline import decode_figures, decode_tokens, profiling_overhead
+from .headline import decode_figures, decode_tokens, prefill_step_energy_j, profiling_overhead
 from .jsonsafe import finite_or_none as _num
 from .schema import RAIL_COLUMNS, PhaseRow
 from .uncertainty import with_uncertainty
@@ -172,14 +172,7 @@ def compute_summary(run: Run) -> dict[str, Any]:
     head = decode_figures(tokens, run.level)
     decode_jpt = head["decode_j_per_token"]
     inputs = run.prompt_tokens
-    # the prefill step's energy: its one token's, or the sum of its B tokens' equal shares
-    first_step = tokens[: len(tokens) - n_decode]
-    prefill_shares = [t["energy_j"] for t in first_step]
-    prefill_token_e = (
-        float(sum(prefill_shares))  # type: ignore[arg-type]
-        if first_step and None not in prefill_shares
-        else None
-    )
+    prefill_token_e = prefill_step_energy_j(tokens)
 
     below = sum(1 for t in tokens if t.get("below_resolution"))
     resolution_ms = run.resolution_ms

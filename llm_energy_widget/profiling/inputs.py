@@ -77,8 +77,9 @@ def batch_kind(prompt: Any) -> str | None:
     ):
         return None  # one chat, or one prompt's ids
     first = prompt[0]
+    want: tuple[type, ...]
     if isinstance(first, str):
-        want, kind = str, "texts"
+        want, kind = (str,), "texts"
     elif isinstance(first, (list, tuple)):
         want, kind = (list, tuple), "chats"
     else:

@@ -427,8 +427,8 @@ def _load_rows(conn: sqlite3.Connection, rid: str) -> tuple[Any, ...]:
             "SELECT name, start_ms, end_ms FROM phases WHERE run_id = ? ORDER BY seq", (rid,)
         ).fetchall()
         tokens = conn.execute(
-            "SELECT idx, token_id, text, phase, start_ms, end_ms, instrumented, sequence FROM tokens "
-            "WHERE run_id = ? ORDER BY idx",
+            "SELECT idx, token_id, text, phase, start_ms, end_ms, instrumented, sequence "
+            "FROM tokens WHERE run_id = ? ORDER BY idx",
             (rid,),
         ).fetchall()
         layers = conn.execute(

@@ -91,7 +91,8 @@ def test_batch_of_four_matches_plain_generate_and_splits_energy(
     texts = [smollm_tokenizer.decode(r, skip_special_tokens=True) for r in expected]
     assert run.texts == texts
     assert run.response == texts[0]
-    assert run.settings["prompts"] == PROMPTS and run.prompt == PROMPTS[0]
+    assert run.settings["prompts"] == PROMPTS
+    assert run.prompt == PROMPTS[0]
 
     toks = run.tokens()
     assert len(toks) == 4 * NEW
@@ -110,7 +111,8 @@ def test_batch_of_four_matches_plain_generate_and_splits_energy(
     s = run.summary()
     decode = toks[4:]
     decode_e = sum(t["energy_j"] for t in decode)
-    assert s["output_tokens"] == 24 and s["decode_tokens"] == 20
+    assert s["output_tokens"] == 24
+    assert s["decode_tokens"] == 20
     assert s["decode_j_per_token"] == pytest.approx(decode_e / 20, rel=1e-9)
     # generated tokens per second, not steps: 20 tokens over the 5 decode steps' time
     step_ms = sum(toks[4 * k]["duration_ms"] for k in range(1, NEW))
@@ -179,7 +181,8 @@ def test_input_ids_with_attention_mask_are_the_same_batch(
 def test_one_prompt_is_as_before(model: Any, smollm_tokenizer: Any) -> None:
     run = _run(model, smollm_tokenizer, PROMPTS[1])
     toks = run.tokens()
-    assert run.n_sequences == 1 and run.texts == [run.response]
+    assert run.n_sequences == 1
+    assert run.texts == [run.response]
     assert all(t["sequence"] == 0 and t["step_tokens"] == 1 for t in toks)
     assert all(t["energy_kind"] == "measured" for t in toks)
     assert run.labels()["tokens"] == "measured"
@@ -204,9 +207,11 @@ def test_store_round_trip_and_csv_keep_sequences(
     finally:
         store.close()
     assert [t["sequence"] for t in loaded.tokens()] == [t["sequence"] for t in run.tokens()]
-    assert loaded.texts == run.texts and len(loaded.texts) == 3
+    assert loaded.texts == run.texts
+    assert len(loaded.texts) == 3
     for a, b in zip(loaded.summary()["sequences"], run.summary()["sequences"], strict=True):
-        assert a["text"] == b["text"] and a["tokens"] == b["tokens"]
+        assert a["text"] == b["text"]
+        assert a["tokens"] == b["tokens"]
         assert a["energy_j"] == pytest.approx(b["energy_j"], rel=1e-9)
     files = run.to_csv(tmp_path / "csv")
     tokens_csv = next(f for f in files if f.name.startswith("tokens"))
@@ -246,5 +251,6 @@ def test_bad_batches_fail_before_a_run(
     prof = quick_profiler(tiny_llama(), smollm_tokenizer)
     with pytest.raises(InvalidInputError, match=None) as err:
         prof.generate(prompt, chat=False, **kw)
-    assert message in str(err.value) and "\n" not in str(err.value)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
     assert prof.runs == []
