@@ -14,7 +14,7 @@ from typing import Any
 
 from ..core.schema import LEVELS
 from ..run import Run
-from .checks import check_before_load
+from .checks import check_before_load, prompt_batch
 from .run_text import print_run
 
 __all__ = ["DEMO_PROMPT", "cmd_demo", "cmd_profile", "register", "run_profile"]
@@ -48,7 +48,16 @@ def _add_profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prompt",
         required=True,
-        help="the prompt (through the model's chat template unless --no-chat)",
+        action="append",
+        help="the prompt (through the model's chat template unless --no-chat); repeat it to "
+        "profile several prompts as one batch (left-padded, one run)",
+    )
+    p.add_argument(
+        "--batch",
+        metavar="N",
+        type=int,
+        default=1,
+        help="profile one --prompt N times as one batch (default: 1, no batch)",
     )
     p.add_argument(
         "--model", help="local transformers model directory or .gguf file (default: SmolLM2)"
@@ -156,7 +165,7 @@ def run_profile(args: argparse.Namespace, out: Any = sys.stdout) -> Run:
     gen: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "do_sample": bool(args.do_sample)}
     if args.temperature is not None:
         gen["temperature"] = args.temperature
-    run = prof.generate(args.prompt, chat=getattr(args, "chat", "auto"), **gen)
+    run = prof.generate(prompt_batch(args), chat=getattr(args, "chat", "auto"), **gen)
     try:
         run.wait()
     except KeyboardInterrupt:
