@@ -173,6 +173,9 @@ def run_profile(args: argparse.Namespace, out: Any = sys.stdout) -> Run:
         run.cancel()
         run.wait(30)
         print(f"interrupted: the partial run {run.run_id} keeps what it measured", file=sys.stderr)
+    writer = getattr(run, "store_writer", None)
+    if writer is not None:
+        writer.wait(10)  # the run is on disk before the command returns (as profile() does)
     print_run(run, out, quiet=args.quiet)
     if args.json:
         if args.json == "-":
