@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from support.models import tiny_llama
+from support.runs import num
 
 from llm_energy_widget.analysis import sweep
 from llm_energy_widget.analysis.sweep import SweepWarning, grid_points
@@ -67,7 +68,7 @@ def test_sweep_stores_every_point_under_one_experiment(
         decode = [t for t in r.tokens() if t["phase"] == "decode"]
         assert s["decode_tokens"] == len(decode) == (r.settings["max_new_tokens"] - 1) * b
         assert s["decode_j_per_token"] == pytest.approx(
-            sum(t["energy_j"] for t in decode) / len(decode), rel=1e-9
+            sum(num(t["energy_j"]) for t in decode) / len(decode), rel=1e-9
         )
     assert set(c.table["label"]) == {
         "max_new_tokens=2 · batch_size=1", "max_new_tokens=2 · batch_size=2",
