@@ -227,7 +227,8 @@ reported per prompt token on its own."""
 
 SUMMARY_DEFINITIONS: dict[str, str] = {
     "decode_j_per_token": "energy of the decode tokens (2nd to last) / their count; with sampled "
-    "instrumentation, of the bare ones only (they ran at plain speed)",
+    "instrumentation, of the bare ones only (they ran at plain speed); a batch: every "
+    "sequence's generated tokens, each step's energy split equally among them",
     "prefill_j_per_prompt_token": "prefill energy (prompt to first token) / prompt tokens",
     "decode_tokens_per_s": "decode tokens / time from the first to the last token; with sampled "
     "instrumentation, bare decode tokens / their time",
@@ -237,7 +238,8 @@ SUMMARY_DEFINITIONS: dict[str, str] = {
     "included",
     "profiling_overhead": "median instrumented / median bare decode token time - 1, in this run "
     "(the layer instrumentation's slowdown of the tokens it ran on)",
-    "tokens_per_s": "all output tokens / time from prefill start to the last token",
+    "tokens_per_s": "all output tokens / time from prefill start to the last token (a batch: "
+    "every sequence's tokens)",
     "avg_power_w": "generation energy / generation time (prefill start to the last token)",
     "peak_power_w": "highest reading taken during generation (baseline and after excluded)",
     "layer_coverage": "time inside hooked decoder layers / token time",
