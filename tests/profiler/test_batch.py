@@ -254,3 +254,23 @@ def test_bad_batches_fail_before_a_run(
     assert message in str(err.value)
     assert "\n" not in str(err.value)
     assert prof.runs == []
+
+
+def test_a_batch_of_chats_goes_through_the_template_like_single_prompts(
+    model: Any, smollm_tokenizer: Any
+) -> None:
+    chats = [[{"role": "user", "content": p}] for p in PROMPTS[:2]]
+    prof = quick_profiler(model, smollm_tokenizer)
+    enc = prof._encode(chats, "auto")
+    singles = [prof._encode(c, "auto") for c in chats]
+    assert enc.chat_template
+    ids, mask = enc.inputs["input_ids"], enc.inputs["attention_mask"]
+    for b, one in enumerate(singles):
+        row = one.inputs["input_ids"][0]
+        n = row.numel()
+        assert torch.equal(ids[b, -n:], row)  # the template's ids, padded on the left
+        assert int(mask[b].sum()) == n
+        assert bool((mask[b, : ids.shape[1] - n] == 0).all())
+    # the same for a batch of texts with chat="auto": each text as one user message
+    texts = prof._encode(PROMPTS[:2], "auto")
+    assert torch.equal(texts.inputs["input_ids"], ids)
