@@ -8,6 +8,7 @@ time; each of its k tokens carries 10 W x time / k.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from support.profilers import quick_profiler
 from support.sources import ConstantSource
 
 from llm_energy_widget.errors import InvalidInputError
+from llm_energy_widget.run import Run
 from llm_energy_widget.store import Store
 
 PROMPTS = [
@@ -213,6 +215,9 @@ def test_store_round_trip_and_csv_keep_sequences(
         assert a["text"] == b["text"]
         assert a["tokens"] == b["tokens"]
         assert a["energy_j"] == pytest.approx(b["energy_j"], rel=1e-9)
+    from_json = Run.from_dict(json.loads(json.dumps(run.to_dict())))
+    assert from_json.texts == run.texts
+    assert [t["sequence"] for t in from_json.tokens()] == [t["sequence"] for t in run.tokens()]
     files = run.to_csv(tmp_path / "csv")
     tokens_csv = next(f for f in files if f.name.startswith("tokens"))
     with tokens_csv.open() as fh:
