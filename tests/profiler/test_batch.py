@@ -116,6 +116,9 @@ def test_batch_of_four_matches_plain_generate_and_splits_energy(
     assert s["output_tokens"] == 24
     assert s["decode_tokens"] == 20
     assert s["decode_j_per_token"] == pytest.approx(decode_e / 20, rel=1e-9)
+    # by hand: 10 W x the decode phase (first token's end to the last's) / 20 generated tokens
+    dec_ms = toks[-1]["end_ms"] - toks[0]["end_ms"]
+    assert s["decode_j_per_token"] == pytest.approx(WATTS * dec_ms / 1000 / 20, rel=1e-6)
     # generated tokens per second, not steps: 20 tokens over the 5 decode steps' time
     step_ms = sum(toks[4 * k]["duration_ms"] for k in range(1, NEW))
     assert s["decode_tokens_per_s"] == pytest.approx(20 / (step_ms / 1000), rel=1e-9)
