@@ -62,6 +62,10 @@ export class RunStore {
   tokPhase: (string | null)[] = [];
   /** 1: instrumented, 0: bare (no layer row), -1: unknown (token level, an older kernel). */
   tokInstr = new Grow((n) => new Int8Array(n).fill(-1));
+  /** The batch row that chose each token (0 for a single prompt; absent on the wire: 0). */
+  tokSeq = new Grow((n) => new Int32Array(n));
+  /** Sequences in the batch seen so far (1 for a single prompt). */
+  nSequences = 1;
   /** Tokens flagged instrumented and bare so far (sampled instrumentation: nBare > 0). */
   nInstr = 0;
   nBare = 0;
@@ -139,6 +143,8 @@ export class RunStore {
     this.tokText = [];
     this.tokPhase = [];
     this.tokInstr = new Grow((n) => new Int8Array(n).fill(-1));
+    this.tokSeq = new Grow((n) => new Int32Array(n));
+    this.nSequences = 1;
     this.nInstr = this.nBare = 0;
     this.L = m ? m.layer_names.length : 0;
     this.C = m ? m.component_names.length : 0;
@@ -262,6 +268,10 @@ export class RunStore {
       this.tokId.ensure(n);
       this.tokEnergy.ensure(n, NaN);
       this.tokInstr.ensure(n, -1);
+      this.tokSeq.ensure(n, 0);
+      const b = t.sequence?.[j] ?? 0;
+      this.tokSeq.data[i] = b;
+      if (b + 1 > this.nSequences) this.nSequences = b + 1;
       const f = t.instrumented?.[j];
       const flag = f === true ? 1 : f === false ? 0 : -1;
       const was = this.tokInstr.data[i];
@@ -286,6 +296,26 @@ export class RunStore {
       this.nTokens = n;
       if (had) this.accumulate(i, +1);
     }
+  }
+
+  /** The indices of sequence b's tokens, in order (every token for a single prompt). */
+  tokensOf(b: number): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < this.nTokens; i++) if (this.tokSeq.data[i] === b) out.push(i);
+    return out;
+  }
+
+  /** Tokens its decoding step chose (a batch's rows still running; 1 for a single prompt):
+   * the tokens of one step share its start and end (`core.batch` on the kernel side). */
+  stepTokens(i: number): number {
+    const s = this.tokStart.data;
+    const e = this.tokEnd.data;
+    const same = (j: number) => j >= 0 && j < this.nTokens && s[j] === s[i] && e[j] === e[i];
+    let a = i;
+    let z = i;
+    while (same(a - 1)) a--;
+    while (same(z + 1)) z++;
+    return z - a + 1;
   }
 
   private setEnergy(i: number, e: number): void {

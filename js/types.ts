@@ -78,9 +78,16 @@ export interface Header {
   buffers: BufferName[];
   /**
    * `instrumented`: the layer hooks ran (a row follows), false: a bare token (no row, ever),
-   * null: a token-level run; absent from an older kernel (unknown).
+   * null: a token-level run; absent from an older kernel (unknown). `sequence`: the batch row
+   * that chose each token, sent only when some token's is not 0 (absent: all 0).
    */
-  tokens?: { first: number; text: string[]; phase: (string | null)[]; instrumented?: (boolean | null)[] };
+  tokens?: {
+    first: number;
+    text: string[];
+    phase: (string | null)[];
+    instrumented?: (boolean | null)[];
+    sequence?: number[];
+  };
   /**
    * codes "log8": per-token log scale (widget.quantize_rows); absent: the older linear scale.
    * `first`: the rows' token indices run from it, in a row, and no layer_idx buffer is sent.

@@ -132,6 +132,10 @@ def tables(run: Run) -> dict[str, pd.DataFrame]:
     for k, v in run.summary().items():
         if isinstance(v, dict):
             summary.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        elif k == "sequences":  # per sequence of a batch: its tokens and energy, as columns
+            for seq in v:
+                b = seq["sequence"]
+                summary.update({f"{k}.{b}.{kk}": vv for kk, vv in seq.items() if kk != "sequence"})
         elif isinstance(v, list):  # warnings: one cell, readable in a spreadsheet
             summary[k] = "; ".join(map(str, v))
         else:
@@ -183,8 +187,16 @@ def column_dictionary(run: Run) -> list[dict[str, str]]:
         ("tokens", "instrumented", "instrumented", "", "",
          "the layer hooks ran during this token (False: a bare token, at plain speed, no layer "
          "row; empty: a token-level run)"),
-        ("tokens", "energy_j", "energy", "J", energy, "E(end) - E(start) of the energy curve"),
-        ("tokens", "avg_power_w", "avg power", "W", energy, "energy / time"),
+        ("tokens", "sequence", "sequence", "", "",
+         "the batch row that chose this token (0 for a single prompt)"),
+        ("tokens", "step_tokens", "step tokens", "", "",
+         "tokens its decoding step chose (the batch rows still running; 1 for one prompt)"),
+        ("tokens", "energy_j", "energy", "J", energy,
+         "E(end) - E(start) of the energy curve / step_tokens (a batched step's energy split "
+         "equally among its tokens: modeled)"),
+        ("tokens", "energy_kind", "energy kind", "", "",
+         "the source's kind for a lone token, modeled where its step's energy was split"),
+        ("tokens", "avg_power_w", "avg power", "W", energy, "the step's energy / time"),
         ("tokens", "below_resolution", "below resolution", "", timing,
          f"time < the source's resolution ({res_s}): energy interpolated between readings"),
         ("tokens", "layers_ms", "hooked time", "ms", lab.get("layers.time_ms", "measured"),

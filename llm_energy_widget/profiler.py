@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -22,7 +22,15 @@ from .power.base import PowerSource
 from .profiling.devices import cuda_indices, model_devices
 from .profiling.features import machine_description, model_name
 from .profiling.generation import Generation, warm_up
-from .profiling.inputs import check_generate_kwargs, check_input_ids, check_messages
+from .profiling.inputs import (
+    batch_kind,
+    check_attention_mask,
+    check_generate_kwargs,
+    check_input_ids,
+    check_messages,
+    pad_left,
+    padding_id,
+)
 from .profiling.run_queue import QUEUE, Ticket, cancel_queued
 from .profiling.sampling import sampling_from
 from .profiling.workers import WORKERS, hook_exit
@@ -52,6 +60,12 @@ class _Encoded(NamedTuple):
     text: str  # the prompt as the user gave it (template markup only for chat messages)
     chat_template: bool  # whether the tokenizer's chat template was applied
     sent: str | None  # the text as tokenized, where the template changed it
+    texts: tuple[str, ...] = ()  # each prompt of a batch as given (empty: one prompt)
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens the model reads: all rows' unpadded tokens (padding excluded)."""
+        return int(self.inputs["attention_mask"].sum())
 
 
 def _check_causal_lm(model: Any) -> None:
@@ -278,6 +292,17 @@ class EnergyProfiler:
         if not any(chat is c for c in CHAT_CHOICES):
             raise InvalidInputError(f'chat must be "auto", True or False; got {chat!r}')
         tok = self.tokenizer
+        if isinstance(prompt, Mapping) and "input_ids" in prompt:  # ids with their mask
+            enc = self._encode(prompt["input_ids"], chat)
+            mask = prompt.get("attention_mask")
+            if mask is None:
+                return enc
+            ids = enc.inputs["input_ids"]
+            inputs = {"input_ids": ids, "attention_mask": check_attention_mask(mask, ids)}
+            return enc._replace(inputs=inputs)
+        kind = batch_kind(prompt)
+        if kind is not None:
+            return self._encode_batch(list(prompt), chat)
         if isinstance(prompt, torch.Tensor) or (
             isinstance(prompt, (list, tuple)) and prompt and all(isinstance(x, int) for x in prompt)
         ):
@@ -335,6 +360,20 @@ class EnergyProfiler:
         raise InvalidInputError(
             "prompt must be a non-empty string, a list of chat messages "
             f"({{'role', 'content'}} dicts), or input ids; got {type(prompt).__name__}"
+        )
+
+    def _encode_batch(self, prompts: list[Any], chat: Any) -> _Encoded:
+        """Each prompt encoded as a single one would be, then padded on the left into a batch."""
+        encoded = []
+        for i, p in enumerate(prompts):
+            try:
+                encoded.append(self._encode(p, chat))
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"prompt {i} of the batch: {exc}") from None
+        inputs = pad_left([e.inputs for e in encoded], padding_id(self.tokenizer))
+        first = encoded[0]
+        return _Encoded(
+            inputs, first.text, first.chat_template, first.sent, tuple(e.text for e in encoded)
         )
 
     def _apply_template(
@@ -403,7 +442,11 @@ class EnergyProfiler:
     ) -> Run:
         """Start profiled generation on a background thread and return its Run at once.
 
-        prompt: text, chat messages ({"role", "content"} dicts) or input ids.
+        prompt: text, chat messages ({"role", "content"} dicts) or input ids; or a batch: a list
+            of texts or of chat-message lists (each encoded as a single prompt would be, then
+            padded on the left), or input ids of B rows with `attention_mask=`. A batch's tokens
+            carry their `sequence`; `run.texts` has one text per sequence, `run.response` and
+            `run.prompt` are sequence 0's (`run.settings["prompts"]` has them all).
         chat: "auto" (the default) sends a text prompt through the tokenizer's chat template
             when it has one; True requires the template; False sends the text as it is.
             `run.prompt` keeps your text, `run.settings["chat_template"]` says what was applied.
@@ -420,6 +463,14 @@ class EnergyProfiler:
         check_experiment(experiment)
         if settings is not None and not isinstance(settings, dict):
             raise InvalidInputError(f"settings must be a dict, got {type(settings).__name__}")
+        mask = generate_kwargs.pop("attention_mask", None)
+        if mask is not None:  # sent with the ids, so it goes through the same checks
+            if not _is_ids(prompt):
+                raise InvalidInputError(
+                    "attention_mask= goes with input ids; a batch of texts is padded and masked "
+                    "by the profiler"
+                )
+            prompt = {"input_ids": prompt, "attention_mask": mask}
         enc = self._encode(prompt, chat)
         n_prompt = int(enc.inputs["input_ids"].shape[1])
         gen_kw = self._check_generate_kwargs(generate_kwargs, n_prompt)
@@ -453,6 +504,7 @@ class EnergyProfiler:
                 "chat_template": enc.chat_template,
                 **({"sampling": sampling.settings()} if sampling is not None else {}),
                 **({"prompt_sent": enc.sent} if enc.sent is not None else {}),
+                **({"prompts": list(enc.texts)} if len(enc.texts) > 1 else {}),
                 # fixed at measurement: a stored run is never re-priced by a viewer's env
                 "price_per_kwh": self.price_per_kwh
                 if self.price_per_kwh is not None
@@ -479,7 +531,7 @@ class EnergyProfiler:
             experiment=experiment if experiment is not None else self.experiment,
         )
         run.hooked = {"level": "token", "hooks": 0} if layer_profiler is None else {}
-        run.prompt_tokens = n_prompt
+        run.prompt_tokens = enc.prompt_tokens  # n_prompt for one unpadded prompt
         if store_obj is not None:
             run.store_path = str(store_obj.path)  # type: ignore[attr-defined]
         ticket = Ticket(
@@ -527,6 +579,16 @@ class EnergyProfiler:
         A method of the profiler, which `Generation` calls, so it can be replaced on one
         profiler (tests/test_chat_and_warmup.py holds the warm-up back that way)."""
         warm_up(self, run, layer_profiler, prompt, chat, gen_kw)
+
+
+def _is_ids(prompt: Any) -> bool:
+    """Input ids: a tensor, or a list of ints (one row) or of int lists (rows)."""
+    if isinstance(prompt, torch.Tensor):
+        return True
+    if not isinstance(prompt, (list, tuple)) or not prompt:
+        return False
+    rows = prompt if all(isinstance(r, (list, tuple)) for r in prompt) else [prompt]
+    return all(isinstance(x, int) and not isinstance(x, bool) for r in rows for x in r)
 
 
 def _ids_and_mask(enc: Any) -> dict[str, torch.Tensor]:

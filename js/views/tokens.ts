@@ -1,7 +1,7 @@
 // The generated text as tokens coloured by energy; hover for details, click to show in the heatmap.
 
 import type { Tooltip } from "../ui/dom";
-import { badge, h } from "../ui/dom";
+import { badge, h, keepKeys } from "../ui/dom";
 import { fmtEnergy, fmtMs, fmtNum, fmtPct, niceStep } from "../format";
 import { kindText, kindTip, outsideName } from "../ui/names";
 import type { RunStore } from "../run_store";
@@ -17,16 +17,18 @@ export function tokenTip(s: RunStore, i: number): string[] {
   const e = s.tokEnergy.data[i];
   const info = s.powerInfo();
   const kind = kindText(s.meta?.labels?.tokens ?? info.kind, info.scope);
+  const k = s.nSequences > 1 ? s.stepTokens(i) : 1;
   const lines = [
     `token ${i}: ${JSON.stringify(s.tokText[i] ?? "")}`,
-    `id ${s.tokId.data[i]} · phase ${s.tokPhase[i] ?? "–"}`,
+    `id ${s.tokId.data[i]} · phase ${s.tokPhase[i] ?? "–"}` + (s.nSequences > 1 ? ` · sequence ${s.tokSeq.data[i]}` : ""),
     `duration ${fmtMs(dur)}`,
     `energy ${fmtEnergy(e)} (${kind})`,
   ];
+  if (k > 1) lines.push(`1/${k} of its step's energy (${k} sequences chose a token in it; equal split: modeled)`);
   if (s.belowResolution(i)) {
     lines.push(`< resolution (${fmtMs(info.resolution_ms)}), interpolated between readings`);
   }
-  lines.push(`average power ${fmtNum(dur > 0 ? e / (dur / 1000) : NaN, "W")}`);
+  lines.push(`average power ${fmtNum(dur > 0 ? (e * k) / (dur / 1000) : NaN, "W")}${k > 1 ? " (the step's)" : ""}`);
   const cov = s.coverage(i);
   if (cov === cov) {
     lines.push(`layers ${fmtPct(cov)} of its time · ${outsideName(s.meta)} ${fmtEnergy(s.outsideJ(i))}`);
@@ -104,6 +106,21 @@ export function nextTokenScale(prev: TokenScale | null, s: RunStore): TokenScale
   return { lo: prev ? Math.min(lo, prev.lo) : lo, hi: prev ? Math.max(hi, prev.hi) : hi, prefillOnly };
 }
 
+/** The picker's label for sequence b: its number, tokens and energy (the sum of its shares). */
+export function sequenceLabel(s: RunStore, b: number): string {
+  const idx = s.tokensOf(b);
+  let e = 0;
+  let known = 0;
+  for (const i of idx) {
+    const v = s.tokEnergy.data[i];
+    if (v === v) {
+      e += v;
+      known++;
+    }
+  }
+  return `sequence ${b} · ${idx.length} tokens · ${known ? fmtEnergy(e) : "–"}`;
+}
+
 /** Tokens shown since the scale last changed, below which a live run says it is still growing. */
 const SETTLED_TOKENS = 10;
 
@@ -111,6 +128,10 @@ export class TokenStream implements View {
   el = h("div", "lew-panel lew-tokens");
   private box = h("div", "lew-token-box");
   private legend = h("span", "lew-scale");
+  /** A batch's sequence picker: only that sequence's tokens are shown (hidden for one prompt). */
+  private picker = h("select", "lew-select lew-seq-picker");
+  private shown = 0;
+  private pickerFor = "";
   private spans: HTMLSpanElement[] = [];
   private texts: string[] = [];
   private coloured: Float64Array = new Float64Array(0); // energy each span was coloured with
@@ -125,7 +146,15 @@ export class TokenStream implements View {
   constructor(private store: RunStore, private tip: Tooltip, private onPick: (i: number) => void) {
     const head = h("div", "lew-panel-head");
     head.append(h("span", "lew-title", "Tokens (colour: energy per token)"), this.legend);
-    this.el.append(head, this.box);
+    this.picker.hidden = true;
+    this.picker.title = "a batch: each sequence's tokens, its shares of the steps' energy";
+    keepKeys(this.picker);
+    this.picker.addEventListener("change", () => {
+      this.shown = Number(this.picker.value) || 0;
+      this.invalidate();
+      this.draw();
+    });
+    this.el.append(head, this.picker, this.box);
     this.box.addEventListener("mousemove", (ev) => this.onMove(ev));
     this.box.addEventListener("mouseleave", () => this.tip.hide());
     this.box.addEventListener("click", (ev) => {
@@ -177,6 +206,8 @@ export class TokenStream implements View {
       this.hot = -1;
       this.coloured = new Float64Array(0);
       this.marked = [];
+      this.shown = 0;
+      this.pickerFor = "";
     }
     if (this.coloured.length < s.nTokens) {
       const next = new Float64Array(Math.max(256, s.nTokens * 2)).fill(NaN);
@@ -202,6 +233,7 @@ export class TokenStream implements View {
       const mark = s.nBare > 0 && s.instrumented(i) === true;
       if (this.marked[i] !== mark) this.spans[i].classList.toggle("lew-tok-inst", (this.marked[i] = mark));
     }
+    this.drawPicker();
     const scale = nextTokenScale(this.scale, s);
     if (scale !== this.scale) {
       this.scale = scale;
@@ -222,6 +254,32 @@ export class TokenStream implements View {
     }
     this.drawLegend();
     return true;
+  }
+
+  /** A batch: the picker's options, and only the chosen sequence's tokens shown. */
+  private drawPicker(): void {
+    const s = this.store;
+    const batched = s.nSequences > 1;
+    this.picker.hidden = !batched;
+    if (!batched) return;
+    const labels = Array.from({ length: s.nSequences }, (_, b) => sequenceLabel(s, b));
+    const key = labels.join("\n");
+    if (key !== this.pickerFor) {
+      this.pickerFor = key;
+      this.picker.replaceChildren(
+        ...labels.map((l, b) => {
+          const o = h("option", "", l);
+          o.value = String(b);
+          return o;
+        }),
+      );
+      this.picker.value = String(this.shown);
+    }
+    const seq = s.tokSeq.data;
+    for (let i = 0; i < s.nTokens; i++) {
+      const hide = seq[i] !== this.shown;
+      if (this.spans[i].hidden !== hide) this.spans[i].hidden = hide;
+    }
   }
 
   /** The colour legend: a gradient from lo to hi with units, what is clamped, the kind. */

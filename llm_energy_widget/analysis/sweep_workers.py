@@ -265,7 +265,8 @@ def machine_power_lock() -> Iterator[None]:
 
 # -- one point ------------------------------------------------------------------------------------
 def _input_ids(tokenizer: Any, prompt: Any, n_tokens: int | None, batch: int | None) -> Any:
-    """The prompt as ids, cut or repeated to n_tokens, replicated batch times."""
+    """The prompt as ids cut or repeated to n_tokens, replicated batch times, with its mask
+    (the profiler's batched path: every row's tokens counted, J/token per generated token)."""
     import torch
 
     if tokenizer is None:
@@ -280,7 +281,16 @@ def _input_ids(tokenizer: Any, prompt: Any, n_tokens: int | None, batch: int | N
         raise InvalidInputError("the prompt encodes to no tokens")
     if n_tokens is not None:
         ids = (ids * (n_tokens // len(ids) + 1))[:n_tokens]  # truncate, or pad by repeating
-    return torch.tensor([ids] * (batch or 1), dtype=torch.long)
+    rows = torch.tensor([ids] * (batch or 1), dtype=torch.long)
+    return {"input_ids": rows, "attention_mask": torch.ones_like(rows)}
+
+
+def _batched_prompt(tokenizer: Any, prompt: Any, n_tokens: int | None, batch: int | None) -> Any:
+    """What a point profiles: without input_tokens, the prompt batch times as a batch of prompts
+    (each through the chat template like a single prompt); with it, ids of that length."""
+    if n_tokens is None and batch is not None and isinstance(prompt, (str, list)):
+        return prompt if batch == 1 else [prompt] * batch
+    return _input_ids(tokenizer, prompt, n_tokens, batch)
 
 
 def run_point(task: SweepPoint) -> dict[str, Any]:
@@ -321,7 +331,7 @@ def _profile(
     from ..profiler import EnergyProfiler
 
     prompt = (
-        _input_ids(tokenizer, task.prompt, n_tokens, batch)
+        _batched_prompt(tokenizer, task.prompt, n_tokens, batch)
         if n_tokens is not None or batch is not None
         else task.prompt
     )

@@ -10,10 +10,29 @@ from typing import Any
 
 from ..errors import InvalidInputError
 
-__all__ = ["DEVICES", "DTYPES", "check_before_load", "resolve_device"]
+__all__ = ["DEVICES", "DTYPES", "check_before_load", "prompt_batch", "resolve_device"]
 
 DEVICES = "auto, cpu, cuda, cuda:N, mps"
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def prompt_batch(args: argparse.Namespace) -> str | list[str]:
+    """The prompt (one --prompt) or the batch: several --prompt, or one --prompt --batch N."""
+    prompts = [args.prompt] if isinstance(args.prompt, str) else list(args.prompt)
+    batch = getattr(args, "batch", 1)
+    for i, p in enumerate(prompts):
+        if not p.strip():
+            raise InvalidInputError("--prompt is empty" + (f" (prompt {i})" if i else ""))
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise InvalidInputError(f"--batch must be a positive integer, got {batch!r}")
+    if batch > 1 and len(prompts) > 1:
+        raise InvalidInputError(
+            f"--batch {batch} replicates one prompt; with {len(prompts)} --prompt the batch is "
+            "those prompts (drop --batch)"
+        )
+    if batch > 1:
+        return prompts * batch
+    return prompts[0] if len(prompts) == 1 else prompts
 
 
 def check_before_load(args: argparse.Namespace) -> dict[str, Any]:
@@ -28,8 +47,7 @@ def check_before_load(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.max_new_tokens <= 0:
         raise InvalidInputError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
-    if not args.prompt.strip():
-        raise InvalidInputError("--prompt is empty")
+    prompt_batch(args)
     check_settings(
         level=args.level,
         interval_ms=args.interval_ms,

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..core.schema import LEVELS
 from ..run import Run
-from .checks import DEVICES, DTYPES, check_before_load
+from .checks import DEVICES, DTYPES, check_before_load, prompt_batch
 from .progress import RunProgress, no_hf_progress_bar
 from .run_text import print_run
 
@@ -56,7 +56,16 @@ def _add_profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prompt",
         required=True,
-        help="the prompt (through the model's chat template unless --no-chat)",
+        action="append",
+        help="the prompt (through the model's chat template unless --no-chat); repeat it to "
+        "profile several prompts as one batch (left-padded, one run)",
+    )
+    p.add_argument(
+        "--batch",
+        metavar="N",
+        type=int,
+        default=1,
+        help="profile one --prompt N times as one batch (default: 1, no batch)",
     )
     p.add_argument(
         "--model", help="local transformers model directory or .gguf file (default: SmolLM2)"
@@ -238,7 +247,7 @@ def run_profile(args: argparse.Namespace, out: Any = sys.stdout) -> Run:
         import torch
 
         torch.manual_seed(args.seed)  # every device's generator: sampled tokens repeat
-    run = prof.generate(args.prompt, chat=getattr(args, "chat", "auto"), **gen)
+    run = prof.generate(prompt_batch(args), chat=getattr(args, "chat", "auto"), **gen)
     progress.follow(run)
     try:
         try:

@@ -157,7 +157,10 @@ def print_run(
             )
         _print_layers(run, w)
     s = run.summary()
-    w(f"\nresponse: {run.response!r}\n")
+    if run.n_sequences > 1:
+        _print_sequences(s, w)
+    else:
+        w(f"\nresponse: {run.response!r}\n")
     kind = kind_text(s.get("energy_kind"), s.get("energy_scope"))
     layers = f"; layer shares and '{OUTSIDE_LAYERS}' modeled" if run.layers.size else ""
     w(f"summary ({kind} energy{layers}):\n")
@@ -187,12 +190,28 @@ def print_run(
             w(f"warning: {msg}\n")
 
 
+def _print_sequences(s: dict[str, Any], w: Any) -> None:
+    """A batch: each sequence's text, tokens and energy (its shares of the steps, modeled)."""
+    seqs = s.get("sequences") or []
+    w(
+        f"\nbatch of {len(seqs)} sequences (each step's energy split equally among the "
+        "sequences that chose a token in it: modeled; the prefill split equally):\n"
+    )
+    for q in seqs:
+        w(
+            f"  sequence {q['sequence']}: {q['tokens']} tokens, {fmt(q['energy_j'], ' J', 3)}"
+            f"  {q['text']!r}\n"
+        )
+
+
 def _print_tokens(run: Run, w: Any) -> None:
     tokens = run.tokens()
     layered = any(t.get("layer_coverage") is not None for t in tokens)
     sampled = any(t.get("instrumented") is False for t in tokens)
+    batched = run.n_sequences > 1
     cov_h = f" {'layers':>7}" if layered else ""
-    w(f"\n{'#':>3}  {'token':<18} {'phase':<8} {'ms':>8} {'J':>10} {'W':>7}{cov_h}\n")
+    seq_h = f" {'seq':>3}" if batched else ""
+    w(f"\n{'#':>3}{seq_h}  {'token':<18} {'phase':<8} {'ms':>8} {'J':>10} {'W':>7}{cov_h}\n")
     for t in tokens:
         text = json.dumps(t["text"], ensure_ascii=False)[1:-1][:18]
         mark = "*" if t.get("below_resolution") else " "
@@ -200,8 +219,9 @@ def _print_tokens(run: Run, w: Any) -> None:
         ms = "n/a" if t["duration_ms"] is None else f"{t['duration_ms']:.1f}"
         cov = t.get("layer_coverage")
         cov_s = (f" {'n/a' if cov is None else f'{100 * cov:.0f} %':>7}") if layered else ""
+        seq = f" {t.get('sequence', 0):>3}" if batched else ""
         w(
-            f"{t['index']:>3}{inst} {text:<18} {t['phase']:<8} {ms:>8} "
+            f"{t['index']:>3}{seq}{inst} {text:<18} {t['phase']:<8} {ms:>8} "
             f"{fmt(t['energy_j'], '', 3):>9}{mark} {fmt(t['avg_power_w'], '', 3):>7}{cov_s}\n"
         )
     if any(t.get("below_resolution") for t in tokens):
@@ -209,6 +229,8 @@ def _print_tokens(run: Run, w: Any) -> None:
             f"  * shorter than the power source's resolution ({fmt(run.resolution_ms, ' ms')}): "
             "energy interpolated between readings\n"
         )
+    if batched:
+        w("  J: the token's equal share of its step's energy (modeled); W: the step's power\n")
     if layered:
         w("  layers: time inside the hooked decoder layers / token time\n")
     if sampled:

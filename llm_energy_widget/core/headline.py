@@ -15,16 +15,43 @@ from typing import Any
 
 from .schema import TokenRecord
 
-__all__ = ["decode_figures", "profiling_overhead"]
+__all__ = [
+    "decode_figures",
+    "decode_tokens",
+    "prefill_step_energy_j",
+    "profiling_overhead",
+    "step_ms",
+]
 
 
 def _plural(n: int, what: str) -> str:
     return f"{n} {what}{'' if n == 1 else 's'}"
 
 
+def decode_tokens(tokens: list[TokenRecord]) -> list[TokenRecord]:
+    """The tokens after the prefill step: index >= 1 for one prompt, >= B for a batch of B
+    (the prefill step chose one token per sequence)."""
+    first = int(tokens[0].get("step_tokens", 1)) if tokens else 1
+    return tokens[first:]
+
+
+def prefill_step_energy_j(tokens: list[TokenRecord]) -> float | None:
+    """The prefill step's energy: its one token's, or the sum of a batch's B equal shares."""
+    first = tokens[: len(tokens) - len(decode_tokens(tokens))]
+    shares = [t["energy_j"] for t in first]
+    return float(sum(shares)) if first and None not in shares else None  # type: ignore[arg-type]
+
+
+def step_ms(t: TokenRecord) -> float | None:
+    """The token's share of its step's time (the step's time for a lone token), so shares of
+    a batched step's tokens add up to the step once."""
+    d = t["duration_ms"]
+    return None if d is None else d / int(t.get("step_tokens", 1))
+
+
 def _split(tokens: list[TokenRecord]) -> tuple[list[TokenRecord], list[TokenRecord]]:
-    """Decode tokens (index >= 1) that ran bare, and those that ran instrumented."""
-    decode = tokens[1:]
+    """Decode tokens (after the prefill step) that ran bare, and those that ran instrumented."""
+    decode = decode_tokens(tokens)
     bare = [t for t in decode if t.get("instrumented") is False]
     inst = [t for t in decode if t.get("instrumented") is True]
     return bare, inst
@@ -37,14 +64,14 @@ def decode_figures(tokens: list[TokenRecord], level: str) -> dict[str, Any]:
     with a mix of bare and instrumented tokens is the bare J/token x all decode tokens: what the
     decode would have cost bare (`decode_energy_measured_j` keeps the phase as measured).
     """
-    decode = tokens[1:]
+    decode = decode_tokens(tokens)
     bare, inst = _split(tokens)
     n_dec = len(decode)
     use = bare if bare else decode
     with_e = [t for t in use if t["energy_j"] is not None]
     timed = [t for t in use if t["duration_ms"] is not None]
     jpt = sum(t["energy_j"] for t in with_e) / len(with_e) if with_e else None  # type: ignore[misc]
-    ms = sum(t["duration_ms"] for t in timed)  # type: ignore[misc]
+    ms = sum(step_ms(t) for t in timed)  # type: ignore[misc]
     tps = len(timed) / (ms / 1000.0) if timed and ms > 0 else None
     if bare and inst:
         on = f"the {_plural(len(bare), 'bare decode token')} of {n_dec} (not the instrumented)"

@@ -79,27 +79,51 @@ class Recorder:
         start_ms: float,
         end_ms: float,
         instrumented: bool | None = None,
+        sequence: int = 0,
     ) -> int:
+        return self.step_tokens(
+            [(int(token_id), text, sequence)], phase, start_ms, end_ms, instrumented
+        )[0]
+
+    def step_tokens(
+        self,
+        tokens: list[tuple[int, str, int]],
+        phase: str,
+        start_ms: float,
+        end_ms: float,
+        instrumented: bool | None = None,
+    ) -> list[int]:
+        """The (token id, text, sequence) tokens one decoding step chose, recorded together.
+
+        Under one lock hold, so no token's energy is sent before its step's other tokens are
+        recorded (the step's energy is split among them, `core.batch`)."""
         r = self.run
         with r._lock:
-            i = len(r._tokens["index"])
-            for k, v in zip(
-                TOKEN_COLUMNS,
-                (i, int(token_id), text, phase, float(start_ms), float(end_ms), instrumented),
-                strict=True,
-            ):
-                r._tokens[k].append(v)
-            r.response_text += text
-            r._emit("token", r._token_payload(i))
+            out: list[int] = []
+            for token_id, text, sequence in tokens:
+                i = len(r._tokens["index"])
+                row = (
+                    i, int(token_id), text, phase, float(start_ms), float(end_ms),
+                    instrumented, int(sequence),
+                )  # fmt: skip
+                for k, v in zip(TOKEN_COLUMNS, row, strict=True):
+                    r._tokens[k].append(v)
+                if sequence == 0:
+                    r.response_text += text
+                out.append(i)
+            for i in out:
+                r._emit("token", r._token_payload(i))
             self._flush_token_energies()
-            return i
+            return out
 
     def token_text(self, index: int, text: str) -> None:
         """Late text for a token (incremental detokenization may hold bytes back)."""
         r = self.run
         with r._lock:
             r._tokens["text"][index] = text
-            r.response_text = "".join(r._tokens["text"])
+            r.response_text = "".join(
+                t for t, s in zip(r._tokens["text"], r._tokens["sequence"], strict=True) if s == 0
+            )
 
     def layers(self, index: int, values: np.ndarray) -> None:
         """One token's [layers, components, metrics] (float32, NaN where not measured)."""
@@ -169,11 +193,12 @@ class Recorder:
         if r._token_energy_sent >= n or not r._covered(r._token_energy_sent):
             return  # cheap exit on the generation thread's hot path: no curve to build
         curve = r.curve()
+        sizes = r._step_sizes()
         while r._token_energy_sent < n:
             i = r._token_energy_sent
             if r._tokens["end_ms"][i] > curve.covers_until_ms:
                 break
-            e = curve.energy_between(r._tokens["start_ms"][i], r._tokens["end_ms"][i])
+            e = curve.energy_between(r._tokens["start_ms"][i], r._tokens["end_ms"][i]) / sizes[i]
             r._token_energy_sent += 1
             if not np.isnan(e):
                 r._emit("token_energy", r._token_energy_payload(i, float(e)))

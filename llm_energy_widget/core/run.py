@@ -17,10 +17,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ..power.energy import EnergyCurve, FloatArray
 from ..power.record import POWER_COLUMNS
 from .attribution import cell_energy_j, coverage, layers_time_ms
+from .batch import SPLIT_KIND, step_sizes, token_kind
 from .events import EventBus, Listener
 from .jsonsafe import nan_to_none, none_if_nan, strict_json
 from .schema import (
@@ -82,7 +84,8 @@ class RunData:
         self.warnings: list[str] = []
         self.store_error: str | None = None  # set by the store's writer when it cannot save
         self.hooked: dict[str, Any] = {}  # registration summary from the profiler
-        self.response_text = ""
+        self.response_text = ""  # sequence 0's text (the whole response for one prompt)
+        self.sequence_texts: list[str] = []  # one decoded text per sequence, set at the end
         # power columns
         self._power: dict[str, list[float]] = {k: [] for k in POWER_COLUMNS}
         self._power_phase: list[str | None] = []
@@ -180,15 +183,46 @@ class RunData:
             "end_ms": t["end_ms"][i],
             "duration_ms": t["end_ms"][i] - t["start_ms"][i],
             "instrumented": t["instrumented"][i],
+            "sequence": t["sequence"][i],
         }
 
     def _token_energy_payload(self, i: int, energy_j: float) -> TokenEnergyPayload:
+        """energy_j: the token's share of its step; avg_power_w: the step's power."""
         dur_s = (self._tokens["end_ms"][i] - self._tokens["start_ms"][i]) / 1000.0
+        k = int(self._step_sizes()[i])
         return {
             "index": i,
             "energy_j": energy_j,
-            "avg_power_w": energy_j / dur_s if dur_s > 0 else None,
+            "avg_power_w": energy_j * k / dur_s if dur_s > 0 else None,
         }
+
+    def _step_sizes(self) -> npt.NDArray[np.int64]:
+        """Tokens chosen by each token's decoding step (`core.batch`): 1 for a single prompt."""
+        return step_sizes(self._tokens["start_ms"], self._tokens["end_ms"])
+
+    @property
+    def n_sequences(self) -> int:
+        """Sequences in the batch (1 for a single prompt)."""
+        b = self.settings.get("batch_size")
+        seqs = self._tokens["sequence"]
+        n = int(b) if isinstance(b, int) and b > 0 else 1
+        return max(n, 1 + max(seqs)) if seqs else n
+
+    @property
+    def texts(self) -> list[str]:
+        """One decoded text per sequence of the batch; `response` is sequence 0's."""
+        if self.sequence_texts:
+            return list(self.sequence_texts)
+        if self.n_sequences == 1:
+            return [self.response_text]
+        return [
+            "".join(
+                t
+                for t, s in zip(self._tokens["text"], self._tokens["sequence"], strict=True)
+                if s == b
+            )
+            for b in range(self.n_sequences)
+        ]
 
     def _covered(self, i: int) -> bool:
         """Whether the power readings reach token i's end (NaN end: untimed, let callers decide)."""
@@ -272,7 +306,8 @@ class RunData:
         with self._lock:
             return EnergyCurve(np.asarray(self._power["t_ms"]), np.asarray(self._power["energy_j"]))
 
-    def token_energies_j(self) -> FloatArray:
+    def step_energies_j(self) -> FloatArray:
+        """Each token's step energy from the curve (the token's own for a single prompt)."""
         with self._lock:
             return np.asarray(
                 self.curve().energy_between(
@@ -281,6 +316,11 @@ class RunData:
                 ),
                 dtype=np.float64,
             ).reshape(-1)
+
+    def token_energies_j(self) -> FloatArray:
+        """Each token's energy: its step's, split equally among the step's tokens."""
+        with self._lock:
+            return self.step_energies_j() / self._step_sizes()
 
     def tokens(self) -> list[TokenRecord]:
         """Per-token records, energies from the cumulative curve.
@@ -291,7 +331,10 @@ class RunData:
         (layers_ms / token time) and `outside_layers_j` (the token's energy outside the layers).
         """
         with self._lock:
-            energies = self.token_energies_j()
+            step_e = self.step_energies_j()
+            sizes = self._step_sizes()
+            energies = step_e / sizes
+            kind = self.power_info.get("kind")
             res_ms = self.resolution_ms
             ti = METRICS.index("time_ms") if "time_ms" in self.metric_names else None
             out: list[TokenRecord] = []
@@ -311,8 +354,12 @@ class RunData:
                     "end_ms": none_if_nan(p["end_ms"]),
                     "duration_ms": dur_ms,
                     "instrumented": p["instrumented"],
+                    "sequence": p["sequence"],
+                    "step_tokens": int(sizes[i]),
                     "energy_j": energy_j,
-                    "avg_power_w": None if energy_j is None or dur_s <= 0 else e / dur_s,
+                    "energy_kind": token_kind(int(sizes[i]), kind),
+                    # the step's power: the rows of a batch ran together
+                    "avg_power_w": None if energy_j is None or dur_s <= 0 else step_e[i] / dur_s,
                     "below_resolution": bool(
                         dur_ms is not None and res_ms is not None and dur_ms < res_ms
                     ),
@@ -326,8 +373,9 @@ class RunData:
                     cov = coverage(dur_ms if dur_ms is not None else float("nan"), hooked)
                     rec["layers_ms"] = none_if_nan(hooked)
                     rec["layer_coverage"] = none_if_nan(cov)
+                    # of the step's energy: a step's layer row is its first token's
                     rec["outside_layers_j"] = (
-                        None if np.isnan(cov) or np.isnan(e) else e * (1.0 - cov)
+                        None if np.isnan(cov) or np.isnan(e) else float(step_e[i]) * (1.0 - cov)
                     )
                 out.append(rec)
             return out
@@ -414,11 +462,14 @@ class RunData:
     def labels(self) -> dict[str, str]:
         """For each figure family: measured / estimated / modeled."""
         kind = self.power_info.get("kind", "estimated")
+        with self._lock:
+            shared = bool((self._step_sizes() > 1).any())
         return {
             "power": kind,
             "energy": kind,
             "phases": kind,
-            "tokens": kind,
+            # a batched step's energy split among its tokens is a model (`core.batch`)
+            "tokens": SPLIT_KIND if shared else kind,
             "timing": "measured",
             "layers.time_ms": "measured",
             "layers.energy_j": "modeled",
@@ -444,6 +495,7 @@ class RunData:
                 "prompt": self.prompt,
                 "prompt_tokens": self.prompt_tokens,
                 "response": self.response,
+                "texts": self.texts,
                 "settings": self.settings,
                 "level": self.level,
                 "tags": self.tags,
@@ -513,9 +565,12 @@ class RunData:
                     run._tokens[k].append(tok.get(k, every))
                 elif k in ("start_ms", "end_ms"):  # None: untimed (a run that could not stream)
                     run._tokens[k].append(np.nan if tok[k] is None else float(tok[k]))
+                elif k == "sequence":  # runs saved before batches had one sequence
+                    run._tokens[k].append(int(tok.get(k) or 0))
                 else:
                     run._tokens[k].append(tok[k])
         run.response_text = d.get("response", "".join(run._tokens["text"]))
+        run.sequence_texts = [str(t) for t in d.get("texts") or []]
         run._token_energy_sent = run.n_tokens
         values = d.get("layers", {}).get("values") or []
         for row in values:

@@ -51,10 +51,13 @@ STATUSES = ("pending", "queued", "running", "completed", "cancelled", "failed", 
 PHASES = ("baseline", "tokenize", "to_device", "prefill", "decode", "tail", "detokenize")
 METRICS = ("time_ms", "energy_j", "act_mean", "act_std", "act_max", "sparsity")
 LEVELS = ("token", "layer", "component", "deep")
-TOKEN_COLUMNS = ("index", "token_id", "text", "phase", "start_ms", "end_ms", "instrumented")
+TOKEN_COLUMNS = (
+    "index", "token_id", "text", "phase", "start_ms", "end_ms", "instrumented", "sequence",
+)  # fmt: skip
 """The columns a run keeps per generated token (energies are derived from the curve).
 `instrumented`: the layer instrumentation ran during the token (False: a bare token, timed at
-plain speed; None: a token-level run, nothing to instrument)."""
+plain speed; None: a token-level run, nothing to instrument). `sequence`: which row of the batch
+chose it (0 for a single prompt); the tokens of one decoding step share its start and end."""
 
 EventName = Literal[
     "power",
@@ -119,10 +122,15 @@ class TokenPayload(TypedDict):
     end_ms: float
     duration_ms: float
     instrumented: bool | None
+    sequence: int
 
 
 class TokenRecord(TypedDict, total=False):
-    """`Run.tokens()`: the payload plus energies from the curve and the layer coverage."""
+    """`Run.tokens()`: the payload plus energies from the curve and the layer coverage.
+
+    `step_tokens`: how many tokens its decoding step chose (the batch rows still running);
+    `energy_j` is the step's energy / step_tokens, `energy_kind` the source's kind for a lone
+    token, "modeled" where a step's energy was split among several (`core.batch`)."""
 
     index: int
     token_id: int
@@ -132,7 +140,10 @@ class TokenRecord(TypedDict, total=False):
     end_ms: float | None
     duration_ms: float | None
     instrumented: bool | None
+    sequence: int
+    step_tokens: int
     energy_j: float | None
+    energy_kind: str | None
     avg_power_w: float | None
     below_resolution: bool
     layers_ms: float | None
@@ -219,7 +230,8 @@ reported per prompt token on its own."""
 
 SUMMARY_DEFINITIONS: dict[str, str] = {
     "decode_j_per_token": "energy of the decode tokens (2nd to last) / their count; with sampled "
-    "instrumentation, of the bare ones only (they ran at plain speed)",
+    "instrumentation, of the bare ones only (they ran at plain speed); a batch: every "
+    "sequence's generated tokens, each step's energy split equally among them",
     "prefill_j_per_prompt_token": "prefill energy (prompt to first token) / prompt tokens",
     "decode_tokens_per_s": "decode tokens / time from the first to the last token; with sampled "
     "instrumentation, bare decode tokens / their time",
@@ -229,7 +241,8 @@ SUMMARY_DEFINITIONS: dict[str, str] = {
     "included",
     "profiling_overhead": "median instrumented / median bare decode token time - 1, in this run "
     "(the layer instrumentation's slowdown of the tokens it ran on)",
-    "tokens_per_s": "all output tokens / time from prefill start to the last token",
+    "tokens_per_s": "all output tokens / time from prefill start to the last token (a batch: "
+    "every sequence's tokens)",
     "avg_power_w": "generation energy / generation time (prefill start to the last token)",
     "peak_power_w": "highest reading taken during generation (baseline and after excluded)",
     "layer_coverage": "time inside hooked decoder layers / token time",

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError
 from .attribution import window_peak_w, window_readings
-from .headline import decode_figures, profiling_overhead
+from .batch import sequence_figures
+from .headline import decode_figures, decode_tokens, prefill_step_energy_j, profiling_overhead
 from .jsonsafe import finite_or_none as _num
 from .schema import RAIL_COLUMNS, PhaseRow
 from .uncertainty import with_uncertainty
@@ -145,10 +146,10 @@ def compute_summary(run: Run) -> dict[str, Any]:
     ttft_ms = (
         first_end - prefill_start if first_end is not None and prefill_start is not None else None
     )
-    decode_tokens = max(n_out - 1, 0)
+    n_decode = len(decode_tokens(tokens))
     decode_ms = (
         last_end - first_end
-        if first_end is not None and last_end is not None and n_out > 1
+        if first_end is not None and last_end is not None and n_decode > 0
         else None
     )
 
@@ -171,7 +172,7 @@ def compute_summary(run: Run) -> dict[str, Any]:
     head = decode_figures(tokens, run.level)
     decode_jpt = head["decode_j_per_token"]
     inputs = run.prompt_tokens
-    prefill_token_e = tokens[0]["energy_j"] if tokens else None
+    prefill_token_e = prefill_step_energy_j(tokens)
 
     below = sum(1 for t in tokens if t.get("below_resolution"))
     resolution_ms = run.resolution_ms
@@ -197,7 +198,7 @@ def compute_summary(run: Run) -> dict[str, Any]:
         "status": run.status,
         "input_tokens": inputs,
         "output_tokens": n_out,
-        "decode_tokens": decode_tokens,
+        "decode_tokens": n_decode,
         "tokens_with_energy": len(known),
         "duration_ms": _num(duration_ms),
         "total_energy_j": total_e,
@@ -241,6 +242,9 @@ def compute_summary(run: Run) -> dict[str, Any]:
         "tokens_below_resolution": below,
         "profiling_overhead": profiling_overhead(tokens, run.level),
         "figure_basis": head["figure_basis"],
+        "batch_size": run.n_sequences,
+        # per sequence: its tokens' shares of every step it ran in (the prefill split equally)
+        "sequences": sequence_figures(tokens, run.texts, run.n_sequences),
         "warnings": warnings,
     }
     return with_uncertainty(out, info)

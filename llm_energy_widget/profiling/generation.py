@@ -163,7 +163,7 @@ def warm_up(
     kw.update(max_new_tokens=WARMUP_NEW_TOKENS, min_new_tokens=WARMUP_NEW_TOKENS)
     n = [0]
 
-    def on_token(_token_id: int, _t: float, taken: Any) -> None:
+    def on_token(_token_ids: list[int], _t: float, taken: Any) -> None:
         n[0] += 1
         if layer_profiler is not None:  # the reducer's first calls are one-time work too
             layer_profiler.submit(taken, drop_layers)
@@ -221,10 +221,12 @@ class Generation:
     store: Any
     sampling: TokenSampling | None = None  # which tokens run instrumented (None: no layers)
     sampler: PowerSampler | None = field(default=None, init=False)
-    detok: IncrementalDetokenizer | None = field(default=None, init=False)
+    detoks: list[IncrementalDetokenizer] = field(default_factory=list, init=False)  # per sequence
+    finished: list[bool] = field(default_factory=list, init=False)  # per sequence: emitted its end
+    _eos: set[int] = field(default_factory=set, init=False)  # the ids generate stops a row at
     step: str = field(default="start", init=False)  # what the run is doing, named on failure
     prev_ms: float | None = field(default=None, init=False)  # the last token's end
-    n: int = field(default=0, init=False)  # tokens streamed (-1: generate could not stream)
+    n: int = field(default=0, init=False)  # steps streamed (-1: generate could not stream)
     _next_instrumented: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
@@ -241,8 +243,6 @@ class Generation:
         try:
             self.step = "setting up the power sampler"
             self.sampler = PowerSampler(self.source, self.prof.interval_ms)
-            if self.tokenizer is not None:
-                self.detok = IncrementalDetokenizer(self.tokenizer)
             self.step = "starting"
             self._begin()
             self.step = "measuring"
@@ -335,7 +335,37 @@ class Generation:
         check_cancel(self.run)
         return inputs, t_ready
 
-    def _on_token(self, token_id: int, t: float, taken: Any) -> None:
+    def _detok(self, sequence: int) -> IncrementalDetokenizer | None:
+        """Sequence `sequence`'s detokenizer (each row of a batch is its own text)."""
+        if self.tokenizer is None:
+            return None
+        while len(self.detoks) <= sequence:
+            self.detoks.append(IncrementalDetokenizer(self.tokenizer))
+        return self.detoks[sequence]
+
+    def _generate_eos_ids(self) -> set[int]:
+        """The end tokens `generate` stops a row at: its own eos_token_id (argument, else the
+        model's generation config), not the tokenizer's, which generate does not read."""
+        v = self.gen_kw.get("eos_token_id")
+        if v is None:
+            v = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if isinstance(v, torch.Tensor):
+            v = v.reshape(-1).tolist()
+        return {int(x) for x in (v if isinstance(v, (list, tuple, set)) else [v]) if x is not None}
+
+    def _running_rows(self, token_ids: list[int]) -> list[tuple[int, int]]:
+        """(sequence, token id) of the rows that chose a real token this step: a row that has
+        emitted its end token only pads from then on, and gets no token (nor energy)."""
+        if len(self.finished) < len(token_ids):
+            self.finished += [False] * (len(token_ids) - len(self.finished))
+        rows = [(b, tid) for b, tid in enumerate(token_ids) if not self.finished[b]]
+        for b, tid in rows:
+            if tid in self._eos:
+                self.finished[b] = True
+        return rows
+
+    def _on_token(self, token_ids: list[int], t: float, taken: Any) -> None:
+        """One decoding step: a token for each row still running, all ending at `t`."""
         start = self.prev_ms
         if self.n == 0:
             self.rec.phase_end("prefill", t)
@@ -345,14 +375,17 @@ class Generation:
             if self.n == 1:  # decode starts at the first token's end, once it has one
                 self.rec.phase_start("decode", start)  # type: ignore[arg-type]
             tok_phase = "decode"
-        text = self.detok.push(token_id) if self.detok is not None else ""
+        rows = []
+        for b, token_id in self._running_rows(token_ids):
+            detok = self._detok(b)
+            rows.append((token_id, detok.push(token_id) if detok is not None else "", b))
         lp = self.layer_profiler
         instrumented = None if lp is None else taken is not None  # None taken: a bare token
-        i = self.rec.token(token_id, text, tok_phase, start, t, instrumented)  # type: ignore[arg-type]
+        indices = self.rec.step_tokens(rows, tok_phase, start, t, instrumented)  # type: ignore[arg-type]
         self.prev_ms = t
         self.n += 1
-        if lp is not None and taken is not None:
-            lp.submit(taken, functools.partial(self._deliver_layers, i))
+        if lp is not None and taken is not None and indices:  # the step's row: its first token's
+            lp.submit(taken, functools.partial(self._deliver_layers, indices[0]))
 
     def _take(self) -> Any:
         """At a token boundary, before its timestamp: the ending token's measurements (None for
@@ -384,6 +417,7 @@ class Generation:
         from transformers import StoppingCriteriaList
 
         run, gen_kw, lp = self.run, self.gen_kw, self.layer_profiler
+        self._eos = self._generate_eos_ids()
         take = self._take if lp is not None else None
         after = self._after_end if self.sampling is not None and not self.sampling.all else None
         devs = model_devices(self.model)  # a token ends when every device the model is on is done
@@ -423,13 +457,17 @@ class Generation:
         out = self.model.generate(**inputs, stopping_criteria=stopping, **self.gen_kw)
         t = self._sampler().now_ms()
         self.rec.phase_end("prefill", t)
-        new_ids = out[0, inputs["input_ids"].shape[1] :].tolist()
         nan = float("nan")
-        for k, token_id in enumerate(new_ids):
-            text = self.detok.push(token_id) if self.detok is not None else ""
-            phase = "prefill" if k == 0 else "decode"
-            armed = None if self.layer_profiler is None else True  # never disarmed: no steps
-            self.rec.token(token_id, text, phase, nan, nan, armed)
+        eos = self._generate_eos_ids()
+        for b in range(int(out.shape[0])):
+            new_ids = out[b, inputs["input_ids"].shape[1] :].tolist()
+            cut = next((k + 1 for k, x in enumerate(new_ids) if x in eos), len(new_ids))
+            detok = self._detok(b)
+            for k, token_id in enumerate(new_ids[:cut] if out.shape[0] > 1 else new_ids):
+                text = detok.push(token_id) if detok is not None else ""
+                phase = "prefill" if k == 0 else "decode"
+                armed = None if self.layer_profiler is None else True  # never disarmed: no steps
+                self.rec.token(token_id, text, phase, nan, nan, armed, sequence=b)
         return t
 
     def _tail(self) -> float:
@@ -447,14 +485,19 @@ class Generation:
         return self._end("tail")
 
     def _detokenize(self, t_gen: float) -> None:
-        run, detok = self.run, self.detok
+        run = self.run
         self._phase("detokenize", t_gen)
-        if detok is not None:
+        texts = []
+        for b, detok in enumerate(self.detoks):
             held = detok.flush()
-            if held and run.n_tokens:
-                self.rec.token_text(run.n_tokens - 1, run.tokens()[-1]["text"] + held)
-            ids = detok.ids
-            run.response_text = str(self.tokenizer.decode(ids, skip_special_tokens=True))
+            last = [i for i, s in enumerate(run._tokens["sequence"]) if s == b]
+            if held and last:
+                self.rec.token_text(last[-1], run._tokens["text"][last[-1]] + held)
+            texts.append(str(self.tokenizer.decode(detok.ids, skip_special_tokens=True)))
+        if texts:
+            run.response_text = texts[0]
+            if len(texts) > 1:
+                run.sequence_texts = texts
         self._end("detokenize")
 
     def _flag_short_run(self) -> None:

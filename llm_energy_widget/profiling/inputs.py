@@ -19,7 +19,16 @@ import torch
 
 from ..errors import InvalidInputError
 
-__all__ = ["ROLES", "check_generate_kwargs", "check_input_ids", "check_messages"]
+__all__ = [
+    "ROLES",
+    "batch_kind",
+    "check_attention_mask",
+    "check_generate_kwargs",
+    "check_input_ids",
+    "check_messages",
+    "pad_left",
+    "padding_id",
+]
 
 ROLES = ("system", "user", "assistant", "tool", "developer", "ipython")
 """Chat roles chat templates know (ipython: Llama 3's tool output)."""
@@ -56,6 +65,86 @@ def check_messages(messages: list[Any]) -> None:
             raise InvalidInputError(
                 f"{where} ({role}) has content {content!r}: it must be text (a string)"
             )
+
+
+def batch_kind(prompt: Any) -> str | None:
+    """ "texts" or "chats" when `prompt` is a batch (a list of texts, or of chat-message lists);
+    None for one prompt (a text, one chat, input ids). Mixed batches fail with one line."""
+    if not isinstance(prompt, (list, tuple)) or not prompt:
+        return None
+    if all(isinstance(p, dict) for p in prompt) or all(
+        isinstance(p, int) and not isinstance(p, bool) for p in prompt
+    ):
+        return None  # one chat, or one prompt's ids
+    first = prompt[0]
+    want: tuple[type, ...]
+    if isinstance(first, str):
+        want, kind = (str,), "texts"
+    elif isinstance(first, (list, tuple)):
+        want, kind = (list, tuple), "chats"
+    else:
+        return None  # not a batch: the single-prompt checks name the type
+    for i, p in enumerate(prompt):
+        if not isinstance(p, want):
+            what = "texts" if kind == "texts" else "chat-message lists"
+            raise InvalidInputError(
+                f"a batch of prompts must be all texts or all chat-message lists: prompt 0 is "
+                f"a {type(first).__name__}, prompt {i} a {type(p).__name__} (expected {what})"
+            )
+    return kind
+
+
+def check_attention_mask(mask: Any, ids: torch.Tensor) -> torch.Tensor:
+    """A 0/1 mask of the ids' shape, each row with at least one token to attend to."""
+    if not isinstance(mask, torch.Tensor):
+        raise InvalidInputError(
+            f"attention_mask must be a tensor like input_ids, got {type(mask).__name__}"
+        )
+    m = mask if mask.dim() == 2 else mask.reshape(1, -1)
+    if tuple(m.shape) != tuple(ids.shape):
+        raise InvalidInputError(
+            f"attention_mask has shape {tuple(mask.shape)}, input_ids {tuple(ids.shape)}: "
+            "they must match"
+        )
+    if m.dtype.is_floating_point or m.is_complex() or not bool(((m == 0) | (m == 1)).all()):
+        raise InvalidInputError("attention_mask must hold only 0 and 1 (integers or booleans)")
+    empty = (m.sum(dim=1) == 0).nonzero()
+    if empty.numel():
+        raise InvalidInputError(f"attention_mask row {int(empty[0, 0])} masks every token")
+    return m.to(torch.long)
+
+
+def padding_id(tokenizer: Any) -> int:
+    """The id a batch is padded with: the tokenizer's pad token, else its end token."""
+    for name in ("pad_token_id", "eos_token_id"):
+        v = getattr(tokenizer, name, None)
+        if isinstance(v, list):
+            v = v[0] if v else None
+        if isinstance(v, int):
+            return v
+    raise InvalidInputError(
+        "this tokenizer has neither a pad nor an end token to pad a batch of prompts with: "
+        "pass input_ids and attention_mask instead"
+    )
+
+
+def pad_left(rows: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Encoded prompts (1 x n_i each) as one batch padded on the LEFT, with its mask.
+
+    A decoder-only model continues each row from its last position, so padding goes before the
+    prompt (what `tokenizer(..., padding_side="left")` makes; done here so the shared tokenizer
+    is never changed while another thread may use it).
+    """
+    n = max(int(r["input_ids"].shape[1]) for r in rows)
+    ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), n), dtype=torch.long)
+    for b, r in enumerate(rows):
+        row = r["input_ids"].reshape(-1)
+        m = r.get("attention_mask")
+        k = row.numel()
+        ids[b, n - k :] = row
+        mask[b, n - k :] = 1 if m is None else m.reshape(-1)
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 def check_input_ids(ids: torch.Tensor, vocab_size: int | None) -> None:

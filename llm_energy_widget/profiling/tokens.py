@@ -84,12 +84,14 @@ def device_sync_fn(device: torch.device | Sequence[torch.device]) -> Callable[[]
     return sync_all
 
 
-OnToken = Callable[[int, float, Any], None]  # (token id, end ms, what `take` returned)
+OnToken = Callable[[list[int], float, Any], None]
+"""(each batch row's new token id, the step's end ms, what `take` returned), once per step."""
 MAX_QUEUED_STEPS = 2  # at a step: 0 queued on the ordinary path, 1 on the deferred one
 
 
 class TokenClock(BaseStreamer):
-    """Streamer that hands each new token, its end time and its step's measurements to `on_token`.
+    """Streamer that hands each step's new tokens (one per batch row), its end time and its
+    measurements to `on_token`.
 
     `generate` reaches us twice per decoding step, both on the generating thread:
     - `step` (through a stopping criterion, see `generation.StepCriteria`), right after the step's
@@ -158,7 +160,7 @@ class TokenClock(BaseStreamer):
             t = self._now()
             if self._after_end is not None:
                 self._after_end()
-        self._on_token(int(flat[0]), t, taken)  # one record per step; batch rows share its time
+        self._on_token([int(x) for x in flat.tolist()], t, taken)  # the rows share the step's time
 
     def discard(self) -> int:
         """Drop the steps no token claimed (the deferred path's undone one); return how many."""

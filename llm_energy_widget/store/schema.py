@@ -121,6 +121,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE power ADD COLUMN rails_json TEXT;
     """,
+    # batched generation: which sequence of the batch chose each token (0: a single prompt,
+    # so every stored run reads as one sequence), and one decoded text per sequence
+    """
+    ALTER TABLE tokens ADD COLUMN sequence INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN texts_json TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -348,6 +348,7 @@ class Store:
             "prompt": r["prompt"],
             "prompt_tokens": r["prompt_tokens"],
             "response": r["response"],
+            "texts": loads(r.get("texts_json"), []),
             "settings": loads(r["settings_json"], {}),
             "level": r["level"] or "component",
             "tags": loads(r["tags_json"], []),
@@ -464,8 +465,8 @@ def _load_rows(conn: sqlite3.Connection, rid: str) -> tuple[Any, ...]:
             "SELECT name, start_ms, end_ms FROM phases WHERE run_id = ? ORDER BY seq", (rid,)
         ).fetchall()
         tokens = conn.execute(
-            "SELECT idx, token_id, text, phase, start_ms, end_ms, instrumented FROM tokens "
-            "WHERE run_id = ? ORDER BY idx",
+            "SELECT idx, token_id, text, phase, start_ms, end_ms, instrumented, sequence "
+            "FROM tokens WHERE run_id = ? ORDER BY idx",
             (rid,),
         ).fetchall()
         layers = conn.execute(
@@ -480,6 +481,7 @@ def _token_row(t: tuple[Any, ...]) -> dict[str, Any]:
         zip(("index", "token_id", "text", "phase", "start_ms", "end_ms"), t[:6], strict=True)
     )
     rec["instrumented"] = None if t[6] is None else bool(t[6])
+    rec["sequence"] = int(t[7] or 0)
     return rec
 
 

@@ -221,7 +221,7 @@ class RunWriter:
             elif event == "token":
                 token_rows.append(
                     (rid, p["index"], p["token_id"], p["text"], p["phase"], p["start_ms"],
-                     p["end_ms"], p.get("instrumented"))
+                     p["end_ms"], p.get("instrumented"), int(p.get("sequence") or 0))
                 )  # fmt: skip
             elif event == "token_energy":
                 energy_rows.append((num(p["energy_j"]), rid, p["index"]))
@@ -247,7 +247,7 @@ class RunWriter:
             if token_rows:
                 conn.executemany(
                     "INSERT OR REPLACE INTO tokens (run_id, idx, token_id, text, phase, start_ms,"
-                    " end_ms, instrumented) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " end_ms, instrumented, sequence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     token_rows,
                 )
             if energy_rows:
@@ -307,6 +307,7 @@ class RunWriter:
                 "prompt": run.prompt,
                 "prompt_tokens": int(run.prompt_tokens),
                 "response": run.response_text,
+                "texts_json": dumps(run.sequence_texts),
                 "settings_json": dumps(run.settings),
                 "level": run.level,
                 "tags_json": dumps(run.tags),

@@ -32,7 +32,7 @@ from .static import (
     token_note,
 )
 from .text import esc as _esc
-from .text import fmt_pct, fmt_sig
+from .text import fmt_pct, fmt_sig, response_texts
 from .wire import snapshot_of
 
 if TYPE_CHECKING:
@@ -172,9 +172,13 @@ def to_html(run: Run, path: str | os.PathLike[str]) -> Path:
     ]
     if run.error_message:
         parts.append(f'<p class="note">Error: {_esc(run.error_message)}</p>')
+    batched = run.n_sequences > 1
+    parts.append("<h2>Responses</h2>" if batched else "<h2>Response</h2>")
+    for label, text in response_texts(run) or [("response", "")]:
+        if batched:
+            parts.append(f"<h3>{_esc(label)}</h3>")
+        parts.append(f"<pre>{_esc(text)}</pre>")
     parts += [
-        "<h2>Response</h2>",
-        f"<pre>{_esc(run.response)}</pre>",
         f"<details><summary>Tokens ({run.n_tokens}; energy {_esc(kind)}, from E(t))</summary>",
         *([f"<p>{_esc(below)}</p>"] if (below := below_resolution_line(run)) else []),
         _table(TOKEN_HEADERS, _token_rows(run), numeric={0, 3, 4, 5, 6}),

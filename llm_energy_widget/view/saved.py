@@ -47,7 +47,7 @@ from .static import (
     token_note,
 )
 from .text import esc as _esc
-from .text import fmt_energy, kind_text
+from .text import fmt_energy, kind_text, response_texts
 
 if TYPE_CHECKING:
     from ..run import Run
@@ -217,8 +217,10 @@ def saved_html(run: Run, png_b64: str, interactive: bool = True) -> str:
         )
     if run.error_message:
         static.append(f"<p>Error: {_esc(run.error_message)}</p>")
-    if run.response:
-        static.append(f'<pre class="lew-saved-response">{_esc(run.response)}</pre>')
+    for label, text in response_texts(run):
+        if run.n_sequences > 1:
+            static.append(f"<p><strong>{_esc(label)}</strong></p>")
+        static.append(f'<pre class="lew-saved-response">{_esc(text)}</pre>')
     if run.n_tokens:
         shown = min(run.n_tokens, TOKEN_TABLE_ROWS)
         more = f" (first {shown})" if shown < run.n_tokens else ""

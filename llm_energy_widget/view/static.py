@@ -19,7 +19,7 @@ from ..power.record import RAILS
 from .palette import CATEGORICAL, NEUTRAL, PHASE_COLORS, RAIL_COLORS, sequential_hex
 from .predicted import predicted_html, predicted_of, predicted_text
 from .text import esc as _esc
-from .text import fmt_energy, format_cost, kind_text
+from .text import fmt_energy, format_cost, kind_text, response_texts
 from .text import fmt_num as _num
 from .text import fmt_pct as _pct
 from .text import window_adjective as _window
@@ -273,9 +273,8 @@ def render_text(run: Run) -> str:
         lines += predicted_text(predicted_of(run))
     if run.error_message:
         lines.append(f"error: {run.error_message}")
-    if run.response:
-        resp = run.response if len(run.response) <= 300 else run.response[:300] + "…"
-        lines.append(f"response: {resp}")
+    for label, text in response_texts(run):
+        lines.append(f"{label}: {text if len(text) <= 300 else text[:300] + '…'}")
     return "\n".join(lines)
 
 
@@ -535,7 +534,9 @@ def render_html(run: Run) -> str:
         parts.append(_table(["phase", "duration", "energy", "avg power", "kind"], phase_rows(run)))
     if run.error_message:
         parts.append(f'<p class="error">Error: {_esc(run.error_message)}</p>')
-    if run.response:
-        parts.append(f'<pre style="white-space:pre-wrap">{_esc(run.response)}</pre>')
+    for label, text in response_texts(run):
+        if run.n_sequences > 1:
+            parts.append(f"<p><strong>{_esc(label)}</strong></p>")
+        parts.append(f'<pre style="white-space:pre-wrap">{_esc(text)}</pre>')
     parts.append("</div>")
     return "".join(parts)

@@ -24,6 +24,7 @@ __all__ = [
     "format_cost",
     "kind_text",
     "layer_label",
+    "response_texts",
     "short_layer",
     "window_adjective",
     "window_note",
@@ -111,3 +112,19 @@ def short_layer(name: str) -> str:
     """`model.layers.12` -> `12` (for an axis that says they are decoder layers)."""
     tail = name.rsplit(".", 1)[-1]
     return tail if tail.isdigit() else name
+
+
+def response_texts(run: Any) -> list[tuple[str, str]]:
+    """(label, text) of what the run generated: ("response", text) for one prompt; for a batch
+    one per sequence, labelled with its tokens and energy (its shares of the steps: modeled)."""
+    if run.n_sequences <= 1:
+        return [("response", run.response)] if run.response else []
+    out = []
+    for q in run.summary().get("sequences") or []:
+        n = q["tokens"]
+        label = (
+            f"sequence {q['sequence']} ({n} token{'' if n == 1 else 's'}, "
+            f"{fmt_energy(q['energy_j'])} modeled)"
+        )
+        out.append((label, str(q["text"])))
+    return out

@@ -271,6 +271,9 @@ def encode(
             # None: a token-level run. Absent in older messages: the view reads it as unknown.
             "instrumented": [t.get("instrumented") for t in toks],
         }
+        seqs = [int(t.get("sequence") or 0) for t in toks]
+        if any(seqs):  # a batch's rows; absent: every token is sequence 0 (one prompt)
+            header["tokens"]["sequence"] = seqs
         put("tok_time", np.asarray([[t["start_ms"], t["end_ms"]] for t in toks], np.float32))
         put("tok_id", np.asarray([t["token_id"] for t in toks], dtype=np.int32))
     if batch.token_energy:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from support.models import tiny_llama
+from support.runs import num
 
 from llm_energy_widget.analysis import sweep
 from llm_energy_widget.analysis.sweep import SweepWarning, grid_points
@@ -56,8 +57,19 @@ def test_sweep_stores_every_point_under_one_experiment(
     assert sorted((r.settings["max_new_tokens"], r.settings["batch_size"]) for r in c.runs) == [
         (2, 1), (2, 2), (4, 1), (4, 2)
     ]  # fmt: skip
-    assert all(r.prompt_tokens == 6 and r.settings["input_tokens"] == 6 for r in c.runs)
-    assert all(r.n_tokens == r.settings["max_new_tokens"] for r in c.runs)
+    # every row of a batch counts: 6 prompt tokens and max_new_tokens new ones per sequence
+    for r in c.runs:
+        b = r.settings["batch_size"]
+        assert r.n_sequences == b
+        assert r.prompt_tokens == 6 * b
+        assert r.settings["input_tokens"] == 6
+        assert r.n_tokens == r.settings["max_new_tokens"] * b
+        s = r.summary()
+        decode = [t for t in r.tokens() if t["phase"] == "decode"]
+        assert s["decode_tokens"] == len(decode) == (r.settings["max_new_tokens"] - 1) * b
+        assert s["decode_j_per_token"] == pytest.approx(
+            sum(num(t["energy_j"]) for t in decode) / len(decode), rel=1e-9
+        )
     assert set(c.table["label"]) == {
         "max_new_tokens=2 · batch_size=1", "max_new_tokens=2 · batch_size=2",
         "max_new_tokens=4 · batch_size=1", "max_new_tokens=4 · batch_size=2",
@@ -147,3 +159,17 @@ def test_progress_on_a_terminal_in_a_notebook_and_quiet_when_piped(
     assert [k for k, _ in shown] == ["display", "update", "update"]  # one output, updated
     assert shown[-1][1].startswith("sweep nb: 2/2 points done")
     assert capsys.readouterr().err == ""
+
+
+def test_a_batch_point_is_the_prompt_batch_times_through_the_batched_path(
+    tiny: tuple[Any, Any],
+) -> None:
+    model, tok = tiny
+    c = sweep(
+        (model, tok), "The quick brown fox", {"max_new_tokens": 3, "batch_size": 2},
+        power="estimate", level="token", baseline_s=0.0, store=False,
+    )  # fmt: skip
+    (run,) = c.runs
+    assert run.settings["prompts"] == ["The quick brown fox"] * 2
+    assert [t["sequence"] for t in run.tokens()] == [0, 1] * 3
+    assert run.texts[0] == run.texts[1]  # the same prompt, greedy: the same text

@@ -206,7 +206,10 @@ def _clock_run(events: str) -> tuple[list[tuple[int, float, Any]], int]:
     got: list[tuple[int, float, Any]] = []
     fake = _FakeClock()
     clock = TokenClock(
-        lambda i, t, taken: got.append((i, t, taken)), fake.now_ms, torch.device("cpu"), fake.take
+        lambda ids, t, taken: got.append((ids[0], t, taken)),
+        fake.now_ms,
+        torch.device("cpu"),
+        fake.take,
     )
     clock.put(torch.tensor([[1, 2, 3]]))  # the prompt
     puts = 0
